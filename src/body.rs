@@ -1,0 +1,264 @@
+//! Streaming bodies. Nothing here buffers: each frame is passed on as it arrives.
+//!
+//! - [`RequestBody`]: the client's upload on its way to a backend, cut off with an error when it
+//!   passes `server.max_body_size` or stalls longer than the backend's `idle_timeout`.
+//! - [`ResponseBody`]: either a backend's response on its way back (ended with an error, never
+//!   a clean end, when the backend fails or stalls mid-stream) or a small body of our own. It
+//!   carries the request's access-log record and writes it when the response is done.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use crate::logging::AccessRecord;
+
+/// Why a streamed body was cut off.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body exceeds {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("no data for {0:?}")]
+    Idle(Duration),
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+}
+
+/// Stands in for "forever" where a deadline would overflow.
+const MAX_WAIT: Duration = Duration::from_secs(365 * 86_400);
+
+/// Fires when a body has been silent (Pending) for longer than `timeout`. The timer is armed
+/// only while waiting, so a body whose frames are always ready never touches it, and it is
+/// allocated only the first time a body has to wait.
+pub struct IdleTimer {
+    timeout: Duration,
+    armed: bool,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl IdleTimer {
+    pub fn new(timeout: Duration) -> Self {
+        IdleTimer {
+            timeout,
+            armed: false,
+            sleep: None,
+        }
+    }
+
+    /// Call after the inner body made progress.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    /// Call after the inner body returned Pending; `Ready` means the silence lasted too long.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Duration> {
+        if !self.armed {
+            let now = Instant::now();
+            let deadline = now.checked_add(self.timeout).unwrap_or(now + MAX_WAIT);
+            match &mut self.sleep {
+                Some(s) => s.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.armed = true;
+        }
+        match &mut self.sleep {
+            Some(s) => s.as_mut().poll(cx).map(|()| self.timeout),
+            None => Poll::Pending,
+        }
+    }
+}
+
+use std::future::Future;
+
+/// Polls `inner` for a frame, turning a silence longer than the idle time-out into an error.
+fn poll_with_idle<B>(
+    inner: Pin<&mut B>,
+    idle: &mut IdleTimer,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>>
+where
+    B: Body<Data = Bytes, Error = hyper::Error>,
+{
+    match inner.poll_frame(cx) {
+        Poll::Ready(r) => {
+            idle.disarm();
+            Poll::Ready(r.map(|r| r.map_err(BodyError::Hyper)))
+        }
+        Poll::Pending => {
+            let after = ready!(idle.poll_expired(cx));
+            Poll::Ready(Some(Err(BodyError::Idle(after))))
+        }
+    }
+}
+
+fn data_len(frame: &Frame<Bytes>) -> u64 {
+    frame.data_ref().map_or(0, |d| d.len() as u64)
+}
+
+pin_project! {
+    /// A client's request body on its way to a backend.
+    pub struct RequestBody {
+        #[pin]
+        inner: Incoming,
+        idle: IdleTimer,
+        seen: u64,
+        limit: u64,
+        // Shared with the access-log record, which outlives this body.
+        counter: Option<Arc<AtomicU64>>,
+    }
+}
+
+impl RequestBody {
+    pub fn new(
+        inner: Incoming,
+        limit: u64,
+        idle_timeout: Duration,
+        counter: Option<Arc<AtomicU64>>,
+    ) -> Self {
+        RequestBody {
+            inner,
+            idle: IdleTimer::new(idle_timeout),
+            seen: 0,
+            limit,
+            counter,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        let r = ready!(poll_with_idle(this.inner, this.idle, cx));
+        if let Some(Ok(frame)) = &r {
+            let n = data_len(frame);
+            *this.seen += n;
+            if let Some(c) = this.counter {
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+            if *this.seen > *this.limit {
+                return Poll::Ready(Some(Err(BodyError::TooLarge { limit: *this.limit })));
+            }
+        }
+        Poll::Ready(r)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    /// The body of a response to a client.
+    pub struct ResponseBody {
+        #[pin]
+        upstream: Option<Incoming>,
+        idle: IdleTimer,
+        full: Option<Bytes>,
+        // Written to the log when the response is dropped: finished, failed or abandoned.
+        access: Option<Box<AccessRecord>>,
+    }
+
+    impl PinnedDrop for ResponseBody {
+        fn drop(this: Pin<&mut Self>) {
+            // hyper stops polling once `is_end_stream` says so, so a body can be complete
+            // without ever having returned its end.
+            let done = this.is_end_stream();
+            if let Some(access) = this.project().access {
+                access.completed |= done;
+            }
+        }
+    }
+}
+
+impl ResponseBody {
+    /// Streams a backend's response body.
+    pub fn upstream(inner: Incoming, idle_timeout: Duration) -> Self {
+        ResponseBody {
+            upstream: Some(inner),
+            idle: IdleTimer::new(idle_timeout),
+            full: None,
+            access: None,
+        }
+    }
+
+    /// A complete body of our own.
+    pub fn full(data: impl Into<Bytes>) -> Self {
+        let data: Bytes = data.into();
+        ResponseBody {
+            upstream: None,
+            idle: IdleTimer::new(Duration::MAX),
+            full: (!data.is_empty()).then_some(data),
+            access: None,
+        }
+    }
+
+    pub fn empty() -> Self {
+        ResponseBody::full(Bytes::new())
+    }
+
+    /// Attaches the access-log record written when this body is done.
+    pub fn set_access(&mut self, record: Box<AccessRecord>) {
+        self.access = Some(record);
+    }
+}
+
+impl From<Bytes> for ResponseBody {
+    fn from(b: Bytes) -> Self {
+        ResponseBody::full(b)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        let r = match this.upstream.as_pin_mut() {
+            None => this.full.take().map(|d| Ok(Frame::data(d))),
+            Some(inner) => ready!(poll_with_idle(inner, this.idle, cx)),
+        };
+        if let Some(access) = this.access {
+            match &r {
+                Some(Ok(frame)) => access.bytes_out += data_len(frame),
+                Some(Err(e)) => access.body_error(e),
+                None => access.completed = true,
+            }
+        }
+        Poll::Ready(r)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.upstream {
+            Some(inner) => inner.is_end_stream(),
+            None => self.full.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.upstream {
+            Some(inner) => inner.size_hint(),
+            None => SizeHint::with_exact(self.full.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}

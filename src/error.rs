@@ -1,0 +1,189 @@
+//! Everything that can go wrong with one request, as the client sees it: a status code and an
+//! OpenAI-shaped JSON body (`{"error":{"message","type","code"}}`), so SDKs show the message.
+//!
+//! Messages name the backend and its URL, never a key or a header value.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::config::format_duration;
+
+/// A request that could not be (fully) proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("invalid request path: {0}")]
+    BadPath(&'static str),
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error("not found: {0} (the API is under /v1; see / for the routes)")]
+    NotFound(String),
+    #[error("method {0} is not supported by this proxy")]
+    MethodNotAllowed(http::Method),
+    #[error("request body is larger than the limit of {limit} bytes (server.max_body_size)")]
+    BodyTooLarge { limit: u64 },
+    #[error("the client stopped sending the request body for {}", format_duration(*.0))]
+    ClientStalled(Duration),
+    #[error("the request body could not be read from the client: {0}")]
+    ClientBody(String),
+    #[error("backend '{backend}' ({url}) refused the connection")]
+    Refused { backend: String, url: String },
+    #[error("backend '{backend}' ({url}) is unreachable: {detail}")]
+    Unreachable {
+        backend: String,
+        url: String,
+        detail: String,
+    },
+    #[error("backend '{backend}' ({url}) did not accept the connection within {}", format_duration(*after))]
+    ConnectTimeout {
+        backend: String,
+        url: String,
+        after: Duration,
+    },
+    #[error("TLS handshake with backend '{backend}' ({url}) failed: {detail}")]
+    Tls {
+        backend: String,
+        url: String,
+        detail: String,
+    },
+    #[error("backend '{backend}' ({url}) sent no response headers within {} (response_timeout)", format_duration(*after))]
+    ResponseTimeout {
+        backend: String,
+        url: String,
+        after: Duration,
+    },
+    #[error("backend '{backend}' ({url}) failed before responding: {detail}")]
+    BackendFailed {
+        backend: String,
+        url: String,
+        detail: String,
+    },
+    #[error("the proxy is shutting down")]
+    ShuttingDown,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadPath(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute(_) | ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Refused { .. }
+            | ProxyError::Unreachable { .. }
+            | ProxyError::Tls { .. }
+            | ProxyError::BackendFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Machine-readable `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::BadPath(_) => "invalid_path",
+            ProxyError::NoRoute(_) => "no_route",
+            ProxyError::NotFound(_) => "not_found",
+            ProxyError::MethodNotAllowed(_) => "method_not_allowed",
+            ProxyError::BodyTooLarge { .. } => "request_too_large",
+            ProxyError::ClientStalled(_) => "client_timeout",
+            ProxyError::ClientBody(_) => "client_body_error",
+            ProxyError::Refused { .. } | ProxyError::Unreachable { .. } => "backend_unreachable",
+            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
+                "backend_timeout"
+            }
+            ProxyError::Tls { .. } => "backend_tls_error",
+            ProxyError::BackendFailed { .. } => "backend_error",
+            ProxyError::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// `error.type`: the client's fault or the proxy's (OpenAI uses the same split).
+    pub fn kind(&self) -> &'static str {
+        if self.status().is_client_error() {
+            "invalid_request_error"
+        } else {
+            "proxy_error"
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Bytes {
+        json_error(&self.to_string(), self.kind(), self.code())
+    }
+
+    /// A complete response for this error.
+    pub fn response<B: From<Bytes>>(&self) -> Response<B> {
+        let mut res = Response::new(B::from(self.body()));
+        *res.status_mut() = self.status();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if matches!(self, ProxyError::MethodNotAllowed(_)) {
+            res.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        res
+    }
+}
+
+/// `{"error":{"message":...,"type":...,"code":...}}`
+pub fn json_error(message: &str, kind: &str, code: &str) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Inner<'a> {
+        message: &'a str,
+        #[serde(rename = "type")]
+        kind: &'a str,
+        code: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct Outer<'a> {
+        error: Inner<'a>,
+    }
+    let body = Outer {
+        error: Inner {
+            message,
+            kind,
+            code,
+        },
+    };
+    // Serializing three strings cannot fail; fall back to a fixed body all the same.
+    serde_json::to_vec(&body).map_or_else(
+        |_| {
+            Bytes::from_static(
+                b"{\"error\":{\"message\":\"error\",\"type\":\"proxy_error\",\"code\":null}}",
+            )
+        },
+        Bytes::from,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape() {
+        let e = ProxyError::Refused {
+            backend: "ollama".into(),
+            url: "http://127.0.0.1:11434".into(),
+        };
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(
+            v["error"]["message"],
+            "backend 'ollama' (http://127.0.0.1:11434) refused the connection"
+        );
+        assert_eq!(v["error"]["type"], "proxy_error");
+        assert_eq!(v["error"]["code"], "backend_unreachable");
+        let e = ProxyError::BadPath("x");
+        assert_eq!(e.kind(), "invalid_request_error");
+    }
+}

@@ -1,0 +1,30 @@
+//! openai-proxy: routes OpenAI-API requests by path to self-hosted services (whisper.cpp,
+//! Ollama, Kokoro-FastAPI) and to OpenAI, streaming bodies both ways.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line (clap); also feeds the man page and completions.
+//! - [`config`]: config lookup, strict parsing, validation with file:line:column messages.
+//! - [`router`]: path normalization and longest-prefix routing; pure.
+//! - [`proxy`]: one request: route, rewrite, auth policy, forward, map errors.
+//! - [`headers`]: hop-by-hop stripping, `X-Forwarded-*`, request ids, secret headers.
+//! - [`body`]: streamed bodies with size limits, idle time-outs and byte counts.
+//! - [`upstream`]: one pooled HTTP(S) client per backend (rustls, HTTP/2 via ALPN).
+//! - [`server`]: the accept loop on given listeners, graceful drain.
+//! - [`listeners`]: binding listening sockets (TCP and Unix).
+//! - [`lifecycle`]: `serve`: start-up, signals, shutdown.
+//! - [`logging`]: tracing set-up and the access log.
+//! - [`error`]: `ProxyError` → status code + OpenAI-shaped JSON.
+
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod lifecycle;
+pub mod listeners;
+pub mod logging;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod upstream;

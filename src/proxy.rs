@@ -1,0 +1,338 @@
+//! One request: route it, rewrite it for its backend, forward it with the body streamed,
+//! and stream the backend's response back, or answer with an OpenAI-shaped error.
+//!
+//! A [`Proxy`] is an immutable snapshot built from one [`Config`]: routes, backends with their
+//! connection pools, limits. Reloading builds a new one; requests already running keep theirs.
+
+use std::error::Error as StdError;
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::body::{BodyError, RequestBody, ResponseBody};
+use crate::config::{BackendConfig, Config};
+use crate::error::ProxyError;
+use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
+use crate::logging::AccessRecord;
+use crate::router::{normalize_path, Router};
+use crate::upstream::Backend;
+
+/// What a route points at.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub backend: Arc<Backend>,
+    /// The route's prefix, for the access log.
+    pub route: Arc<str>,
+}
+
+/// Everything a request needs, built from one config.
+pub struct Proxy {
+    pub config: Arc<Config>,
+    router: Router<Target>,
+    /// The `/` page, made once.
+    status_page: Bytes,
+}
+
+impl Proxy {
+    /// Builds the routes and a client per backend. Fails only on TLS set-up problems that the
+    /// config validation could not see.
+    pub fn new(config: Config) -> anyhow::Result<Proxy> {
+        let mut backends = Vec::with_capacity(config.backends.len());
+        for b in &config.backends {
+            backends.push(Arc::new(Backend::new(b.clone())?));
+        }
+        let mut table = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            let backend = backends
+                .iter()
+                .find(|b| b.config.name == r.backend)
+                .cloned()
+                .ok_or_else(|| {
+                    anyhow::anyhow!("route {} names unknown backend {}", r.path, r.backend)
+                })?;
+            table.push((
+                r.path.clone(),
+                r.rewrite.clone(),
+                Target {
+                    backend,
+                    route: Arc::from(r.path.as_str()),
+                },
+            ));
+        }
+        let router = Router::new(table);
+        let status_page = status_page(&router);
+        Ok(Proxy {
+            config: Arc::new(config),
+            router,
+            status_page,
+        })
+    }
+
+    pub fn router(&self) -> &Router<Target> {
+        &self.router
+    }
+
+    /// Handles one request; never fails (errors become responses).
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: Option<IpAddr>,
+    ) -> Response<ResponseBody> {
+        let start = Instant::now();
+        let rid = headers::request_id(req.headers());
+        let mut access = self
+            .config
+            .log
+            .access_log
+            .then(|| Box::new(AccessRecord::new(rid.clone(), req.method().clone(), start)));
+        let mut res = match self.forward(req, peer, &rid, access.as_deref_mut()).await {
+            Ok(res) => res,
+            Err(e) => {
+                if let Some(a) = access.as_deref_mut() {
+                    a.error = Some(e.to_string());
+                }
+                e.response()
+            }
+        };
+        if !res.headers().contains_key(&X_REQUEST_ID) {
+            res.headers_mut().insert(X_REQUEST_ID.clone(), rid);
+        }
+        if let Some(mut a) = access {
+            a.status = res.status().as_u16();
+            a.headers_after = start.elapsed();
+            res.body_mut().set_access(a);
+        }
+        res
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        peer: Option<IpAddr>,
+        rid: &HeaderValue,
+        mut access: Option<&mut AccessRecord>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        if parts.method == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed(parts.method));
+        }
+        let normalized = normalize_path(parts.uri.path());
+        if let Some(a) = access.as_deref_mut() {
+            a.path = match &normalized {
+                Ok(p) => p.to_string(),
+                Err(_) => parts.uri.path().to_string(),
+            };
+        }
+        let path = normalized.map_err(|e| ProxyError::BadPath(e.0))?;
+        match &*path {
+            "/health" => {
+                return Ok(own_response(
+                    "application/json",
+                    Bytes::from_static(b"{\"status\":\"ok\"}\n"),
+                ))
+            }
+            "/" => {
+                return Ok(own_response(
+                    "text/plain; charset=utf-8",
+                    self.status_page.clone(),
+                ))
+            }
+            _ => {}
+        }
+        let Some(m) = self.router.find(&path) else {
+            return Err(if path == "/v1" || path.starts_with("/v1/") {
+                ProxyError::NoRoute(path.into_owned())
+            } else {
+                ProxyError::NotFound(path.into_owned())
+            });
+        };
+        let target = m.route.target.clone();
+        let backend = &target.backend;
+        let bc = &backend.config;
+        let forward_path = m.forward_path(&bc.base_path);
+        drop(path);
+        if let Some(a) = access.as_deref_mut() {
+            a.route = Some(target.route.clone());
+            a.backend = Some(backend.header.clone());
+        }
+
+        let limit = self.config.server.max_body_size;
+        if content_length(&parts.headers).is_some_and(|n| n > limit) {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+
+        let pq = match parts.uri.query() {
+            Some(q) => format!("{forward_path}?{q}"),
+            None => forward_path,
+        };
+        let pq = PathAndQuery::from_maybe_shared(Bytes::from(pq))
+            .map_err(|_| ProxyError::BadPath("the query string is not valid"))?;
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(bc.scheme.clone());
+        uri.authority = Some(bc.authority.clone());
+        uri.path_and_query = Some(pq);
+        parts.uri = Uri::from_parts(uri)
+            .map_err(|_| ProxyError::BadPath("cannot build the backend URL"))?;
+        parts.version = Version::HTTP_11;
+
+        let h = &mut parts.headers;
+        let host = h.remove(header::HOST);
+        headers::strip_hop_by_hop(h);
+        // hyper already answered `Expect: 100-continue` to the client.
+        h.remove(header::EXPECT);
+        headers::apply_auth(h, &bc.auth);
+        headers::set_forwarded(h, peer, host);
+        h.insert(X_REQUEST_ID.clone(), rid.clone());
+
+        let counter = access.as_deref().map(|a| a.bytes_in.clone());
+        let body = RequestBody::new(body, limit, bc.idle_timeout, counter);
+        let upstream = backend.client.request(Request::from_parts(parts, body));
+        let res = match tokio::time::timeout(bc.response_timeout, upstream).await {
+            Err(_) => {
+                return Err(ProxyError::ResponseTimeout {
+                    backend: bc.name.clone(),
+                    url: bc.url.clone(),
+                    after: bc.response_timeout,
+                })
+            }
+            Ok(Err(e)) => return Err(classify(&e, bc)),
+            Ok(Ok(res)) => res,
+        };
+        let (mut rparts, rbody) = res.into_parts();
+        rparts.version = Version::HTTP_11;
+        headers::strip_hop_by_hop(&mut rparts.headers);
+        rparts
+            .headers
+            .insert(X_BACKEND.clone(), backend.header.clone());
+        Ok(Response::from_parts(
+            rparts,
+            ResponseBody::upstream(rbody, bc.idle_timeout),
+        ))
+    }
+}
+
+fn own_response(content_type: &'static str, body: Bytes) -> Response<ResponseBody> {
+    let mut res = Response::new(ResponseBody::full(body));
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    *res.status_mut() = StatusCode::OK;
+    res
+}
+
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Turns a client error into what the user needs to know: whose fault, which backend.
+fn classify(err: &hyper_util::client::legacy::Error, bc: &BackendConfig) -> ProxyError {
+    let backend = bc.name.clone();
+    let url = bc.url.clone();
+    let mut io_kind = None;
+    let mut tls = None;
+    let mut innermost = err.to_string();
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(b) = e.downcast_ref::<BodyError>() {
+            return match b {
+                BodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit: *limit },
+                BodyError::Idle(d) => ProxyError::ClientStalled(*d),
+                BodyError::Hyper(h) => ProxyError::ClientBody(h.to_string()),
+            };
+        }
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            tls = Some(t.to_string());
+        }
+        innermost = e.to_string();
+        // An io::Error's `source()` skips the error it wraps (hyper-rustls wraps twice), so
+        // descend through `get_ref()` instead.
+        cur = match e.downcast_ref::<io::Error>() {
+            Some(io) => {
+                if io.kind() != io::ErrorKind::Other {
+                    io_kind.get_or_insert(io.kind());
+                }
+                match io.get_ref() {
+                    Some(inner) => Some(inner as &(dyn StdError + 'static)),
+                    None => e.source(),
+                }
+            }
+            None => e.source(),
+        };
+    }
+    if let Some(detail) = tls {
+        let hint = if detail.contains("UnknownIssuer") {
+            " (for a private CA, set ca_file)"
+        } else {
+            ""
+        };
+        return ProxyError::Tls {
+            backend,
+            url,
+            detail: format!("{detail}{hint}"),
+        };
+    }
+    match io_kind {
+        Some(io::ErrorKind::ConnectionRefused) => ProxyError::Refused { backend, url },
+        Some(io::ErrorKind::TimedOut) if err.is_connect() => ProxyError::ConnectTimeout {
+            backend,
+            url,
+            after: bc.connect_timeout,
+        },
+        _ if err.is_connect() => ProxyError::Unreachable {
+            backend,
+            url,
+            detail: innermost,
+        },
+        _ => ProxyError::BackendFailed {
+            backend,
+            url,
+            detail: innermost,
+        },
+    }
+}
+
+fn status_page(router: &Router<Target>) -> Bytes {
+    use std::fmt::Write;
+    let mut s = format!(
+        "openai-proxy {}\n\nPoint OpenAI clients here: OPENAI_BASE_URL=http://<this address>/v1\n\n\
+         Routes (longest matching prefix wins):\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let width = router
+        .routes()
+        .iter()
+        .map(|r| r.prefix.len())
+        .max()
+        .unwrap_or(0);
+    let mut routes: Vec<_> = router.routes().iter().collect();
+    routes.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+    for r in routes {
+        let b = &r.target.backend.config;
+        let _ = write!(s, "  {:width$}  -> {} ({})", r.prefix, b.name, b.url);
+        if let Some(rw) = &r.rewrite {
+            let _ = write!(s, ", rewritten to {rw}");
+        }
+        let _ = writeln!(
+            s,
+            ", auth: {}",
+            match &b.auth {
+                crate::config::AuthPolicy::Inject { .. } => "key injected by the proxy",
+                crate::config::AuthPolicy::Forward => "client's key forwarded",
+                crate::config::AuthPolicy::Strip => "client's key removed",
+            }
+        );
+    }
+    s.push_str("\nHealth check: /health\n");
+    Bytes::from(s)
+}

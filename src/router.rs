@@ -1,0 +1,309 @@
+//! Path normalization and route matching: pure functions, no I/O.
+//!
+//! A request is routed on its *normalized* path and forwarded with that same path, so what was
+//! routed is exactly what the backend sees. Normalization decodes percent-escapes of unreserved
+//! characters, upper-cases the remaining escapes, drops `.` segments and collapses `//`. Paths
+//! that could mean different things to the proxy and to a backend are refused instead: any
+//! `..` segment (literal or encoded), an encoded `/` or `\`, a literal `\`, a NUL, or a broken
+//! escape. No OpenAI client sends such paths; refusing them means no path can climb out of
+//! the route it was matched on.
+
+use std::borrow::Cow;
+
+/// Why a path was refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathError(pub &'static str);
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Normalizes a request path (see the module documentation). Borrows when the path is
+/// already normal, which is the common case.
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError("the path must start with '/'"));
+    }
+    let needs_work = bytes.windows(2).any(|w| w == b"//" || w == b"/.")
+        || bytes.iter().any(|&b| b == b'%' || b == b'\\');
+    if !needs_work {
+        return Ok(Cow::Borrowed(path));
+    }
+    let mut out = String::with_capacity(path.len());
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let last = segments.len() - 1;
+    for (i, raw) in segments.iter().enumerate() {
+        let seg = decode_segment(raw)?;
+        match seg.as_str() {
+            "" | "." => {
+                // `//` collapses; `.` disappears. A trailing `/` (or `/.`) is kept as one `/`.
+                if i == last && !out.ends_with('/') {
+                    out.push('/');
+                }
+            }
+            ".." => return Err(PathError("'..' path segments are not allowed")),
+            _ => {
+                if !out.ends_with('/') {
+                    out.push('/');
+                }
+                out.push_str(&seg);
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+fn decode_segment(raw: &str) -> Result<String, PathError> {
+    let b = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => return Err(PathError("'\\' is not allowed in a path")),
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    b.get(i + 1).copied().and_then(hex),
+                    b.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError("broken %-escape in the path"));
+                };
+                let c = h << 4 | l;
+                match c {
+                    b'/' | b'\\' => {
+                        return Err(PathError("an encoded '/' or '\\' is not allowed in a path"))
+                    }
+                    0 => return Err(PathError("an encoded NUL is not allowed in a path")),
+                    c if is_unreserved(c) => out.push(c as char),
+                    c => {
+                        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                        out.push('%');
+                        out.push(HEX[(c >> 4) as usize] as char);
+                        out.push(HEX[(c & 15) as usize] as char);
+                    }
+                }
+                i += 3;
+            }
+            _ => {
+                // `raw` is a &str split on ASCII '/', so copying char by char keeps UTF-8 intact.
+                let ch_len = utf8_len(b[i]);
+                out.push_str(&raw[i..i + ch_len]);
+                i += ch_len;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0x00..=0x7f => 1,
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        _ => 4,
+    }
+}
+
+/// One route: a path prefix and what to do with requests under it.
+#[derive(Debug, Clone)]
+pub struct Route<T> {
+    /// Normalized prefix; `/` matches every path.
+    pub prefix: String,
+    /// What replaces the prefix when forwarding (the prefix itself when there is no rewrite),
+    /// without a trailing `/`.
+    forward_prefix: String,
+    pub rewrite: Option<String>,
+    pub target: T,
+}
+
+/// Longest-prefix, whole-segment routing table.
+#[derive(Debug, Clone)]
+pub struct Router<T> {
+    /// Longest prefix first, so the first match is the best one.
+    routes: Vec<Route<T>>,
+}
+
+/// A matched route and the part of the path after its prefix (empty or starting with `/`).
+#[derive(Debug)]
+pub struct Match<'r, 'p, T> {
+    pub route: &'r Route<T>,
+    pub rest: &'p str,
+}
+
+impl<T> Match<'_, '_, T> {
+    /// The path to send to the backend: base path, then the (rewritten) prefix, then the rest.
+    pub fn forward_path(&self, base_path: &str) -> String {
+        let fp = &self.route.forward_prefix;
+        let mut s = String::with_capacity(base_path.len() + fp.len() + self.rest.len() + 1);
+        s.push_str(base_path);
+        s.push_str(fp);
+        s.push_str(self.rest);
+        if s.is_empty() {
+            s.push('/');
+        }
+        s
+    }
+}
+
+impl<T> Router<T> {
+    /// Builds the table from `(prefix, rewrite, target)`; prefixes must already be normalized
+    /// and unique (the config validation ensures both).
+    pub fn new(routes: impl IntoIterator<Item = (String, Option<String>, T)>) -> Self {
+        let mut routes: Vec<Route<T>> = routes
+            .into_iter()
+            .map(|(prefix, rewrite, target)| {
+                let fp = rewrite.as_deref().unwrap_or(&prefix);
+                Route {
+                    forward_prefix: fp.trim_end_matches('/').to_string(),
+                    prefix,
+                    rewrite,
+                    target,
+                }
+            })
+            .collect();
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        Router { routes }
+    }
+
+    /// Finds the route for a normalized path.
+    pub fn find<'r, 'p>(&'r self, path: &'p str) -> Option<Match<'r, 'p, T>> {
+        self.routes.iter().find_map(|route| {
+            let p = route.prefix.as_str();
+            if p == "/" {
+                return Some(Match { route, rest: path });
+            }
+            let rest = path.strip_prefix(p)?;
+            (rest.is_empty() || rest.starts_with('/')).then_some(Match { route, rest })
+        })
+    }
+
+    /// Routes, longest prefix first.
+    pub fn routes(&self) -> &[Route<T>] {
+        &self.routes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(p: &str) -> Result<String, PathError> {
+        normalize_path(p).map(|c| c.into_owned())
+    }
+
+    #[test]
+    fn normal_paths_are_borrowed() {
+        assert!(matches!(
+            normalize_path("/v1/chat/completions"),
+            Ok(Cow::Borrowed(_))
+        ));
+        assert!(matches!(normalize_path("/"), Ok(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn normalization() {
+        assert_eq!(norm("//v1//models").unwrap(), "/v1/models");
+        assert_eq!(norm("/v1/./models").unwrap(), "/v1/models");
+        assert_eq!(norm("/v1/models/").unwrap(), "/v1/models/");
+        assert_eq!(norm("/v1/models/.").unwrap(), "/v1/models/");
+        assert_eq!(norm("/%76%31/models").unwrap(), "/v1/models");
+        assert_eq!(norm("/v1/a%2db").unwrap(), "/v1/a-b");
+        assert_eq!(norm("/v1/a%20b").unwrap(), "/v1/a%20b");
+        assert_eq!(norm("/v1/a%2ab").unwrap(), "/v1/a%2Ab");
+        assert_eq!(norm("/v1/caf%C3%A9").unwrap(), "/v1/caf%C3%A9");
+        assert_eq!(norm("/v1/café/x//").unwrap(), "/v1/café/x/");
+        assert_eq!(norm("/.").unwrap(), "/");
+        assert_eq!(norm("//").unwrap(), "/");
+    }
+
+    #[test]
+    fn refused_paths() {
+        for p in [
+            "/v1/chat/completions/../../x",
+            "/v1/..",
+            "/..",
+            "/v1/%2e%2e/x",
+            "/v1/%2E%2e/x",
+            "/v1/.%2e/x",
+            "/v1/chat%2Fcompletions",
+            "/v1/chat%2fcompletions",
+            "/v1/chat%5Ccompletions",
+            "/v1\\chat",
+            "/v1/%00",
+            "/v1/%zz",
+            "/v1/%4",
+            "v1/models",
+            "",
+            "*",
+        ] {
+            assert!(normalize_path(p).is_err(), "{p:?} should be refused");
+        }
+    }
+
+    fn table() -> Router<&'static str> {
+        Router::new([
+            ("/v1".to_string(), None, "openai"),
+            ("/v1/chat/completions".to_string(), None, "ollama"),
+            (
+                "/v1/audio/transcriptions".to_string(),
+                Some("/inference".to_string()),
+                "whisper",
+            ),
+            ("/v1/audio/speech".to_string(), None, "kokoro"),
+        ])
+    }
+
+    #[test]
+    fn longest_whole_segment_prefix_wins() {
+        let r = table();
+        let t = |p: &str| r.find(p).map(|m| m.route.target);
+        assert_eq!(t("/v1/chat/completions"), Some("ollama"));
+        assert_eq!(t("/v1/chat/completions/x"), Some("ollama"));
+        assert_eq!(t("/v1/chat/completionsX"), Some("openai"));
+        assert_eq!(t("/v1/chat"), Some("openai"));
+        assert_eq!(t("/v1/models"), Some("openai"));
+        assert_eq!(t("/v1"), Some("openai"));
+        assert_eq!(t("/v1x"), None);
+        assert_eq!(t("/v2/models"), None);
+        assert_eq!(t("/"), None);
+    }
+
+    #[test]
+    fn forward_paths() {
+        let r = table();
+        let fwd = |p: &str, base: &str| r.find(p).unwrap().forward_path(base);
+        assert_eq!(fwd("/v1/models", ""), "/v1/models");
+        assert_eq!(fwd("/v1/models", "/openai"), "/openai/v1/models");
+        assert_eq!(fwd("/v1/audio/transcriptions", ""), "/inference");
+        assert_eq!(fwd("/v1/audio/transcriptions/x", ""), "/inference/x");
+        assert_eq!(fwd("/v1/audio/transcriptions", "/base"), "/base/inference");
+        let root = Router::new([("/".to_string(), Some("/".to_string()), ())]);
+        assert_eq!(root.find("/").unwrap().forward_path(""), "/");
+        assert_eq!(root.find("/a/b").unwrap().forward_path(""), "/a/b");
+        assert_eq!(root.find("/a").unwrap().forward_path("/p"), "/p/a");
+        let strip = Router::new([("/v1".to_string(), Some("/".to_string()), ())]);
+        assert_eq!(
+            strip.find("/v1/models").unwrap().forward_path(""),
+            "/models"
+        );
+        assert_eq!(strip.find("/v1").unwrap().forward_path(""), "/");
+    }
+}

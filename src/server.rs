@@ -1,0 +1,224 @@
+//! The accept loop: serves HTTP/1.1 on already-open listeners until `shutdown` resolves, then
+//! stops accepting and drains.
+//!
+//! [`run`] takes its listeners and its shutdown future from the caller, so `serve`, socket
+//! activation and the tests all use the same entry point.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+use crate::listeners::StdListener;
+use crate::proxy::Proxy;
+
+/// What the server shares between connections: the live [`Proxy`] (swapped on reload) and
+/// counters for status reports and idle exit.
+pub struct State {
+    proxy: RwLock<Arc<Proxy>>,
+    /// Requests received since start.
+    pub requests: AtomicU64,
+    /// Connections open right now.
+    pub open_connections: AtomicUsize,
+    /// Notified whenever the last open connection closes.
+    pub all_closed: Notify,
+}
+
+impl State {
+    pub fn new(proxy: Proxy) -> Arc<State> {
+        Arc::new(State {
+            proxy: RwLock::new(Arc::new(proxy)),
+            requests: AtomicU64::new(0),
+            open_connections: AtomicUsize::new(0),
+            all_closed: Notify::new(),
+        })
+    }
+
+    /// The proxy new requests use.
+    pub fn proxy(&self) -> Arc<Proxy> {
+        match self.proxy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Makes `proxy` the one new requests use; requests already running keep the old one.
+    pub fn replace(&self, proxy: Proxy) {
+        let proxy = Arc::new(proxy);
+        match self.proxy.write() {
+            Ok(mut p) => *p = proxy,
+            Err(poisoned) => *poisoned.into_inner() = proxy,
+        }
+    }
+}
+
+/// Counts a connection as open for as long as it lives.
+struct ConnGuard(Arc<State>);
+
+impl ConnGuard {
+    fn new(state: &Arc<State>) -> Self {
+        state.open_connections.fetch_add(1, Ordering::SeqCst);
+        ConnGuard(state.clone())
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.open_connections.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+fn to_tokio(l: StdListener) -> anyhow::Result<(Listener, Option<std::path::PathBuf>)> {
+    Ok(match l {
+        StdListener::Tcp(l) => {
+            l.set_nonblocking(true)?;
+            (Listener::Tcp(TcpListener::from_std(l)?), None)
+        }
+        StdListener::Unix { listener, cleanup } => {
+            listener.set_nonblocking(true)?;
+            (Listener::Unix(UnixListener::from_std(listener)?), cleanup)
+        }
+    })
+}
+
+/// Serves on `listeners` until `shutdown` resolves; then closes the listeners (new connections
+/// are refused), lets open requests finish for up to `server.shutdown_timeout`, and returns.
+pub async fn run(
+    listeners: Vec<StdListener>,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut accepting = JoinSet::new();
+    let mut socket_files = Vec::new();
+    for l in listeners {
+        let (listener, cleanup) = to_tokio(l).context("cannot register a listening socket")?;
+        socket_files.extend(cleanup);
+        accepting.spawn(accept_loop(listener, state.clone(), stop_rx.clone()));
+    }
+    drop(stop_rx);
+    shutdown.await;
+
+    let _ = stop_tx.send(true);
+    while accepting.join_next().await.is_some() {}
+    for f in socket_files {
+        let _ = std::fs::remove_file(f);
+    }
+    let limit = state.proxy().config.server.shutdown_timeout;
+    let open = state.open_connections.load(Ordering::SeqCst);
+    if open > 0 {
+        tracing::info!(
+            open,
+            "waiting up to {limit:?} for open connections to finish"
+        );
+    }
+    if tokio::time::timeout(limit, stop_tx.closed()).await.is_err() {
+        tracing::warn!(
+            open = state.open_connections.load(Ordering::SeqCst),
+            "shutdown_timeout reached; closing the remaining connections"
+        );
+    }
+    Ok(())
+}
+
+async fn accept_loop(listener: Listener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => return,
+            r = accept(&listener) => r,
+        };
+        match accepted {
+            Ok(Accepted::Tcp(stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(
+                    stream,
+                    Some(peer.ip()),
+                    state.clone(),
+                    stop.clone(),
+                ));
+            }
+            Ok(Accepted::Unix(stream)) => {
+                tokio::spawn(serve_connection(stream, None, state.clone(), stop.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::error!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Resolves once shutdown has begun (or the server is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        Listener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    peer: Option<IpAddr>,
+    state: Arc<State>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _guard = ConnGuard::new(&state);
+    let header_read_timeout = state.proxy().config.server.header_read_timeout;
+    let svc_state = state.clone();
+    let service = service_fn(move |req| {
+        let state = svc_state.clone();
+        async move {
+            state.requests.fetch_add(1, Ordering::Relaxed);
+            let proxy = state.proxy();
+            Ok::<_, Infallible>(proxy.handle(req, peer).await)
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("connection ended with an error: {e}");
+    }
+}

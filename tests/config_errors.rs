@@ -1,0 +1,213 @@
+//! A wrong config is refused with exit status 78 and a message naming file, line:column and
+//! key; keys are never printed.
+
+use std::path::Path;
+
+use crate::support::bin::{self, command};
+
+const GOOD_BACKENDS: &str = "[backends.ollama]\nurl = \"http://127.0.0.1:11434\"\n";
+const GOOD_ROUTE: &str = "[[route]]\npath = \"/v1\"\nbackend = \"ollama\"\n";
+
+/// Runs `openai-proxy --config FILE` and returns (status, stderr).
+fn serve_with(dir: &Path, text: &str) -> (Option<i32>, String, String) {
+    let file = dir.join("config.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = bin::run(&[
+        "--config",
+        file.to_str().unwrap(),
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        file.display().to_string(),
+    )
+}
+
+#[test]
+fn each_config_error_class_exits_78_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, String, &str, &str)] = &[
+        (
+            "unknown key",
+            format!("[server]\nlisten = [\"127.0.0.1:0\"]\nlisen = 1\n{GOOD_BACKENDS}{GOOD_ROUTE}"),
+            ":3:1: server.lisen:",
+            "unknown field `lisen`",
+        ),
+        (
+            "bad duration",
+            format!("{GOOD_BACKENDS}connect_timeout = \"10x\"\n{GOOD_ROUTE}"),
+            ":3:19: backends.ollama.connect_timeout:",
+            "unknown unit \"x\"",
+        ),
+        (
+            "duration without unit",
+            format!("[server]\nshutdown_timeout = 30\n{GOOD_BACKENDS}{GOOD_ROUTE}"),
+            ":2:20: server.shutdown_timeout:",
+            "\"30s\"",
+        ),
+        (
+            "bad size",
+            format!("[server]\nmax_body_size = \"lots\"\n{GOOD_BACKENDS}{GOOD_ROUTE}"),
+            ":2:17: server.max_body_size:",
+            "invalid size",
+        ),
+        (
+            "route naming an undefined backend",
+            format!("{GOOD_BACKENDS}[[route]]\npath = \"/v1\"\nbackend = \"olama\"\n"),
+            ":5:11: route[0].backend:",
+            "no backend named \"olama\" (defined: ollama)",
+        ),
+        (
+            "backend URL not http/https",
+            format!("[backends.ollama]\nurl = \"ftp://127.0.0.1:21\"\n{GOOD_ROUTE}"),
+            ":2:7: backends.ollama.url:",
+            "unsupported scheme \"ftp\"",
+        ),
+        (
+            "duplicate route path",
+            format!("{GOOD_BACKENDS}{GOOD_ROUTE}{GOOD_ROUTE}"),
+            ":7:8: route[1].path:",
+            "duplicate route path \"/v1\"",
+        ),
+        (
+            "unreadable key file",
+            format!("{GOOD_BACKENDS}api_key_file = \"/nonexistent/openai.key\"\n{GOOD_ROUTE}"),
+            ":3:16: backends.ollama.api_key_file:",
+            "cannot read key file /nonexistent/openai.key",
+        ),
+        (
+            "TOML syntax error",
+            format!("{GOOD_BACKENDS}[[route]\n"),
+            ":3:",
+            "",
+        ),
+        (
+            "bad listen address",
+            format!("[server]\nlisten = [\"localhost\"]\n{GOOD_BACKENDS}{GOOD_ROUTE}"),
+            ":2:11: server.listen[0]:",
+            "invalid listen address",
+        ),
+    ];
+    for (what, text, position, message) in cases {
+        let (code, stderr, file) = serve_with(dir.path(), text);
+        assert_eq!(code, Some(78), "{what}: exit status; stderr:\n{stderr}");
+        assert!(
+            stderr.contains(&format!("{file}{position}")),
+            "{what}: expected `{file}{position}` in:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(message),
+            "{what}: expected `{message}` in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn all_validation_errors_are_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr, _) = serve_with(
+        dir.path(),
+        "[backends.a]\nurl = \"gopher://x\"\nidle_timeout = \"0s\"\n[[route]]\npath = \"v1\"\nbackend = \"zzz\"\n",
+    );
+    assert_eq!(code, Some(78));
+    for needle in [
+        "backends.a.url",
+        "backends.a.idle_timeout",
+        "route[0].path",
+        "route[0].backend",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn key_material_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "sk-do-not-print me\n").unwrap();
+    let (code, stderr, _) = serve_with(
+        dir.path(),
+        &format!(
+            "[backends.ollama]\nurl = \"http://127.0.0.1:1\"\napi_key_file = {key:?}\n{GOOD_ROUTE}"
+        ),
+    );
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("api_key_file"), "{stderr}");
+    assert!(!stderr.contains("sk-do-not-print"), "{stderr}");
+}
+
+#[test]
+fn missing_config_file_and_usage_errors() {
+    let out = bin::run(&["--config", "/nonexistent/openai-proxy.toml"]);
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/openai-proxy.toml"),
+        "{stderr}"
+    );
+
+    let out = bin::run(&["serve", "--listen", "not-an-address"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = bin::run(&["--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = bin::run(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("openai-proxy "));
+}
+
+#[test]
+fn config_lookup_uses_env_before_the_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("env.toml");
+    std::fs::write(&file, "[log]\nlevel = \"loud\"\n").unwrap();
+    let out = command()
+        .env("OPENAI_PROXY_CONFIG", &file)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2:9: log.level", file.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn embedded_default_is_the_documented_example_and_valid() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/openai-proxy.toml"
+    ))
+    .unwrap();
+    assert_eq!(text, openai_proxy::config::EMBEDDED_DEFAULT);
+    let cfg = openai_proxy::config::Config::from_toml(&text).unwrap();
+    let routes: Vec<(&str, &str)> = cfg
+        .routes
+        .iter()
+        .map(|r| (r.path.as_str(), r.backend.as_str()))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("/v1/audio/transcriptions", "whisper"),
+            ("/v1/chat/completions", "ollama"),
+            ("/v1/audio/speech", "kokoro"),
+            ("/v1/audio/voices", "kokoro"),
+            ("/v1", "openai")
+        ]
+    );
+    let openai = cfg.backend("openai").unwrap();
+    assert_eq!(openai.url, "https://api.openai.com");
+    assert_eq!(openai.auth, openai_proxy::config::AuthPolicy::Forward);
+    for local in ["whisper", "ollama", "kokoro"] {
+        assert_eq!(
+            cfg.backend(local).unwrap().auth,
+            openai_proxy::config::AuthPolicy::Strip
+        );
+    }
+    assert_eq!(cfg.server.listen[0].to_string(), "127.0.0.1:2020");
+}

@@ -1,0 +1,124 @@
+//! Test harness: in-process mock backends, a proxy started with `server::run` on
+//! 127.0.0.1:0, HTTP clients, a test CA, and a runner for the real binary.
+#![allow(dead_code)]
+
+pub mod bin;
+pub mod client;
+pub mod mock;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use openai_proxy::config::{Config, ListenAddr};
+use openai_proxy::listeners;
+use openai_proxy::proxy::Proxy;
+use openai_proxy::server::{self, State};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A proxy running inside the test's runtime.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub state: Arc<State>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestProxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Triggers the graceful shutdown and waits for `server::run` to return.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task)
+            .await
+            .expect("server task panicked")
+            .expect("server::run failed");
+    }
+}
+
+/// Starts a proxy for `toml` on a free loopback port.
+pub async fn start_proxy(toml: &str) -> TestProxy {
+    let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    start_proxy_with(config).await
+}
+
+pub async fn start_proxy_with(config: Config) -> TestProxy {
+    let listeners = listeners::bind(&[ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())])
+        .expect("bind 127.0.0.1:0");
+    let addr = match &listeners[0] {
+        listeners::StdListener::Tcp(l) => l.local_addr().unwrap(),
+        _ => unreachable!(),
+    };
+    let state = State::new(Proxy::new(config).expect("proxy"));
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::run(listeners, state.clone(), async move {
+        let _ = rx.await;
+    }));
+    TestProxy {
+        addr,
+        state,
+        stop: Some(tx),
+        task,
+    }
+}
+
+/// A config with the default routes pointing at the given backends. `openai_extra` is added
+/// to `[backends.openai]` (e.g. `ca_file` and the auth policy).
+pub fn default_routes(
+    whisper: &str,
+    ollama: &str,
+    kokoro: &str,
+    openai: &str,
+    openai_extra: &str,
+) -> String {
+    format!(
+        r#"
+[backends.whisper]
+url = "{whisper}"
+[backends.ollama]
+url = "{ollama}"
+[backends.kokoro]
+url = "{kokoro}"
+[backends.openai]
+url = "{openai}"
+{openai_extra}
+
+[[route]]
+path = "/v1/audio/transcriptions"
+backend = "whisper"
+[[route]]
+path = "/v1/chat/completions"
+backend = "ollama"
+[[route]]
+path = "/v1/audio/speech"
+backend = "kokoro"
+[[route]]
+path = "/v1/audio/voices"
+backend = "kokoro"
+[[route]]
+path = "/v1"
+backend = "openai"
+"#
+    )
+}
+
+/// A loopback address nothing listens on (bound, then closed).
+pub fn dead_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Deterministic test data: byte `i` of a stream.
+pub fn pattern_byte(i: u64) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 9)) as u8
+}
+
+pub fn pattern(offset: u64, len: usize) -> Vec<u8> {
+    (0..len as u64).map(|i| pattern_byte(offset + i)).collect()
+}
