@@ -349,3 +349,52 @@ async fn client_disconnect_mid_stream_closes_the_backend_connection() {
     );
     proxy.stop().await;
 }
+
+/// Sends on drop: tells the test when the backend's handler was abandoned.
+struct DropSignal(Option<oneshot::Sender<Instant>>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(Instant::now());
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_disconnect_before_response_headers_cancels_the_backend_request() {
+    let (dropped_tx, dropped_rx) = oneshot::channel::<Instant>();
+    let dropped_tx = Arc::new(Mutex::new(Some(dropped_tx)));
+    let ollama = Mock::start(handler(move |req| {
+        let guard = DropSignal(dropped_tx.lock().unwrap().take());
+        async move {
+            mock::collect(req).await;
+            // A long prompt: no headers for a long time.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(guard);
+            Response::new(mock::full("late"))
+        }
+    }))
+    .await;
+    let proxy = start_proxy(&default_routes(
+        &ollama.url(),
+        &ollama.url(),
+        &ollama.url(),
+        &ollama.url(),
+        "",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(s);
+    let gone = Instant::now();
+    let dropped = tokio::time::timeout(Duration::from_secs(5), dropped_rx)
+        .await
+        .expect("the backend kept working for a client that left")
+        .unwrap();
+    assert!(dropped.duration_since(gone) < Duration::from_secs(1));
+    proxy.stop().await;
+}
