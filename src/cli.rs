@@ -49,6 +49,48 @@ pub enum Command {
     /// Serves until SIGTERM or SIGINT, then stops accepting connections, lets requests in
     /// flight finish (up to server.shutdown_timeout) and exits 0.
     Serve(ServeArgs),
+
+    /// Start serving through the service manager.
+    ///
+    /// systemd: starts openai-proxy.socket; the service itself starts on the first connection.
+    /// macOS: `brew services start`, or `launchctl bootstrap` of the openai-proxy plist.
+    Start(ManageArgs),
+
+    /// Stop the service and its socket.
+    Stop(ManageArgs),
+
+    /// Restart the service (systemd keeps the socket open, so no connection is refused).
+    Restart(ManageArgs),
+
+    /// Make the running service re-read its configuration (SIGHUP) without dropping a request.
+    ///
+    /// Does nothing when the service is not running: the configuration is read when it starts.
+    Reload(ManageArgs),
+
+    /// Show the service manager's view of the service and what /health answers.
+    ///
+    /// Exits 0 when /health answers 200, 3 when the proxy is not serving. With socket
+    /// activation, asking /health starts the service if it was not running.
+    Status(ManageArgs),
+
+    /// Start serving now and at every boot (systemd: enable --now openai-proxy.socket).
+    Enable(ManageArgs),
+
+    /// Stop serving and no longer start at boot.
+    Disable(ManageArgs),
+}
+
+/// Options of the service-manager commands.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ManageArgs {
+    /// Use the per-user service manager (systemctl --user; a LaunchAgent on macOS) instead of
+    /// the system one.
+    #[arg(long)]
+    pub user: bool,
+
+    /// Print each service-manager command before running it.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Clone, Default, Args)]

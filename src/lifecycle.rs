@@ -1,41 +1,274 @@
-//! `serve`: load the config, set up logging and listeners, run the server, and react to
-//! signals (SIGTERM/SIGINT: stop accepting and drain).
+//! `serve`: the daemon's life from start to exit, and what the service manager hears of it.
+//!
+//! 1. Before any thread exists: take the notify socket, watchdog settings and inherited
+//!    listening sockets from the environment (and clear them).
+//! 2. Load the config (exit 78 when it is wrong), set up logging, bind `server.listen` unless
+//!    sockets were inherited, build the routes and backends, then send `READY=1`.
+//! 3. Serve. SIGHUP re-reads the config and swaps it in atomically (`RELOADING=1`, then
+//!    `READY=1`); a config that fails to load is logged with file:line and shown in `STATUS=`,
+//!    and the old one keeps running. `WATCHDOG=1` goes out at half of `WATCHDOG_USEC`.
+//! 4. SIGTERM/SIGINT, or `server.idle_exit` without connections when socket-activated:
+//!    `STOPPING=1`, stop accepting, drain, exit 0.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::ServeArgs;
-use crate::config::{self, AuthPolicy, Config};
-use crate::listeners;
+use crate::config::{self, AuthPolicy, Config, ConfigError, ListenAddr};
+use crate::listeners::{self, StdListener};
 use crate::logging;
+use crate::notify::{self, Notifier};
 use crate::proxy::Proxy;
-use crate::server::{self, State};
+use crate::server::{Server, State};
 
-/// Runs the proxy in the foreground until SIGTERM or SIGINT.
-pub fn serve(config_flag: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
-    let mut config = config::load(config_flag)?;
-    if !args.listen.is_empty() {
-        config.server.listen = args.listen.clone();
+/// How the config is (re)loaded: the same lookup and overrides at start and on every reload.
+struct Loader {
+    flag: Option<PathBuf>,
+    listen: Vec<ListenAddr>,
+}
+
+impl Loader {
+    fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = config::load(self.flag.as_deref())?;
+        if !self.listen.is_empty() {
+            config.server.listen = self.listen.clone();
+        }
+        Ok(config)
     }
-    logging::init(&config.log);
-    let listeners = listeners::bind(&config.server.listen)?;
+}
+
+/// Runs the proxy in the foreground until SIGTERM or SIGINT (or idle exit).
+pub fn serve(config_flag: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
+    // SAFETY: `serve` runs on the main thread before any other thread is started; these read
+    // and clear environment variables.
+    let notifier = unsafe { Notifier::from_env() };
+    let inherited = unsafe { listeners::inherited() }?;
+    let loader = Loader {
+        flag: config_flag.map(Path::to_path_buf),
+        listen: args.listen.clone(),
+    };
+    let config = loader.load()?;
+    let problems = logging::init(&config.log);
+    for p in problems {
+        tracing::warn!("{p}");
+    }
+    let activated = !inherited.is_empty();
+    let listeners: Vec<StdListener> = if activated {
+        for i in &inherited {
+            tracing::info!(
+                "using socket \"{}\" from the service manager: {}",
+                i.name,
+                i.listener.describe()
+            );
+        }
+        tracing::info!("server.listen is not used: the service manager passed sockets");
+        inherited.into_iter().map(|i| i.listener).collect()
+    } else {
+        listeners::bind(&config.server.listen)?
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let shutdown = shutdown_signal()?;
-        announce(&config, &listeners);
-        let state = State::new(Proxy::new(config)?);
-        server::run(listeners, state, shutdown).await?;
-        tracing::info!("stopped");
-        Ok(())
+    runtime.block_on(run(loader, config, listeners, activated, notifier))
+}
+
+async fn run(
+    loader: Loader,
+    config: Config,
+    listeners: Vec<StdListener>,
+    activated: bool,
+    notifier: Notifier,
+) -> anyhow::Result<()> {
+    let mut signals = Signals::new()?;
+    announce(&config, &listeners);
+    let addresses = listeners
+        .iter()
+        .map(StdListener::describe)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let idle_exit = config.server.idle_exit;
+    if !idle_exit.is_zero() && !activated {
+        tracing::info!(
+            "server.idle_exit applies only when socket-activated; not exiting when idle"
+        );
+    }
+    let state = State::new(Proxy::new(config)?);
+    let server = Server::new(listeners, state.clone())?;
+    let status = Arc::new(Status {
+        state: state.clone(),
+        addresses,
+        reload_error: Mutex::new(None),
+    });
+    let notifier = Arc::new(notifier);
+    notifier.send(&[notify::State::Ready, notify::State::Status(&status.line())]);
+    let background = spawn_reporting(&notifier, &status);
+
+    let shutdown = async {
+        let why = loop {
+            tokio::select! {
+                _ = signals.hup.recv() => reload(&loader, &state, &notifier, &status),
+                _ = signals.term.recv() => break "SIGTERM",
+                _ = signals.int.recv() => break "SIGINT",
+                () = idle(&state, idle_exit), if activated && !idle_exit.is_zero() => {
+                    break "idle_exit: no connection"
+                }
+            }
+        };
+        notifier.send(&[
+            notify::State::Stopping,
+            notify::State::Status(&format!("Stopping ({why})")),
+        ]);
+        tracing::info!("{why}: no longer accepting connections; finishing requests in flight");
+    };
+    let result = server.run(shutdown).await;
+    background.abort();
+    tracing::info!("stopped");
+    result
+}
+
+struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+}
+
+/// The one-line summary the service manager shows (`systemctl status`).
+struct Status {
+    state: Arc<State>,
+    addresses: String,
+    /// Set while the last reload failed: the old config is still serving.
+    reload_error: Mutex<Option<String>>,
+}
+
+impl Status {
+    fn line(&self) -> String {
+        let routes = self.state.proxy().config.routes.len();
+        let requests = self.state.requests.load(Ordering::Relaxed);
+        let base = format!(
+            "Serving {routes} routes on {}; {requests} requests",
+            self.addresses
+        );
+        match self.reload_error.lock().ok().and_then(|e| e.clone()) {
+            Some(e) => format!("{base}; reload FAILED, previous config kept: {e}"),
+            None => base,
+        }
+    }
+}
+
+/// Sends `WATCHDOG=1` at half the watchdog interval, and refreshes `STATUS=` when the request
+/// count changed (at most every 10 s; nothing at all while idle).
+fn spawn_reporting(notifier: &Arc<Notifier>, status: &Arc<Status>) -> tokio::task::JoinHandle<()> {
+    let notifier = notifier.clone();
+    let status = status.clone();
+    tokio::spawn(async move {
+        if !notifier.is_active() {
+            return;
+        }
+        const STATUS_EVERY: Duration = Duration::from_secs(10);
+        let tick = notifier
+            .watchdog_interval
+            .map_or(STATUS_EVERY, |w| w.min(STATUS_EVERY));
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_requests = status.state.requests.load(Ordering::Relaxed);
+        let mut last_status = tokio::time::Instant::now();
+        loop {
+            interval.tick().await;
+            if notifier.watchdog_interval.is_some() {
+                notifier.send(&[notify::State::Watchdog]);
+            }
+            let requests = status.state.requests.load(Ordering::Relaxed);
+            if requests != last_requests && last_status.elapsed() >= STATUS_EVERY {
+                last_requests = requests;
+                last_status = tokio::time::Instant::now();
+                notifier.send(&[notify::State::Status(&status.line())]);
+            }
+        }
     })
 }
 
+/// Re-reads the config and swaps it in; on failure keeps the old one and says so.
+fn reload(loader: &Loader, state: &State, notifier: &Notifier, status: &Status) {
+    let mut states = vec![notify::State::Reloading];
+    if let Ok(now) = notify::State::monotonic_usec_now() {
+        states.push(now);
+    }
+    notifier.send(&states);
+    tracing::info!("SIGHUP: reloading the configuration");
+    let outcome = loader
+        .load()
+        .map_err(anyhow::Error::from)
+        .and_then(|config| {
+            let old = state.proxy();
+            if config.server.listen != old.config.server.listen {
+                tracing::warn!("server.listen changed: that takes effect only after a restart");
+            }
+            if config.log.target != old.config.log.target {
+                tracing::warn!("log.target changed: that takes effect only after a restart");
+            }
+            logging::reconfigure(&config.log);
+            let routes = config.routes.len();
+            let source = config.source.display_name();
+            state.replace(Proxy::new(config)?);
+            tracing::info!("reloaded {source}: {routes} routes");
+            Ok(())
+        });
+    let error = match outcome {
+        Ok(()) => None,
+        Err(e) => {
+            let text = format!("{e:#}");
+            for line in text.lines() {
+                tracing::error!("reload failed, keeping the previous configuration: {line}");
+            }
+            Some(text.lines().next().unwrap_or_default().to_string())
+        }
+    };
+    if let Ok(mut slot) = status.reload_error.lock() {
+        *slot = error;
+    }
+    notifier.send(&[notify::State::Ready, notify::State::Status(&status.line())]);
+}
+
+/// Resolves once no connection has been open for `after`.
+async fn idle(state: &State, after: Duration) {
+    loop {
+        while state.open_connections.load(Ordering::SeqCst) > 0 {
+            let closed = state.all_closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if state.open_connections.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            closed.await;
+        }
+        let accepted = state.accepted.load(Ordering::SeqCst);
+        tokio::time::sleep(after).await;
+        if state.accepted.load(Ordering::SeqCst) == accepted
+            && state.open_connections.load(Ordering::SeqCst) == 0
+        {
+            return;
+        }
+    }
+}
+
 /// Logs what is about to run: config, addresses, and anything risky.
-fn announce(config: &Config, listeners: &[listeners::StdListener]) {
+fn announce(config: &Config, listeners: &[StdListener]) {
     tracing::info!(
         "openai-proxy {} using {} ({})",
         env!("CARGO_PKG_VERSION"),
@@ -57,18 +290,4 @@ fn announce(config: &Config, listeners: &[listeners::StdListener]) {
     for l in listeners {
         tracing::info!("listening on {}", l.describe());
     }
-}
-
-/// Resolves on the first SIGTERM or SIGINT.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    Ok(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!("{name}: no longer accepting connections; finishing requests in flight");
-    })
 }

@@ -1,10 +1,12 @@
-//! Listening sockets: bound from `server.listen` (or `serve --listen`), TCP or Unix.
+//! Listening sockets: inherited from the service manager (systemd socket activation, launchd)
+//! or bound from `server.listen` (or `serve --listen`); TCP or Unix, several at once.
 //!
-//! Sockets are plain std sockets here and become tokio ones inside [`crate::server::run`], so
-//! they can be made before the runtime exists.
+//! Sockets are plain std sockets here and become tokio ones inside [`crate::server`], so they
+//! can be taken before the runtime (and its threads) exists, as inheriting them requires.
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -95,5 +97,75 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
             UnixListener::bind(path)
         }
         other => other,
+    }
+}
+
+/// The name a service manager gives the proxy's sockets (`FileDescriptorName=http`, the
+/// launchd `Sockets` key).
+pub const SOCKET_NAME: &str = "http";
+
+/// An inherited socket and the name the service manager gave it.
+#[derive(Debug)]
+pub struct Inherited {
+    pub listener: StdListener,
+    pub name: String,
+}
+
+/// Takes the listening sockets passed by systemd (`LISTEN_FDS`, `LISTEN_PID`,
+/// `LISTEN_FDNAMES`) or launchd (the `http` socket), if any. Sockets of any name are used; an
+/// inherited descriptor that is not a listening stream socket is an error.
+///
+/// # Safety
+/// Reads and then removes the `LISTEN_*` environment variables, so it must run before any
+/// other thread exists (before the tokio runtime is built).
+pub unsafe fn inherited() -> anyhow::Result<Vec<Inherited>> {
+    let mut out = Vec::new();
+    // SAFETY: the caller guarantees no other thread exists yet.
+    let fds = unsafe { sd_notify::listen_fds_with_names_and_unset_env() }
+        .context("invalid LISTEN_FDS/LISTEN_PID from the service manager")?;
+    for (fd, name) in fds {
+        // SAFETY: systemd passed us this descriptor to own; nothing else in the process uses it.
+        let listener =
+            unsafe { adopt(fd) }.with_context(|| format!("inherited socket {fd} (\"{name}\")"))?;
+        out.push(Inherited { listener, name });
+    }
+    #[cfg(target_os = "macos")]
+    if out.is_empty() {
+        for fd in crate::launchd::activate_socket(SOCKET_NAME)? {
+            // SAFETY: launchd handed this descriptor to us to own.
+            let listener = unsafe { adopt(fd) }
+                .with_context(|| format!("launchd socket {fd} (\"{SOCKET_NAME}\")"))?;
+            out.push(Inherited {
+                listener,
+                name: SOCKET_NAME.to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Takes ownership of a descriptor and checks that it is a listening stream socket.
+///
+/// # Safety
+/// `fd` must be an open descriptor that nothing else owns.
+unsafe fn adopt(fd: RawFd) -> anyhow::Result<StdListener> {
+    // SAFETY: per the function's contract.
+    let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    if socket.r#type()? != Type::STREAM {
+        anyhow::bail!("not a stream socket (use ListenStream=, not ListenDatagram=)");
+    }
+    if !socket.is_listener()? {
+        anyhow::bail!("not a listening socket (Accept=yes is not supported)");
+    }
+    let local = socket.local_addr()?;
+    if local.as_socket().is_some() {
+        Ok(StdListener::Tcp(socket.into()))
+    } else if local.is_unix() {
+        Ok(StdListener::Unix {
+            listener: UnixListener::from(OwnedFd::from(socket)),
+            cleanup: None,
+        })
+    } else {
+        anyhow::bail!("unsupported address family (only TCP and Unix sockets)")
     }
 }

@@ -4,21 +4,31 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use openai_proxy::cli::{Cli, Command, ServeArgs};
+use openai_proxy::cli::{Cli, Command, ManageArgs, ServeArgs};
 use openai_proxy::config::ConfigError;
 use openai_proxy::lifecycle;
+use openai_proxy::manage::{self, Action};
 
 /// EX_CONFIG from sysexits.h: what service managers and scripts expect for a bad config.
 const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = cli.config.as_deref();
+    let manage = |action, args: &ManageArgs| manage::run(action, args.user, args.verbose, config);
     let result = match &cli.command {
-        None => lifecycle::serve(cli.config.as_deref(), &ServeArgs::default()),
-        Some(Command::Serve(args)) => lifecycle::serve(cli.config.as_deref(), args),
+        None => lifecycle::serve(config, &ServeArgs::default()).map(|()| 0),
+        Some(Command::Serve(args)) => lifecycle::serve(config, args).map(|()| 0),
+        Some(Command::Start(a)) => manage(Action::Start, a),
+        Some(Command::Stop(a)) => manage(Action::Stop, a),
+        Some(Command::Restart(a)) => manage(Action::Restart, a),
+        Some(Command::Reload(a)) => manage(Action::Reload, a),
+        Some(Command::Status(a)) => manage(Action::Status, a),
+        Some(Command::Enable(a)) => manage(Action::Enable, a),
+        Some(Command::Disable(a)) => manage(Action::Disable, a),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             if let Some(ce) = e.downcast_ref::<ConfigError>() {
                 for line in ce.to_string().lines() {

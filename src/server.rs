@@ -29,6 +29,8 @@ pub struct State {
     proxy: RwLock<Arc<Proxy>>,
     /// Requests received since start.
     pub requests: AtomicU64,
+    /// Connections accepted since start (idle exit watches it).
+    pub accepted: AtomicU64,
     /// Connections open right now.
     pub open_connections: AtomicUsize,
     /// Notified whenever the last open connection closes.
@@ -40,6 +42,7 @@ impl State {
         Arc::new(State {
             proxy: RwLock::new(Arc::new(proxy)),
             requests: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
             all_closed: Notify::new(),
         })
@@ -68,6 +71,7 @@ struct ConnGuard(Arc<State>);
 
 impl ConnGuard {
     fn new(state: &Arc<State>) -> Self {
+        state.accepted.fetch_add(1, Ordering::SeqCst);
         state.open_connections.fetch_add(1, Ordering::SeqCst);
         ConnGuard(state.clone())
     }
@@ -99,44 +103,78 @@ fn to_tokio(l: StdListener) -> anyhow::Result<(Listener, Option<std::path::PathB
     })
 }
 
-/// Serves on `listeners` until `shutdown` resolves; then closes the listeners (new connections
-/// are refused), lets open requests finish for up to `server.shutdown_timeout`, and returns.
+/// Listeners registered with the runtime, ready to serve.
+pub struct Server {
+    listeners: Vec<Listener>,
+    /// Unix socket files we created, removed when we stop.
+    socket_files: Vec<std::path::PathBuf>,
+    state: Arc<State>,
+}
+
+impl Server {
+    /// Registers the listeners with tokio (inside a runtime). After this the server is ready:
+    /// connections queue in the listen backlog until [`Server::run`] accepts them.
+    pub fn new(listeners: Vec<StdListener>, state: Arc<State>) -> anyhow::Result<Server> {
+        let mut registered = Vec::new();
+        let mut socket_files = Vec::new();
+        for l in listeners {
+            let (listener, cleanup) = to_tokio(l).context("cannot register a listening socket")?;
+            socket_files.extend(cleanup);
+            registered.push(listener);
+        }
+        Ok(Server {
+            listeners: registered,
+            socket_files,
+            state,
+        })
+    }
+
+    /// Serves until `shutdown` resolves; then closes the listeners (new connections are
+    /// refused), lets open requests finish for up to `server.shutdown_timeout`, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Server {
+            listeners,
+            socket_files,
+            state,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut accepting = JoinSet::new();
+        for listener in listeners {
+            accepting.spawn(accept_loop(listener, state.clone(), stop_rx.clone()));
+        }
+        drop(stop_rx);
+        shutdown.await;
+
+        let _ = stop_tx.send(true);
+        while accepting.join_next().await.is_some() {}
+        for f in socket_files {
+            let _ = std::fs::remove_file(f);
+        }
+        let limit = state.proxy().config.server.shutdown_timeout;
+        let open = state.open_connections.load(Ordering::SeqCst);
+        if open > 0 {
+            tracing::info!(
+                open,
+                "waiting up to {limit:?} for open connections to finish"
+            );
+        }
+        if tokio::time::timeout(limit, stop_tx.closed()).await.is_err() {
+            tracing::warn!(
+                open = state.open_connections.load(Ordering::SeqCst),
+                "shutdown_timeout reached; closing the remaining connections"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// [`Server::new`] then [`Server::run`].
 pub async fn run(
     listeners: Vec<StdListener>,
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut accepting = JoinSet::new();
-    let mut socket_files = Vec::new();
-    for l in listeners {
-        let (listener, cleanup) = to_tokio(l).context("cannot register a listening socket")?;
-        socket_files.extend(cleanup);
-        accepting.spawn(accept_loop(listener, state.clone(), stop_rx.clone()));
-    }
-    drop(stop_rx);
-    shutdown.await;
-
-    let _ = stop_tx.send(true);
-    while accepting.join_next().await.is_some() {}
-    for f in socket_files {
-        let _ = std::fs::remove_file(f);
-    }
-    let limit = state.proxy().config.server.shutdown_timeout;
-    let open = state.open_connections.load(Ordering::SeqCst);
-    if open > 0 {
-        tracing::info!(
-            open,
-            "waiting up to {limit:?} for open connections to finish"
-        );
-    }
-    if tokio::time::timeout(limit, stop_tx.closed()).await.is_err() {
-        tracing::warn!(
-            open = state.open_connections.load(Ordering::SeqCst),
-            "shutdown_timeout reached; closing the remaining connections"
-        );
-    }
-    Ok(())
+    Server::new(listeners, state)?.run(shutdown).await
 }
 
 async fn accept_loop(listener: Listener, state: Arc<State>, mut stop: watch::Receiver<bool>) {

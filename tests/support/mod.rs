@@ -2,6 +2,7 @@
 //! 127.0.0.1:0, HTTP clients, a test CA, and a runner for the real binary.
 #![allow(dead_code)]
 
+pub mod activation;
 pub mod bin;
 pub mod client;
 pub mod mock;
