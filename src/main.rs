@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+use openai_proxy::check;
 use openai_proxy::cli::{Cli, Command, ServeArgs};
 use openai_proxy::config::ConfigError;
 use openai_proxy::lifecycle;
@@ -13,12 +14,32 @@ const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = cli.config.as_deref();
     let result = match &cli.command {
-        None => lifecycle::serve(cli.config.as_deref(), &ServeArgs::default()),
-        Some(Command::Serve(args)) => lifecycle::serve(cli.config.as_deref(), args),
+        None => lifecycle::serve(config, &ServeArgs::default()).map(|()| ExitCode::SUCCESS),
+        Some(Command::Serve(args)) => lifecycle::serve(config, args).map(|()| ExitCode::SUCCESS),
+        Some(Command::CheckConfig(args)) => {
+            let path = match (args.path.as_deref(), config) {
+                (Some(p), Some(c)) if p != c => Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        "check-config PATH and --config name different files; give one",
+                    )
+                    .exit(),
+                (p, c) => p.or(c),
+            };
+            check::check_config(path, args.verbose).map(|()| ExitCode::SUCCESS)
+        }
+        Some(Command::CheckEndpoints(args)) => check::check_endpoints(config, args).map(|ok| {
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             if let Some(ce) = e.downcast_ref::<ConfigError>() {
                 for line in ce.to_string().lines() {
