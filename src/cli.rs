@@ -2,10 +2,12 @@
 //! completions, so `--help`, `man openai-proxy` and completions always agree.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::ListenAddr;
+use crate::check::{CheckName, ProxyUrl};
+use crate::config::{self, ListenAddr};
 
 const ABOUT: &str = "Route OpenAI-API requests to self-hosted services";
 
@@ -24,6 +26,38 @@ Config lookup order: --config PATH, $OPENAI_PROXY_CONFIG, $XDG_CONFIG_HOME/opena
 (when not root), /etc/openai-proxy/config.toml, then the built-in default.
 
 Exit status: 0 success, 1 runtime failure, 2 usage error, 78 configuration error.";
+
+const CHECK_ENDPOINTS_LONG_ABOUT: &str = "\
+Send real requests through a running proxy and report truthfully what each route does.
+
+Talks to the proxy the way an OpenAI client does and runs these checks, in this order:
+
+  health         GET /health answers 200 {\"status\":\"ok\"}
+  models         GET /v1/models answers a JSON list with a \"data\" array (the count is shown)
+  chat           POST /v1/chat/completions answers JSON with choices[0].message.content
+  chat-stream    the same with \"stream\": true answers server-sent events: at least one
+                 JSON \"data:\" chunk, then \"data: [DONE]\"
+  speech         POST /v1/audio/speech (model tts-1, voice alloy, mp3) answers audio: an
+                 audio/* content type, at least 1 KiB, and the magic bytes of a known format
+                 (MP3, WAV, Ogg, FLAC, AAC, MP4, WebM)
+  transcription  POST /v1/audio/transcriptions (multipart, model whisper-1) with the audio the
+                 speech check got back, or, when that check did not pass or did not run, a
+                 clip built into the binary (\"huge manatees\"); answers JSON with a non-empty
+                 \"text\", which is compared word by word with what was spoken
+
+A check passes only when the status is 200 and the body is well formed and of the right kind.
+Each line shows ✓ or ✗, the check, the backend that answered (the X-Backend response header),
+the status and the time taken, then what was found; a summary line counts the passed, failed
+and skipped checks. A check is skipped, with the reason, when it cannot run: the proxy has no
+route for its path (it answers 404 no_route), or there is no model to chat with.
+
+The proxy is found at --url, else $OPENAI_BASE_URL (a trailing /v1 is removed), else the first
+IP:PORT in server.listen of the config (see --config). $OPENAI_API_KEY, when set, is sent as
+\"Authorization: Bearer KEY\" and never printed: it is redacted from bodies and headers too.
+
+Exit status: 0 when no check failed and none was skipped (checks skipped for lack of a route do
+not count unless named with --only); 1 otherwise, or when the proxy cannot be reached; 2 usage
+error; 78 when the config needed to find the proxy is invalid.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,6 +83,19 @@ pub enum Command {
     /// Serves until SIGTERM or SIGINT, then stops accepting connections, lets requests in
     /// flight finish (up to server.shutdown_timeout) and exits 0.
     Serve(ServeArgs),
+
+    /// Validate the config exactly as `serve` would, without starting anything.
+    ///
+    /// Reads the config (PATH, or the one the lookup order finds), validates every key, and
+    /// checks that key files, key environment variables, systemd credentials and CA files exist
+    /// and are readable (keys are never printed). Prints "Configuration is valid" and exits 0,
+    /// or prints every problem as FILE:LINE:COL: KEY: MESSAGE on stderr and exits 78. Suitable
+    /// for ExecStartPre= in a systemd unit.
+    CheckConfig(CheckConfigArgs),
+
+    /// Test each route of a running proxy with real requests, and report truthfully.
+    #[command(long_about = CHECK_ENDPOINTS_LONG_ABOUT)]
+    CheckEndpoints(CheckEndpointsArgs),
 
     /// Start serving through the service manager.
     ///
@@ -100,4 +147,75 @@ pub struct ServeArgs {
     /// ADDR is IP:PORT (127.0.0.1:2020, [::1]:2020) or unix:/path/to/socket.
     #[arg(long, short = 'l', value_name = "ADDR")]
     pub listen: Vec<ListenAddr>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct CheckConfigArgs {
+    /// Also print the resolved configuration.
+    ///
+    /// Shows which config file was chosen and why (the lookup order), the listen addresses,
+    /// server limits, logging, and a table of every route: backend, backend URL, rewrite, auth
+    /// policy (strip, forward, or inject from env/file/credential) and the connect, response and
+    /// idle time-outs.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+
+    /// The config file to check; the same as --config PATH.
+    ///
+    /// Without it (and without --config), the file the lookup order finds is checked, which
+    /// is the one `serve` would use.
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckEndpointsArgs {
+    /// The proxy's base URL, e.g. http://127.0.0.1:2020.
+    ///
+    /// Plain http:// only (the proxy speaks plain HTTP); a missing scheme means http://, and a
+    /// trailing /v1 is removed, so an OPENAI_BASE_URL value works too. Default:
+    /// $OPENAI_BASE_URL, else the first IP:PORT in the config's server.listen (0.0.0.0 and
+    /// [::] are reached through 127.0.0.1 and [::1]).
+    #[arg(long, value_name = "URL", value_parser = crate::check::parse_proxy_url)]
+    pub url: Option<ProxyUrl>,
+
+    /// Also print each response body (text cut after 1000 characters; audio as its size).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+
+    /// Also print each response's headers (credentials redacted).
+    #[arg(long = "headers", short = 'H')]
+    pub headers: bool,
+
+    /// Run only these checks (several after one --only, comma-separated, or --only repeated).
+    ///
+    /// The checks always run in the order health, models, chat, chat-stream, speech,
+    /// transcription. A check named here that is skipped makes the exit status 1.
+    #[arg(long, value_name = "NAME", num_args = 1.., value_delimiter = ',')]
+    pub only: Vec<CheckName>,
+
+    /// How long each check's request may take, from connecting to the last byte of the
+    /// response (e.g. "30s", "2m").
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = parse_timeout
+    )]
+    pub timeout: Duration,
+
+    /// The model for the chat checks.
+    ///
+    /// Default: the first model /v1/models lists (fetched even when the models check is not
+    /// selected). That list comes from whichever backend serves /v1/models (OpenAI with the
+    /// default routes), so name your Ollama model here, e.g. --chat-model llama3.2.
+    #[arg(long, value_name = "MODEL")]
+    pub chat_model: Option<String>,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match config::parse_duration(s)? {
+        d if d.is_zero() => Err("must be greater than zero".into()),
+        d => Ok(d),
+    }
 }

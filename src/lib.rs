@@ -13,10 +13,12 @@
 //! - [`server`]: the accept loop on given listeners, graceful drain.
 //! - [`listeners`]: binding listening sockets (TCP and Unix).
 //! - [`lifecycle`]: `serve`: start-up, signals, shutdown.
+//! - [`check`]: `check-config` and `check-endpoints`: validate a config, test a running proxy.
 //! - [`logging`]: tracing set-up and the access log.
 //! - [`error`]: `ProxyError` → status code + OpenAI-shaped JSON.
 
 pub mod body;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+use openai_proxy::check;
 use openai_proxy::cli::{Cli, Command, ManageArgs, ServeArgs};
 use openai_proxy::config::ConfigError;
 use openai_proxy::lifecycle;
@@ -15,10 +16,31 @@ const EXIT_CONFIG: u8 = 78;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = cli.config.as_deref();
-    let manage = |action, args: &ManageArgs| manage::run(action, args.user, args.verbose, config);
+    let manage = |action, args: &ManageArgs| {
+        manage::run(action, args.user, args.verbose, config).map(ExitCode::from)
+    };
     let result = match &cli.command {
-        None => lifecycle::serve(config, &ServeArgs::default()).map(|()| 0),
-        Some(Command::Serve(args)) => lifecycle::serve(config, args).map(|()| 0),
+        None => lifecycle::serve(config, &ServeArgs::default()).map(|()| ExitCode::SUCCESS),
+        Some(Command::Serve(args)) => lifecycle::serve(config, args).map(|()| ExitCode::SUCCESS),
+        Some(Command::CheckConfig(args)) => {
+            let path = match (args.path.as_deref(), config) {
+                (Some(p), Some(c)) if p != c => Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        "check-config PATH and --config name different files; give one",
+                    )
+                    .exit(),
+                (p, c) => p.or(c),
+            };
+            check::check_config(path, args.verbose).map(|()| ExitCode::SUCCESS)
+        }
+        Some(Command::CheckEndpoints(args)) => check::check_endpoints(config, args).map(|ok| {
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
         Some(Command::Start(a)) => manage(Action::Start, a),
         Some(Command::Stop(a)) => manage(Action::Stop, a),
         Some(Command::Restart(a)) => manage(Action::Restart, a),
@@ -28,7 +50,7 @@ fn main() -> ExitCode {
         Some(Command::Disable(a)) => manage(Action::Disable, a),
     };
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(e) => {
             if let Some(ce) = e.downcast_ref::<ConfigError>() {
                 for line in ce.to_string().lines() {

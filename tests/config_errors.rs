@@ -8,17 +8,31 @@ use crate::support::bin::{self, command};
 const GOOD_BACKENDS: &str = "[backends.ollama]\nurl = \"http://127.0.0.1:11434\"\n";
 const GOOD_ROUTE: &str = "[[route]]\npath = \"/v1\"\nbackend = \"ollama\"\n";
 
-/// Runs `openai-proxy --config FILE` and returns (status, stderr).
+/// The arguments that make `serve` start with the config FILE.
+fn serve_args(file: &str) -> Vec<String> {
+    ["--config", file, "serve", "--listen", "127.0.0.1:0"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Runs `openai-proxy --config FILE` and returns (status, stderr, FILE).
 fn serve_with(dir: &Path, text: &str) -> (Option<i32>, String, String) {
+    run_with(dir, text, serve_args)
+}
+
+/// Writes `text` to a config file, runs the binary with `args(FILE)` and returns (status,
+/// stderr, FILE).
+fn run_with(
+    dir: &Path,
+    text: &str,
+    args: fn(&str) -> Vec<String>,
+) -> (Option<i32>, String, String) {
     let file = dir.join("config.toml");
     std::fs::write(&file, text).unwrap();
-    let out = bin::run(&[
-        "--config",
-        file.to_str().unwrap(),
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let out = command()
+        .args(args(file.to_str().unwrap()))
+        .output()
+        .expect("run openai-proxy");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -28,6 +42,13 @@ fn serve_with(dir: &Path, text: &str) -> (Option<i32>, String, String) {
 
 #[test]
 fn each_config_error_class_exits_78_with_file_line_and_key() {
+    assert_each_error_class_refused(serve_args);
+}
+
+/// Runs the binary with `args(FILE)` for a config with each class of error, and checks that
+/// it exits 78 naming the file, line:column, key and problem (`serve` and `check-config`
+/// share this).
+pub(crate) fn assert_each_error_class_refused(args: fn(&str) -> Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&str, String, &str, &str)] = &[
         (
@@ -92,7 +113,7 @@ fn each_config_error_class_exits_78_with_file_line_and_key() {
         ),
     ];
     for (what, text, position, message) in cases {
-        let (code, stderr, file) = serve_with(dir.path(), text);
+        let (code, stderr, file) = run_with(dir.path(), text, args);
         assert_eq!(code, Some(78), "{what}: exit status; stderr:\n{stderr}");
         assert!(
             stderr.contains(&format!("{file}{position}")),

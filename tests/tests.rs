@@ -5,6 +5,7 @@ mod support;
 
 mod access_log;
 mod auth;
+mod check;
 mod config_errors;
 mod errors;
 mod launchd_plists;
