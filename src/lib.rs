@@ -11,10 +11,13 @@
 //! - [`body`]: streamed bodies with size limits, idle time-outs and byte counts.
 //! - [`upstream`]: one pooled HTTP(S) client per backend (rustls, HTTP/2 via ALPN).
 //! - [`server`]: the accept loop on given listeners, graceful drain.
-//! - [`listeners`]: binding listening sockets (TCP and Unix).
-//! - [`lifecycle`]: `serve`: start-up, signals, shutdown.
+//! - [`listeners`]: listening sockets inherited from systemd/launchd, or bound (TCP, Unix).
+//! - [`lifecycle`]: `serve`: start-up, readiness, reload on SIGHUP, idle exit, drain on stop.
+//! - [`notify`]: `sd_notify` messages to the service manager (path or abstract socket).
+//! - `launchd`: launchd socket activation (macOS only).
+//! - [`manage`]: start/stop/restart/reload/status/enable/disable via systemctl or launchctl.
 //! - [`check`]: `check-config` and `check-endpoints`: validate a config, test a running proxy.
-//! - [`logging`]: tracing set-up and the access log.
+//! - [`logging`]: tracing to journald, syslog or stderr, and the access log.
 //! - [`error`]: `ProxyError` → status code + OpenAI-shaped JSON.
 
 pub mod body;

@@ -187,3 +187,30 @@ async fn user_units_in_a_real_systemd_user_manager() {
         "systemd user sandbox run failed:\n{stdout}\n{stderr}"
     );
 }
+
+#[test]
+fn service_commands_explain_a_missing_service_manager() {
+    let empty = tempfile::tempdir().unwrap();
+    // No user manager behind $XDG_RUNTIME_DIR.
+    let out = bin::command()
+        .env("XDG_RUNTIME_DIR", empty.path())
+        .args(["start", "--user", "-v"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no user service manager: systemd --user is not running"),
+        "{stderr}"
+    );
+    // No systemctl at all.
+    let out = bin::command()
+        .env("PATH", empty.path())
+        .args(["status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("systemctl is not installed"), "{stderr}");
+    assert!(stderr.contains("openai-proxy serve"), "{stderr}");
+}
