@@ -231,6 +231,7 @@ async fn response_comes_back_byte_for_byte() {
                 .status(201)
                 .header("content-type", "audio/mpeg")
                 .header("x-ratelimit-remaining", "42")
+                .header("x-request-id", "req_from_backend")
                 .header("connection", "x-resp-hop")
                 .header("x-resp-hop", "1")
                 .body(mock::full(payload))
@@ -255,6 +256,8 @@ async fn response_comes_back_byte_for_byte() {
     assert_eq!(res.status(), 201);
     assert_eq!(res.headers()["content-type"], "audio/mpeg");
     assert_eq!(res.headers()["x-ratelimit-remaining"], "42");
+    // The backend's own request id (OpenAI's, which its SDKs show) comes back unchanged.
+    assert_eq!(res.headers()["x-request-id"], "req_from_backend");
     assert_eq!(res.headers()["content-length"], "200000");
     assert!(res.headers().get("x-resp-hop").is_none());
     assert_eq!(body_bytes(res).await, audio);
