@@ -321,12 +321,28 @@ async fn client_keep_alive_and_pooled_backend_connections() {
         tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
             .await
             .unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = tokio::io::AsyncReadExt::read(&mut s, &mut buf)
+        // Read exactly one response: the head, then Content-Length bytes of body.
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            tokio::io::AsyncReadExt::read_exact(&mut s, &mut byte)
+                .await
+                .unwrap();
+            got.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&got).to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut body = vec![0u8; len];
+        tokio::io::AsyncReadExt::read_exact(&mut s, &mut body)
             .await
             .unwrap();
-        let text = String::from_utf8_lossy(&buf[..n]);
-        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         replies += 1;
     }
     assert_eq!(replies, 3);

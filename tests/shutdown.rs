@@ -51,9 +51,15 @@ async fn sigterm_drains_the_stream_in_flight_and_refuses_new_connections() {
         .unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
     let mut buf = [0u8; 4096];
-    let n = s.read(&mut buf).await.unwrap();
-    got.lock().unwrap().extend_from_slice(&buf[..n]);
-    assert!(String::from_utf8_lossy(&got.lock().unwrap()).contains("data: 0"));
+    // Headers and the first event may arrive in separate reads.
+    while !String::from_utf8_lossy(&got.lock().unwrap()).contains("data: 0") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("the stream started")
+            .unwrap();
+        assert!(n > 0, "connection closed before the first event");
+        got.lock().unwrap().extend_from_slice(&buf[..n]);
+    }
 
     proc.signal(libc::SIGTERM);
     // New connections are refused once the listener is closed.
