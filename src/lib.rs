@@ -14,6 +14,9 @@
 //! - [`listeners`]: binding listening sockets (TCP and Unix).
 //! - [`lifecycle`]: `serve`: start-up, signals, shutdown.
 //! - [`check`]: `check-config` and `check-endpoints`: validate a config, test a running proxy.
+//! - [`manage`]: `start`, `stop`, `status`, ...: the command lines of systemd, launchd, brew.
+//! - [`container`]: `container start|stop|status|logs|enable|disable`: the proxy under Podman.
+//! - [`docs`]: the man page and shell completions, generated from [`cli`].
 //! - [`logging`]: tracing set-up and the access log.
 //! - [`error`]: `ProxyError` → status code + OpenAI-shaped JSON.
 
@@ -21,6 +24,8 @@ pub mod body;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod container;
+pub mod docs;
 pub mod error;
 pub mod headers;
 pub mod launchd;

@@ -10,6 +10,7 @@ mod config_errors;
 mod errors;
 mod launchd_plists;
 mod log_targets;
+mod man_completions;
 mod routing;
 mod sdk;
 mod shutdown;
