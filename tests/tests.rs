@@ -11,6 +11,7 @@ mod errors;
 mod launchd_plists;
 mod log_targets;
 mod man_completions;
+mod packaging;
 mod routing;
 mod sdk;
 mod shutdown;
