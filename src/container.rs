@@ -142,43 +142,35 @@ fn systemctl(user: bool, rest: &[&str]) -> Vec<String> {
 /// The commands (and file changes) an action means.
 pub fn plan(action: Action, setup: &Setup) -> Plan {
     let quadlet_path = setup.quadlet_dir.join(QUADLET_FILE);
+    let just = |command: Vec<String>| Plan {
+        commands: vec![command],
+        ..Plan::default()
+    };
     match action {
-        Action::Start => Plan {
-            commands: vec![run_command(&setup.image, setup.config.as_deref())],
-            ..Plan::default()
-        },
-        Action::Stop => Plan {
-            commands: vec![strings(&[
-                "podman",
-                "stop",
-                "--ignore",
-                "--time",
-                &STOP_TIMEOUT.to_string(),
-                NAME,
-            ])],
-            ..Plan::default()
-        },
-        Action::Status => Plan {
-            commands: vec![strings(&[
-                "podman",
-                "container",
-                "inspect",
-                "--format",
-                "{{.Name}}: {{.State.Status}} since {{.State.StartedAt}}, image {{.ImageName}}",
-                NAME,
-            ])],
-            ..Plan::default()
-        },
+        Action::Start => just(run_command(&setup.image, setup.config.as_deref())),
+        Action::Stop => just(strings(&[
+            "podman",
+            "stop",
+            "--ignore",
+            "--time",
+            &STOP_TIMEOUT.to_string(),
+            NAME,
+        ])),
+        Action::Status => just(strings(&[
+            "podman",
+            "container",
+            "inspect",
+            "--format",
+            "{{.Name}}: {{.State.Status}} since {{.State.StartedAt}}, image {{.ImageName}}",
+            NAME,
+        ])),
         Action::Logs { follow } => {
             let mut c = strings(&["podman", "logs"]);
             if follow {
                 c.push("--follow".into());
             }
             c.push(NAME.into());
-            Plan {
-                commands: vec![c],
-                ..Plan::default()
-            }
+            just(c)
         }
         Action::Enable => Plan {
             write: Some((quadlet_path, quadlet(&setup.image, setup.config.as_deref()))),

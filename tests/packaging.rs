@@ -273,62 +273,72 @@ fn deb_has_every_file_a_conffile_md5sums_and_passes_lintian() {
     );
 }
 
-/// A directory of fake programs that append their name and arguments to `log`.
-fn fakes(dir: &Path, log: &Path, programs: &[(&str, &str)]) {
-    for (name, extra) in programs {
-        let path = dir.join(name);
-        std::fs::write(
-            &path,
-            format!(
-                "#!/bin/sh\necho \"{name} $*\" >> '{}'\n{extra}\nexit 0\n",
-                log.display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+/// Fake programs, first on PATH, that append their name and arguments to a log (and run an
+/// extra shell snippet each, to answer like the real one).
+struct Fakes {
+    dir: tempfile::TempDir,
 }
 
-fn path_with(dir: &Path) -> String {
-    format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
+impl Fakes {
+    fn new(programs: &[(&str, &str)]) -> Fakes {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        std::fs::write(&log, "").unwrap();
+        std::fs::create_dir(dir.path().join("bin")).unwrap();
+        for (name, extra) in programs {
+            let path = dir.path().join("bin").join(name);
+            std::fs::write(
+                &path,
+                format!(
+                    "#!/bin/sh\necho \"{name} $*\" >> '{}'\n{extra}\nexit 0\n",
+                    log.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Fakes { dir }
+    }
+
+    /// $PATH with the fakes first.
+    fn path(&self) -> String {
+        format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    /// The calls so far, one line each.
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("log"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 /// Runs a maintainer script with the systemd helpers faked, as if systemd were running
 /// (a private mount namespace with a `/run/systemd/system` of its own); the calls it made.
 fn maintainer_script(script: &str, args: &[&str]) -> Vec<String> {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
-    std::fs::write(&log, "").unwrap();
-    let bin_dir = dir.path().join("bin");
-    std::fs::create_dir(&bin_dir).unwrap();
-    fakes(
-        &bin_dir,
-        &log,
-        &[
-            ("deb-systemd-helper", ""),
-            ("deb-systemd-invoke", ""),
-            ("systemctl", ""),
-        ],
-    );
-    std::fs::create_dir_all(dir.path().join("runsd/system")).unwrap();
+    let fakes = Fakes::new(&[
+        ("deb-systemd-helper", ""),
+        ("deb-systemd-invoke", ""),
+        ("systemctl", ""),
+    ]);
+    let runsd = tempfile::tempdir().unwrap();
+    std::fs::create_dir(runsd.path().join("system")).unwrap();
     run(Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c"])
         .arg("mount --bind \"$1\" /run/systemd && shift && exec sh \"$@\"")
         .arg("sh")
-        .arg(dir.path().join("runsd"))
+        .arg(runsd.path())
         .arg(format!("{ROOT}/packaging/deb/{script}"))
         .args(args)
-        .env("PATH", path_with(&bin_dir)));
-    std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
+        .env("PATH", fakes.path()));
+    fakes.calls()
 }
 
 #[test]
@@ -659,21 +669,14 @@ fn scriptlet(rpm: &Path, tag: &str, arg: &str) -> Vec<String> {
             .args(["-qp", "--qf", &format!("%{{{tag}}}")])
             .arg(rpm),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
-    std::fs::write(&log, "").unwrap();
-    fakes(dir.path(), &log, &[("systemctl", "")]);
+    let fakes = Fakes::new(&[("systemctl", "")]);
     run(Command::new("sh")
         .arg("-c")
         .arg(&text)
         .arg(tag)
         .arg(arg)
-        .env("PATH", path_with(dir.path())));
-    std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
+        .env("PATH", fakes.path()));
+    fakes.calls()
 }
 
 #[test]
@@ -988,32 +991,24 @@ fn with_fakes(
     podman_version: &str,
     env: &[(&str, &Path)],
 ) -> (Option<i32>, String, String, Vec<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
-    std::fs::write(&log, "").unwrap();
     let inspect = "if [ \"$1 $2\" = \"container inspect\" ]; then \
                    echo 'openai-proxy: running since 2026-11-28, image localhost/openai-proxy:latest'; fi";
     let version =
         format!("if [ \"$1\" = --version ]; then echo 'podman version {podman_version}'; fi");
-    fakes(
-        dir.path(),
-        &log,
-        &[
-            ("podman", &format!("{inspect}\n{version}")),
-            ("systemctl", ""),
-        ],
-    );
+    let fakes = Fakes::new(&[
+        ("podman", &format!("{inspect}\n{version}")),
+        ("systemctl", ""),
+    ]);
     let mut cmd = bin::command();
-    cmd.args(args).env("PATH", path_with(dir.path()));
+    cmd.args(args).env("PATH", fakes.path());
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    let calls = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .filter(|l| *l != "podman --version")
-        .map(str::to_string)
+    let calls = fakes
+        .calls()
+        .into_iter()
+        .filter(|l| l != "podman --version")
         .collect();
     (
         out.status.code(),
@@ -1041,6 +1036,12 @@ async fn container_commands_run_podman_and_systemctl_as_documented() {
     .unwrap();
     let c = cfg.display().to_string();
     let d = cfg_dir.display().to_string();
+    // Runs a command that must succeed with Podman 4.9; the commands it ran.
+    let ok = |args: &[&str], env: &[(&str, &Path)]| -> Vec<String> {
+        let (code, out, err, calls) = with_fakes(args, "4.9.3", env);
+        assert_eq!(code, Some(0), "openai-proxy {args:?}: {out}{err}");
+        calls
+    };
 
     // start: podman run on the host network, the config's directory mounted, the file named.
     let (code, _, err, calls) = with_fakes(
@@ -1066,22 +1067,13 @@ async fn container_commands_run_podman_and_systemctl_as_documented() {
         err.contains(&format!("+ {run_line}")),
         "-v prints it: {err}"
     );
-
-    let (code, _, _, calls) = with_fakes(&["container", "stop"], "4.9.3", &[]);
     assert_eq!(
-        (code, calls),
-        (
-            Some(0),
-            vec!["podman stop --ignore --time 40 openai-proxy".to_string()]
-        )
+        ok(&["container", "stop"], &[]),
+        ["podman stop --ignore --time 40 openai-proxy"]
     );
-    let (code, _, _, calls) = with_fakes(&["container", "logs", "-f"], "4.9.3", &[]);
     assert_eq!(
-        (code, calls),
-        (
-            Some(0),
-            vec!["podman logs --follow openai-proxy".to_string()]
-        )
+        ok(&["container", "logs", "-f"], &[]),
+        ["podman logs --follow openai-proxy"]
     );
 
     // status: podman's view, then /health at the config's address (the mock answers 200).
@@ -1119,14 +1111,9 @@ async fn container_commands_run_podman_and_systemctl_as_documented() {
 
     // enable --user: the quadlet in $XDG_CONFIG_HOME/containers/systemd, then systemctl --user.
     let xdg = work.path().join("xdg");
-    let (code, _, err, calls) = with_fakes(
-        &["--config", &c, "container", "enable", "--user"],
-        "4.9.3",
-        &[("XDG_CONFIG_HOME", &xdg)],
-    );
-    assert_eq!(code, Some(0), "{err}");
+    let env: &[(&str, &Path)] = &[("XDG_CONFIG_HOME", &xdg)];
     assert_eq!(
-        calls,
+        ok(&["--config", &c, "container", "enable", "--user"], env),
         [
             "systemctl --user daemon-reload",
             "systemctl --user start openai-proxy.service"
@@ -1134,22 +1121,16 @@ async fn container_commands_run_podman_and_systemctl_as_documented() {
     );
     let quadlet_path = xdg.join("containers/systemd/openai-proxy.container");
     let quadlet = std::fs::read_to_string(&quadlet_path).unwrap();
-    assert!(
-        quadlet.contains(&format!("\nVolume={d}:{d}:ro,z\n")),
-        "{quadlet}"
-    );
-    assert!(quadlet.contains(&format!("\nEnvironment=OPENAI_PROXY_CONFIG={c}\n")));
-    assert!(quadlet.contains("\nImage=localhost/openai-proxy:latest\n"));
-
+    for line in [
+        format!("Volume={d}:{d}:ro,z"),
+        format!("Environment=OPENAI_PROXY_CONFIG={c}"),
+        "Image=localhost/openai-proxy:latest".to_string(),
+    ] {
+        assert!(quadlet.lines().any(|l| l == line), "no {line}:\n{quadlet}");
+    }
     // disable --user: stop, remove the quadlet, reload.
-    let (code, _, err, calls) = with_fakes(
-        &["container", "disable", "--user"],
-        "4.9.3",
-        &[("XDG_CONFIG_HOME", &xdg)],
-    );
-    assert_eq!(code, Some(0), "{err}");
     assert_eq!(
-        calls,
+        ok(&["container", "disable", "--user"], env),
         [
             "systemctl --user stop openai-proxy.service",
             "systemctl --user daemon-reload"
@@ -1158,11 +1139,7 @@ async fn container_commands_run_podman_and_systemctl_as_documented() {
     assert!(!quadlet_path.exists());
 
     // Podman older than 4.5 has no quadlet health checks: a clear error, nothing written.
-    let (code, _, err, calls) = with_fakes(
-        &["container", "enable", "--user"],
-        "4.3.1",
-        &[("XDG_CONFIG_HOME", &xdg)],
-    );
+    let (code, _, err, calls) = with_fakes(&["container", "enable", "--user"], "4.3.1", env);
     assert_eq!(code, Some(1));
     assert!(
         err.contains("needs Podman 4.5 or later; this is Podman 4.3"),
