@@ -59,6 +59,18 @@ Exit status: 0 when no check failed and none was skipped (checks skipped for lac
 not count unless named with --only); 1 otherwise, or when the proxy cannot be reached; 2 usage
 error; 78 when the config needed to find the proxy is invalid.";
 
+const COMPLETIONS_LONG_ABOUT: &str = "\
+Print a shell completion script to stdout.
+
+The packages install the bash, zsh and fish scripts already. To install one by hand, write it
+where the shell looks for it:
+
+  bash  ~/.local/share/bash-completion/completions/openai-proxy
+  zsh   _openai-proxy in a directory of $fpath (e.g. ~/.zfunc/_openai-proxy)
+  fish  ~/.config/fish/completions/openai-proxy.fish
+
+For example: openai-proxy completions fish > ~/.config/fish/completions/openai-proxy.fish";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "openai-proxy",
@@ -125,6 +137,112 @@ pub enum Command {
 
     /// Stop serving and no longer start at boot.
     Disable(ManageArgs),
+
+    /// Print a shell completion script to stdout.
+    #[command(long_about = COMPLETIONS_LONG_ABOUT)]
+    Completions(CompletionsArgs),
+
+    /// Run the proxy in a Podman container instead of as a service (start, stop, status, logs,
+    /// enable, disable).
+    ///
+    /// The container (named openai-proxy) uses the host's network, so it listens where the
+    /// config says (127.0.0.1:2020 by default) and reaches backends on the host's loopback. The
+    /// directory of the config file the lookup order finds (or --config) is mounted read-only
+    /// at the same path and named by $OPENAI_PROXY_CONFIG; without a config file the built-in
+    /// default is used. The proxy runs as an unprivileged user (65532) inside the container, so
+    /// the config must be readable by others.
+    ///
+    /// Build the image first, from the source tree: podman build --format docker -t
+    /// openai-proxy -f contrib/container/Containerfile .
+    #[command(subcommand)]
+    Container(ContainerCommand),
+}
+
+/// `completions SHELL`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+/// `container ...`: the proxy under Podman.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ContainerCommand {
+    /// Start the container in the background (replacing a running one of the same name).
+    Start(ContainerRunArgs),
+
+    /// Stop the container (and remove it: start creates it afresh).
+    Stop(ContainerArgs),
+
+    /// Show the container's state and what /health answers.
+    ///
+    /// Exits 0 when /health answers 200, 3 when the proxy is not serving.
+    Status(ContainerArgs),
+
+    /// Show the container's log (the proxy logs to stderr).
+    Logs(ContainerLogsArgs),
+
+    /// Install a Podman quadlet and start the container now and at every boot (or login).
+    ///
+    /// Writes openai-proxy.container to /etc/containers/systemd/ (with --user:
+    /// ~/.config/containers/systemd/), reloads systemd, whose quadlet generator turns it into
+    /// openai-proxy.service, and starts that service. Needs Podman 4.5 or later. The generated
+    /// openai-proxy.service stands in for the package's unit of the same name, so do not also
+    /// enable openai-proxy.socket for the same service manager.
+    Enable(ContainerEnableArgs),
+
+    /// Stop the quadlet's service and remove the quadlet that enable installed.
+    Disable(ContainerScopeArgs),
+}
+
+/// Options shared by the `container` commands.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ContainerArgs {
+    /// Print each podman and systemctl command before running it.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ContainerRunArgs {
+    /// The image to run.
+    #[arg(long, value_name = "IMAGE", default_value = crate::container::DEFAULT_IMAGE)]
+    pub image: String,
+
+    #[command(flatten)]
+    pub common: ContainerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ContainerLogsArgs {
+    /// Keep printing new log lines as they come.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+
+    #[command(flatten)]
+    pub common: ContainerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ContainerEnableArgs {
+    /// The image the quadlet runs.
+    #[arg(long, value_name = "IMAGE", default_value = crate::container::DEFAULT_IMAGE)]
+    pub image: String,
+
+    #[command(flatten)]
+    pub scope: ContainerScopeArgs,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ContainerScopeArgs {
+    /// Use the per-user service manager and ~/.config/containers/systemd/ (rootless Podman)
+    /// instead of the system ones.
+    #[arg(long)]
+    pub user: bool,
+
+    #[command(flatten)]
+    pub common: ContainerArgs,
 }
 
 /// Options of the service-manager commands.

@@ -17,6 +17,8 @@
 //! - `launchd`: launchd socket activation (macOS only).
 //! - [`manage`]: start/stop/restart/reload/status/enable/disable via systemctl or launchctl.
 //! - [`check`]: `check-config` and `check-endpoints`: validate a config, test a running proxy.
+//! - [`container`]: `container start|stop|status|logs|enable|disable`: the proxy under Podman.
+//! - [`docs`]: the man page and shell completions, generated from [`cli`].
 //! - [`logging`]: tracing to journald, syslog or stderr, and the access log.
 //! - [`error`]: `ProxyError` → status code + OpenAI-shaped JSON.
 
@@ -24,6 +26,8 @@ pub mod body;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod container;
+pub mod docs;
 pub mod error;
 pub mod headers;
 pub mod launchd;

@@ -209,7 +209,8 @@ fn show(c: &[String]) -> String {
     c.join(" ")
 }
 
-fn execute(c: &[String], verbose: bool) -> anyhow::Result<()> {
+/// Runs one command (printed first with `verbose`); fails unless it exits 0.
+pub fn execute(c: &[String], verbose: bool) -> anyhow::Result<()> {
     if verbose {
         eprintln!("+ {}", show(c));
     }
@@ -303,21 +304,27 @@ fn status(
             .cloned()
             .context("the config has no listen address")?,
     };
-    match health(&address, Duration::from_secs(5)) {
+    Ok(report_health(&address))
+}
+
+/// Asks `address` for `/health`, prints the outcome, and returns the status command's exit
+/// status: 0 when it answered 200, [`EXIT_NOT_RUNNING`] otherwise.
+pub fn report_health(address: &ListenAddr) -> u8 {
+    match health(address, Duration::from_secs(5)) {
         Ok((200, took)) => {
             println!(
                 "health: {address} /health → 200 OK ({:.1} ms)",
                 took.as_secs_f64() * 1e3
             );
-            Ok(0)
+            0
         }
         Ok((code, _)) => {
             println!("health: {address} /health → {code}: not serving");
-            Ok(EXIT_NOT_RUNNING)
+            EXIT_NOT_RUNNING
         }
         Err(e) => {
             println!("health: {address} /health → {e:#}: not serving");
-            Ok(EXIT_NOT_RUNNING)
+            EXIT_NOT_RUNNING
         }
     }
 }

@@ -10,6 +10,8 @@ mod config_errors;
 mod errors;
 mod launchd_plists;
 mod log_targets;
+mod man_completions;
+mod packaging;
 mod routing;
 mod sdk;
 mod shutdown;
