@@ -239,6 +239,30 @@ fn podman_version() -> anyhow::Result<(u32, u32)> {
 }
 
 /// Runs a `container` command; returns the exit status.
+/// Runs a parsed `container` subcommand.
+pub fn dispatch(cmd: &crate::cli::ContainerCommand, config: Option<&Path>) -> anyhow::Result<u8> {
+    use crate::cli::ContainerCommand as C;
+    let (action, image, user, verbose) = match cmd {
+        C::Start(a) => (Action::Start, a.image.as_str(), false, a.common.verbose),
+        C::Stop(a) => (Action::Stop, DEFAULT_IMAGE, false, a.verbose),
+        C::Status(a) => (Action::Status, DEFAULT_IMAGE, false, a.verbose),
+        C::Logs(a) => (
+            Action::Logs { follow: a.follow },
+            DEFAULT_IMAGE,
+            false,
+            a.common.verbose,
+        ),
+        C::Enable(a) => (
+            Action::Enable,
+            a.image.as_str(),
+            a.scope.user,
+            a.scope.common.verbose,
+        ),
+        C::Disable(a) => (Action::Disable, DEFAULT_IMAGE, a.user, a.common.verbose),
+    };
+    run(action, image, user, verbose, config)
+}
+
 pub fn run(
     action: Action,
     image: &str,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use openai_proxy::check;
-use openai_proxy::cli::{Cli, Command, ContainerCommand, ManageArgs, ServeArgs};
+use openai_proxy::cli::{Cli, Command, ManageArgs, ServeArgs};
 use openai_proxy::config::ConfigError;
 use openai_proxy::container;
 use openai_proxy::docs;
@@ -55,29 +55,7 @@ fn main() -> ExitCode {
             .write_all(&docs::completion(a.shell))
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),
-        Some(Command::Container(c)) => {
-            use container::Action as A;
-            let default = container::DEFAULT_IMAGE;
-            let (action, image, user, verbose) = match c {
-                ContainerCommand::Start(a) => (A::Start, a.image.as_str(), false, a.common.verbose),
-                ContainerCommand::Stop(a) => (A::Stop, default, false, a.verbose),
-                ContainerCommand::Status(a) => (A::Status, default, false, a.verbose),
-                ContainerCommand::Logs(a) => (
-                    A::Logs { follow: a.follow },
-                    default,
-                    false,
-                    a.common.verbose,
-                ),
-                ContainerCommand::Enable(a) => (
-                    A::Enable,
-                    a.image.as_str(),
-                    a.scope.user,
-                    a.scope.common.verbose,
-                ),
-                ContainerCommand::Disable(a) => (A::Disable, default, a.user, a.common.verbose),
-            };
-            container::run(action, image, user, verbose, config).map(ExitCode::from)
-        }
+        Some(Command::Container(c)) => container::dispatch(c, config).map(ExitCode::from),
     };
     match result {
         Ok(code) => code,
