@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::ServeArgs;
-use crate::config::{self, AuthPolicy, Config, ConfigError, ListenAddr};
+use crate::config::{self, AuthPolicy, Config, ConfigError, KeySource, ListenAddr};
 use crate::listeners::{self, StdListener};
 use crate::logging;
 use crate::notify::{self, Notifier};
@@ -57,6 +57,7 @@ pub fn serve(config_flag: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()>
     for p in problems {
         tracing::warn!("{p}");
     }
+    raise_fd_limit();
     let activated = !inherited.is_empty();
     let listeners: Vec<StdListener> = if activated {
         for i in &inherited {
@@ -87,6 +88,15 @@ async fn run(
 ) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
     announce(&config, &listeners);
+    let exposed: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| match l {
+            StdListener::Tcp(t) => t.local_addr().ok().filter(|a| !a.ip().is_loopback()),
+            StdListener::Unix { .. } => None,
+        })
+        .map(|a| a.to_string())
+        .collect();
+    warn_about_exposure(&config, &exposed);
     let addresses = listeners
         .iter()
         .map(StdListener::describe)
@@ -112,7 +122,7 @@ async fn run(
     let shutdown = async {
         let why = loop {
             tokio::select! {
-                _ = signals.hup.recv() => reload(&loader, &state, &notifier, &status),
+                _ = signals.hup.recv() => reload(&loader, &state, &notifier, &status, &exposed),
                 _ = signals.term.recv() => break "SIGTERM",
                 _ = signals.int.recv() => break "SIGINT",
                 () = idle(&state, idle_exit), if activated && !idle_exit.is_zero() => {
@@ -204,7 +214,13 @@ fn spawn_reporting(notifier: &Arc<Notifier>, status: &Arc<Status>) -> tokio::tas
 }
 
 /// Re-reads the config and swaps it in; on failure keeps the old one and says so.
-fn reload(loader: &Loader, state: &State, notifier: &Notifier, status: &Status) {
+fn reload(
+    loader: &Loader,
+    state: &State,
+    notifier: &Notifier,
+    status: &Status,
+    exposed: &[String],
+) {
     let mut states = vec![notify::State::Reloading];
     if let Ok(now) = notify::State::monotonic_usec_now() {
         states.push(now);
@@ -223,6 +239,8 @@ fn reload(loader: &Loader, state: &State, notifier: &Notifier, status: &Status) 
                 tracing::warn!("log.target changed: that takes effect only after a restart");
             }
             logging::reconfigure(&config.log);
+            warn_about_files(&config);
+            warn_about_exposure(&config, exposed);
             let routes = config.routes.len();
             let source = config.source.display_name();
             state.replace(Proxy::new(config)?);
@@ -287,7 +305,97 @@ fn announce(config: &Config, listeners: &[StdListener]) {
             tracing::info!("backend '{}' gets the key from {source}", b.name);
         }
     }
+    warn_about_files(config);
     for l in listeners {
         tracing::info!("listening on {}", l.describe());
+    }
+}
+
+/// Warns about key and token files that users other than the service's own may read.
+fn warn_about_files(config: &Config) {
+    for b in &config.backends {
+        let file = match &b.auth {
+            AuthPolicy::Inject {
+                source: KeySource::File(p) | KeySource::Credential(_, p),
+                ..
+            } => p,
+            _ => continue,
+        };
+        if let Some(mode) = config::readable_by_others(file) {
+            tracing::warn!(
+                "key file {} of backend '{}' is readable by other users (mode {mode:o}); \
+                 run `chmod o-rwx {}`",
+                file.display(),
+                b.name,
+                file.display()
+            );
+        }
+    }
+    if let Some(file) = &config.server.client_tokens.file {
+        if let Some(mode) = config::readable_by_others(file) {
+            tracing::warn!(
+                "client tokens file {} is readable by other users (mode {mode:o}); \
+                 run `chmod o-rwx {}`",
+                file.display(),
+                file.display()
+            );
+        }
+    }
+}
+
+/// Warns when the proxy listens beyond loopback without asking clients for a token, and when
+/// a backend forwards the client's `Authorization`, which then carries the proxy's token.
+fn warn_about_exposure(config: &Config, exposed: &[String]) {
+    let tokens = &config.server.client_tokens;
+    if !exposed.is_empty() && !tokens.enabled() {
+        tracing::warn!(
+            "listening on {} beyond loopback without server.client_tokens_file: anyone who \
+             can reach it can use every backend and any key the proxy injects",
+            exposed.join(", ")
+        );
+    }
+    if tokens.enabled() {
+        tracing::info!(
+            "clients must send one of {} tokens from {}",
+            tokens.len(),
+            tokens
+                .file
+                .as_deref()
+                .map_or_else(|| "?".into(), |p| p.display().to_string())
+        );
+        for b in &config.backends {
+            if b.auth == AuthPolicy::Forward {
+                tracing::warn!(
+                    "backend '{}' has forward_client_auth = true, but with client tokens the \
+                     client's Authorization header holds the proxy's token and is removed; \
+                     give the backend its key with api_key_file",
+                    b.name
+                );
+            }
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection costs a descriptor
+/// (two when proxied), and the usual soft limit of 1024 would refuse connections long before
+/// the machine runs out of anything.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, owned rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let old = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            tracing::debug!("raised the open-files limit from {old} to {}", lim.rlim_max);
+        }
     }
 }

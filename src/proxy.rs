@@ -123,6 +123,7 @@ impl Proxy {
         if parts.method == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed(parts.method));
         }
+        check_head(&parts)?;
         let normalized = normalize_path(parts.uri.path());
         if let Some(a) = access.as_deref_mut() {
             a.path = match &normalized {
@@ -131,6 +132,9 @@ impl Proxy {
             };
         }
         let path = normalized.map_err(|e| ProxyError::BadPath(e.0))?;
+        if &*path != "/health" {
+            check_client_token(&self.config.server.client_tokens, &mut parts.headers)?;
+        }
         match &*path {
             "/health" => {
                 return Ok(own_response(
@@ -224,6 +228,50 @@ fn own_response(content_type: &'static str, body: Bytes) -> Response<ResponseBod
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     *res.status_mut() = StatusCode::OK;
     res
+}
+
+/// Longest request target (path and query) accepted; longer ones get 414. A request line
+/// longer than `server.max_header_size` never gets here: hyper answers 431.
+pub const MAX_URI_LEN: usize = 8 << 10;
+
+/// Refuses a request head that is too long or whose body framing another parser could read
+/// differently. hyper already refuses differing `Content-Length`s and a `Transfer-Encoding`
+/// that does not end in `chunked`; it accepts `gzip, chunked` and repeated `chunked`, which
+/// only a confused client or a smuggling attempt sends, so anything but one plain `chunked` is
+/// refused here (and the connection closed).
+fn check_head(parts: &http::request::Parts) -> Result<(), ProxyError> {
+    if parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len()) > MAX_URI_LEN {
+        return Err(ProxyError::UriTooLong(MAX_URI_LEN));
+    }
+    if let Some(te) = parts.headers.get(header::TRANSFER_ENCODING) {
+        let repeated = parts
+            .headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .nth(1)
+            .is_some();
+        if repeated || !te.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Err(ProxyError::BadFraming(
+                "Transfer-Encoding must be exactly \"chunked\"",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// With `server.client_tokens_file`, a request needs `Authorization: Bearer TOKEN` with one of
+/// its tokens; the header is then removed, so the token never reaches a backend.
+fn check_client_token(
+    tokens: &crate::config::ClientTokens,
+    headers: &mut http::HeaderMap,
+) -> Result<(), ProxyError> {
+    if tokens.enabled() {
+        if !tokens.allows(headers) {
+            return Err(ProxyError::Unauthorized);
+        }
+        headers.remove(header::AUTHORIZATION);
+    }
+    Ok(())
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {
