@@ -789,8 +789,7 @@ impl ClientTokens {
     /// Reads a tokens file: one token per line; blank lines and lines starting with `#` are
     /// ignored. Messages name the file and line, never a token.
     pub fn read(path: &Path) -> Result<ClientTokens, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read client tokens file {}: {e}", path.display()))?;
+        let text = read_small_text(path, "client tokens file")?;
         ClientTokens::parse(&text)
             .map(|mut t| {
                 t.file = Some(path.to_path_buf());
@@ -1361,15 +1360,43 @@ fn validate_auth(name: &str, raw: &RawBackend, issues: &mut Issues) -> Option<Au
     }
 }
 
+/// Key, token and CA files are small; a larger one (or `/dev/zero`) is a mistake.
+const MAX_SECRET_FILE: u64 = 1 << 20;
+
+/// Reads a small regular file named in the config; `what` names it in messages.
+fn read_small_file(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let fail = |e: std::io::Error| format!("cannot read {what} {}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(fail)?;
+    if !file.metadata().map_err(fail)?.is_file() {
+        return Err(format!("{what} {} is not a regular file", path.display()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(fail)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(format!(
+            "{what} {} is larger than {}",
+            path.display(),
+            format_size(MAX_SECRET_FILE)
+        ));
+    }
+    Ok(bytes)
+}
+
+fn read_small_text(path: &Path, what: &str) -> Result<String, String> {
+    String::from_utf8(read_small_file(path, what)?)
+        .map_err(|_| format!("{what} {} is not UTF-8 text", path.display()))
+}
+
 fn read_key_file(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+    let text = read_small_text(path, "key file")?;
     Secret::from_key(&text).map_err(|e| format!("key file {}: {e}", path.display()))
 }
 
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+    let bytes = read_small_file(path, "CA file")?;
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
     let certs = certs.map_err(|e| format!("CA file {} is not valid PEM: {e}", path.display()))?;
     if certs.is_empty() {

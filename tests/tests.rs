@@ -8,6 +8,7 @@ mod auth;
 mod check;
 mod config_errors;
 mod errors;
+mod hostile;
 mod launchd_plists;
 mod log_targets;
 mod routing;

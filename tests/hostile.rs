@@ -1,0 +1,961 @@
+//! Hostile clients: slow headers, oversized heads, request smuggling, route confusion, and a
+//! flood of malformed requests. Each test would fail without the protection it names.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::support::activation::config_file;
+use crate::support::bin::{command, Proc};
+use crate::support::client::{body_bytes, full, send};
+use crate::support::mock::Mock;
+use crate::support::{default_routes, start_proxy, TestProxy};
+
+/// Raises this process's soft limit on open files to at least `want` (or the hard limit).
+pub fn raise_nofile(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on an owned struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+}
+
+/// What came back for raw bytes: everything read, and whether the server closed the
+/// connection (as opposed to going quiet for `quiet`).
+pub struct Exchange {
+    pub text: String,
+    pub closed: bool,
+}
+
+impl Exchange {
+    pub fn status(&self) -> Option<u16> {
+        let line = self.text.lines().next()?;
+        line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    }
+
+    /// Number of responses (status lines) in the reply.
+    pub fn responses(&self) -> usize {
+        self.text.matches("HTTP/1.1 ").count()
+    }
+}
+
+pub async fn exchange(addr: SocketAddr, request: &[u8], quiet: Duration) -> Exchange {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(request).await;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 16384];
+    let closed = loop {
+        match tokio::time::timeout(quiet, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    Exchange {
+        text: String::from_utf8_lossy(&out).into_owned(),
+        closed,
+    }
+}
+
+const ONE_BACKEND: &str =
+    "[backends.b]\nurl = \"URL\"\n[[route]]\npath = \"/v1\"\nbackend = \"b\"\n";
+
+fn one_backend(url: &str, server: &str) -> String {
+    format!("[server]\n{server}\n{}", ONE_BACKEND.replace("URL", url))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slow clients
+
+/// 1000 connections trickling their headers byte by byte do not keep a normal client from
+/// being served within 1 s, and each is closed once `header_read_timeout` has passed. Runs the
+/// real binary with a soft open-files limit of 512, so it also shows that the proxy raises its
+/// own limit (otherwise it could not accept 1000 connections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_does_not_starve_normal_clients_and_is_cut_off() {
+    const SLOW: usize = 1000;
+    raise_nofile(4 * SLOW as u64);
+    let m = Mock::echo("b").await;
+    let (_dir, cfg) = config_file(&one_backend(
+        &m.url(),
+        "header_read_timeout = \"2s\"\n[log]\naccess_log = false",
+    ));
+    let mut cmd = command();
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    // SAFETY: setrlimit is async-signal-safe; runs in the child before exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = 512.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let proc = Proc::spawn(cmd);
+    let addr = proc.addr;
+
+    let start = Instant::now();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let mut slow = Vec::with_capacity(SLOW);
+    for _ in 0..SLOW {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        let closed = closed.clone();
+        slow.push(tokio::spawn(async move {
+            let opened = Instant::now();
+            let mut buf = [0u8; 256];
+            // One more header byte every 200 ms, never finishing; stop at the first sign of
+            // the server closing (a read of 0 or an error), at most 20 s.
+            for _ in 0..100 {
+                tokio::select! {
+                    r = s.read(&mut buf) => {
+                        if matches!(r, Ok(0) | Err(_)) { break; }
+                    }
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {
+                        if s.write_all(b"a").await.is_err() { break; }
+                    }
+                }
+            }
+            closed.fetch_add(1, Ordering::SeqCst);
+            opened.elapsed()
+        }));
+    }
+    let all_open = start.elapsed();
+
+    // While all of them are open and trickling, a normal client is served promptly.
+    for path in ["/health", "/v1/models"] {
+        let t = Instant::now();
+        let res = send(
+            Request::get(format!("http://{addr}{path}"))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+        body_bytes(res).await;
+        let took = t.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "{path} took {took:?} with {SLOW} slow clients"
+        );
+    }
+    assert_eq!(
+        closed.load(Ordering::SeqCst),
+        0,
+        "slow clients were closed before header_read_timeout (opening them took {all_open:?})"
+    );
+
+    let mut lifetimes = Vec::with_capacity(SLOW);
+    for t in slow {
+        lifetimes.push(t.await.unwrap());
+    }
+    let shortest = lifetimes.iter().min().copied().unwrap_or_default();
+    let longest = lifetimes.iter().max().copied().unwrap_or_default();
+    assert!(
+        shortest >= Duration::from_millis(1500),
+        "a slow client was closed after {shortest:?}, before header_read_timeout (2s)"
+    );
+    assert!(
+        longest < Duration::from_secs(10),
+        "a slow client was still open after {longest:?} (header_read_timeout 2s)"
+    );
+    let log = proc.log_text();
+    assert!(!log.contains("accept failed"), "{log}");
+    assert!(m.requests().len() == 1, "only the normal client's request");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Oversized heads
+
+fn get_with_headers(path: &str, headers: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").into_bytes()
+}
+
+#[tokio::test]
+async fn header_block_over_max_header_size_is_431_and_closed() {
+    let m = Mock::echo("b").await;
+    let proxy = start_proxy(&one_backend(&m.url(), "")).await;
+    // Just under the default 64 KiB: served.
+    let big = format!("X-Big: {}\r\n", "a".repeat(60 * 1024));
+    let r = exchange(
+        proxy.addr,
+        &get_with_headers("/v1/models", &(big + "Connection: close\r\n")),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        Some(200),
+        "{}",
+        &r.text[..r.text.len().min(200)]
+    );
+    // Over it (hyper's own buffer limit would allow ~400 KiB): 431, connection closed.
+    let huge = format!("X-Big: {}\r\n", "a".repeat(70 * 1024));
+    let r = exchange(
+        proxy.addr,
+        &get_with_headers("/v1/models", &huge),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(r.status(), Some(431), "{}", r.text);
+    assert!(r.closed);
+    // Many small headers adding up: the same.
+    let many: String = (0..60)
+        .map(|i| format!("X-H{i}: {}\r\n", "b".repeat(1200)))
+        .collect();
+    let r = exchange(
+        proxy.addr,
+        &get_with_headers("/v1/models", &many),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(r.status(), Some(431), "{}", r.text);
+    assert!(r.closed);
+    assert_eq!(m.requests().len(), 1);
+    proxy.stop().await;
+
+    // A configured limit applies.
+    let proxy = start_proxy(&one_backend(&m.url(), "max_header_size = \"8KiB\"")).await;
+    let r = exchange(
+        proxy.addr,
+        &get_with_headers("/v1/models", &format!("X-Big: {}\r\n", "a".repeat(9000))),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(r.status(), Some(431), "{}", r.text);
+    assert_eq!(m.requests().len(), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_headers_is_431_and_closed() {
+    let m = Mock::echo("b").await;
+    let proxy = start_proxy(&one_backend(&m.url(), "")).await;
+    let headers = |n: usize| -> String { (0..n).map(|i| format!("X-H{i}: v\r\n")).collect() };
+    let r = exchange(
+        proxy.addr,
+        &get_with_headers("/v1/models", &(headers(90) + "Connection: close\r\n")),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(r.status(), Some(200), "{}", r.text);
+    let r = exchange(
+        proxy.addr,
+        &get_with_headers("/v1/models", &headers(101)),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(r.status(), Some(431), "{}", r.text);
+    assert!(r.closed);
+    assert_eq!(m.requests().len(), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn request_line_too_long_is_414_or_431() {
+    let m = Mock::echo("b").await;
+    let proxy = start_proxy(&one_backend(&m.url(), "")).await;
+    // A target over 8 KiB: 414 with a JSON body, never forwarded.
+    let path = format!("/v1/{}", "a".repeat(9000));
+    let r = exchange(
+        proxy.addr,
+        &get_with_headers(&path, "Connection: close\r\n"),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        Some(414),
+        "{}",
+        &r.text[..r.text.len().min(300)]
+    );
+    assert!(r.text.contains("\"code\":\"uri_too_long\""), "{}", r.text);
+    // The same in the query string.
+    let path = format!("/v1/models?q={}", "a".repeat(9000));
+    let r = exchange(
+        proxy.addr,
+        &get_with_headers(&path, "Connection: close\r\n"),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(r.status(), Some(414));
+    // A request line longer than the whole header block allows: 431 from the parser, closed.
+    let path = format!("/v1/{}", "a".repeat(100 * 1024));
+    let r = exchange(
+        proxy.addr,
+        &get_with_headers(&path, ""),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(r.status(), Some(431), "{}", r.text);
+    assert!(r.closed);
+    assert!(m.requests().is_empty());
+    proxy.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request smuggling
+
+/// A request whose framing is ambiguous, with a second request hidden where one reading of
+/// the framing puts it.
+const SMUGGLED: &str = "GET /v1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+
+async fn assert_refused_and_closed(proxy: &TestProxy, m: &Mock, head: &str, body: &str) {
+    let req = format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{head}\r\n{body}");
+    let r = exchange(proxy.addr, req.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(r.status(), Some(400), "{head:?}: {}", r.text);
+    assert!(r.closed, "{head:?}: the connection must be closed");
+    assert_eq!(r.responses(), 1, "{head:?}: {}", r.text);
+    assert!(
+        m.requests().is_empty(),
+        "{head:?}: the backend saw {:?}",
+        m.requests()
+            .iter()
+            .map(|s| s.uri.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn smuggling_attempts_are_400_closed_and_never_forwarded() {
+    let m = Mock::echo("b").await;
+    let proxy = start_proxy(&one_backend(&m.url(), "")).await;
+    let chunked_then_smuggled = format!("0\r\n\r\n{SMUGGLED}");
+    for (head, body) in [
+        // Two different lengths.
+        (
+            "Content-Length: 4\r\nContent-Length: 40\r\n",
+            format!("abcd{SMUGGLED}"),
+        ),
+        ("Content-Length: 4, 40\r\n", format!("abcd{SMUGGLED}")),
+        ("Content-Length: +4\r\n", format!("abcd{SMUGGLED}")),
+        ("Content-Length: 0x4\r\n", format!("abcd{SMUGGLED}")),
+        // Obfuscated Transfer-Encoding, alone or next to a Content-Length.
+        (
+            "Transfer-Encoding: xchunked\r\nContent-Length: 5\r\n",
+            chunked_then_smuggled.clone(),
+        ),
+        (
+            "Transfer-Encoding: chunked, identity\r\n",
+            chunked_then_smuggled.clone(),
+        ),
+        (
+            "Transfer-Encoding: identity, chunked\r\n",
+            chunked_then_smuggled.clone(),
+        ),
+        (
+            "Transfer-Encoding: gzip, chunked\r\n",
+            chunked_then_smuggled.clone(),
+        ),
+        (
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            chunked_then_smuggled.clone(),
+        ),
+        (
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+            chunked_then_smuggled.clone(),
+        ),
+        (
+            "Transfer-Encoding : chunked\r\n",
+            chunked_then_smuggled.clone(),
+        ),
+        (
+            "Transfer-Encoding:\x0bchunked\r\n",
+            chunked_then_smuggled.clone(),
+        ),
+        (
+            "X-Pad: 1\r\n Transfer-Encoding: chunked\r\n",
+            chunked_then_smuggled.clone(),
+        ),
+        (
+            "Transfer-Encoding: \"chunked\"\r\n",
+            chunked_then_smuggled.clone(),
+        ),
+        (
+            "Transfer_Encoding: chunked\r\nContent-Length: x\r\n",
+            String::new(),
+        ),
+        // Bare LF or CR inside the head.
+        (
+            "X-A: 1\rTransfer-Encoding: chunked\r\n",
+            chunked_then_smuggled.clone(),
+        ),
+    ] {
+        assert_refused_and_closed(&proxy, &m, head, &body).await;
+    }
+    // Bad chunk sizes inside an otherwise fine chunked body: the backend may have seen the
+    // start of the request, but never the hidden one.
+    for body in [
+        format!("-1\r\n\r\n{SMUGGLED}"),
+        format!("fffffffffffffffff\r\n\r\n{SMUGGLED}"),
+        format!("4 ;\r\nabcd\r\n0x0\r\n\r\n{SMUGGLED}"),
+    ] {
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        );
+        let r = exchange(proxy.addr, req.as_bytes(), Duration::from_secs(5)).await;
+        assert!(r.closed, "{body:?}: {}", r.text);
+        assert!(r.responses() <= 1, "{body:?}: {}", r.text);
+    }
+    assert!(m.requests().iter().all(|s| s.uri.path() != "/v1/smuggled"));
+    proxy.stop().await;
+}
+
+/// `Content-Length` together with `Transfer-Encoding: chunked`: hyper's parser frames the body
+/// by the chunked encoding, drops the `Content-Length` (RFC 9112 §6.3) and closes the
+/// connection after the response, so whatever follows the chunked body is never read as a
+/// request. (The `Content-Length` never reaches the proxy's code, so it cannot answer 400
+/// here; see docs/security.md.)
+#[tokio::test]
+async fn content_length_with_chunked_never_lets_a_second_request_through() {
+    let m = Mock::echo("b").await;
+    let proxy = start_proxy(&one_backend(&m.url(), "")).await;
+    for head in [
+        "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        "Content-Length: 5\r\nTransfer-Encoding: CHUNKED\r\n",
+    ] {
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{head}\r\n0\r\n\r\n{SMUGGLED}"
+        );
+        let r = exchange(proxy.addr, req.as_bytes(), Duration::from_secs(5)).await;
+        assert!(r.closed, "{head:?}: the connection must be closed");
+        assert_eq!(r.responses(), 1, "{head:?}: {}", r.text);
+    }
+    let seen = m.requests();
+    assert!(
+        seen.iter().all(|s| s.uri.path() == "/v1/chat/completions"),
+        "{:?}",
+        seen.iter().map(|s| s.uri.clone()).collect::<Vec<_>>()
+    );
+    for s in &seen {
+        assert!(s.body.is_empty(), "the chunked body was empty");
+        assert!(s.headers.get("content-length").is_none_or(|v| v == "0"));
+    }
+    // Two identical Content-Lengths are one length (RFC 9110 §8.6): no ambiguity, and a
+    // pipelined request after the body is its own request.
+    let before = m.requests().len();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd\
+         GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let r = exchange(proxy.addr, req.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(r.responses(), 2, "{}", r.text);
+    let seen = m.requests();
+    assert_eq!(seen.len(), before + 2);
+    assert_eq!(&seen[before].body[..], b"abcd");
+    assert_eq!(seen[before + 1].uri.path(), "/v1/models");
+    proxy.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Route confusion
+
+struct Routes {
+    whisper: Mock,
+    ollama: Mock,
+    kokoro: Mock,
+    openai: Mock,
+    proxy: TestProxy,
+}
+
+impl Routes {
+    async fn start() -> Routes {
+        let whisper = Mock::echo("whisper").await;
+        let ollama = Mock::echo("ollama").await;
+        let kokoro = Mock::echo("kokoro").await;
+        let openai = Mock::echo("openai").await;
+        let proxy = start_proxy(&default_routes(
+            &whisper.url(),
+            &ollama.url(),
+            &kokoro.url(),
+            &openai.url(),
+            "",
+        ))
+        .await;
+        Routes {
+            whisper,
+            ollama,
+            kokoro,
+            openai,
+            proxy,
+        }
+    }
+
+    fn mocks(&self) -> [(&'static str, &Mock); 4] {
+        [
+            ("whisper", &self.whisper),
+            ("ollama", &self.ollama),
+            ("kokoro", &self.kokoro),
+            ("openai", &self.openai),
+        ]
+    }
+
+    fn total(&self) -> usize {
+        self.mocks().iter().map(|(_, m)| m.requests().len()).sum()
+    }
+
+    /// Every request any backend received belongs to that backend by the path it received.
+    fn assert_each_backend_got_only_its_own(&self) {
+        let route = |p: &str| -> &'static str {
+            for (prefix, name) in [
+                ("/v1/audio/transcriptions", "whisper"),
+                ("/v1/chat/completions", "ollama"),
+                ("/v1/audio/speech", "kokoro"),
+                ("/v1/audio/voices", "kokoro"),
+                ("/v1", "openai"),
+            ] {
+                if p == prefix || p.starts_with(&format!("{prefix}/")) {
+                    return name;
+                }
+            }
+            "none"
+        };
+        for (name, m) in self.mocks() {
+            for s in m.requests() {
+                assert_eq!(route(s.uri.path()), name, "{name} received {}", s.uri);
+            }
+        }
+    }
+}
+
+enum Expect {
+    /// This status, and no backend sees the request.
+    Refused(u16),
+    /// Forwarded to this backend with exactly this path.
+    To(&'static str, &'static str),
+    /// Answered by the proxy itself (its own pages), never forwarded.
+    Own,
+}
+
+#[tokio::test]
+async fn route_confusion_never_reaches_another_route() {
+    let r = Routes::start().await;
+    let speech_host = r.kokoro.addr.to_string();
+    let cases: Vec<(String, &str, Expect)> = vec![
+        (
+            "GET /v1/chat/completions/../../audio/speech".into(),
+            "",
+            Expect::Refused(400),
+        ),
+        (
+            "GET /v1/chat/completions/%2e%2e/%2e%2e/audio/speech".into(),
+            "",
+            Expect::Refused(400),
+        ),
+        (
+            "GET /v1/chat/completions/%2E%2e/x".into(),
+            "",
+            Expect::Refused(400),
+        ),
+        (
+            "GET /v1/chat/completions/.%2e/x".into(),
+            "",
+            Expect::Refused(400),
+        ),
+        ("GET /v1/audio%2Fspeech".into(), "", Expect::Refused(400)),
+        ("GET /v1/audio%2fspeech".into(), "", Expect::Refused(400)),
+        ("GET /v1/audio%5Cspeech".into(), "", Expect::Refused(400)),
+        ("GET /v1\\audio\\speech".into(), "", Expect::Refused(400)),
+        ("GET /v1/audio/speech%00".into(), "", Expect::Refused(400)),
+        ("GET /v1/audio/speech/%zz".into(), "", Expect::Refused(400)),
+        (
+            "GET /v1/chat/completions;/../../audio/speech".into(),
+            "",
+            Expect::Refused(400),
+        ),
+        ("OPTIONS * HTTP/1.1".into(), "", Expect::Refused(400)),
+        (
+            "CONNECT api.openai.com:443".into(),
+            "",
+            Expect::Refused(405),
+        ),
+        ("CONNECT 127.0.0.1:1".into(), "", Expect::Refused(405)),
+        (
+            "GET //v1//audio//speech".into(),
+            "",
+            Expect::To("kokoro", "/v1/audio/speech"),
+        ),
+        (
+            "GET /v1/./audio/./speech/.".into(),
+            "",
+            Expect::To("kokoro", "/v1/audio/speech/"),
+        ),
+        (
+            "GET /v1/%61udio/speech".into(),
+            "",
+            Expect::To("kokoro", "/v1/audio/speech"),
+        ),
+        (
+            "GET /%76%31/chat/completions".into(),
+            "",
+            Expect::To("ollama", "/v1/chat/completions"),
+        ),
+        (
+            "GET /v1/chat/completionsX".into(),
+            "",
+            Expect::To("openai", "/v1/chat/completionsX"),
+        ),
+        (
+            "GET /v1/chat/completions%3B/x".into(),
+            "",
+            Expect::To("openai", "/v1/chat/completions%3B/x"),
+        ),
+        (
+            "GET /v1/chat/completions?x=/../audio/speech".into(),
+            "",
+            Expect::To("ollama", "/v1/chat/completions"),
+        ),
+        // Absolute-form targets: the authority in the request line is ignored.
+        (
+            "GET http://evil.example/v1/chat/completions".into(),
+            "",
+            Expect::To("ollama", "/v1/chat/completions"),
+        ),
+        (
+            format!("GET http://{speech_host}/v1/models"),
+            "",
+            Expect::To("openai", "/v1/models"),
+        ),
+        (
+            "GET https://api.openai.com/v1/audio/speech".into(),
+            "",
+            Expect::To("kokoro", "/v1/audio/speech"),
+        ),
+        (
+            "GET http://127.0.0.1:1/v1/audio/voices".into(),
+            "",
+            Expect::To("kokoro", "/v1/audio/voices"),
+        ),
+        // Host tricks: Host is never used for routing.
+        (
+            "GET /v1/models".into(),
+            "Host: api.openai.com\r\n",
+            Expect::To("openai", "/v1/models"),
+        ),
+        (
+            "GET /v1/audio/transcriptions".into(),
+            "Host: localhost:11434\r\n",
+            Expect::To("whisper", "/v1/audio/transcriptions"),
+        ),
+        (
+            "GET /v1/models".into(),
+            "Host: a\r\nHost: b\r\n",
+            Expect::To("openai", "/v1/models"),
+        ),
+        (
+            "GET /v1/models".into(),
+            "X-Original-URL: /v1/chat/completions\r\nX-Rewrite-URL: /v1/audio/speech\r\n",
+            Expect::To("openai", "/v1/models"),
+        ),
+        (
+            "GET /v1/models".into(),
+            "X-Forwarded-Host: evil\r\nForwarded: host=evil\r\n",
+            Expect::To("openai", "/v1/models"),
+        ),
+        ("GET /V1/CHAT/COMPLETIONS".into(), "", Expect::Refused(404)),
+        ("GET /v2/../v1/models".into(), "", Expect::Refused(400)),
+        ("GET /".into(), "", Expect::Own),
+        ("GET /health/../v1/models".into(), "", Expect::Refused(400)),
+    ];
+    for (line, extra, expect) in cases {
+        let line = if line.ends_with("HTTP/1.1") {
+            line
+        } else {
+            format!("{line} HTTP/1.1")
+        };
+        let host = if extra.contains("Host:") {
+            String::new()
+        } else {
+            "Host: proxy.local\r\n".to_string()
+        };
+        let req = format!("{line}\r\n{host}{extra}Connection: close\r\n\r\n");
+        let before = r.total();
+        let x = exchange(r.proxy.addr, req.as_bytes(), Duration::from_secs(5)).await;
+        let status = x.status();
+        match expect {
+            Expect::Refused(code) => {
+                assert_eq!(status, Some(code), "{line:?}: {}", x.text);
+                assert_eq!(r.total(), before, "{line:?} was forwarded");
+            }
+            Expect::Own => {
+                assert_eq!(status, Some(200), "{line:?}: {}", x.text);
+                assert_eq!(r.total(), before, "{line:?} was forwarded");
+            }
+            Expect::To(backend, path) => {
+                assert_eq!(status, Some(200), "{line:?}: {}", x.text);
+                assert!(
+                    x.text
+                        .to_ascii_lowercase()
+                        .contains(&format!("x-backend: {backend}")),
+                    "{line:?} answered by the wrong backend: {}",
+                    x.text
+                );
+                let (_, m) = r.mocks().into_iter().find(|(n, _)| *n == backend).unwrap();
+                let last = m.requests().pop().expect("the backend saw it");
+                assert_eq!(last.uri.path(), path, "{line:?}");
+                assert_eq!(
+                    r.total(),
+                    before + 1,
+                    "{line:?} reached more than one backend"
+                );
+                // The backend sees its own authority as Host, never the client's.
+                assert_eq!(
+                    last.header("host"),
+                    Some(m.addr.to_string().as_str()),
+                    "{line:?}"
+                );
+            }
+        }
+    }
+    r.assert_each_backend_got_only_its_own();
+    r.proxy.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Malformed and random requests
+
+/// xorshift64*: deterministic, so a failure can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+const TEMPLATES: &[&str] = &[
+    "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"stream\":true}",
+    "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    "PUT /v1/files/a%20b?x=1 HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc",
+    "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}",
+    "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    "DELETE /v1/models/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-x\r\nX-Request-ID: abc\r\n\r\n",
+];
+
+const TOKENS: &[&str] = &[
+    "\r\n",
+    "\n",
+    "\r",
+    ":",
+    " ",
+    "\t",
+    "%",
+    "%2e%2e/",
+    "../",
+    "//",
+    "\\",
+    "\0",
+    "\u{ff}",
+    "?",
+    "#",
+    "HTTP/1.1",
+    "HTTP/2.0",
+    "HTTP/0.9",
+    "chunked",
+    "Transfer-Encoding: chunked\r\n",
+    "Content-Length: 18446744073709551616\r\n",
+    "Content-Length: -1\r\n",
+    "Content-Length: 5\r\n",
+    "ffffffffffffffff\r\n",
+    "0\r\n\r\n",
+    "Host: \r\n",
+    "\u{1F600}",
+    "Connection: close, te\r\n",
+    "Expect: 100-continue\r\n",
+    "*",
+    "CONNECT ",
+    "http://a/",
+];
+
+fn mutate(rng: &mut Rng) -> Vec<u8> {
+    let mut b = TEMPLATES[rng.below(TEMPLATES.len())].as_bytes().to_vec();
+    if rng.chance(3) {
+        // Pure noise.
+        let n = rng.below(300);
+        return (0..n).map(|_| rng.next() as u8).collect();
+    }
+    for _ in 0..=rng.below(4) {
+        let at = rng.below(b.len() + 1);
+        match rng.below(7) {
+            0 => {
+                if !b.is_empty() {
+                    let i = rng.below(b.len());
+                    b[i] = rng.next() as u8;
+                }
+            }
+            1 => {
+                let end = (at + rng.below(16)).min(b.len());
+                b.drain(at..end);
+            }
+            2 | 3 => {
+                let t = TOKENS[rng.below(TOKENS.len())].as_bytes();
+                b.splice(at..at, t.iter().copied());
+            }
+            4 => {
+                let end = (at + rng.below(32)).min(b.len());
+                let dup = b[at..end].to_vec();
+                b.splice(at..at, dup);
+            }
+            5 => b.truncate(at),
+            _ => {
+                if rng.chance(5) {
+                    let n = 1 + rng.below(80_000);
+                    b.splice(at..at, std::iter::repeat_n(b'A', n));
+                }
+            }
+        }
+    }
+    b
+}
+
+/// 10 000 mutated and random requests, each on its own connection, some with the client's
+/// write side closed after sending: each is answered with a status below 500 or the connection
+/// is closed, never a hang; the real binary never panics and keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_malformed_requests_get_4xx_or_closed() {
+    const N: usize = 10_000;
+    const PARALLEL: usize = 128;
+    raise_nofile(4096);
+    let m = Mock::echo("b").await;
+    let (_dir, cfg) = config_file(&format!(
+        "[server]\nheader_read_timeout = \"1s\"\n[log]\naccess_log = false\nlevel = \"debug\"\n\
+         [backends.b]\nurl = \"{}\"\nidle_timeout = \"1s\"\nresponse_timeout = \"5s\"\n\
+         [[route]]\npath = \"/v1\"\nbackend = \"b\"\n",
+        m.url()
+    ));
+    let proc = Proc::start(&cfg, &[]);
+    let addr = proc.addr;
+    let started = Instant::now();
+    let seeds = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..PARALLEL {
+        let seeds = seeds.clone();
+        workers.push(tokio::spawn(async move {
+            let mut bad = Vec::new();
+            let mut statuses = [0usize; 6];
+            loop {
+                let seed = seeds.fetch_add(1, Ordering::SeqCst);
+                if seed >= N {
+                    break;
+                }
+                let mut rng =
+                    Rng(0x9E37_79B9_7F4A_7C15 ^ (seed as u64 + 1).wrapping_mul(0x1000_0000_01B3));
+                let req = mutate(&mut rng);
+                let half_close = rng.chance(50);
+                let Ok(mut s) = TcpStream::connect(addr).await else {
+                    bad.push(format!("seed {seed}: connect failed"));
+                    continue;
+                };
+                let _ = s.write_all(&req).await;
+                if half_close {
+                    let _ = s.shutdown().await;
+                }
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+                    loop {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                head.extend_from_slice(&buf[..n]);
+                                if head.windows(2).any(|w| w == b"\r\n") {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                })
+                .await;
+                if outcome.is_err() {
+                    bad.push(format!("seed {seed}: no answer and not closed within 10 s"));
+                    continue;
+                }
+                let line = String::from_utf8_lossy(&head);
+                let line = line.lines().next().unwrap_or("");
+                if line.is_empty() {
+                    statuses[0] += 1; // closed without a response
+                    continue;
+                }
+                match line
+                    .strip_prefix("HTTP/1.1 ")
+                    .or_else(|| line.strip_prefix("HTTP/1.0 "))
+                    .and_then(|s| s.get(..3))
+                    .and_then(|s| s.parse::<u16>().ok())
+                {
+                    Some(code) if code < 500 => statuses[(code / 100) as usize] += 1,
+                    _ => bad.push(format!(
+                        "seed {seed}: {line:?} for {:?}",
+                        String::from_utf8_lossy(&req[..req.len().min(200)])
+                    )),
+                }
+            }
+            (bad, statuses)
+        }));
+    }
+    let mut bad = Vec::new();
+    let mut statuses = [0usize; 6];
+    for w in workers {
+        let (b, s) = w.await.unwrap();
+        bad.extend(b);
+        for i in 0..6 {
+            statuses[i] += s[i];
+        }
+    }
+    let took = started.elapsed();
+    eprintln!(
+        "{N} malformed requests in {took:?}: closed {}, 1xx {}, 2xx {}, 3xx {}, 4xx {}",
+        statuses[0], statuses[1], statuses[2], statuses[3], statuses[4]
+    );
+    assert!(
+        bad.is_empty(),
+        "{} bad outcomes: {:#?}",
+        bad.len(),
+        &bad[..bad.len().min(10)]
+    );
+    assert!(statuses[4] > N / 10, "too few 4xx: {statuses:?}");
+    // Still serving, and nothing panicked.
+    let res = send(
+        Request::get(format!("http://{addr}/v1/models"))
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    body_bytes(res).await;
+    let log = proc.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}
