@@ -452,15 +452,13 @@ async fn content_length_with_chunked_never_lets_a_second_request_through() {
     );
     for s in &seen {
         assert!(s.body.is_empty(), "the chunked body was empty");
-        assert!(s.headers.get("content-length").is_none_or(|v| v == "0"));
+        assert!(s.headers.get("content-length").map_or(true, |v| v == "0"));
     }
     // Two identical Content-Lengths are one length (RFC 9110 §8.6): no ambiguity, and a
     // pipelined request after the body is its own request.
     let before = m.requests().len();
-    let req = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd\
-         GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
+    let req = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd\
+         GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let r = exchange(proxy.addr, req.as_bytes(), Duration::from_secs(5)).await;
     assert_eq!(r.responses(), 2, "{}", r.text);
     let seen = m.requests();
@@ -834,7 +832,7 @@ fn mutate(rng: &mut Rng) -> Vec<u8> {
             _ => {
                 if rng.chance(5) {
                     let n = 1 + rng.below(80_000);
-                    b.splice(at..at, std::iter::repeat_n(b'A', n));
+                    b.splice(at..at, std::iter::repeat(b'A').take(n));
                 }
             }
         }
