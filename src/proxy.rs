@@ -195,10 +195,26 @@ impl Proxy {
         headers::set_forwarded(h, peer, host);
         h.insert(X_REQUEST_ID.clone(), rid.clone());
 
+        // Without a body, an idempotent request can be sent again when the pooled connection
+        // it went out on turns out to have been closed by the backend (see `is_stale`).
+        let replay = (parts.method.is_idempotent() && http_body::Body::is_end_stream(&body))
+            .then(|| parts.clone());
         let counter = access.as_deref().map(|a| a.bytes_in.clone());
         let body = RequestBody::new(body, limit, bc.idle_timeout, counter);
+        let deadline = Instant::now() + bc.response_timeout;
         let upstream = backend.client.request(Request::from_parts(parts, body));
-        let res = match tokio::time::timeout(bc.response_timeout, upstream).await {
+        let mut result = tokio::time::timeout_at(deadline, upstream).await;
+        if let (Some(parts), Ok(Err(e))) = (replay, &result) {
+            if is_stale(e) {
+                tracing::debug!(
+                    "backend '{}': connection closed before any response; sending again",
+                    bc.name
+                );
+                let again = Request::from_parts(parts, RequestBody::empty());
+                result = tokio::time::timeout_at(deadline, backend.client.request(again)).await;
+            }
+        }
+        let res = match result {
             Err(_) => {
                 return Err(ProxyError::ResponseTimeout {
                     backend: bc.name.clone(),
@@ -281,6 +297,34 @@ fn content_length(h: &http::HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Whether a request failed because its connection was closed under it before any response:
+/// what a pooled keep-alive connection does when the backend closed it just as it was reused
+/// (hyper-util itself resends only when it notices before writing anything).
+fn is_stale(err: &hyper_util::client::legacy::Error) -> bool {
+    if err.is_connect() {
+        return false;
+    }
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+            );
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// Turns a client error into what the user needs to know: whose fault, which backend.

@@ -8,6 +8,7 @@ mod auth;
 mod check;
 mod config_errors;
 mod errors;
+mod faults;
 mod hostile;
 mod launchd_plists;
 mod log_targets;
