@@ -305,10 +305,9 @@ async fn closing_backend(linger: Duration, rst: bool) -> (SocketAddr, Arc<Atomic
     .await
 }
 
-/// Sends `n` requests through `proxy`, the `i`th after `gap(i)`, with `make(i)`; returns the
+/// Sends `n` requests, the `i`th after `gap(i)`, with `make(i)`; returns the
 /// failures.
 async fn run_sequence(
-    proxy: &TestProxy,
     n: usize,
     gap: impl Fn(usize) -> Duration,
     make: impl Fn(usize) -> Request<crate::support::mock::MockBody>,
@@ -355,7 +354,7 @@ async fn stale_pooled_connections_never_fail_a_request_without_a_body() {
             _ => linger + Duration::from_millis(5),
         };
         let methods = [http::Method::GET, http::Method::DELETE, http::Method::HEAD];
-        let failures = run_sequence(&proxy, N, gap, |i| {
+        let failures = run_sequence(N, gap, |i| {
             Request::builder()
                 .method(methods[i % 3].clone())
                 .uri(proxy.url("/v1/models"))
@@ -385,7 +384,6 @@ async fn idle_connections_closed_by_the_backend_are_not_reused() {
         let (proxy, _good) = proxy_for(addr, "").await;
         const N: usize = 20;
         let failures = run_sequence(
-            &proxy,
             N,
             |_| Duration::from_millis(250),
             |_| {
