@@ -9,6 +9,7 @@ mod check;
 mod config_errors;
 mod errors;
 mod faults;
+mod fuzz_regressions;
 mod hostile;
 mod launchd_plists;
 mod log_targets;

@@ -186,10 +186,18 @@ pub fn headers(data: &[u8]) {
         .filter(|n| HeaderName::from_bytes(n.as_bytes()).is_ok())
         .collect();
     let peer: IpAddr = [192, 0, 2, 1].into();
-    for policy in [AuthPolicy::Strip, AuthPolicy::Forward, inject_policy().clone()] {
+    for policy in [
+        AuthPolicy::Strip,
+        AuthPolicy::Forward,
+        inject_policy().clone(),
+    ] {
         let mut h = original.clone();
         headers::strip_hop_by_hop(&mut h);
-        for name in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(named.clone()) {
+        for name in HOP_BY_HOP
+            .iter()
+            .map(|s| s.to_string())
+            .chain(named.clone())
+        {
             assert!(!h.contains_key(name.as_str()), "{name} survived stripping");
         }
         headers::apply_auth(&mut h, &policy);
@@ -222,7 +230,10 @@ pub fn headers(data: &[u8]) {
         headers::set_forwarded(&mut h, Some(peer), host);
         let xff = h.get("x-forwarded-for").expect("x-forwarded-for");
         assert!(xff.to_str().is_ok_and(|v| v.ends_with("192.0.2.1")));
-        assert_eq!(h.get("x-forwarded-proto").map(|v| v.as_bytes()), Some(&b"http"[..]));
+        assert_eq!(
+            h.get("x-forwarded-proto").map(|v| v.as_bytes()),
+            Some(&b"http"[..])
+        );
         assert!(headers::is_sane_request_id(&headers::request_id(&h)));
     }
     // The client-token check: exactly "Bearer TOKEN" (scheme case-insensitive, spaces around
