@@ -11,6 +11,7 @@ mod errors;
 mod faults;
 mod fuzz_regressions;
 mod hostile;
+mod keys;
 mod launchd_plists;
 mod log_targets;
 mod routing;
