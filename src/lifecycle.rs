@@ -91,7 +91,10 @@ async fn run(
     let exposed: Vec<String> = listeners
         .iter()
         .filter_map(|l| match l {
-            StdListener::Tcp(t) => t.local_addr().ok().filter(|a| !a.ip().is_loopback()),
+            StdListener::Tcp(t) => t
+                .local_addr()
+                .ok()
+                .filter(|a| !a.ip().to_canonical().is_loopback()),
             StdListener::Unix { .. } => None,
         })
         .map(|a| a.to_string())
@@ -346,14 +349,10 @@ fn warn_about_files(config: &Config) {
 /// Warns when the proxy listens beyond loopback without asking clients for a token, and when
 /// a backend forwards the client's `Authorization`, which then carries the proxy's token.
 fn warn_about_exposure(config: &Config, exposed: &[String]) {
-    let tokens = &config.server.client_tokens;
-    if !exposed.is_empty() && !tokens.enabled() {
-        tracing::warn!(
-            "listening on {} beyond loopback without server.client_tokens_file: anyone who \
-             can reach it can use every backend and any key the proxy injects",
-            exposed.join(", ")
-        );
+    for w in exposure_warnings(config, exposed) {
+        tracing::warn!("{w}");
     }
+    let tokens = &config.server.client_tokens;
     if tokens.enabled() {
         tracing::info!(
             "clients must send one of {} tokens from {}",
@@ -374,6 +373,19 @@ fn warn_about_exposure(config: &Config, exposed: &[String]) {
             }
         }
     }
+}
+
+/// The warning for listening beyond loopback (`exposed`: those addresses) without client
+/// tokens.
+fn exposure_warnings(config: &Config, exposed: &[String]) -> Vec<String> {
+    if exposed.is_empty() || config.server.client_tokens.enabled() {
+        return Vec::new();
+    }
+    vec![format!(
+        "listening on {} beyond loopback without server.client_tokens_file: anyone who can \
+         reach it can use every backend and any key the proxy injects",
+        exposed.join(", ")
+    )]
 }
 
 /// Raises the soft limit on open files to the hard limit: every connection costs a descriptor
@@ -397,5 +409,32 @@ fn raise_fd_limit() {
         if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
             tracing::debug!("raised the open-files limit from {old} to {}", lim.rlim_max);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_beyond_loopback_without_tokens_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "a-client-token-0123456789\n").unwrap();
+        let routes = "[backends.b]\nurl = \"http://127.0.0.1:9\"\n[[route]]\npath = \"/v1\"\nbackend = \"b\"\n";
+        let open = Config::from_toml(routes).unwrap();
+        let guarded = Config::from_toml(&format!(
+            "[server]\nclient_tokens_file = {tokens:?}\n{routes}"
+        ))
+        .unwrap();
+        let exposed = ["0.0.0.0:2020".to_string(), "[::]:2020".to_string()];
+        let w = exposure_warnings(&open, &exposed);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].starts_with("listening on 0.0.0.0:2020, [::]:2020 beyond loopback without server.client_tokens_file"),
+            "{w:?}"
+        );
+        assert!(exposure_warnings(&open, &[]).is_empty());
+        assert!(exposure_warnings(&guarded, &exposed).is_empty());
     }
 }

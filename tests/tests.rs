@@ -6,6 +6,7 @@ mod support;
 mod access_log;
 mod auth;
 mod check;
+mod client_tokens;
 mod config_errors;
 mod errors;
 mod faults;
