@@ -398,3 +398,45 @@ async fn idle_connections_closed_by_the_backend_are_not_reused() {
         proxy.stop().await;
     }
 }
+
+/// A reload releases the previous configuration (its routes, clients and pooled connections)
+/// once the requests using it are done, so reloading a long-running proxy does not pile up
+/// memory or backend connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_release_the_previous_configuration() {
+    let m = Mock::echo("b").await;
+    let cfg = format!(
+        "[backends.b]\nurl = \"{}\"\n[[route]]\npath = \"/v1\"\nbackend = \"b\"\n",
+        m.url()
+    );
+    let proxy = start_proxy(&cfg).await;
+    let client = crate::support::client::client();
+    let mut old = Vec::new();
+    for _ in 0..5 {
+        for _ in 0..20 {
+            let res = client
+                .request(Request::get(proxy.url("/v1/models")).body(full("")).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            body_bytes(res).await;
+        }
+        old.push(Arc::downgrade(&proxy.state.proxy()));
+        let config = openai_proxy::config::Config::from_toml(&cfg).unwrap();
+        proxy
+            .state
+            .replace(openai_proxy::proxy::Proxy::new(config).unwrap());
+    }
+    let res = client
+        .request(Request::get(proxy.url("/v1/models")).body(full("")).unwrap())
+        .await
+        .unwrap();
+    body_bytes(res).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while old.iter().any(|w| w.strong_count() > 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alive = old.iter().filter(|w| w.strong_count() > 0).count();
+    assert_eq!(alive, 0, "{alive} of 5 replaced configurations are still alive");
+    proxy.stop().await;
+}
