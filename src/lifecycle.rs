@@ -247,6 +247,7 @@ fn reload(
             let routes = config.routes.len();
             let source = config.source.display_name();
             state.replace(Proxy::new(config)?);
+            release_when_done(old);
             tracing::info!("reloaded {source}: {routes} routes");
             Ok(())
         });
@@ -264,6 +265,30 @@ fn reload(
         *slot = error;
     }
     notifier.send(&[notify::State::Ready, notify::State::Status(&status.line())]);
+}
+
+/// Lets the replaced configuration go once the last request using it is done, then hands the
+/// memory it and its backend connections used back to the OS: glibc's allocator keeps freed
+/// memory otherwise, and a proxy reloaded now and then for weeks would only ever grow.
+fn release_when_done(old: Arc<Proxy>) {
+    tokio::spawn(async move {
+        while Arc::strong_count(&old) > 1 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        drop(old);
+        // Its pooled connections close in their own tasks; give them a moment.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = tokio::task::spawn_blocking(trim_heap).await;
+    });
+}
+
+/// Returns free heap pages to the OS (glibc only; elsewhere the allocator does it itself).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Resolves once no connection has been open for `after`.

@@ -415,7 +415,11 @@ async fn reloads_release_the_previous_configuration() {
     for _ in 0..5 {
         for _ in 0..20 {
             let res = client
-                .request(Request::get(proxy.url("/v1/models")).body(full("")).unwrap())
+                .request(
+                    Request::get(proxy.url("/v1/models"))
+                        .body(full(""))
+                        .unwrap(),
+                )
                 .await
                 .unwrap();
             assert_eq!(res.status(), 200);
@@ -428,7 +432,11 @@ async fn reloads_release_the_previous_configuration() {
             .replace(openai_proxy::proxy::Proxy::new(config).unwrap());
     }
     let res = client
-        .request(Request::get(proxy.url("/v1/models")).body(full("")).unwrap())
+        .request(
+            Request::get(proxy.url("/v1/models"))
+                .body(full(""))
+                .unwrap(),
+        )
         .await
         .unwrap();
     body_bytes(res).await;
@@ -437,6 +445,9 @@ async fn reloads_release_the_previous_configuration() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let alive = old.iter().filter(|w| w.strong_count() > 0).count();
-    assert_eq!(alive, 0, "{alive} of 5 replaced configurations are still alive");
+    assert_eq!(
+        alive, 0,
+        "{alive} of 5 replaced configurations are still alive"
+    );
     proxy.stop().await;
 }
