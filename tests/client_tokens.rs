@@ -9,8 +9,8 @@ use std::time::Duration;
 use http::Request;
 use openai_proxy::config::ClientTokens;
 
-use crate::support::activation::{config_file, NotifySocket};
-use crate::support::bin::{command, Proc};
+use crate::support::activation::{config_file, start_notified};
+use crate::support::bin::Proc;
 use crate::support::client::{body_bytes, full, json, send};
 use crate::support::mock::Mock;
 use crate::support::{default_routes, start_proxy};
@@ -209,14 +209,7 @@ async fn reload_picks_up_a_changed_tokens_file() {
          [[route]]\npath = \"/v1\"\nbackend = \"b\"\n",
         m.url()
     ));
-    let notify = NotifySocket::new(false);
-    let mut cmd = command();
-    cmd.env("NOTIFY_SOCKET", &notify.env)
-        .arg("--config")
-        .arg(&cfg)
-        .args(["serve", "--listen", "127.0.0.1:0"]);
-    let mut proc = Proc::spawn(cmd);
-    notify.wait_for("READY=1", Duration::from_secs(10));
+    let (proc, notify) = start_notified(&cfg);
     let base = format!("http://{}", proc.addr);
     let status = |token: &'static str| {
         let url = format!("{base}/v1/models");
@@ -254,13 +247,7 @@ async fn reload_picks_up_a_changed_tokens_file() {
     assert_eq!(status(TOKEN_B).await, 200);
     assert_eq!(status(TOKEN_A).await, 401);
 
-    proc.signal(libc::SIGTERM);
-    let log = tokio::task::spawn_blocking(move || {
-        assert!(proc.wait_exit(Duration::from_secs(10)).is_some());
-        proc.log_text()
-    })
-    .await
-    .unwrap();
+    let log = proc.stop().await;
     assert!(log.contains("clients must send one of 1 tokens"), "{log}");
     assert!(!log.contains("beyond loopback"), "{log}");
     assert!(!log.contains(TOKEN_A) && !log.contains(TOKEN_B), "{log}");

@@ -101,41 +101,30 @@ async fn error_of(proxy: &TestProxy) -> (u16, serde_json::Value, Duration) {
 }
 
 #[tokio::test]
-async fn reset_before_response_headers_is_502() {
-    let (addr, _) = tcp_backend(|mut s| async move {
-        read_head(&mut s).await;
-        reset(s);
-    })
-    .await;
-    let (proxy, _good) = proxy_for(addr, "").await;
-    let (status, v, took) = error_of(&proxy).await;
-    assert_eq!(status, 502, "{v}");
-    assert_eq!(v["error"]["code"], "backend_error", "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("backend 'bad' (http://{addr})")),
-        "{v}"
-    );
-    assert!(took < Duration::from_secs(5), "{took:?}");
-    assert_still_serving(&proxy).await;
-    proxy.stop().await;
-}
-
-#[tokio::test]
-async fn closed_before_response_headers_is_502() {
-    let (addr, _) = tcp_backend(|mut s| async move {
-        read_head(&mut s).await;
-        drop(s);
-    })
-    .await;
-    let (proxy, _good) = proxy_for(addr, "").await;
-    let (status, v, _) = error_of(&proxy).await;
-    assert_eq!(status, 502, "{v}");
-    assert_eq!(v["error"]["code"], "backend_error", "{v}");
-    assert_still_serving(&proxy).await;
-    proxy.stop().await;
+async fn reset_or_closed_before_response_headers_is_502() {
+    for rst in [true, false] {
+        let (addr, _) = tcp_backend(move |mut s| async move {
+            read_head(&mut s).await;
+            if rst {
+                reset(s);
+            }
+        })
+        .await;
+        let (proxy, _good) = proxy_for(addr, "").await;
+        let (status, v, took) = error_of(&proxy).await;
+        assert_eq!(status, 502, "rst {rst}: {v}");
+        assert_eq!(v["error"]["code"], "backend_error", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("backend 'bad' (http://{addr})")),
+            "{v}"
+        );
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert_still_serving(&proxy).await;
+        proxy.stop().await;
+    }
 }
 
 #[tokio::test]
@@ -411,19 +400,18 @@ async fn reloads_release_the_previous_configuration() {
     );
     let proxy = start_proxy(&cfg).await;
     let client = crate::support::client::client();
+    let get = || async {
+        let req = Request::get(proxy.url("/v1/models"))
+            .body(full(""))
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        body_bytes(res).await;
+    };
     let mut old = Vec::new();
     for _ in 0..5 {
         for _ in 0..20 {
-            let res = client
-                .request(
-                    Request::get(proxy.url("/v1/models"))
-                        .body(full(""))
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
-            body_bytes(res).await;
+            get().await;
         }
         old.push(Arc::downgrade(&proxy.state.proxy()));
         let config = openai_proxy::config::Config::from_toml(&cfg).unwrap();
@@ -431,15 +419,7 @@ async fn reloads_release_the_previous_configuration() {
             .state
             .replace(openai_proxy::proxy::Proxy::new(config).unwrap());
     }
-    let res = client
-        .request(
-            Request::get(proxy.url("/v1/models"))
-                .body(full(""))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    body_bytes(res).await;
+    get().await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while old.iter().any(|w| w.strong_count() > 0) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -12,25 +12,37 @@ use crate::support::mock::Mock;
 use crate::support::{default_routes, start_proxy, TestProxy};
 
 /// What came back for raw bytes: everything read, and whether the server closed the
-/// connection (as opposed to going quiet for `quiet`).
-pub struct Exchange {
+/// connection (as opposed to going quiet).
+struct Exchange {
     pub text: String,
     pub closed: bool,
 }
 
 impl Exchange {
-    pub fn status(&self) -> Option<u16> {
+    fn status(&self) -> Option<u16> {
         let line = self.text.lines().next()?;
         line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
     }
 
     /// Number of responses (status lines) in the reply.
-    pub fn responses(&self) -> usize {
+    fn responses(&self) -> usize {
         self.text.matches("HTTP/1.1 ").count()
     }
 }
 
-pub async fn exchange(addr: SocketAddr, request: &[u8], quiet: Duration) -> Exchange {
+/// Asserts the reply's status, showing the start of the reply otherwise.
+fn assert_status(r: &Exchange, code: u16) {
+    assert_eq!(
+        r.status(),
+        Some(code),
+        "{}",
+        &r.text[..r.text.len().min(300)]
+    );
+}
+
+/// Sends raw bytes; reads until the server closes the connection or is quiet for 5 s.
+async fn ask(addr: SocketAddr, request: &[u8]) -> Exchange {
+    let quiet = Duration::from_secs(5);
     let mut s = TcpStream::connect(addr).await.unwrap();
     let _ = s.write_all(request).await;
     let mut out = Vec::new();
@@ -68,52 +80,35 @@ async fn header_block_over_max_header_size_is_431_and_closed() {
     let proxy = start_proxy(&one_backend(&m.url(), "")).await;
     // Just under the default 64 KiB: served.
     let big = format!("X-Big: {}\r\n", "a".repeat(60 * 1024));
-    let r = exchange(
+    let r = ask(
         proxy.addr,
         &get_with_headers("/v1/models", &(big + "Connection: close\r\n")),
-        Duration::from_secs(5),
     )
     .await;
-    assert_eq!(
-        r.status(),
-        Some(200),
-        "{}",
-        &r.text[..r.text.len().min(200)]
-    );
+    assert_status(&r, 200);
     // Over it (hyper's own buffer limit would allow ~400 KiB): 431, connection closed.
     let huge = format!("X-Big: {}\r\n", "a".repeat(70 * 1024));
-    let r = exchange(
-        proxy.addr,
-        &get_with_headers("/v1/models", &huge),
-        Duration::from_secs(5),
-    )
-    .await;
-    assert_eq!(r.status(), Some(431), "{}", r.text);
+    let r = ask(proxy.addr, &get_with_headers("/v1/models", &huge)).await;
+    assert_status(&r, 431);
     assert!(r.closed);
     // Many small headers adding up: the same.
     let many: String = (0..60)
         .map(|i| format!("X-H{i}: {}\r\n", "b".repeat(1200)))
         .collect();
-    let r = exchange(
-        proxy.addr,
-        &get_with_headers("/v1/models", &many),
-        Duration::from_secs(5),
-    )
-    .await;
-    assert_eq!(r.status(), Some(431), "{}", r.text);
+    let r = ask(proxy.addr, &get_with_headers("/v1/models", &many)).await;
+    assert_status(&r, 431);
     assert!(r.closed);
     assert_eq!(m.requests().len(), 1);
     proxy.stop().await;
 
     // A configured limit applies.
     let proxy = start_proxy(&one_backend(&m.url(), "max_header_size = \"8KiB\"")).await;
-    let r = exchange(
+    let r = ask(
         proxy.addr,
         &get_with_headers("/v1/models", &format!("X-Big: {}\r\n", "a".repeat(9000))),
-        Duration::from_secs(5),
     )
     .await;
-    assert_eq!(r.status(), Some(431), "{}", r.text);
+    assert_status(&r, 431);
     assert_eq!(m.requests().len(), 1);
     proxy.stop().await;
 }
@@ -123,20 +118,14 @@ async fn too_many_headers_is_431_and_closed() {
     let m = Mock::echo("b").await;
     let proxy = start_proxy(&one_backend(&m.url(), "")).await;
     let headers = |n: usize| -> String { (0..n).map(|i| format!("X-H{i}: v\r\n")).collect() };
-    let r = exchange(
+    let r = ask(
         proxy.addr,
         &get_with_headers("/v1/models", &(headers(90) + "Connection: close\r\n")),
-        Duration::from_secs(5),
     )
     .await;
-    assert_eq!(r.status(), Some(200), "{}", r.text);
-    let r = exchange(
-        proxy.addr,
-        &get_with_headers("/v1/models", &headers(101)),
-        Duration::from_secs(5),
-    )
-    .await;
-    assert_eq!(r.status(), Some(431), "{}", r.text);
+    assert_status(&r, 200);
+    let r = ask(proxy.addr, &get_with_headers("/v1/models", &headers(101))).await;
+    assert_status(&r, 431);
     assert!(r.closed);
     assert_eq!(m.requests().len(), 1);
     proxy.stop().await;
@@ -148,37 +137,25 @@ async fn request_line_too_long_is_414_or_431() {
     let proxy = start_proxy(&one_backend(&m.url(), "")).await;
     // A target over 8 KiB: 414 with a JSON body, never forwarded.
     let path = format!("/v1/{}", "a".repeat(9000));
-    let r = exchange(
+    let r = ask(
         proxy.addr,
         &get_with_headers(&path, "Connection: close\r\n"),
-        Duration::from_secs(5),
     )
     .await;
-    assert_eq!(
-        r.status(),
-        Some(414),
-        "{}",
-        &r.text[..r.text.len().min(300)]
-    );
+    assert_status(&r, 414);
     assert!(r.text.contains("\"code\":\"uri_too_long\""), "{}", r.text);
     // The same in the query string.
     let path = format!("/v1/models?q={}", "a".repeat(9000));
-    let r = exchange(
+    let r = ask(
         proxy.addr,
         &get_with_headers(&path, "Connection: close\r\n"),
-        Duration::from_secs(5),
     )
     .await;
     assert_eq!(r.status(), Some(414));
     // A request line longer than the whole header block allows: 431 from the parser, closed.
     let path = format!("/v1/{}", "a".repeat(100 * 1024));
-    let r = exchange(
-        proxy.addr,
-        &get_with_headers(&path, ""),
-        Duration::from_secs(5),
-    )
-    .await;
-    assert_eq!(r.status(), Some(431), "{}", r.text);
+    let r = ask(proxy.addr, &get_with_headers(&path, "")).await;
+    assert_status(&r, 431);
     assert!(r.closed);
     assert!(m.requests().is_empty());
     proxy.stop().await;
@@ -193,7 +170,7 @@ const SMUGGLED: &str = "GET /v1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
 
 async fn assert_refused_and_closed(proxy: &TestProxy, m: &Mock, head: &str, body: &str) {
     let req = format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{head}\r\n{body}");
-    let r = exchange(proxy.addr, req.as_bytes(), Duration::from_secs(5)).await;
+    let r = ask(proxy.addr, req.as_bytes()).await;
     assert_eq!(r.status(), Some(400), "{head:?}: {}", r.text);
     assert!(r.closed, "{head:?}: the connection must be closed");
     assert_eq!(r.responses(), 1, "{head:?}: {}", r.text);
@@ -284,7 +261,7 @@ async fn smuggling_attempts_are_400_closed_and_never_forwarded() {
         let req = format!(
             "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
         );
-        let r = exchange(proxy.addr, req.as_bytes(), Duration::from_secs(5)).await;
+        let r = ask(proxy.addr, req.as_bytes()).await;
         assert!(r.closed, "{body:?}: {}", r.text);
         assert!(r.responses() <= 1, "{body:?}: {}", r.text);
     }
@@ -309,7 +286,7 @@ async fn content_length_with_chunked_never_lets_a_second_request_through() {
         let req = format!(
             "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{head}\r\n0\r\n\r\n{SMUGGLED}"
         );
-        let r = exchange(proxy.addr, req.as_bytes(), Duration::from_secs(5)).await;
+        let r = ask(proxy.addr, req.as_bytes()).await;
         assert!(r.closed, "{head:?}: the connection must be closed");
         assert_eq!(r.responses(), 1, "{head:?}: {}", r.text);
     }
@@ -328,7 +305,7 @@ async fn content_length_with_chunked_never_lets_a_second_request_through() {
     let before = m.requests().len();
     let req = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd\
          GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    let r = exchange(proxy.addr, req.as_bytes(), Duration::from_secs(5)).await;
+    let r = ask(proxy.addr, req.as_bytes()).await;
     assert_eq!(r.responses(), 2, "{}", r.text);
     let seen = m.requests();
     assert_eq!(seen.len(), before + 2);
@@ -560,7 +537,7 @@ async fn route_confusion_never_reaches_another_route() {
         };
         let req = format!("{line}\r\n{host}{extra}Connection: close\r\n\r\n");
         let before = r.total();
-        let x = exchange(r.proxy.addr, req.as_bytes(), Duration::from_secs(5)).await;
+        let x = ask(r.proxy.addr, req.as_bytes()).await;
         let status = x.status();
         match expect {
             Expect::Refused(code) => {

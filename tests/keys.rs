@@ -10,9 +10,9 @@ use http::Request;
 use crate::support::activation::config_file;
 use crate::support::bin::{self, Proc};
 use crate::support::client::{body_bytes, full, send};
-use crate::support::dead_addr;
 use crate::support::mock::{self, handler, Mock};
 use crate::support::tls::test_ca;
+use crate::support::{dead_addr, default_routes};
 
 const KEY: &str = "sk-proj-INJECTED-0123456789abcdefXYZ";
 const CLIENT_KEY: &str = "sk-client-0123456789abcdef";
@@ -76,16 +76,6 @@ max_body_size = "1KiB"
 level = "trace"
 access_log = true
 target = "stderr"
-[backends.whisper]
-url = "{whisper}"
-[backends.ollama]
-url = "{ollama}"
-[backends.kokoro]
-url = "{kokoro}"
-[backends.openai]
-url = "{openai}"
-ca_file = {ca:?}
-{with_key}
 [backends.failing]
 url = "{failing}"
 {with_key}
@@ -97,18 +87,6 @@ response_timeout = "300ms"
 url = "http://{dead}/base"
 {with_key}
 [[route]]
-path = "/v1/audio/transcriptions"
-backend = "whisper"
-[[route]]
-path = "/v1/chat/completions"
-backend = "ollama"
-[[route]]
-path = "/v1/audio/speech"
-backend = "kokoro"
-[[route]]
-path = "/v1"
-backend = "openai"
-[[route]]
 path = "/failing"
 backend = "failing"
 [[route]]
@@ -117,16 +95,18 @@ backend = "slow"
 [[route]]
 path = "/dead"
 backend = "dead"
-"#,
-        whisper = whisper.url(),
-        ollama = ollama.url(),
-        kokoro = kokoro.url(),
-        openai = openai.url(),
+{routes}"#,
         failing = failing.url(),
         slow = slow.url(),
-        ca = ca_file.path(),
+        routes = default_routes(
+            &whisper.url(),
+            &ollama.url(),
+            &kokoro.url(),
+            &openai.url(),
+            &format!("ca_file = {:?}\n{with_key}", ca_file.path()),
+        ),
     ));
-    let mut proc = Proc::start(&cfg, &[]);
+    let proc = Proc::start(&cfg, &[]);
     let base = format!("http://{}", proc.addr);
     let mut seen_by_client = Vec::new();
     for (method, path, body) in [
@@ -201,13 +181,7 @@ backend = "dead"
     assert_eq!(openai.requests().len(), 1);
 
     // Every log line, at trace level, including the access lines and the errors.
-    proc.signal(libc::SIGTERM);
-    let log = tokio::task::spawn_blocking(move || {
-        assert!(proc.wait_exit(Duration::from_secs(20)).is_some());
-        proc.log_text()
-    })
-    .await
-    .unwrap();
+    let log = proc.stop().await;
     assert!(log.contains("request_id=\"keys-test\""), "{log}");
     assert!(log.contains("refused the connection"), "{log}");
     assert!(log.contains("gets the key from file"), "{log}");

@@ -591,14 +591,7 @@ async fn load_run() {
     let (dir, cfg) = config_file(&load_config(&a.url(), &sse.url(), &slow.url()));
     let script = dir.path().join("mix.lua");
     std::fs::write(&script, WRK_SCRIPT).unwrap();
-    let notify = support::activation::NotifySocket::new(false);
-    let mut cmd = command();
-    cmd.env("NOTIFY_SOCKET", &notify.env)
-        .arg("--config")
-        .arg(&cfg)
-        .args(["serve", "--listen", "127.0.0.1:0"]);
-    let mut proc = Proc::spawn(cmd);
-    notify.wait_for("READY=1", Duration::from_secs(10));
+    let (mut proc, notify) = support::activation::start_notified(&cfg);
     let base = format!("http://{}", proc.addr);
     let pid = proc.pid();
 
