@@ -51,8 +51,17 @@ async fn sigterm_drains_the_stream_in_flight_and_refuses_new_connections() {
         .unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
     let mut buf = [0u8; 4096];
-    let n = s.read(&mut buf).await.unwrap();
-    got.lock().unwrap().extend_from_slice(&buf[..n]);
+    // The head and the first event may arrive in separate reads.
+    for _ in 0..50 {
+        if String::from_utf8_lossy(&got.lock().unwrap()).contains("data: 0") {
+            break;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the first event")
+            .unwrap();
+        got.lock().unwrap().extend_from_slice(&buf[..n]);
+    }
     assert!(String::from_utf8_lossy(&got.lock().unwrap()).contains("data: 0"));
 
     proc.signal(libc::SIGTERM);
