@@ -105,8 +105,9 @@ fn data_len(frame: &Frame<Bytes>) -> u64 {
 pin_project! {
     /// A client's request body on its way to a backend.
     pub struct RequestBody {
+        // None: an empty body (a request sent again without the client's body).
         #[pin]
-        inner: Incoming,
+        inner: Option<Incoming>,
         idle: IdleTimer,
         seen: u64,
         limit: u64,
@@ -123,11 +124,22 @@ impl RequestBody {
         counter: Option<Arc<AtomicU64>>,
     ) -> Self {
         RequestBody {
-            inner,
+            inner: Some(inner),
             idle: IdleTimer::new(idle_timeout),
             seen: 0,
             limit,
             counter,
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            idle: IdleTimer::new(Duration::MAX),
+            seen: 0,
+            limit: 0,
+            counter: None,
         }
     }
 }
@@ -141,7 +153,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.project();
-        let r = ready!(poll_with_idle(this.inner, this.idle, cx));
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        let r = ready!(poll_with_idle(inner, this.idle, cx));
         if let Some(Ok(frame)) = &r {
             let n = data_len(frame);
             *this.seen += n;
@@ -156,11 +171,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().map_or(true, Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }
 

@@ -93,12 +93,24 @@ fn describe(c: &Config) -> String {
     );
     let _ = writeln!(
         s,
-        "Server:      max_body_size {}, header_read_timeout {}, shutdown_timeout {}, idle_exit {}",
+        "Server:      max_body_size {}, max_header_size {}, header_read_timeout {}, \
+         shutdown_timeout {}, idle_exit {}",
         format_size(c.server.max_body_size),
+        format_size(c.server.max_header_size as u64),
         format_duration(c.server.header_read_timeout),
         format_duration(c.server.shutdown_timeout),
         format_duration(c.server.idle_exit),
     );
+    let tokens = &c.server.client_tokens;
+    let _ = match &tokens.file {
+        Some(f) if tokens.enabled() => writeln!(
+            s,
+            "Clients:     need one of {} tokens from {} (Authorization: Bearer)",
+            tokens.len(),
+            f.display()
+        ),
+        _ => writeln!(s, "Clients:     no token needed (no client_tokens_file)"),
+    };
     let _ = writeln!(
         s,
         "Log:         level {}, target {target}, access_log {}",

@@ -577,6 +577,8 @@ struct RawServer {
     listen: Option<Vec<String>>,
     max_body_size: Option<Size>,
     header_read_timeout: Option<Dur>,
+    max_header_size: Option<Size>,
+    client_tokens_file: Option<PathBuf>,
     shutdown_timeout: Option<Dur>,
     idle_exit: Option<Dur>,
 }
@@ -621,6 +623,7 @@ pub mod defaults {
     pub const LISTEN: &str = "127.0.0.1:2020";
     pub const MAX_BODY_SIZE: u64 = 1 << 30;
     pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const MAX_HEADER_SIZE: u64 = 64 << 10;
     pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
     pub const IDLE_EXIT: Duration = Duration::ZERO;
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -648,6 +651,11 @@ pub struct ServerConfig {
     pub max_body_size: u64,
     /// Slowloris guard: a client must send its whole header block within this time.
     pub header_read_timeout: Duration,
+    /// Largest request line plus header block; larger ones get 431 and the connection closed.
+    pub max_header_size: usize,
+    /// Tokens clients must present (`Authorization: Bearer TOKEN`) when the proxy is exposed;
+    /// empty: no client authentication.
+    pub client_tokens: ClientTokens,
     /// How long SIGTERM waits for in-flight requests before giving up on them.
     pub shutdown_timeout: Duration,
     /// Socket-activated only: exit after this long without a connection (zero: never).
@@ -737,6 +745,141 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret([redacted])")
     }
+}
+
+/// Bounds of `server.max_header_size`: below 1 KiB ordinary requests would not fit; above
+/// 256 KiB hyper's own read buffer would end the header block first.
+const MIN_HEADER_SIZE: u64 = 1 << 10;
+const MAX_HEADER_SIZE: u64 = 256 << 10;
+
+/// Shortest client token accepted: shorter ones can be guessed.
+pub const MIN_CLIENT_TOKEN_LEN: usize = 16;
+
+/// The tokens in `server.client_tokens_file`, kept only as SHA-256 digests so that checking a
+/// request costs one hash and a constant-time comparison per token, and the tokens themselves
+/// are not held in memory. `Debug` shows only how many there are.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClientTokens {
+    digests: Vec<[u8; 32]>,
+    /// The file they were read from (for messages).
+    pub file: Option<PathBuf>,
+}
+
+impl fmt::Debug for ClientTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientTokens({} tokens)", self.digests.len())
+    }
+}
+
+impl ClientTokens {
+    /// Whether clients must present a token.
+    pub fn enabled(&self) -> bool {
+        !self.digests.is_empty()
+    }
+
+    /// How many tokens are accepted.
+    pub fn len(&self) -> usize {
+        self.digests.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    /// Reads a tokens file: one token per line; blank lines and lines starting with `#` are
+    /// ignored. Messages name the file and line, never a token.
+    pub fn read(path: &Path) -> Result<ClientTokens, String> {
+        let text = read_small_text(path, "client tokens file")?;
+        ClientTokens::parse(&text)
+            .map(|mut t| {
+                t.file = Some(path.to_path_buf());
+                t
+            })
+            .map_err(|e| format!("client tokens file {}: {e}", path.display()))
+    }
+
+    /// Parses the text of a tokens file (see [`ClientTokens::read`]).
+    pub fn parse(text: &str) -> Result<ClientTokens, String> {
+        let mut digests = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let token = line.trim();
+            if token.is_empty() || token.starts_with('#') {
+                continue;
+            }
+            if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!(
+                    "line {}: a token may contain only visible ASCII characters, no spaces",
+                    i + 1
+                ));
+            }
+            if token.len() < MIN_CLIENT_TOKEN_LEN {
+                return Err(format!(
+                    "line {}: the token is shorter than {MIN_CLIENT_TOKEN_LEN} characters \
+                     (make one with `openssl rand -hex 32`)",
+                    i + 1
+                ));
+            }
+            digests.push(sha256(token.as_bytes()));
+        }
+        if digests.is_empty() {
+            return Err("contains no token (one token per line)".into());
+        }
+        Ok(ClientTokens {
+            digests,
+            file: None,
+        })
+    }
+
+    /// Whether `headers` carry `Authorization: Bearer TOKEN` with one of the tokens. The
+    /// presented token is hashed and compared with every digest in constant time, so the time
+    /// taken says nothing about how close a guess was or which token matched.
+    pub fn allows(&self, headers: &http::HeaderMap) -> bool {
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return false;
+        };
+        let b = value.as_bytes();
+        let Some(token) = b
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+            .and_then(|_| b.get(7..))
+        else {
+            return false;
+        };
+        let token = token.trim_ascii();
+        if token.is_empty() {
+            return false;
+        }
+        let presented = sha256(token);
+        let mut found = false;
+        for known in &self.digests {
+            found |= constant_time_eq(&presented, known);
+        }
+        found
+    }
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Compares two digests without an early exit.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// The permission bits of `path` when users other than its owner and group may read it (a
+/// key or token file should be private to the service).
+pub fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o004 != 0).then_some(mode)
 }
 
 /// Where an injected key came from (for messages; never the key itself).
@@ -937,10 +1080,35 @@ fn validate_server(raw: RawServer, issues: &mut Issues) -> ServerConfig {
             "must be greater than zero (it guards against clients that never finish their headers)",
         );
     }
+    let max_header_size = raw
+        .max_header_size
+        .map_or(defaults::MAX_HEADER_SIZE, |s| s.0);
+    if !(MIN_HEADER_SIZE..=MAX_HEADER_SIZE).contains(&max_header_size) {
+        issues.add(
+            path!["server", "max_header_size"],
+            format!(
+                "must be between {} and {} (the request line and all headers together)",
+                format_size(MIN_HEADER_SIZE),
+                format_size(MAX_HEADER_SIZE)
+            ),
+        );
+    }
+    let client_tokens = match &raw.client_tokens_file {
+        None => ClientTokens::default(),
+        Some(path) => match ClientTokens::read(path) {
+            Ok(t) => t,
+            Err(e) => {
+                issues.add(path!["server", "client_tokens_file"], e);
+                ClientTokens::default()
+            }
+        },
+    };
     ServerConfig {
         listen,
         max_body_size,
         header_read_timeout,
+        max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
+        client_tokens,
         shutdown_timeout: raw
             .shutdown_timeout
             .map_or(defaults::SHUTDOWN_TIMEOUT, |d| d.0),
@@ -1192,15 +1360,43 @@ fn validate_auth(name: &str, raw: &RawBackend, issues: &mut Issues) -> Option<Au
     }
 }
 
+/// Key, token and CA files are small; a larger one (or `/dev/zero`) is a mistake.
+const MAX_SECRET_FILE: u64 = 1 << 20;
+
+/// Reads a small regular file named in the config; `what` names it in messages.
+fn read_small_file(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let fail = |e: std::io::Error| format!("cannot read {what} {}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(fail)?;
+    if !file.metadata().map_err(fail)?.is_file() {
+        return Err(format!("{what} {} is not a regular file", path.display()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(fail)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(format!(
+            "{what} {} is larger than {}",
+            path.display(),
+            format_size(MAX_SECRET_FILE)
+        ));
+    }
+    Ok(bytes)
+}
+
+fn read_small_text(path: &Path, what: &str) -> Result<String, String> {
+    String::from_utf8(read_small_file(path, what)?)
+        .map_err(|_| format!("{what} {} is not UTF-8 text", path.display()))
+}
+
 fn read_key_file(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+    let text = read_small_text(path, "key file")?;
     Secret::from_key(&text).map_err(|e| format!("key file {}: {e}", path.display()))
 }
 
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+    let bytes = read_small_file(path, "CA file")?;
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
     let certs = certs.map_err(|e| format!("CA file {} is not valid PEM: {e}", path.display()))?;
     if certs.is_empty() {

@@ -15,6 +15,12 @@ use crate::config::format_duration;
 pub enum ProxyError {
     #[error("invalid request path: {0}")]
     BadPath(&'static str),
+    #[error("the request target is longer than {0} bytes")]
+    UriTooLong(usize),
+    #[error("ambiguous request framing: {0}")]
+    BadFraming(&'static str),
+    #[error("missing or invalid client token: send \"Authorization: Bearer TOKEN\" with a token from server.client_tokens_file")]
+    Unauthorized,
     #[error("no route for {0}")]
     NoRoute(String),
     #[error("not found: {0} (the API is under /v1; see / for the routes)")]
@@ -66,7 +72,11 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadPath(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadPath(_) | ProxyError::ClientBody(_) | ProxyError::BadFraming(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::NoRoute(_) | ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -86,6 +96,9 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             ProxyError::BadPath(_) => "invalid_path",
+            ProxyError::UriTooLong(_) => "uri_too_long",
+            ProxyError::BadFraming(_) => "invalid_framing",
+            ProxyError::Unauthorized => "invalid_api_key",
             ProxyError::NoRoute(_) => "no_route",
             ProxyError::NotFound(_) => "not_found",
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
@@ -124,11 +137,25 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if matches!(self, ProxyError::MethodNotAllowed(_)) {
-            res.headers_mut().insert(
-                header::ALLOW,
-                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-            );
+        match self {
+            ProxyError::MethodNotAllowed(_) => {
+                res.headers_mut().insert(
+                    header::ALLOW,
+                    HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+                );
+            }
+            // Bytes after an ambiguously framed request must never be read as a request.
+            ProxyError::BadFraming(_) => {
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            ProxyError::Unauthorized => {
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"openai-proxy\""),
+                );
+            }
+            _ => {}
         }
         res
     }

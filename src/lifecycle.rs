@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::ServeArgs;
-use crate::config::{self, AuthPolicy, Config, ConfigError, ListenAddr};
+use crate::config::{self, AuthPolicy, Config, ConfigError, KeySource, ListenAddr};
 use crate::listeners::{self, StdListener};
 use crate::logging;
 use crate::notify::{self, Notifier};
@@ -57,6 +57,7 @@ pub fn serve(config_flag: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()>
     for p in problems {
         tracing::warn!("{p}");
     }
+    raise_fd_limit();
     let activated = !inherited.is_empty();
     let listeners: Vec<StdListener> = if activated {
         for i in &inherited {
@@ -87,6 +88,18 @@ async fn run(
 ) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
     announce(&config, &listeners);
+    let exposed: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| match l {
+            StdListener::Tcp(t) => t
+                .local_addr()
+                .ok()
+                .filter(|a| !a.ip().to_canonical().is_loopback()),
+            StdListener::Unix { .. } => None,
+        })
+        .map(|a| a.to_string())
+        .collect();
+    warn_about_exposure(&config, &exposed);
     let addresses = listeners
         .iter()
         .map(StdListener::describe)
@@ -112,7 +125,7 @@ async fn run(
     let shutdown = async {
         let why = loop {
             tokio::select! {
-                _ = signals.hup.recv() => reload(&loader, &state, &notifier, &status),
+                _ = signals.hup.recv() => reload(&loader, &state, &notifier, &status, &exposed),
                 _ = signals.term.recv() => break "SIGTERM",
                 _ = signals.int.recv() => break "SIGINT",
                 () = idle(&state, idle_exit), if activated && !idle_exit.is_zero() => {
@@ -204,7 +217,13 @@ fn spawn_reporting(notifier: &Arc<Notifier>, status: &Arc<Status>) -> tokio::tas
 }
 
 /// Re-reads the config and swaps it in; on failure keeps the old one and says so.
-fn reload(loader: &Loader, state: &State, notifier: &Notifier, status: &Status) {
+fn reload(
+    loader: &Loader,
+    state: &State,
+    notifier: &Notifier,
+    status: &Status,
+    exposed: &[String],
+) {
     let mut states = vec![notify::State::Reloading];
     if let Ok(now) = notify::State::monotonic_usec_now() {
         states.push(now);
@@ -223,9 +242,12 @@ fn reload(loader: &Loader, state: &State, notifier: &Notifier, status: &Status) 
                 tracing::warn!("log.target changed: that takes effect only after a restart");
             }
             logging::reconfigure(&config.log);
+            warn_about_files(&config);
+            warn_about_exposure(&config, exposed);
             let routes = config.routes.len();
             let source = config.source.display_name();
             state.replace(Proxy::new(config)?);
+            release_when_done(old);
             tracing::info!("reloaded {source}: {routes} routes");
             Ok(())
         });
@@ -243,6 +265,30 @@ fn reload(loader: &Loader, state: &State, notifier: &Notifier, status: &Status) 
         *slot = error;
     }
     notifier.send(&[notify::State::Ready, notify::State::Status(&status.line())]);
+}
+
+/// Lets the replaced configuration go once the last request using it is done, then hands the
+/// memory it and its backend connections used back to the OS: glibc's allocator keeps freed
+/// memory otherwise, and a proxy reloaded now and then for weeks would only ever grow.
+fn release_when_done(old: Arc<Proxy>) {
+    tokio::spawn(async move {
+        while Arc::strong_count(&old) > 1 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        drop(old);
+        // Its pooled connections close in their own tasks; give them a moment.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = tokio::task::spawn_blocking(trim_heap).await;
+    });
+}
+
+/// Returns free heap pages to the OS (glibc only; elsewhere the allocator does it itself).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Resolves once no connection has been open for `after`.
@@ -287,7 +333,133 @@ fn announce(config: &Config, listeners: &[StdListener]) {
             tracing::info!("backend '{}' gets the key from {source}", b.name);
         }
     }
+    warn_about_files(config);
     for l in listeners {
         tracing::info!("listening on {}", l.describe());
+    }
+}
+
+/// Warns about key and token files that users other than the service's own may read.
+fn warn_about_files(config: &Config) {
+    for b in &config.backends {
+        let file = match &b.auth {
+            AuthPolicy::Inject {
+                source: KeySource::File(p) | KeySource::Credential(_, p),
+                ..
+            } => p,
+            _ => continue,
+        };
+        if let Some(mode) = config::readable_by_others(file) {
+            tracing::warn!(
+                "key file {} of backend '{}' is readable by other users (mode {mode:o}); \
+                 run `chmod o-rwx {}`",
+                file.display(),
+                b.name,
+                file.display()
+            );
+        }
+    }
+    if let Some(file) = &config.server.client_tokens.file {
+        if let Some(mode) = config::readable_by_others(file) {
+            tracing::warn!(
+                "client tokens file {} is readable by other users (mode {mode:o}); \
+                 run `chmod o-rwx {}`",
+                file.display(),
+                file.display()
+            );
+        }
+    }
+}
+
+/// Warns when the proxy listens beyond loopback without asking clients for a token, and when
+/// a backend forwards the client's `Authorization`, which then carries the proxy's token.
+fn warn_about_exposure(config: &Config, exposed: &[String]) {
+    for w in exposure_warnings(config, exposed) {
+        tracing::warn!("{w}");
+    }
+    let tokens = &config.server.client_tokens;
+    if tokens.enabled() {
+        tracing::info!(
+            "clients must send one of {} tokens from {}",
+            tokens.len(),
+            tokens
+                .file
+                .as_deref()
+                .map_or_else(|| "?".into(), |p| p.display().to_string())
+        );
+        for b in &config.backends {
+            if b.auth == AuthPolicy::Forward {
+                tracing::warn!(
+                    "backend '{}' has forward_client_auth = true, but with client tokens the \
+                     client's Authorization header holds the proxy's token and is removed; \
+                     give the backend its key with api_key_file",
+                    b.name
+                );
+            }
+        }
+    }
+}
+
+/// The warning for listening beyond loopback (`exposed`: those addresses) without client
+/// tokens.
+fn exposure_warnings(config: &Config, exposed: &[String]) -> Vec<String> {
+    if exposed.is_empty() || config.server.client_tokens.enabled() {
+        return Vec::new();
+    }
+    vec![format!(
+        "listening on {} beyond loopback without server.client_tokens_file: anyone who can \
+         reach it can use every backend and any key the proxy injects",
+        exposed.join(", ")
+    )]
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection costs a descriptor
+/// (two when proxied), and the usual soft limit of 1024 would refuse connections long before
+/// the machine runs out of anything.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, owned rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let old = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            tracing::debug!("raised the open-files limit from {old} to {}", lim.rlim_max);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_beyond_loopback_without_tokens_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "a-client-token-0123456789\n").unwrap();
+        let routes = "[backends.b]\nurl = \"http://127.0.0.1:9\"\n[[route]]\npath = \"/v1\"\nbackend = \"b\"\n";
+        let open = Config::from_toml(routes).unwrap();
+        let guarded = Config::from_toml(&format!(
+            "[server]\nclient_tokens_file = {tokens:?}\n{routes}"
+        ))
+        .unwrap();
+        let exposed = ["0.0.0.0:2020".to_string(), "[::]:2020".to_string()];
+        let w = exposure_warnings(&open, &exposed);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].starts_with("listening on 0.0.0.0:2020, [::]:2020 beyond loopback without server.client_tokens_file"),
+            "{w:?}"
+        );
+        assert!(exposure_warnings(&open, &[]).is_empty());
+        assert!(exposure_warnings(&guarded, &exposed).is_empty());
     }
 }

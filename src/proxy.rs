@@ -123,6 +123,7 @@ impl Proxy {
         if parts.method == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed(parts.method));
         }
+        check_head(&parts)?;
         let normalized = normalize_path(parts.uri.path());
         if let Some(a) = access.as_deref_mut() {
             a.path = match &normalized {
@@ -131,6 +132,9 @@ impl Proxy {
             };
         }
         let path = normalized.map_err(|e| ProxyError::BadPath(e.0))?;
+        if &*path != "/health" {
+            check_client_token(&self.config.server.client_tokens, &mut parts.headers)?;
+        }
         match &*path {
             "/health" => {
                 return Ok(own_response(
@@ -191,10 +195,26 @@ impl Proxy {
         headers::set_forwarded(h, peer, host);
         h.insert(X_REQUEST_ID.clone(), rid.clone());
 
+        // Without a body, an idempotent request can be sent again when the pooled connection
+        // it went out on turns out to have been closed by the backend (see `is_stale`).
+        let replay = (parts.method.is_idempotent() && http_body::Body::is_end_stream(&body))
+            .then(|| parts.clone());
         let counter = access.as_deref().map(|a| a.bytes_in.clone());
         let body = RequestBody::new(body, limit, bc.idle_timeout, counter);
+        let deadline = Instant::now() + bc.response_timeout;
         let upstream = backend.client.request(Request::from_parts(parts, body));
-        let res = match tokio::time::timeout(bc.response_timeout, upstream).await {
+        let mut result = tokio::time::timeout_at(deadline, upstream).await;
+        if let (Some(parts), Ok(Err(e))) = (replay, &result) {
+            if is_stale(e) {
+                tracing::debug!(
+                    "backend '{}': connection closed before any response; sending again",
+                    bc.name
+                );
+                let again = Request::from_parts(parts, RequestBody::empty());
+                result = tokio::time::timeout_at(deadline, backend.client.request(again)).await;
+            }
+        }
+        let res = match result {
             Err(_) => {
                 return Err(ProxyError::ResponseTimeout {
                     backend: bc.name.clone(),
@@ -226,6 +246,50 @@ fn own_response(content_type: &'static str, body: Bytes) -> Response<ResponseBod
     res
 }
 
+/// Longest request target (path and query) accepted; longer ones get 414. A request line
+/// longer than `server.max_header_size` never gets here: hyper answers 431.
+pub const MAX_URI_LEN: usize = 8 << 10;
+
+/// Refuses a request head that is too long or whose body framing another parser could read
+/// differently. hyper already refuses differing `Content-Length`s and a `Transfer-Encoding`
+/// that does not end in `chunked`; it accepts `gzip, chunked` and repeated `chunked`, which
+/// only a confused client or a smuggling attempt sends, so anything but one plain `chunked` is
+/// refused here (and the connection closed).
+fn check_head(parts: &http::request::Parts) -> Result<(), ProxyError> {
+    if parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len()) > MAX_URI_LEN {
+        return Err(ProxyError::UriTooLong(MAX_URI_LEN));
+    }
+    if let Some(te) = parts.headers.get(header::TRANSFER_ENCODING) {
+        let repeated = parts
+            .headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .nth(1)
+            .is_some();
+        if repeated || !te.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Err(ProxyError::BadFraming(
+                "Transfer-Encoding must be exactly \"chunked\"",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// With `server.client_tokens_file`, a request needs `Authorization: Bearer TOKEN` with one of
+/// its tokens; the header is then removed, so the token never reaches a backend.
+fn check_client_token(
+    tokens: &crate::config::ClientTokens,
+    headers: &mut http::HeaderMap,
+) -> Result<(), ProxyError> {
+    if tokens.enabled() {
+        if !tokens.allows(headers) {
+            return Err(ProxyError::Unauthorized);
+        }
+        headers.remove(header::AUTHORIZATION);
+    }
+    Ok(())
+}
+
 fn content_length(h: &http::HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?
         .to_str()
@@ -233,6 +297,34 @@ fn content_length(h: &http::HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Whether a request failed because its connection was closed under it before any response:
+/// what a pooled keep-alive connection does when the backend closed it just as it was reused
+/// (hyper-util itself resends only when it notices before writing anything).
+fn is_stale(err: &hyper_util::client::legacy::Error) -> bool {
+    if err.is_connect() {
+        return false;
+    }
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+            );
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// Turns a client error into what the user needs to know: whose fault, which backend.

@@ -4,9 +4,9 @@
 //! routed is exactly what the backend sees. Normalization decodes percent-escapes of unreserved
 //! characters, upper-cases the remaining escapes, drops `.` segments and collapses `//`. Paths
 //! that could mean different things to the proxy and to a backend are refused instead: any
-//! `..` segment (literal or encoded), an encoded `/` or `\`, a literal `\`, a NUL, or a broken
-//! escape. No OpenAI client sends such paths; refusing them means no path can climb out of
-//! the route it was matched on.
+//! `..` segment (literal or encoded), an encoded `/` or `\`, a literal `\`, an encoded NUL, a
+//! literal control character, or a broken escape. No OpenAI client sends such paths; refusing
+//! them means no path can climb out of the route it was matched on.
 
 use std::borrow::Cow;
 
@@ -41,7 +41,9 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
         return Err(PathError("the path must start with '/'"));
     }
     let needs_work = bytes.windows(2).any(|w| w == b"//" || w == b"/.")
-        || bytes.iter().any(|&b| b == b'%' || b == b'\\');
+        || bytes
+            .iter()
+            .any(|&b| b == b'%' || b == b'\\' || b.is_ascii_control());
     if !needs_work {
         return Ok(Cow::Borrowed(path));
     }
@@ -79,6 +81,9 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
     while i < b.len() {
         match b[i] {
             b'\\' => return Err(PathError("'\\' is not allowed in a path")),
+            c if c.is_ascii_control() => {
+                return Err(PathError("control characters are not allowed in a path"))
+            }
             b'%' => {
                 let (Some(h), Some(l)) = (
                     b.get(i + 1).copied().and_then(hex),
@@ -248,6 +253,10 @@ mod tests {
             "/v1/chat%5Ccompletions",
             "/v1\\chat",
             "/v1/%00",
+            "/v1/\0",
+            "/\0\0\0/v1/aud",
+            "/v1/a\tb",
+            "/v1/a\x7fb",
             "/v1/%zz",
             "/v1/%4",
             "v1/models",

@@ -232,7 +232,10 @@ async fn serve_connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _guard = ConnGuard::new(&state);
-    let header_read_timeout = state.proxy().config.server.header_read_timeout;
+    let (header_read_timeout, max_header_size) = {
+        let server = &state.proxy().config.server;
+        (server.header_read_timeout, server.max_header_size)
+    };
     let svc_state = state.clone();
     let service = service_fn(move |req| {
         let state = svc_state.clone();
@@ -246,6 +249,9 @@ async fn serve_connection<I>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
+        // Request line and headers together; above it hyper answers 431 and closes. The
+        // number of header lines is capped by hyper's default of 100 (also 431).
+        .max_header_size(max_header_size)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);

@@ -107,6 +107,10 @@ fn build_client(cfg: &BackendConfig) -> anyhow::Result<HttpClient> {
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(POOL_MAX_IDLE)
+        // A pooled connection the backend has closed, found out only as a request starts on
+        // it (nothing sent yet): send the request again on a fresh connection. (The default;
+        // set here because tests/faults.rs relies on it.)
+        .retry_canceled_requests(true)
         .build(connector))
 }
 

@@ -487,11 +487,17 @@ fn check_config_accepts_a_valid_config_and_shows_what_it_resolves_to() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("openai.key");
     std::fs::write(&key, format!("{KEY}\n")).unwrap();
+    let tokens = dir.path().join("client-tokens");
+    std::fs::write(
+        &tokens,
+        "# LAN clients\nclient-token-one-0123456789\nclient-token-two-0123456789\n",
+    )
+    .unwrap();
     let file = dir.path().join("config.toml");
     std::fs::write(
         &file,
         format!(
-            "[server]\nlisten = [\"127.0.0.1:2021\"]\n\
+            "[server]\nlisten = [\"127.0.0.1:2021\"]\nclient_tokens_file = {tokens:?}\n\
              [backends.whisper]\nurl = \"http://127.0.0.1:2022/base\"\nconnect_timeout = \"3s\"\n\
              [backends.openai]\nurl = \"https://api.openai.com\"\napi_key_file = {key:?}\n\
              [backends.ollama]\nurl = \"http://127.0.0.1:11434\"\nforward_client_auth = true\n\
@@ -519,7 +525,11 @@ fn check_config_accepts_a_valid_config_and_shows_what_it_resolves_to() {
         format!("Config file: {path}"),
         "  chosen because: named with --config".to_string(),
         "Listen:      127.0.0.1:2021".to_string(),
-        "max_body_size 1GiB, header_read_timeout 30s".to_string(),
+        "max_body_size 1GiB, max_header_size 64KiB, header_read_timeout 30s".to_string(),
+        format!(
+            "Clients:     need one of 2 tokens from {} (Authorization: Bearer)",
+            tokens.display()
+        ),
     ];
     for l in &expect_lines {
         assert!(

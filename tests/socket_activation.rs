@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use http::Request;
 
-use crate::support::activation::{config_file, free_port, get_health, Activated, NotifySocket};
-use crate::support::bin::{command, Proc};
+use crate::support::activation::{
+    config_file, free_port, get_health, start_notified, Activated, NotifySocket,
+};
 use crate::support::client::{body_bytes, full, send};
 use crate::support::mock::Mock;
 
@@ -145,15 +146,8 @@ async fn backend_of(base: &str) -> String {
 async fn sighup_reloads_and_a_broken_config_keeps_the_old_one() {
     let (a, b) = (Mock::echo("a").await, Mock::echo("b").await);
     let (dir, cfg) = config_file(&routed_to("a", &a.url()));
-    let notify = NotifySocket::new(false);
-    let mut cmd = command();
-    cmd.env("NOTIFY_SOCKET", &notify.env)
-        .arg("--config")
-        .arg(&cfg)
-        .args(["serve", "--listen", "127.0.0.1:0"]);
-    let mut proc = Proc::spawn(cmd);
+    let (proc, notify) = start_notified(&cfg);
     let base = format!("http://{}", proc.addr);
-    notify.wait_for("READY=1", Duration::from_secs(10));
     assert_eq!(backend_of(&base).await, "a");
 
     std::fs::write(&cfg, routed_to("b", &b.url())).unwrap();
@@ -190,13 +184,7 @@ async fn sighup_reloads_and_a_broken_config_keeps_the_old_one() {
     );
     assert_eq!(backend_of(&base).await, "a");
 
-    proc.signal(libc::SIGTERM);
-    let log = tokio::task::spawn_blocking(move || {
-        assert!(proc.wait_exit(Duration::from_secs(10)).is_some());
-        proc.log_text()
-    })
-    .await
-    .unwrap();
+    let log = proc.stop().await;
     assert!(
         log.contains(&format!(
             "reload failed, keeping the previous configuration: {file}:3:11"
@@ -210,15 +198,8 @@ async fn sighup_reloads_and_a_broken_config_keeps_the_old_one() {
 async fn reload_under_load_fails_no_request() {
     let (a, b) = (Mock::echo("a").await, Mock::echo("b").await);
     let (_dir, cfg) = config_file(&(routed_to("a", &a.url()) + "[log]\naccess_log = false\n"));
-    let notify = NotifySocket::new(false);
-    let mut cmd = command();
-    cmd.env("NOTIFY_SOCKET", &notify.env)
-        .arg("--config")
-        .arg(&cfg)
-        .args(["serve", "--listen", "127.0.0.1:0"]);
-    let mut proc = Proc::spawn(cmd);
+    let (mut proc, notify) = start_notified(&cfg);
     let base = format!("http://{}", proc.addr);
-    notify.wait_for("READY=1", Duration::from_secs(10));
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();

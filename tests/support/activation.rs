@@ -200,3 +200,17 @@ pub fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(&p, text).unwrap();
     (dir, p)
 }
+
+/// Starts `openai-proxy --config CONFIG serve --listen 127.0.0.1:0` with a notification socket
+/// and waits for `READY=1`.
+pub fn start_notified(config: &Path) -> (bin::Proc, NotifySocket) {
+    let notify = NotifySocket::new(false);
+    let mut cmd = bin::command();
+    cmd.env("NOTIFY_SOCKET", &notify.env)
+        .arg("--config")
+        .arg(config)
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    let proc = bin::Proc::spawn(cmd);
+    notify.wait_for("READY=1", Duration::from_secs(10));
+    (proc, notify)
+}

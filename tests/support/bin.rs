@@ -107,6 +107,21 @@ impl Proc {
         None
     }
 
+    /// Sends SIGTERM, waits (off the async runtime) for the exit, at most 20 s, and returns
+    /// the log.
+    pub async fn stop(mut self) -> String {
+        self.signal(libc::SIGTERM);
+        tokio::task::spawn_blocking(move || {
+            assert!(
+                self.wait_exit(Duration::from_secs(20)).is_some(),
+                "openai-proxy did not stop"
+            );
+            self.log_text()
+        })
+        .await
+        .expect("waiting for openai-proxy")
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }

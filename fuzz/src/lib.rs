@@ -1,0 +1,249 @@
+//! The properties the fuzz targets check. The same functions run on every saved input in
+//! `fuzz/regressions/` as part of the normal test suite (`tests/fuzz_regressions.rs` includes
+//! this file), so what the fuzzer once found stays fixed.
+//!
+//! Each function takes raw bytes, must never panic except through a failed assertion, and
+//! asserts what the proxy promises about its input.
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use openai_proxy::config::{
+    parse_duration, parse_size, AuthPolicy, ClientTokens, Config, MIN_CLIENT_TOKEN_LEN,
+};
+use openai_proxy::headers;
+use openai_proxy::router::{normalize_path, Router};
+
+/// Config text: parsing and validation never panic; every problem is reported with a
+/// position inside the text; a valid config has only normalized, unique routes that name
+/// existing backends.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let lines = text.split('\n').count();
+    match Config::from_toml(text) {
+        Ok(c) => {
+            let mut seen = std::collections::HashSet::new();
+            for r in &c.routes {
+                assert!(seen.insert(r.path.clone()), "duplicate route {:?}", r.path);
+                assert_eq!(normalize_path(&r.path).as_deref(), Ok(r.path.as_str()));
+                assert!(c.backend(&r.backend).is_some(), "route to unknown backend");
+            }
+            assert!(!c.routes.is_empty());
+            assert!(c.server.max_header_size >= 1024);
+        }
+        Err(e) => {
+            assert!(!e.issues.is_empty());
+            for issue in &e.issues {
+                if let Some((line, col)) = issue.position {
+                    assert!(line >= 1 && line <= lines, "line {line} of {lines}");
+                    assert!(col >= 1);
+                }
+                assert!(!issue.message.is_empty());
+            }
+            let _ = e.to_string();
+        }
+    }
+    let _ = parse_duration(text);
+    let _ = parse_size(text);
+    if let Ok(t) = ClientTokens::parse(text) {
+        assert!(!t.is_empty());
+    }
+}
+
+/// The routing table of the default config, plus a rewrite to `/` and one to another path.
+fn table() -> &'static Router<&'static str> {
+    static T: OnceLock<Router<&'static str>> = OnceLock::new();
+    T.get_or_init(|| {
+        Router::new([
+            (
+                "/v1/audio/transcriptions".to_string(),
+                Some("/inference".to_string()),
+                "whisper",
+            ),
+            ("/v1/chat/completions".to_string(), None, "ollama"),
+            ("/v1/audio/speech".to_string(), None, "kokoro"),
+            ("/v1/audio/voices".to_string(), None, "kokoro"),
+            ("/v1".to_string(), None, "openai"),
+            ("/strip".to_string(), Some("/".to_string()), "strip"),
+        ])
+    })
+}
+
+fn under(path: &str, prefix: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
+/// A request path: a normalized path has no dot segments, no `//`, no encoded `/`, `\`,
+/// `.` or NUL; normalizing it again changes nothing; it is routed on whole segments to the
+/// longest matching prefix; and the path forwarded to the backend is itself normalized, so a
+/// backend cannot read it as anything else.
+pub fn route(data: &[u8]) {
+    let Ok(path) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(n) = normalize_path(path) else {
+        return;
+    };
+    assert!(n.starts_with('/'), "{n:?}");
+    assert!(!n.contains("//"), "{n:?}");
+    assert!(!n.contains('\\'), "{n:?}");
+    assert!(!n.contains('\0'), "{n:?}");
+    for seg in n.split('/') {
+        assert!(seg != "." && seg != "..", "{n:?}");
+    }
+    let upper = n.to_ascii_uppercase();
+    for bad in ["%2F", "%5C", "%2E", "%00"] {
+        assert!(!upper.contains(bad), "{n:?} contains {bad}");
+    }
+    assert_eq!(normalize_path(&n).as_deref(), Ok(&*n), "not idempotent");
+
+    let router = table();
+    let Some(m) = router.find(&n) else {
+        assert!(router.routes().iter().all(|r| !under(&n, &r.prefix)));
+        return;
+    };
+    let prefix = m.route.prefix.as_str();
+    assert!(under(&n, prefix), "{n:?} routed to {prefix:?}");
+    for r in router.routes() {
+        if r.prefix.len() > prefix.len() {
+            assert!(!under(&n, &r.prefix), "{n:?}: {:?} is longer", r.prefix);
+        }
+    }
+    for base in ["", "/base"] {
+        let fwd = m.forward_path(base);
+        assert_eq!(normalize_path(&fwd).as_deref(), Ok(fwd.as_str()), "{n:?}");
+        assert!(fwd.starts_with(base));
+    }
+}
+
+const FUZZ_KEY: &str = "sk-fuzz-injected-key-0123456789";
+const FUZZ_TOKEN: &str = "fuzz-client-token-0123456789";
+
+fn inject_policy() -> &'static AuthPolicy {
+    static P: OnceLock<AuthPolicy> = OnceLock::new();
+    P.get_or_init(|| {
+        // Only this variable, only ever set to this value.
+        std::env::set_var("OPENAI_PROXY_FUZZ_KEY", FUZZ_KEY);
+        let c = Config::from_toml(
+            "[backends.o]\nurl = \"http://127.0.0.1:9\"\napi_key_env = \"OPENAI_PROXY_FUZZ_KEY\"\n\
+             [[route]]\npath = \"/v1\"\nbackend = \"o\"\n",
+        )
+        .expect("fuzz config");
+        c.backends[0].auth.clone()
+    })
+}
+
+fn tokens() -> &'static ClientTokens {
+    static T: OnceLock<ClientTokens> = OnceLock::new();
+    T.get_or_init(|| ClientTokens::parse(FUZZ_TOKEN).expect("token"))
+}
+
+/// Reads `name: value` lines (split on `\n`, the first `:`) into a header map, skipping lines
+/// that are not a valid header.
+pub fn header_map(data: &[u8]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for line in data.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            h.append(n, v);
+        }
+    }
+    h
+}
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Header rewriting: after stripping, no hop-by-hop header and no header named in
+/// `Connection` is left; the auth policies leave exactly the credentials they promise; the
+/// forwarded headers and the request id are always well formed; the client-token check
+/// accepts exactly `Bearer TOKEN`.
+pub fn headers(data: &[u8]) {
+    let original = header_map(data);
+    let named: Vec<String> = original
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| HeaderName::from_bytes(n.as_bytes()).is_ok())
+        .collect();
+    let peer: IpAddr = [192, 0, 2, 1].into();
+    for policy in [
+        AuthPolicy::Strip,
+        AuthPolicy::Forward,
+        inject_policy().clone(),
+    ] {
+        let mut h = original.clone();
+        headers::strip_hop_by_hop(&mut h);
+        for name in HOP_BY_HOP
+            .iter()
+            .map(|s| s.to_string())
+            .chain(named.clone())
+        {
+            assert!(!h.contains_key(name.as_str()), "{name} survived stripping");
+        }
+        headers::apply_auth(&mut h, &policy);
+        match &policy {
+            AuthPolicy::Strip => {
+                for n in &headers::SECRET_HEADERS {
+                    assert!(!h.contains_key(n), "{n} survived strip");
+                }
+            }
+            AuthPolicy::Forward => {
+                for n in &headers::SECRET_HEADERS {
+                    if !named.iter().any(|c| c == n.as_str()) {
+                        let before: Vec<_> = original.get_all(n).iter().collect();
+                        let after: Vec<_> = h.get_all(n).iter().collect();
+                        assert_eq!(before, after, "{n} changed under forward");
+                    }
+                }
+            }
+            AuthPolicy::Inject { .. } => {
+                let auth: Vec<_> = h.get_all(header::AUTHORIZATION).iter().collect();
+                assert_eq!(auth.len(), 1);
+                assert_eq!(auth[0].as_bytes(), format!("Bearer {FUZZ_KEY}").as_bytes());
+                assert!(auth[0].is_sensitive());
+                for n in headers::SECRET_HEADERS.iter().skip(1) {
+                    assert!(!h.contains_key(n), "{n} survived inject");
+                }
+            }
+        }
+        let host = h.remove(header::HOST);
+        headers::set_forwarded(&mut h, Some(peer), host);
+        let xff = h.get("x-forwarded-for").expect("x-forwarded-for");
+        assert!(xff.to_str().is_ok_and(|v| v.ends_with("192.0.2.1")));
+        assert_eq!(
+            h.get("x-forwarded-proto").map(|v| v.as_bytes()),
+            Some(&b"http"[..])
+        );
+        assert!(headers::is_sane_request_id(&headers::request_id(&h)));
+    }
+    // The client-token check: exactly "Bearer TOKEN" (scheme case-insensitive, spaces around
+    // the token ignored) in the first Authorization header.
+    let expected = original.get(header::AUTHORIZATION).is_some_and(|v| {
+        let b = v.as_bytes();
+        b.len() >= 7
+            && b[..7].eq_ignore_ascii_case(b"bearer ")
+            && b[7..].trim_ascii() == FUZZ_TOKEN.as_bytes()
+    });
+    assert_eq!(tokens().allows(&original), expected);
+    assert!(FUZZ_TOKEN.len() >= MIN_CLIENT_TOKEN_LEN);
+}
