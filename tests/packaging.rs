@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use crate::man_completions::require;
 use crate::support::activation::free_port;
 use crate::support::bin;
-use crate::support::machine::{apt_get, dpkg_status, PackageSlot};
+use crate::support::machine::{apt_get, dpkg_status, in_user_manager, PackageSlot};
 use crate::support::mock::Mock;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -554,39 +554,16 @@ async fn deb_installs_serves_through_the_installed_user_units_and_purges_cleanly
         system_config("pkgtest", &mock.url()),
     )
     .unwrap();
-    let port = free_port();
-    let empty_unit_dir = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let out = tokio::task::spawn_blocking({
-        let units = empty_unit_dir.path().to_path_buf();
-        let work = work.path().to_path_buf();
-        move || {
-            Command::new(format!("{ROOT}/tests/tools/systemd-user-sandbox"))
-                .arg(units)
-                .arg("bash")
-                .arg(format!("{ROOT}/tests/scripts/package-user.sh"))
-                .env("PORT", port.to_string())
-                .env("BACKEND", "pkgtest")
-                .env("DIR", work)
-                // The user manager hands its environment to its services.
-                .env_remove("OPENAI_PROXY_CONFIG")
-                .env_remove("NOTIFY_SOCKET")
-                .env_remove("LISTEN_FDS")
-                .env_remove("LISTEN_PID")
-                .env_remove("LISTEN_FDNAMES")
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    let sandbox_out = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{sandbox_out}");
-    assert!(
-        out.status.success() && sandbox_out.contains("ALL OK"),
-        "the installed package in a systemd user manager:\n{sandbox_out}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    in_user_manager(
+        "package-user.sh",
+        vec![
+            ("PORT", free_port().to_string()),
+            ("BACKEND", "pkgtest".into()),
+            ("DIR", work.path().display().to_string()),
+        ],
+    )
+    .await;
     let seen = mock.requests();
     assert!(
         seen.iter().any(|r| r.uri.path() == "/v1/chat/completions"),

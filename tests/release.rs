@@ -15,7 +15,7 @@ use crate::man_completions::require;
 use crate::packaging::{is_root, run, stdout};
 use crate::support::activation::free_port;
 use crate::support::bin;
-use crate::support::machine::{dpkg_status, PackageSlot};
+use crate::support::machine::{dpkg_status, in_user_manager, PackageSlot};
 use crate::support::mock::Mock;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -888,44 +888,19 @@ async fn apt_repository_installs_upgrades_keeping_the_config_and_refuses_a_tampe
          apt-get install --only-upgrade -o Dpkg::Options::=--force-confdef \
          -o Dpkg::Options::=--force-confold openai-proxy\n",
     );
-    let port = free_port();
-    let units = tempfile::tempdir().unwrap();
     let outputs = tempfile::tempdir().unwrap();
-    let out = tokio::task::spawn_blocking({
-        let units = units.path().to_path_buf();
-        let outputs = outputs.path().to_path_buf();
-        let new_version = new.version.clone();
-        move || {
-            Command::new(format!("{ROOT}/tests/tools/systemd-user-sandbox"))
-                .arg(units)
-                .arg("bash")
-                .arg(format!("{ROOT}/tests/scripts/upgrade-user.sh"))
-                .env("PORT", port.to_string())
-                .env("DIR", outputs)
-                .env("UPGRADE", upgrade)
-                .env("OLD", VERSION)
-                .env("NEW", new_version)
-                .env("BACKEND", "edited")
-                // The user manager hands its environment to its services.
-                .env_remove("OPENAI_PROXY_CONFIG")
-                .env_remove("NOTIFY_SOCKET")
-                .env_remove("LISTEN_FDS")
-                .env_remove("LISTEN_PID")
-                .env_remove("LISTEN_FDNAMES")
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    let log = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{log}");
-    assert!(
-        out.status.success() && log.contains("ALL OK"),
-        "the upgrade under the running user units:\n{}\nupgrade log:\n{}",
-        text(&out),
-        std::fs::read_to_string(outputs.path().join("upgrade.log")).unwrap_or_default()
-    );
+    in_user_manager(
+        "upgrade-user.sh",
+        vec![
+            ("PORT", free_port().to_string()),
+            ("DIR", outputs.path().display().to_string()),
+            ("UPGRADE", upgrade.display().to_string()),
+            ("OLD", VERSION.into()),
+            ("NEW", new.version.clone()),
+            ("BACKEND", "edited".into()),
+        ],
+    )
+    .await;
 
     // The upgrade kept the edited config (the new example is beside it) and the disabled
     // socket disabled.

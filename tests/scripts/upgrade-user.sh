@@ -14,13 +14,8 @@ set -euo pipefail
 : "${PORT:?}" "${DIR:?}" "${UPGRADE:?}" "${OLD:?}" "${NEW:?}" "${BACKEND:?}"
 U="http://127.0.0.1:$PORT"
 
-step() { echo "== $*"; }
-fail() {
-    echo "FAIL: $*"
-    systemctl --user status openai-proxy.socket openai-proxy.service --no-pager -l || true
-    exit 1
-}
-prop() { systemctl --user show -p "$1" --value "$2"; }
+# shellcheck source=tests/scripts/user-units.sh
+. "$(dirname "$0")/user-units.sh"
 
 step "the installed user socket, moved to 127.0.0.1:$PORT, started"
 mkdir -p "$XDG_CONFIG_HOME/systemd/user/openai-proxy.socket.d"

@@ -76,3 +76,38 @@ impl Drop for PackageSlot {
         self.purge();
     }
 }
+
+/// Runs `bash SCRIPT` (from tests/scripts/) in a real `systemd --user`
+/// (tests/tools/systemd-user-sandbox) that finds the installed package's user units in
+/// /usr/lib/systemd/user, with `env`; fails the test with its output (and `DIR/upgrade.log`'s
+/// if `DIR` is set and holds one) unless the script says "ALL OK".
+pub async fn in_user_manager(script: &str, env: Vec<(&'static str, String)>) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let units = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(format!("{root}/tests/tools/systemd-user-sandbox"));
+    cmd.arg(units.path())
+        .arg("bash")
+        .arg(format!("{root}/tests/scripts/{script}"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        // The user manager hands its environment to its services.
+        .env_remove("OPENAI_PROXY_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{log}");
+    let upgrade_log = env
+        .iter()
+        .find(|(k, _)| *k == "DIR")
+        .and_then(|(_, dir)| std::fs::read_to_string(Path::new(dir).join("upgrade.log")).ok())
+        .unwrap_or_default();
+    assert!(
+        out.status.success() && log.contains("ALL OK"),
+        "{script} in a systemd user manager:\n{log}\n{}\n{upgrade_log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
