@@ -13,18 +13,19 @@ use std::sync::OnceLock;
 use crate::man_completions::require;
 use crate::support::activation::free_port;
 use crate::support::bin;
+use crate::support::machine::{apt_get, dpkg_status, in_user_manager, PackageSlot};
 use crate::support::mock::Mock;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// Runs `cmd`; fails the test with its output unless it exits 0.
-fn run(cmd: &mut Command) -> Output {
+pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -38,7 +39,7 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
-fn stdout(cmd: &mut Command) -> String {
+pub fn stdout(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&run(cmd).stdout).into_owned()
 }
 
@@ -323,13 +324,25 @@ impl Fakes {
 /// Runs a maintainer script with the systemd helpers faked, as if systemd were running
 /// (a private mount namespace with a `/run/systemd/system` of its own); the calls it made.
 fn maintainer_script(script: &str, args: &[&str]) -> Vec<String> {
-    let fakes = Fakes::new(&[
-        ("deb-systemd-helper", ""),
-        ("deb-systemd-invoke", ""),
-        ("systemctl", ""),
-    ]);
+    maintainer_script_with(
+        script,
+        args,
+        &[
+            ("deb-systemd-helper", ""),
+            ("deb-systemd-invoke", ""),
+            ("systemctl", ""),
+        ],
+    )
+}
+
+/// [`maintainer_script`] with the given fakes (a helper not faked is the real one). The
+/// container's /usr/sbin/policy-rc.d (exit 101: start nothing) is out of the real
+/// deb-systemd-invoke's way: it looks for it under $DPKG_ROOT, an empty directory here.
+fn maintainer_script_with(script: &str, args: &[&str], fakes: &[(&str, &str)]) -> Vec<String> {
+    let fakes = Fakes::new(fakes);
     let runsd = tempfile::tempdir().unwrap();
     std::fs::create_dir(runsd.path().join("system")).unwrap();
+    let dpkg_root = tempfile::tempdir().unwrap();
     run(Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c"])
         .arg("mount --bind \"$1\" /run/systemd && shift && exec sh \"$@\"")
@@ -337,7 +350,8 @@ fn maintainer_script(script: &str, args: &[&str]) -> Vec<String> {
         .arg(runsd.path())
         .arg(format!("{ROOT}/packaging/deb/{script}"))
         .args(args)
-        .env("PATH", fakes.path()));
+        .env("PATH", fakes.path())
+        .env("DPKG_ROOT", dpkg_root.path()));
     fakes.calls()
 }
 
@@ -357,11 +371,54 @@ fn deb_maintainer_scripts_enable_and_start_only_the_socket() {
             "deb-systemd-invoke start openai-proxy.socket",
         ]
     );
-    // An upgrade also restarts a running service with the new binary.
-    let upgrade = maintainer_script("postinst", &["configure", "0.0.9-1"]);
+    // An upgrade also restarts a running service with the new binary, in the system manager
+    // and in the users' managers; the socket is started (if enabled), never restarted.
     assert_eq!(
-        upgrade.last().map(String::as_str),
-        Some("deb-systemd-invoke try-restart openai-proxy.service")
+        maintainer_script("postinst", &["configure", "0.0.9-1"]),
+        [
+            "deb-systemd-helper unmask openai-proxy.socket",
+            "deb-systemd-helper --quiet was-enabled openai-proxy.socket",
+            "deb-systemd-helper enable openai-proxy.socket",
+            "systemctl --system daemon-reload",
+            "deb-systemd-invoke start openai-proxy.socket",
+            "deb-systemd-invoke try-restart openai-proxy.service",
+            "deb-systemd-invoke --user restart openai-proxy.service",
+        ]
+    );
+    // An administrator disabled the socket: the upgrade does not enable it again, and the real
+    // deb-systemd-invoke does not start it; the service restarts where it runs (here: in the
+    // manager of user 1000), through systemctl's try-restart in the system manager.
+    let systemctl = r#"case "$*" in
+        "--version --quiet") echo "systemd 252 (252.38-1~deb12u1)" ;;
+        "--system is-enabled -- openai-proxy.socket") echo disabled ;;
+        "--system --quiet is-active -- openai-proxy.socket") exit 3 ;;
+        "--no-legend --quiet list-units user@*") echo "user@1000.service loaded active running User Manager for UID 1000" ;;
+        "--user --machine 1000@ is-enabled -- openai-proxy.service") echo indirect ;;
+        esac"#;
+    let calls = maintainer_script_with(
+        "postinst",
+        &["configure", "0.0.9-1"],
+        &[
+            ("deb-systemd-helper", r#"[ "$2" = was-enabled ] && exit 1"#),
+            ("systemctl", systemctl),
+        ],
+    );
+    assert_eq!(
+        calls,
+        [
+            "deb-systemd-helper unmask openai-proxy.socket",
+            "deb-systemd-helper --quiet was-enabled openai-proxy.socket",
+            "deb-systemd-helper update-state openai-proxy.socket",
+            "systemctl --system daemon-reload",
+            "systemctl --system is-enabled -- openai-proxy.socket",
+            "systemctl --system --quiet is-active -- openai-proxy.socket",
+            "systemctl try-restart openai-proxy.service",
+            "systemctl --version --quiet",
+            "systemctl --no-legend --quiet list-units user@*",
+            "systemctl --user --machine 1000@ is-enabled -- openai-proxy.service",
+            "systemctl --user --machine 1000@ --quiet is-active -- openai-proxy.service",
+            "systemctl --quiet --user --machine 1000@ restart openai-proxy.service",
+        ]
     );
     assert_eq!(
         maintainer_script("prerm", &["remove"]),
@@ -406,39 +463,6 @@ fn traces() -> BTreeSet<String> {
         .collect()
 }
 
-fn apt_get(args: &[&str]) -> Output {
-    Command::new("apt-get")
-        .args(["-y", "-q", "-o", "DPkg::Lock::Timeout=300"])
-        .args(args)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .output()
-        .unwrap()
-}
-
-fn dpkg_status() -> String {
-    let out = Command::new("dpkg-query")
-        .args(["-W", "-f", "${db:Status-Status}", "openai-proxy"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The package installed on this machine; purged when dropped, so the machine is left as it
-/// was however the test ends.
-struct Installed;
-
-impl Drop for Installed {
-    fn drop(&mut self) {
-        let out = apt_get(&["purge", "openai-proxy"]);
-        if !out.status.success() {
-            eprintln!(
-                "apt-get purge openai-proxy failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
 /// The config the test puts in /etc: one route to the mock backend `backend`.
 fn system_config(backend: &str, url: &str) -> String {
     format!(
@@ -457,17 +481,11 @@ async fn deb_installs_serves_through_the_installed_user_units_and_purges_cleanly
     require("apt-get", "apt");
     require("curl", "curl");
     require("man", "man-db");
-    // A leftover from an interrupted run is ours to remove; anything else in the way is not.
-    if !dpkg_status().is_empty() && dpkg_status() != "not-installed" {
-        drop(Installed);
-    }
-    assert!(
-        !Path::new("/etc/openai-proxy").exists(),
-        "/etc/openai-proxy exists but openai-proxy is not installed: not touching it"
-    );
+    // Our turn with the machine's dpkg database (release.rs installs too); purged when dropped,
+    // so the machine is left as it was however the test ends.
+    let slot = PackageSlot::take();
     let before = traces();
 
-    let installed = Installed;
     let out = apt_get(&["install", &dist.deb.display().to_string()]);
     assert!(
         out.status.success(),
@@ -536,39 +554,16 @@ async fn deb_installs_serves_through_the_installed_user_units_and_purges_cleanly
         system_config("pkgtest", &mock.url()),
     )
     .unwrap();
-    let port = free_port();
-    let empty_unit_dir = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let out = tokio::task::spawn_blocking({
-        let units = empty_unit_dir.path().to_path_buf();
-        let work = work.path().to_path_buf();
-        move || {
-            Command::new(format!("{ROOT}/tests/tools/systemd-user-sandbox"))
-                .arg(units)
-                .arg("bash")
-                .arg(format!("{ROOT}/tests/scripts/package-user.sh"))
-                .env("PORT", port.to_string())
-                .env("BACKEND", "pkgtest")
-                .env("DIR", work)
-                // The user manager hands its environment to its services.
-                .env_remove("OPENAI_PROXY_CONFIG")
-                .env_remove("NOTIFY_SOCKET")
-                .env_remove("LISTEN_FDS")
-                .env_remove("LISTEN_PID")
-                .env_remove("LISTEN_FDNAMES")
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    let sandbox_out = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{sandbox_out}");
-    assert!(
-        out.status.success() && sandbox_out.contains("ALL OK"),
-        "the installed package in a systemd user manager:\n{sandbox_out}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    in_user_manager(
+        "package-user.sh",
+        vec![
+            ("PORT", free_port().to_string()),
+            ("BACKEND", "pkgtest".into()),
+            ("DIR", work.path().display().to_string()),
+        ],
+    )
+    .await;
     let seen = mock.requests();
     assert!(
         seen.iter().any(|r| r.uri.path() == "/v1/chat/completions"),
@@ -576,7 +571,7 @@ async fn deb_installs_serves_through_the_installed_user_units_and_purges_cleanly
     );
 
     // Purge: nothing of the package is left, not even the edited config.
-    drop(installed);
+    slot.purge();
     assert!(
         matches!(dpkg_status().as_str(), "" | "not-installed"),
         "still known to dpkg after purge: {}",
@@ -662,14 +657,17 @@ fn rpm_has_every_file_config_noreplace_and_passes_rpmlint() {
 }
 
 /// Runs the .rpm's scriptlet `tag` (POSTIN, PREUN, POSTUN) with `arg` as rpm would, with a
-/// fake systemctl; the calls it made.
+/// fake systemctl (which knows one user manager, user 1000's); the calls it made.
 fn scriptlet(rpm: &Path, tag: &str, arg: &str) -> Vec<String> {
     let text = stdout(
         Command::new("rpm")
             .args(["-qp", "--qf", &format!("%{{{tag}}}")])
             .arg(rpm),
     );
-    let fakes = Fakes::new(&[("systemctl", "")]);
+    let fakes = Fakes::new(&[(
+        "systemctl",
+        r#"[ "$2" = list-units ] && echo "user@1000.service loaded active running User Manager for UID 1000""#,
+    )]);
     run(Command::new("sh")
         .arg("-c")
         .arg(&text)
@@ -701,12 +699,15 @@ fn rpm_scriptlets_do_what_the_systemd_macros_do() {
         ]
     );
     assert!(scriptlet(&dist.rpm, "PREUN", "1").is_empty());
-    // %systemd_postun_with_restart: reload; restart the service on upgrades.
+    // %systemd_postun_with_restart and %systemd_user_postun_with_restart: reload; restart the
+    // service on upgrades where it runs, in the system manager and each user's.
     assert_eq!(
         scriptlet(&dist.rpm, "POSTUN", "1"),
         [
             "systemctl daemon-reload",
-            "systemctl try-restart openai-proxy.service"
+            "systemctl try-restart openai-proxy.service",
+            "systemctl --no-legend list-units user@*.service",
+            "systemctl --user --machine 1000@ try-restart openai-proxy.service",
         ]
     );
     assert_eq!(

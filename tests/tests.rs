@@ -17,6 +17,7 @@ mod launchd_plists;
 mod log_targets;
 mod man_completions;
 mod packaging;
+mod release;
 mod routing;
 mod sdk;
 mod shutdown;

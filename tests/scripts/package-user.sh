@@ -9,13 +9,8 @@ set -euo pipefail
 : "${PORT:?}" "${BACKEND:?}" "${DIR:?}"
 U="http://127.0.0.1:$PORT"
 
-step() { echo "== $*"; }
-fail() {
-    echo "FAIL: $*"
-    systemctl --user status openai-proxy.socket openai-proxy.service --no-pager -l || true
-    exit 1
-}
-prop() { systemctl --user show -p "$1" --value "$2"; }
+# shellcheck source=tests/scripts/user-units.sh
+. "$(dirname "$0")/user-units.sh"
 
 step "the user manager loads the installed units"
 for unit in openai-proxy.socket openai-proxy.service; do

@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod bin;
 pub mod client;
+pub mod machine;
 pub mod mock;
 pub mod tls;
 
