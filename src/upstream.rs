@@ -33,6 +33,10 @@ pub struct Backend {
     pub client: HttpClient,
     /// The `X-Backend` response header value, made once.
     pub header: HeaderValue,
+    /// The `Host` request header for a plain-HTTP backend, made once (what hyper's client
+    /// would otherwise format for every request). `None` for HTTPS, where HTTP/2 may be
+    /// negotiated and the client sets `:authority` itself.
+    pub host: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -50,11 +54,25 @@ impl Backend {
             .with_context(|| format!("backend name '{}' is not a header value", config.name))?;
         let client = build_client(&config)?;
         Ok(Backend {
+            host: host_header(&config),
             config,
             client,
             header,
         })
     }
+}
+
+/// `Host` as hyper's client writes it for HTTP/1: the host, and the port unless it is 80.
+fn host_header(cfg: &BackendConfig) -> Option<HeaderValue> {
+    if cfg.is_https() {
+        return None;
+    }
+    let a = &cfg.authority;
+    let value = match a.port_u16() {
+        None | Some(80) => a.host().to_string(),
+        Some(port) => format!("{}:{port}", a.host()),
+    };
+    HeaderValue::from_str(&value).ok()
 }
 
 fn provider() -> Arc<CryptoProvider> {
