@@ -5,6 +5,7 @@ mod support;
 
 mod access_log;
 mod auth;
+mod bench_smoke;
 mod config_errors;
 mod errors;
 mod routing;
