@@ -67,8 +67,11 @@ enum Cmd {
 #[derive(Args, Debug)]
 struct CallgrindArgs {
     /// The openai-proxy binary.
+    #[arg(long, required_unless_present = "haproxy")]
+    proxy: Option<PathBuf>,
+    /// Count HAProxy (with the bench's config) instead, for comparison.
     #[arg(long)]
-    proxy: PathBuf,
+    haproxy: bool,
     #[arg(long, default_value_t = 1000)]
     n1: usize,
     #[arg(long, default_value_t = 6000)]
@@ -203,11 +206,17 @@ fn callgrind(args: &CallgrindArgs) -> anyhow::Result<()> {
         ollama: nginx_addr,
         backend: backend_addr,
     };
-    let subject = Subject {
-        name: "proxy".into(),
-        kind: SubjectKind::Proxy {
-            bin: std::fs::canonicalize(&args.proxy)?,
-            access_log: args.access_log,
+    let subject = match &args.proxy {
+        Some(bin) if !args.haproxy => Subject {
+            name: "proxy".into(),
+            kind: SubjectKind::Proxy {
+                bin: std::fs::canonicalize(bin)?,
+                access_log: args.access_log,
+            },
+        },
+        _ => Subject {
+            name: "haproxy".into(),
+            kind: SubjectKind::Haproxy,
         },
     };
     let mut totals = Vec::new();
