@@ -25,10 +25,17 @@ fn router() -> Router<&'static str> {
     ])
 }
 
+fn header_map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    h
+}
+
 /// What the official OpenAI Python SDK sends with a chat request.
 fn sdk_request_headers() -> HeaderMap {
-    let mut h = HeaderMap::new();
-    for (k, v) in [
+    header_map(&[
         ("host", "127.0.0.1:2020"),
         ("accept-encoding", "gzip, deflate"),
         ("connection", "keep-alive"),
@@ -45,24 +52,17 @@ fn sdk_request_headers() -> HeaderMap {
         ("x-stainless-async", "false"),
         ("x-stainless-retry-count", "0"),
         ("content-length", "93"),
-    ] {
-        h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
-    }
-    h
+    ])
 }
 
 /// What Ollama answers a streamed chat request with.
 fn backend_response_headers() -> HeaderMap {
-    let mut h = HeaderMap::new();
-    for (k, v) in [
+    header_map(&[
         ("content-type", "text/event-stream"),
         ("date", "Sat, 28 Nov 2026 10:00:00 GMT"),
         ("transfer-encoding", "chunked"),
         ("connection", "keep-alive"),
-    ] {
-        h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
-    }
-    h
+    ])
 }
 
 fn paths(c: &mut Criterion) {

@@ -325,6 +325,26 @@ fn check_alive(running: &mut [Running]) -> anyhow::Result<()> {
     running.iter_mut().try_for_each(|r| r.proc.check_alive())
 }
 
+/// What a phase works with: where things run, how much to do, whom to measure against which
+/// backends, and where "direct" is.
+struct Job<'a> {
+    env: &'a Env,
+    s: &'a Settings,
+    subjects: &'a [Subject],
+    up: Upstreams,
+    direct: SocketAddr,
+    smoke: bool,
+}
+
+impl Job<'_> {
+    /// Starts the subjects; returns them and every target, direct first.
+    fn start(&self, tag: &str) -> anyhow::Result<(Vec<Running>, Vec<Target>)> {
+        let running = procs::start_subjects(self.env, self.subjects, self.up, tag)?;
+        let all = targets(self.direct, &running);
+        Ok((running, all))
+    }
+}
+
 struct Settings {
     rounds: usize,
     duration: u32,
@@ -436,37 +456,30 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         ..env.clone()
     };
     let mut cold_mode = args.cold_start;
+    let job = |env, subjects, up, direct| Job {
+        env,
+        s: &s,
+        subjects,
+        up,
+        direct,
+        smoke: args.smoke,
+    };
     for phase in &phases {
         eprintln!("bench: {phase:?} ({} rounds)", s.rounds);
         match phase {
-            Phase::Memory => memory(&env, &s, &subjects, fixed, &mut r)?,
-            Phase::Upload => upload(&env, &s, &subjects, fixed, backend_addr, &mut r)?,
-            Phase::Rate => rate(
-                &env,
-                &s,
-                &rate_subjects,
-                fixed,
-                nginx_addr,
-                64,
-                &mut r,
-                args.smoke,
-            )?,
-            Phase::Latency => rate(
-                &lat_env,
-                &s,
-                &rate_subjects,
-                fixed,
-                nginx_addr,
-                1,
-                &mut r,
-                args.smoke,
-            )?,
+            Phase::Memory => memory(&job(&env, &subjects, fixed, nginx_addr), &mut r)?,
+            Phase::Upload => upload(&job(&env, &subjects, fixed, backend_addr), &mut r)?,
+            Phase::Rate => rate(&job(&env, &rate_subjects, fixed, nginx_addr), 64, &mut r)?,
+            Phase::Latency => rate(&job(&lat_env, &rate_subjects, fixed, nginx_addr), 1, &mut r)?,
             Phase::Sse => {
                 procs::pin_self(&latency_cpus)?;
-                sse(&lat_env, &s, &subjects, streaming, backend_addr, &mut r)?;
+                sse(&job(&lat_env, &subjects, streaming, backend_addr), &mut r)?;
                 procs::pin_self(&env.load_cpus)?;
             }
-            Phase::Cold => cold_mode = cold(&env, &s, &subjects, fixed, args.cold_start, &mut r)?,
+            Phase::Cold => {
+                let j = job(&env, &subjects, fixed, nginx_addr);
+                cold_mode = cold(&j, args.cold_start, &mut r)?;
+            }
         }
         load.push(format!("after {phase:?}: {}", loadavg()));
     }
@@ -481,6 +494,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .cloned()
             .collect(),
         connections: s.connections,
+        cold: cold_mode.short(),
     };
     let table = report::table(&r, &cols);
     println!("{table}");
@@ -500,6 +514,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let doc = document(&DocInput {
         args: &args,
+        latency_cpus: &latency_cpus,
         s: &s,
         env: &env,
         table: &table,
@@ -536,16 +551,11 @@ fn svg_path(out: &Path) -> PathBuf {
     out.with_file_name(format!("{stem}-latency.svg"))
 }
 
-fn memory(
-    env: &Env,
-    s: &Settings,
-    subjects: &[Subject],
-    up: Upstreams,
-    r: &mut Results,
-) -> anyhow::Result<()> {
+fn memory(job: &Job, r: &mut Results) -> anyhow::Result<()> {
+    let s = job.s;
     for round in 0..s.rounds {
         // A fresh start per round: idle RSS is what a just-started process holds.
-        let mut running = procs::start_subjects(env, subjects, up, &format!("mem{round}"))?;
+        let (mut running, _) = job.start(&format!("mem{round}"))?;
         thread::sleep(Duration::from_millis(300));
         for p in &running {
             r.push(Metric::IdleRss, &p.subject.name, p.proc.rss()? / 1e6);
@@ -563,16 +573,9 @@ fn memory(
     Ok(())
 }
 
-fn upload(
-    env: &Env,
-    s: &Settings,
-    subjects: &[Subject],
-    up: Upstreams,
-    direct: SocketAddr,
-    r: &mut Results,
-) -> anyhow::Result<()> {
-    let mut running = procs::start_subjects(env, subjects, up, "upload")?;
-    let all = targets(direct, &running);
+fn upload(job: &Job, r: &mut Results) -> anyhow::Result<()> {
+    let s = job.s;
+    let (mut running, all) = job.start("upload")?;
     for round in 0..s.rounds {
         for t in rotated(&all, round) {
             let proc = running.iter().find(|p| p.subject.name == t.name);
@@ -591,21 +594,11 @@ fn upload(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn rate(
-    env: &Env,
-    s: &Settings,
-    subjects: &[Subject],
-    up: Upstreams,
-    direct: SocketAddr,
-    conns: u32,
-    r: &mut Results,
-    smoke: bool,
-) -> anyhow::Result<()> {
-    let mut running = procs::start_subjects(env, subjects, up, &format!("c{conns}"))?;
-    let all = targets(direct, &running);
+fn rate(job: &Job, conns: u32, r: &mut Results) -> anyhow::Result<()> {
+    let (env, s) = (job.env, job.s);
+    let (mut running, all) = job.start(&format!("c{conns}"))?;
     let script = measure::write_wrk_script(&env.dir)?;
-    if !smoke {
+    if !job.smoke {
         for t in &all {
             measure::wrk(env, &script, t.addr, conns, 1)?;
         }
@@ -613,8 +606,16 @@ fn rate(
     for round in 0..s.rounds {
         let mut p50 = Vec::new();
         for t in rotated(&all, round) {
+            let proc = running.iter().find(|p| p.subject.name == t.name);
+            let cpu_before = proc.map(|p| p.proc.cpu_ns()).transpose()?;
             let w = measure::wrk(env, &script, t.addr, conns, s.duration)
                 .with_context(|| format!("wrk through {}", t.name))?;
+            if let (Some(p), Some(before)) = (proc, cpu_before) {
+                if conns > 1 && w.requests > 0.0 {
+                    let used = p.proc.cpu_ns()? - before;
+                    r.push(Metric::CpuPerReq, &t.name, used / w.requests / 1e3);
+                }
+            }
             if w.errors > 0 {
                 r.warnings.push(format!(
                     "round {round}, c={conns}, {}: {} failed requests",
@@ -650,16 +651,9 @@ fn rate(
     Ok(())
 }
 
-fn sse(
-    env: &Env,
-    s: &Settings,
-    subjects: &[Subject],
-    up: Upstreams,
-    direct: SocketAddr,
-    r: &mut Results,
-) -> anyhow::Result<()> {
-    let mut running = procs::start_subjects(env, subjects, up, "sse")?;
-    let all = targets(direct, &running);
+fn sse(job: &Job, r: &mut Results) -> anyhow::Result<()> {
+    let s = job.s;
+    let (mut running, all) = job.start("sse")?;
     // One keep-alive connection per target, warmed up (and its backend connection pooled).
     let mut conns = Vec::new();
     for t in &all {
@@ -704,14 +698,8 @@ fn sse(
 }
 
 /// Returns the mode actually used.
-fn cold(
-    env: &Env,
-    s: &Settings,
-    subjects: &[Subject],
-    up: Upstreams,
-    requested: ColdMode,
-    r: &mut Results,
-) -> anyhow::Result<ColdMode> {
+fn cold(job: &Job, requested: ColdMode, r: &mut Results) -> anyhow::Result<ColdMode> {
+    let (env, s, subjects, up) = (job.env, job.s, job.subjects, job.up);
     ensure!(!subjects.is_empty(), "nothing to start");
     let mut mode = requested;
     if mode == ColdMode::Auto {
@@ -742,6 +730,7 @@ fn cold(
 
 struct DocInput<'a> {
     args: &'a RunArgs,
+    latency_cpus: &'a [usize],
     s: &'a Settings,
     env: &'a Env,
     table: &'a str,
@@ -852,9 +841,13 @@ fn document(d: &DocInput) -> String {
     ));
     doc.push_str("## Method\n\n");
     doc.push_str(&format!(
-        "- Everything on loopback. Both proxies are pinned to CPU {pc} with {workers} worker thread \
-         (HAProxy `nbthread {workers}`, openai-proxy `TOKIO_WORKER_THREADS={workers}`); nginx \
-         (one process), the bench backend, wrk and the harness's clients are pinned to CPU {lc}. \
+        "- Everything on loopback. Both proxies run with {workers} worker thread (HAProxy \
+         `nbthread {workers}`, openai-proxy `TOKIO_WORKER_THREADS={workers}`) on the same CPU set. \
+         For requests/s at c=64, the upload, memory and cold start, the proxies are pinned to \
+         CPU {pc} and nginx (one process), the bench backend, wrk and the harness's clients to \
+         CPU {lc}. For latency at c=1 and SSE, everything is pinned to CPU {lat}: one request at \
+         a time then measures the proxy's own work, not the hypervisor waking an idle CPU twice \
+         per hop (on this machine that adds about 50 µs per round trip to either proxy). \
          Neither proxy logs requests (HAProxy has no `log` line; openai-proxy runs with \
          `access_log = false`) except the `+log` run.\n\
          - Routing: the seed's routes on both (`/v1/chat/completions` → \"ollama\", \
@@ -862,11 +855,14 @@ fn document(d: &DocInput) -> String {
          OpenAI, `/health`). HAProxy's config does the same per-request work as openai-proxy: \
          whole-segment prefix matching, path normalization (`normalize-uri`), X-Forwarded-For, \
          -Proto and -Host, X-Request-ID (kept or made, and returned), X-Backend, Host set to the \
-         backend, client credentials removed for the local backends.\n\
+         backend, client credentials removed for the local backends, and \
+         `option http-no-delay` (without it HAProxy holds SSE events back for up to 200 ms).\n\
          - Requests/s and latency: `wrk -t1 -c64 -d{dur}s` and `wrk -t1 -c1 -d{dur}s` sending a \
          small `POST /v1/chat/completions` (JSON, with an `Authorization` header) to nginx, which \
          answers a fixed 300-byte chat.completion; direct means wrk → nginx. One warm-up second \
-         per subject first.\n\
+         per subject first. CPU time per request is the proxy's CPU time during the run (all \
+         threads, from /proc/PID/task/*/schedstat) over the requests wrk completed: unlike \
+         requests/s, it hardly moves when other programs compete for the CPU.\n\
          - SSE: the bench backend (`bench/harness/backend.rs`) streams {ev} events {gap} ms apart, \
          each stamped with the CLOCK_MONOTONIC time it was written; the client (on the same \
          machine) records when each arrives. Per-event delay is arrival minus stamp; time to first \
@@ -882,6 +878,7 @@ fn document(d: &DocInput) -> String {
          - Cold start: {cold}.\n",
         pc = cpus(&d.env.proxy_cpus),
         lc = cpus(&d.env.load_cpus),
+        lat = cpus(d.latency_cpus),
         dur = s.duration,
         ev = s.sse_events,
         gap = s.sse_gap_ms,

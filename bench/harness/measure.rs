@@ -19,6 +19,7 @@ pub const PERCENTILES: [f64; 6] = [50.0, 75.0, 90.0, 99.0, 99.9, 99.99];
 /// One wrk run.
 #[derive(Debug, Clone)]
 pub struct WrkRun {
+    pub requests: f64,
     pub rps: f64,
     /// Latency at each of [`PERCENTILES`], in microseconds.
     pub pct_us: Vec<f64>,
@@ -91,6 +92,7 @@ pub fn wrk(
         .collect::<anyhow::Result<Vec<_>>>()?;
     ensure!(pct_us.len() == PERCENTILES.len(), "wrk gave {line}");
     Ok(WrkRun {
+        requests,
         rps: requests / (duration_us / 1e6),
         pct_us,
         errors,
@@ -205,6 +207,14 @@ pub enum ColdMode {
 }
 
 impl ColdMode {
+    /// A few words for the table.
+    pub fn short(self) -> &'static str {
+        match self {
+            ColdMode::Auto | ColdMode::Activate => "socket-activated, connect → first byte",
+            ColdMode::Spawn => "spawn → first /health byte",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             ColdMode::Auto | ColdMode::Activate => {
@@ -246,14 +256,8 @@ pub fn cold_start(
         ColdMode::Spawn => {
             let addr = free_addr()?;
             let config = env.write_config(subject, "cold", Some(addr), up)?;
-            let mut cmd = env.command(subject, &config);
             let t0 = Instant::now();
-            let mut proc = Proc::spawn(
-                &format!("cold-{}", subject.name.replace('+', "-")),
-                &mut cmd,
-                &env.proxy_cpus,
-                &env.dir,
-            )?;
+            let mut proc = env.spawn_with(subject, "cold", &config)?;
             loop {
                 if let Ok(mut s) = TcpStream::connect(addr) {
                     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));

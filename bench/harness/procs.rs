@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::{bail, ensure, Context as _};
 
 use crate::http::{get_request, Conn};
 
@@ -152,6 +152,20 @@ impl Proc {
         Ok(self.status_kb("VmHWM:")? as f64 * 1024.0)
     }
 
+    /// CPU time used so far by all the process's threads, in nanoseconds (schedstat).
+    pub fn cpu_ns(&self) -> anyhow::Result<f64> {
+        let mut total = 0.0;
+        for task in fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            let stat = fs::read_to_string(task?.path().join("schedstat"))?;
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .context("bad schedstat")?;
+        }
+        Ok(total)
+    }
+
     /// Resets the peak RSS to the current RSS (`clear_refs` 5, Linux ≥ 4.0).
     pub fn reset_peak(&self) -> anyhow::Result<()> {
         fs::write(format!("/proc/{}/clear_refs", self.pid()), "5")
@@ -241,46 +255,40 @@ http {{
     )
 }
 
-/// The proxy's config: the seed's routing, whisper/kokoro/ollama on loopback.
-pub fn proxy_config(listen: SocketAddr, up: Upstreams, access_log: bool) -> String {
-    format!(
-        r#"[server]
-listen = ["{listen}"]
-
-[log]
-level = "info"
-target = "stderr"
-access_log = {access_log}
-
-[backends.openai]
-url = "https://api.openai.com"
-forward_client_auth = true
-[backends.whisper]
-url = "http://{backend}"
-[backends.ollama]
-url = "http://{ollama}"
-[backends.kokoro]
-url = "http://{backend}"
-
-[[route]]
-path = "/v1/audio/transcriptions"
-backend = "whisper"
-[[route]]
-path = "/v1/chat/completions"
-backend = "ollama"
-[[route]]
-path = "/v1/audio/speech"
-backend = "kokoro"
-[[route]]
-path = "/v1/audio/voices"
-backend = "kokoro"
-[[route]]
-path = "/v1"
-backend = "openai"
-"#,
-        backend = up.backend,
-        ollama = up.ollama,
-    )
+/// The proxy's config: the shipped default (the seed's routing, OpenAI over HTTPS) with the
+/// listen address, the log settings and the local backends' URLs replaced.
+pub fn proxy_config(listen: SocketAddr, up: Upstreams, access_log: bool) -> anyhow::Result<String> {
+    let mut text = include_str!("../../config/openai-proxy.toml").to_string();
+    for (from, to) in [
+        (
+            "listen = [\"127.0.0.1:2020\"]".to_string(),
+            format!("listen = [\"{listen}\"]"),
+        ),
+        ("target = \"auto\"".into(), "target = \"stderr\"".into()),
+        (
+            "access_log = true".into(),
+            format!("access_log = {access_log}"),
+        ),
+        (
+            "\"http://127.0.0.1:2022\"".into(),
+            format!("\"http://{}\"", up.backend),
+        ),
+        (
+            "\"http://127.0.0.1:11434\"".into(),
+            format!("\"http://{}\"", up.ollama),
+        ),
+        (
+            "\"http://127.0.0.1:8880\"".into(),
+            format!("\"http://{}\"", up.backend),
+        ),
+    ] {
+        ensure!(
+            text.matches(&from).count() == 1,
+            "config/openai-proxy.toml no longer has exactly one {from}; update bench/harness/procs.rs"
+        );
+        text = text.replace(&from, &to);
+    }
+    Ok(text)
 }
 
 /// HAProxy doing the same work as openai-proxy: the same routes on whole path segments, path
@@ -408,6 +416,29 @@ impl Env {
         }
     }
 
+    /// Starts `subject` listening on `addr`, pinned to the proxy CPUs.
+    pub fn spawn(
+        &self,
+        s: &Subject,
+        tag: &str,
+        addr: SocketAddr,
+        up: Upstreams,
+    ) -> anyhow::Result<Proc> {
+        let config = self.write_config(s, tag, Some(addr), up)?;
+        self.spawn_with(s, tag, &config)
+    }
+
+    /// Starts `subject` with a config already written.
+    pub fn spawn_with(&self, s: &Subject, tag: &str, config: &Path) -> anyhow::Result<Proc> {
+        let mut cmd = self.command(s, config);
+        Proc::spawn(
+            &format!("{}-{tag}", s.name.replace('+', "-")),
+            &mut cmd,
+            &self.proxy_cpus,
+            &self.dir,
+        )
+    }
+
     /// Writes the config of `subject` for `bind` (an address or `fd@3`).
     pub fn write_config(
         &self,
@@ -427,7 +458,7 @@ impl Env {
                     Some(a) => a,
                     None => free_addr()?,
                 };
-                (proxy_config(addr, up, *access_log), "toml")
+                (proxy_config(addr, up, *access_log)?, "toml")
             }
         };
         let path = self
@@ -455,14 +486,7 @@ pub fn start_subjects(
     let mut running = Vec::new();
     for s in subjects {
         let addr = free_addr()?;
-        let config = env.write_config(s, tag, Some(addr), up)?;
-        let mut cmd = env.command(s, &config);
-        let mut proc = Proc::spawn(
-            &format!("{}-{tag}", s.name.replace('+', "-")),
-            &mut cmd,
-            &env.proxy_cpus,
-            &env.dir,
-        )?;
+        let mut proc = env.spawn(s, tag, addr, up)?;
         wait_ready(&mut proc, addr, "/health")?;
         running.push(Running {
             subject: s.clone(),

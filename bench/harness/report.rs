@@ -15,6 +15,7 @@ pub const PROXY_LOG: &str = "openai-proxy+log";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Metric {
     Rps,
+    CpuPerReq,
     P50c64,
     P99c64,
     AddedP50c1,
@@ -45,8 +46,9 @@ pub struct Info {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 14] = [
         Metric::Rps,
+        Metric::CpuPerReq,
         Metric::P50c64,
         Metric::P99c64,
         Metric::AddedP50c1,
@@ -69,6 +71,7 @@ impl Metric {
                 0,
                 Some(Goal::RatioAtLeast(1.2)),
             ),
+            Metric::CpuPerReq => ("POST chat, c=64: proxy CPU time per request", "µs", 1, None),
             Metric::P50c64 => ("POST chat, c=64: p50 latency", "ms", 2, None),
             Metric::P99c64 => ("POST chat, c=64: p99 latency", "ms", 2, None),
             Metric::AddedP50c1 => (
@@ -205,6 +208,8 @@ pub struct Columns {
     /// Subjects after direct, HAProxy and openai-proxy (the +log run, variants).
     pub extra: Vec<String>,
     pub connections: usize,
+    /// How the cold start was measured, for its row's label.
+    pub cold: &'static str,
 }
 
 fn fmt(v: Option<f64>, decimals: usize) -> String {
@@ -246,10 +251,10 @@ pub fn table(r: &Results, cols: &Columns) -> String {
         if !r.samples.keys().any(|(mm, _)| *mm == m) {
             continue;
         }
-        let label = if m == Metric::ConnRss {
-            info.label.replace('N', &cols.connections.to_string())
-        } else {
-            info.label.to_string()
+        let label = match m {
+            Metric::ConnRss => info.label.replace('N', &cols.connections.to_string()),
+            Metric::ColdStart => format!("{} ({})", info.label, cols.cold),
+            _ => info.label.to_string(),
         };
         let direct = if m.is_added() {
             "0 (base)".to_string()
