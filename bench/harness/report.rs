@@ -355,26 +355,26 @@ pub fn svg(r: &Results, subjects: &[String]) -> String {
                 Some((si, med))
             })
             .collect();
-        let max = curves
-            .iter()
-            .flat_map(|(_, v)| v.iter().copied())
-            .fold(0.0, f64::max)
-            .max(1.0);
-        let (unit, scale) = if max >= 2000.0 {
-            ("ms", 1000.0)
-        } else {
-            ("µs", 1.0)
-        };
-        let top = nice_ceiling(max / scale);
+        // Log scale: medians and tails differ by orders of magnitude.
+        let values = curves.iter().flat_map(|(_, v)| v.iter().copied());
+        let lo = values
+            .clone()
+            .filter(|v| *v > 0.0)
+            .fold(f64::INFINITY, f64::min)
+            .max(1.0)
+            .log10()
+            .floor();
+        let hi = values.fold(10.0, f64::max).log10().ceil().max(lo + 1.0);
+        let y_of = |v: f64| mt + ph - ph * ((v.max(1.0).log10() - lo) / (hi - lo)).clamp(0.0, 1.0);
         let _ = writeln!(
             s,
             "<text x=\"{:.1}\" y=\"22\" font-size=\"14\" font-weight=\"bold\">Latency percentiles, POST chat, {c} connection{}</text>",
             x0,
             if *c == 1 { "" } else { "s" }
         );
-        for t in 0..=5 {
-            let v = top * t as f64 / 5.0;
-            let y = mt + ph - ph * t as f64 / 5.0;
+        for decade in lo as i32..=hi as i32 {
+            let v = 10f64.powi(decade);
+            let y = y_of(v);
             let _ = writeln!(
                 s,
                 "<line x1=\"{x0:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
@@ -382,15 +382,15 @@ pub fn svg(r: &Results, subjects: &[String]) -> String {
                 x0 + pw,
                 x0 - 6.0,
                 y + 4.0,
-                trim_num(v)
+                duration_label(v)
             );
         }
         let _ = writeln!(
             s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 {:.1} {:.1})\">latency ({unit})</text>",
-            x0 - 50.0,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 {:.1} {:.1})\">latency (log scale)</text>",
+            x0 - 56.0,
             mt + ph / 2.0,
-            x0 - 50.0,
+            x0 - 56.0,
             mt + ph / 2.0
         );
         let step = pw / (PERCENTILES.len() - 1) as f64;
@@ -412,10 +412,7 @@ pub fn svg(r: &Results, subjects: &[String]) -> String {
             let pts: Vec<String> = med
                 .iter()
                 .enumerate()
-                .map(|(i, v)| {
-                    let y = mt + ph - ph * (v / scale / top).min(1.0);
-                    format!("{:.1},{y:.1}", x0 + step * i as f64)
-                })
+                .map(|(i, v)| format!("{:.1},{:.1}", x0 + step * i as f64, y_of(*v)))
                 .collect();
             let color = COLORS[si % COLORS.len()];
             let _ = writeln!(
@@ -450,19 +447,15 @@ pub fn svg(r: &Results, subjects: &[String]) -> String {
     s
 }
 
-/// 1, 2, 2.5 or 5 times a power of ten, at least `v`.
-fn nice_ceiling(v: f64) -> f64 {
-    let mag = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|c| *c >= v)
-        .unwrap_or(10.0 * mag)
-}
-
-fn trim_num(v: f64) -> String {
-    let s = format!("{v:.2}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
+/// A power of ten of microseconds as a short label: 1 µs, 10 µs, ..., 1 ms, ..., 1 s.
+fn duration_label(us: f64) -> String {
+    if us >= 1e6 {
+        format!("{} s", us / 1e6)
+    } else if us >= 1e3 {
+        format!("{} ms", us / 1e3)
+    } else {
+        format!("{us} µs")
+    }
 }
 
 #[cfg(test)]
@@ -474,7 +467,7 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0, 5.0], 50.0), 3.0);
-        assert_eq!(nice_ceiling(37.0), 50.0);
-        assert_eq!(nice_ceiling(2.1), 2.5);
+        assert_eq!(duration_label(100.0), "100 µs");
+        assert_eq!(duration_label(10_000.0), "10 ms");
     }
 }
