@@ -79,6 +79,10 @@ struct CallgrindArgs {
     /// Run with access_log = true.
     #[arg(long)]
     access_log: bool,
+    /// Count SSE streams of this many events (1 ms apart) instead of chat requests; the
+    /// result is then per event.
+    #[arg(long, default_value_t = 0)]
+    sse_events: u64,
     /// Keep callgrind.out.N2 here for callgrind_annotate.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -203,7 +207,11 @@ fn callgrind(args: &CallgrindArgs) -> anyhow::Result<()> {
     let (_nginx, nginx_addr) = procs::start_nginx(&env)?;
     let (_backend, backend_addr) = procs::start_backend(&env)?;
     let up = Upstreams {
-        ollama: nginx_addr,
+        ollama: if args.sse_events > 0 {
+            backend_addr
+        } else {
+            nginx_addr
+        },
         backend: backend_addr,
     };
     let subject = match &args.proxy {
@@ -246,8 +254,12 @@ fn callgrind(args: &CallgrindArgs) -> anyhow::Result<()> {
         };
         let req = chat_request("/v1/chat/completions");
         for i in 0..n {
-            let (status, _) = conn.roundtrip(&req)?;
-            ensure!(status == 200, "request {i}: status {status}");
+            if args.sse_events > 0 {
+                measure::sse_stream(&mut conn, args.sse_events, 1)?;
+            } else {
+                let (status, _) = conn.roundtrip(&req)?;
+                ensure!(status == 200, "request {i}: status {status}");
+            }
         }
         drop(conn);
         drop(proc);
@@ -268,9 +280,15 @@ fn callgrind(args: &CallgrindArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let per = (totals[1] - totals[0]) / (args.n2 - args.n1) as f64;
+    let unit = if args.sse_events > 0 {
+        "SSE event"
+    } else {
+        "request"
+    };
+    let per =
+        (totals[1] - totals[0]) / ((args.n2 - args.n1) as f64 * args.sse_events.max(1) as f64);
     println!(
-        "instructions per request: {per:.0} (totals {:.0} for {} and {:.0} for {} requests)",
+        "instructions per {unit}: {per:.0} (totals {:.0} for {} and {:.0} for {} runs)",
         totals[0], args.n1, totals[1], args.n2
     );
     Ok(())
