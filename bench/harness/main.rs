@@ -546,7 +546,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         load: &load,
         cold_mode,
         elapsed,
-        proxy_bin: &proxy_bin,
+        proxy_bin: &args.proxy,
     });
     std::fs::write(&args.out, doc)?;
     eprintln!(
