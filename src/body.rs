@@ -34,12 +34,16 @@ pub enum BodyError {
 /// Stands in for "forever" where a deadline would overflow.
 const MAX_WAIT: Duration = Duration::from_secs(365 * 86_400);
 
-/// Fires when a body has been silent (Pending) for longer than `timeout`. The timer is armed
-/// only while waiting, so a body whose frames are always ready never touches it, and it is
-/// allocated only the first time a body has to wait.
+/// Fires when a body has been silent (Pending) for longer than `timeout`. A body whose frames
+/// are always ready never touches it; the timer is allocated the first time a body waits and
+/// then reused.
 pub struct IdleTimer {
     timeout: Duration,
-    armed: bool,
+    /// When the current silence began; `None` while the body makes progress.
+    silent_since: Option<Instant>,
+    /// Its deadline may be earlier than the current silence needs (it was set for an earlier
+    /// one); it is moved only when it fires early. So a stream with a pause between every
+    /// event (SSE) touches the timer wheel about once per `timeout`, not once per event.
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
@@ -47,30 +51,29 @@ impl IdleTimer {
     pub fn new(timeout: Duration) -> Self {
         IdleTimer {
             timeout,
-            armed: false,
+            silent_since: None,
             sleep: None,
         }
     }
 
     /// Call after the inner body made progress.
     fn disarm(&mut self) {
-        self.armed = false;
+        self.silent_since = None;
     }
 
     /// Call after the inner body returned Pending; `Ready` means the silence lasted too long.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Duration> {
-        if !self.armed {
-            let now = Instant::now();
-            let deadline = now.checked_add(self.timeout).unwrap_or(now + MAX_WAIT);
-            match &mut self.sleep {
-                Some(s) => s.as_mut().reset(deadline),
-                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        let since = *self.silent_since.get_or_insert_with(Instant::now);
+        let deadline = since.checked_add(self.timeout).unwrap_or(since + MAX_WAIT);
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            ready!(sleep.as_mut().poll(cx));
+            if Instant::now() >= deadline {
+                return Poll::Ready(self.timeout);
             }
-            self.armed = true;
-        }
-        match &mut self.sleep {
-            Some(s) => s.as_mut().poll(cx).map(|()| self.timeout),
-            None => Poll::Pending,
+            sleep.as_mut().reset(deadline);
         }
     }
 }
@@ -277,5 +280,31 @@ impl Body for ResponseBody {
             Some(inner) => inner.size_hint(),
             None => SizeHint::with_exact(self.full.as_ref().map_or(0, |d| d.len() as u64)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_timer_counts_each_silence_on_its_own() {
+        let timeout = Duration::from_millis(100);
+        let mut t = IdleTimer::new(timeout);
+        // Silences of 60 ms with progress in between: never 100 ms in a row, although the
+        // timer set during the first one is due during the second.
+        for _ in 0..4 {
+            let silence = tokio::time::timeout(
+                Duration::from_millis(60),
+                std::future::poll_fn(|cx| t.poll_expired(cx)),
+            )
+            .await;
+            assert!(silence.is_err(), "fired after 60 ms of silence");
+            t.disarm();
+        }
+        let start = Instant::now();
+        let after = std::future::poll_fn(|cx| t.poll_expired(cx)).await;
+        assert_eq!(after, timeout);
+        assert!(start.elapsed() >= timeout);
     }
 }

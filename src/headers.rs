@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::AuthPolicy;
 
@@ -16,7 +17,8 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
-/// non-standard ones proxies also treat that way.
+/// non-standard ones proxies also treat that way. Their order is the bit order of
+/// [`header_bit`].
 static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -38,64 +40,182 @@ pub static SECRET_HEADERS: [HeaderName; 5] = [
     HeaderName::from_static("openai-project"),
 ];
 
-/// Removes hop-by-hop headers and every header named in `Connection`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        // Collect first: the names borrow from the map we are about to change.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
+/// Bits of [`header_bit`]: hop-by-hop headers first, then `Expect`, then the secrets.
+const HOP_MASK: u32 = (1 << HOP_BY_HOP.len()) - 1;
+const EXPECT_BIT: u32 = 1 << HOP_BY_HOP.len();
+const SECRET_SHIFT: usize = HOP_BY_HOP.len() + 1;
+const SECRET_MASK: u32 = ((1 << SECRET_HEADERS.len()) - 1) << SECRET_SHIFT;
+
+/// The bit of a header the rewrite may remove, or 0. Comparing names once beats hashing each
+/// candidate name for a lookup: a request has a handful of headers and usually none of these.
+fn header_bit(name: &HeaderName) -> u32 {
+    let i = match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        "expect" => 9,
+        "authorization" => 10,
+        "api-key" => 11,
+        "x-api-key" => 12,
+        "openai-organization" => 13,
+        "openai-project" => 14,
+        _ => return 0,
+    };
+    1 << i
+}
+
+/// Which of the headers of [`header_bit`] are present: one pass over the names.
+fn present(headers: &HeaderMap) -> u32 {
+    headers.keys().fold(0, |bits, name| bits | header_bit(name))
+}
+
+/// Removes the headers whose bits are set, and, when `Connection` is among them, every header
+/// it names.
+fn remove_present(headers: &mut HeaderMap, bits: u32) {
+    if bits & 1 != 0 {
+        // Clone the values (reference-counted, no copy): the names borrow from the map we are
+        // about to change. Usually there is one `Connection` header; `more` then stays empty
+        // and allocates nothing.
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        let first = values.next().cloned();
+        let more: Vec<HeaderValue> = values.cloned().collect();
+        for v in first.iter().chain(&more) {
+            for name in v.to_str().unwrap_or_default().split(',') {
+                let name = name.trim();
+                if !name.is_empty() {
+                    // A &str key is looked up without allocating; an invalid name matches none.
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+    let names = HOP_BY_HOP
+        .iter()
+        .chain(std::iter::once(&header::EXPECT))
+        .chain(&SECRET_HEADERS);
+    for (i, name) in names.enumerate() {
+        if bits & (1 << i) != 0 {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
+}
+
+/// Removes hop-by-hop headers and every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let bits = present(headers) & HOP_MASK;
+    if bits != 0 {
+        remove_present(headers, bits);
     }
 }
 
 /// Applies a backend's auth policy to the request headers going to it.
 pub fn apply_auth(headers: &mut HeaderMap, policy: &AuthPolicy) {
-    match policy {
-        AuthPolicy::Forward => {}
-        AuthPolicy::Strip => remove_secrets(headers),
-        AuthPolicy::Inject { key, .. } => {
-            remove_secrets(headers);
-            headers.insert(header::AUTHORIZATION, key.bearer().clone());
+    if !matches!(policy, AuthPolicy::Forward) {
+        let bits = present(headers) & SECRET_MASK;
+        if bits != 0 {
+            remove_present(headers, bits);
         }
+    }
+    if let AuthPolicy::Inject { key, .. } = policy {
+        headers.insert(header::AUTHORIZATION, key.bearer().clone());
     }
 }
 
-fn remove_secrets(headers: &mut HeaderMap) {
-    for name in &SECRET_HEADERS {
-        if headers.contains_key(name) {
-            headers.remove(name);
+/// Rewrites a client's request headers for a backend, in one pass over the names: hop-by-hop
+/// headers (and those named in `Connection`) and `Expect` removed (hyper already answered
+/// `100-continue`), the auth policy applied, `X-Forwarded-*` set, the request id set, and
+/// `Host` replaced by `host` (or removed, for the client to set from the URI).
+pub fn rewrite_request(
+    headers: &mut HeaderMap,
+    policy: &AuthPolicy,
+    peer: Option<IpAddr>,
+    request_id: &HeaderValue,
+    host: Option<&HeaderValue>,
+) {
+    let client_host = match host {
+        Some(h) => headers.insert(header::HOST, h.clone()),
+        None => headers.remove(header::HOST),
+    };
+    let mut remove = HOP_MASK | EXPECT_BIT;
+    if !matches!(policy, AuthPolicy::Forward) {
+        remove |= SECRET_MASK;
+    }
+    let bits = present(headers) & remove;
+    if bits != 0 {
+        remove_present(headers, bits);
+        if let (Some(h), true) = (host, bits & 1 != 0) {
+            // `Connection: host` must not take the backend's Host away.
+            headers.insert(header::HOST, h.clone());
         }
     }
+    if let AuthPolicy::Inject { key, .. } = policy {
+        headers.insert(header::AUTHORIZATION, key.bearer().clone());
+    }
+    set_forwarded(headers, peer, client_host);
+    headers.insert(&X_REQUEST_ID, request_id.clone());
+}
+
+/// Rewrites a backend's response headers for the client: hop-by-hop headers removed,
+/// `X-Backend` added.
+pub fn rewrite_response(headers: &mut HeaderMap, backend: &HeaderValue) {
+    strip_hop_by_hop(headers);
+    headers.insert(&X_BACKEND, backend.clone());
+}
+
+/// The `X-Forwarded-For` value for a peer alone. Requests on one connection (and usually all
+/// connections: clients on loopback) come from the same address, so the last value is kept
+/// per thread instead of being formatted and allocated for every request.
+fn peer_value(ip: IpAddr) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((cached, v)) = &*last {
+            if *cached == ip {
+                return Some(v.clone());
+            }
+        }
+        let v = HeaderValue::from_maybe_shared(Bytes::from(ip.to_string())).ok()?;
+        *last = Some((ip, v.clone()));
+        Some(v)
+    })
 }
 
 /// Sets `X-Forwarded-For` (appending the peer), `X-Forwarded-Proto` and `X-Forwarded-Host`
 /// (the Host the client asked for).
 pub fn set_forwarded(headers: &mut HeaderMap, peer: Option<IpAddr>, host: Option<HeaderValue>) {
     if let Some(ip) = peer {
-        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-            _ => ip.to_string(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
+        match headers.entry(&X_FORWARDED_FOR) {
+            Entry::Occupied(mut e) => {
+                let value = match e.get().to_str() {
+                    Ok(prev) if !prev.trim().is_empty() => {
+                        HeaderValue::from_str(&format!("{prev}, {ip}")).ok()
+                    }
+                    _ => peer_value(ip),
+                };
+                if let Some(v) = value {
+                    e.insert(v);
+                }
+            }
+            Entry::Vacant(e) => {
+                if let Some(v) = peer_value(ip) {
+                    e.insert(v);
+                }
+            }
         }
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     match host {
         Some(h) => {
-            headers.insert(X_FORWARDED_HOST.clone(), h);
+            headers.insert(&X_FORWARDED_HOST, h);
         }
         None => {
             headers.remove(&X_FORWARDED_HOST);
@@ -143,8 +263,10 @@ pub fn new_request_id() -> HeaderValue {
     for (i, b) in buf.iter_mut().enumerate() {
         *b = HEX[((value >> (124 - 4 * i)) & 0xf) as usize];
     }
-    // Hex digits are always a valid header value.
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Hex digits are always a valid header value. `from_owner` keeps the digits in one
+    // reference-counted allocation, so the clones for the backend and the log copy nothing.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
@@ -204,6 +326,62 @@ mod tests {
         assert_eq!(h[header::AUTHORIZATION], "Bearer sk-injected");
         assert!(h[header::AUTHORIZATION].is_sensitive());
         assert!(!format!("{:?}", cfg.backends[0].auth).contains("sk-injected"));
+    }
+
+    #[test]
+    fn request_rewrite() {
+        let mut h = secrets();
+        h.insert(header::HOST, HeaderValue::from_static("proxy:2020"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("x-foo, host"));
+        h.insert("x-foo", HeaderValue::from_static("1"));
+        h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("a/b"));
+        let rid = HeaderValue::from_static("rid-1");
+        let backend_host = HeaderValue::from_static("127.0.0.1:11434");
+        let mut stripped = h.clone();
+        rewrite_request(
+            &mut stripped,
+            &AuthPolicy::Strip,
+            Some([127, 0, 0, 1].into()),
+            &rid,
+            Some(&backend_host),
+        );
+        let mut names: Vec<&str> = stripped.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-request-id"
+            ]
+        );
+        assert_eq!(stripped[header::HOST], "127.0.0.1:11434");
+        assert_eq!(stripped[&X_FORWARDED_HOST], "proxy:2020");
+        assert_eq!(stripped[&X_REQUEST_ID], "rid-1");
+
+        // Forwarding keeps the credentials; without a backend Host the client's is removed.
+        rewrite_request(&mut h, &AuthPolicy::Forward, None, &rid, None);
+        assert!(!h.contains_key(header::HOST));
+        assert_eq!(h[&X_FORWARDED_HOST], "proxy:2020");
+        for n in &SECRET_HEADERS {
+            assert!(h.contains_key(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn response_rewrite() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        rewrite_response(&mut h, &HeaderValue::from_static("ollama"));
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h[&X_BACKEND], "ollama");
     }
 
     #[test]

@@ -10,16 +10,17 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::uri::PathAndQuery;
+use http::header::{self, Entry, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::{BodyError, RequestBody, ResponseBody};
 use crate::config::{BackendConfig, Config};
 use crate::error::ProxyError;
-use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
+use crate::headers::{self, X_REQUEST_ID};
 use crate::logging::AccessRecord;
 use crate::router::{normalize_path, Router};
 use crate::upstream::Backend;
@@ -85,13 +86,14 @@ impl Proxy {
         req: Request<Incoming>,
         peer: Option<IpAddr>,
     ) -> Response<ResponseBody> {
-        let start = Instant::now();
         let rid = headers::request_id(req.headers());
-        let mut access = self
-            .config
-            .log
-            .access_log
-            .then(|| Box::new(AccessRecord::new(rid.clone(), req.method().clone(), start)));
+        let mut access = self.config.log.access_log.then(|| {
+            Box::new(AccessRecord::new(
+                rid.clone(),
+                req.method().clone(),
+                Instant::now(),
+            ))
+        });
         let mut res = match self.forward(req, peer, &rid, access.as_deref_mut()).await {
             Ok(res) => res,
             Err(e) => {
@@ -101,12 +103,12 @@ impl Proxy {
                 e.response()
             }
         };
-        if !res.headers().contains_key(&X_REQUEST_ID) {
-            res.headers_mut().insert(X_REQUEST_ID.clone(), rid);
+        if let Entry::Vacant(e) = res.headers_mut().entry(&X_REQUEST_ID) {
+            e.insert(rid);
         }
         if let Some(mut a) = access {
             a.status = res.status().as_u16();
-            a.headers_after = start.elapsed();
+            a.headers_after = a.start.elapsed();
             res.body_mut().set_access(a);
         }
         res
@@ -161,39 +163,29 @@ impl Proxy {
         let backend = &target.backend;
         let bc = &backend.config;
         let forward_path = m.forward_path(&bc.base_path);
-        drop(path);
         if let Some(a) = access.as_deref_mut() {
             a.route = Some(target.route.clone());
             a.backend = Some(backend.header.clone());
         }
 
         let limit = self.config.server.max_body_size;
-        if content_length(&parts.headers).is_some_and(|n| n > limit) {
+        // hyper's size hint is exactly the Content-Length, when there is one.
+        if body.size_hint().lower() > limit {
             return Err(ProxyError::BodyTooLarge { limit });
         }
 
-        let pq = match parts.uri.query() {
-            Some(q) => format!("{forward_path}?{q}"),
-            None => forward_path,
-        };
-        let pq = PathAndQuery::from_maybe_shared(Bytes::from(pq))
-            .map_err(|_| ProxyError::BadPath("the query string is not valid"))?;
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(bc.scheme.clone());
-        uri.authority = Some(bc.authority.clone());
-        uri.path_and_query = Some(pq);
-        parts.uri = Uri::from_parts(uri)
-            .map_err(|_| ProxyError::BadPath("cannot build the backend URL"))?;
+        let uri = backend_uri(&parts.uri, &forward_path, &bc.scheme, &bc.authority)?;
+        drop(forward_path);
+        drop(path);
+        parts.uri = uri;
         parts.version = Version::HTTP_11;
-
-        let h = &mut parts.headers;
-        let host = h.remove(header::HOST);
-        headers::strip_hop_by_hop(h);
-        // hyper already answered `Expect: 100-continue` to the client.
-        h.remove(header::EXPECT);
-        headers::apply_auth(h, &bc.auth);
-        headers::set_forwarded(h, peer, host);
-        h.insert(X_REQUEST_ID.clone(), rid.clone());
+        headers::rewrite_request(
+            &mut parts.headers,
+            &bc.auth,
+            peer,
+            rid,
+            backend.host.as_ref(),
+        );
 
         // Without a body, an idempotent request can be sent again when the pooled connection
         // it went out on turns out to have been closed by the backend (see `is_stale`).
@@ -227,10 +219,7 @@ impl Proxy {
         };
         let (mut rparts, rbody) = res.into_parts();
         rparts.version = Version::HTTP_11;
-        headers::strip_hop_by_hop(&mut rparts.headers);
-        rparts
-            .headers
-            .insert(X_BACKEND.clone(), backend.header.clone());
+        headers::rewrite_response(&mut rparts.headers, &backend.header);
         Ok(Response::from_parts(
             rparts,
             ResponseBody::upstream(rbody, bc.idle_timeout),
@@ -290,13 +279,32 @@ fn check_client_token(
     Ok(())
 }
 
-fn content_length(h: &http::HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+/// The URL a request goes to: the backend's scheme and authority, `forward_path`, and the
+/// client's query string. When the path is forwarded as the client sent it (the usual case:
+/// already normal, no rewrite, no base path), the client's path-and-query is reused as is,
+/// which copies nothing.
+pub fn backend_uri(
+    client: &Uri,
+    forward_path: &str,
+    scheme: &Scheme,
+    authority: &Authority,
+) -> Result<Uri, ProxyError> {
+    let pq = match client.path_and_query() {
+        Some(pq) if pq.path() == forward_path => pq.clone(),
+        _ => {
+            let pq = match client.query() {
+                Some(q) => format!("{forward_path}?{q}"),
+                None => forward_path.to_string(),
+            };
+            PathAndQuery::from_maybe_shared(Bytes::from(pq))
+                .map_err(|_| ProxyError::BadPath("the query string is not valid"))?
+        }
+    };
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(scheme.clone());
+    uri.authority = Some(authority.clone());
+    uri.path_and_query = Some(pq);
+    Uri::from_parts(uri).map_err(|_| ProxyError::BadPath("cannot build the backend URL"))
 }
 
 /// Whether a request failed because its connection was closed under it before any response:
@@ -427,4 +435,32 @@ fn status_page(router: &Router<Target>) -> Bytes {
     }
     s.push_str("\nHealth check: /health\n");
     Bytes::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_uris() {
+        let scheme = Scheme::HTTP;
+        let authority = Authority::from_static("127.0.0.1:11434");
+        let uri = |client: &'static str, fwd: &str| {
+            backend_uri(&Uri::from_static(client), fwd, &scheme, &authority)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            uri("/v1/models?limit=2", "/v1/models"),
+            "http://127.0.0.1:11434/v1/models?limit=2"
+        );
+        assert_eq!(
+            uri("//v1/./models?limit=2", "/v1/models"),
+            "http://127.0.0.1:11434/v1/models?limit=2"
+        );
+        assert_eq!(
+            uri("/v1/audio/transcriptions", "/inference"),
+            "http://127.0.0.1:11434/inference"
+        );
+    }
 }

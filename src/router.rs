@@ -151,12 +151,21 @@ pub struct Router<T> {
 pub struct Match<'r, 'p, T> {
     pub route: &'r Route<T>,
     pub rest: &'p str,
+    /// The whole path that matched.
+    path: &'p str,
 }
 
-impl<T> Match<'_, '_, T> {
+impl<'p, T> Match<'_, 'p, T> {
     /// The path to send to the backend: base path, then the (rewritten) prefix, then the rest.
-    pub fn forward_path(&self, base_path: &str) -> String {
-        let fp = &self.route.forward_prefix;
+    /// Borrows the matched path when that is what it comes to (no base path, no rewrite).
+    pub fn forward_path(&self, base_path: &str) -> Cow<'p, str> {
+        let fp = self.route.forward_prefix.as_str();
+        if base_path.is_empty()
+            && fp.len() + self.rest.len() == self.path.len()
+            && self.path.starts_with(fp)
+        {
+            return Cow::Borrowed(self.path);
+        }
         let mut s = String::with_capacity(base_path.len() + fp.len() + self.rest.len() + 1);
         s.push_str(base_path);
         s.push_str(fp);
@@ -164,7 +173,7 @@ impl<T> Match<'_, '_, T> {
         if s.is_empty() {
             s.push('/');
         }
-        s
+        Cow::Owned(s)
     }
 }
 
@@ -193,10 +202,14 @@ impl<T> Router<T> {
         self.routes.iter().find_map(|route| {
             let p = route.prefix.as_str();
             if p == "/" {
-                return Some(Match { route, rest: path });
+                return Some(Match {
+                    route,
+                    rest: path,
+                    path,
+                });
             }
             let rest = path.strip_prefix(p)?;
-            (rest.is_empty() || rest.starts_with('/')).then_some(Match { route, rest })
+            (rest.is_empty() || rest.starts_with('/')).then_some(Match { route, rest, path })
         })
     }
 
@@ -296,9 +309,22 @@ mod tests {
     }
 
     #[test]
+    fn forward_path_borrows_when_unchanged() {
+        let r = table();
+        let m = r.find("/v1/chat/completions").unwrap();
+        assert!(matches!(
+            m.forward_path(""),
+            Cow::Borrowed("/v1/chat/completions")
+        ));
+        assert!(matches!(m.forward_path("/base"), Cow::Owned(_)));
+        let m = r.find("/v1/audio/transcriptions").unwrap();
+        assert!(matches!(m.forward_path(""), Cow::Owned(_)));
+    }
+
+    #[test]
     fn forward_paths() {
         let r = table();
-        let fwd = |p: &str, base: &str| r.find(p).unwrap().forward_path(base);
+        let fwd = |p: &str, base: &str| r.find(p).unwrap().forward_path(base).into_owned();
         assert_eq!(fwd("/v1/models", ""), "/v1/models");
         assert_eq!(fwd("/v1/models", "/openai"), "/openai/v1/models");
         assert_eq!(fwd("/v1/audio/transcriptions", ""), "/inference");

@@ -2,25 +2,31 @@
 //! and TLS settings (rustls with the `ring` provider; bundled webpki roots plus `ca_file`; ALPN
 //! offers HTTP/2 and HTTP/1.1 to HTTPS backends).
 
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use http::HeaderValue;
+use http::{HeaderValue, Uri};
+use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tower_service::Service;
 
 use crate::body::RequestBody;
 use crate::config::BackendConfig;
 
 /// The client type every backend uses.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+pub type HttpClient = Client<NoInfo<HttpsConnector<HttpConnector>>, RequestBody>;
 
 /// How long an idle pooled connection to a backend is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -33,6 +39,10 @@ pub struct Backend {
     pub client: HttpClient,
     /// The `X-Backend` response header value, made once.
     pub header: HeaderValue,
+    /// The `Host` request header for a plain-HTTP backend, made once (what hyper's client
+    /// would otherwise format for every request). `None` for HTTPS, where HTTP/2 may be
+    /// negotiated and the client sets `:authority` itself.
+    pub host: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -50,11 +60,25 @@ impl Backend {
             .with_context(|| format!("backend name '{}' is not a header value", config.name))?;
         let client = build_client(&config)?;
         Ok(Backend {
+            host: host_header(&config),
             config,
             client,
             header,
         })
     }
+}
+
+/// `Host` as hyper's client writes it for HTTP/1: the host, and the port unless it is 80.
+fn host_header(cfg: &BackendConfig) -> Option<HeaderValue> {
+    if cfg.is_https() {
+        return None;
+    }
+    let a = &cfg.authority;
+    let value = match a.port_u16() {
+        None | Some(80) => a.host().to_string(),
+        Some(port) => format!("{}:{port}", a.host()),
+    };
+    HeaderValue::from_str(&value).ok()
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -102,6 +126,7 @@ fn build_client(cfg: &BackendConfig) -> anyhow::Result<HttpClient> {
         .https_or_http()
         .enable_all_versions()
         .wrap_connector(http);
+    let connector = NoInfo(connector);
     Ok(Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
@@ -112,6 +137,93 @@ fn build_client(cfg: &BackendConfig) -> anyhow::Result<HttpClient> {
         // set here because tests/faults.rs relies on it.)
         .retry_canceled_requests(true)
         .build(connector))
+}
+
+/// A connector whose connections carry no `HttpInfo` (peer and local address). hyper-util
+/// copies a connection's info into the extensions of every response, which costs three
+/// allocations per request, and nothing here reads it.
+#[derive(Clone, Debug)]
+pub struct NoInfo<T>(T);
+
+impl<S> Service<Uri> for NoInfo<S>
+where
+    S: Service<Uri>,
+    S::Future: Unpin,
+{
+    type Response = NoInfo<S::Response>;
+    type Error = S::Error;
+    type Future = NoInfo<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        NoInfo(self.0.call(uri))
+    }
+}
+
+impl<F, T, E> Future for NoInfo<F>
+where
+    F: Future<Output = Result<T, E>> + Unpin,
+{
+    type Output = Result<NoInfo<T>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map_ok(NoInfo)
+    }
+}
+
+impl<T: Connection> Connection for NoInfo<T> {
+    fn connected(&self) -> Connected {
+        // Keep what the pool needs (HTTP/2 negotiated, proxied); drop the extra info.
+        let inner = self.0.connected();
+        let mut c = Connected::new().proxy(inner.is_proxied());
+        if inner.is_negotiated_h2() {
+            c = c.negotiated_h2();
+        }
+        c
+    }
+}
+
+impl<T: Read + Unpin> Read for NoInfo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: Write + Unpin> Write for NoInfo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
 }
 
 /// `tls_insecure = true`: accepts any certificate (signatures are still checked, so the

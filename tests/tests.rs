@@ -5,6 +5,7 @@ mod support;
 
 mod access_log;
 mod auth;
+mod bench_smoke;
 mod check;
 mod client_tokens;
 mod config_errors;

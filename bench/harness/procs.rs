@@ -1,0 +1,539 @@
+//! The processes under test and around them: nginx, the bench backend, HAProxy and
+//! openai-proxy, each pinned to its CPU set, with their configs written to a scratch folder.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _};
+
+use crate::http::{get_request, Conn};
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Makes `cmd` run on `cpus` only, and die with the harness (PR_SET_PDEATHSIG), so nothing is
+/// left behind when the harness is interrupted.
+pub fn pin(cmd: &mut Command, cpus: &[usize]) {
+    let cpus = cpus.to_vec();
+    // SAFETY: only async-signal-safe calls (sched_setaffinity, prctl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for &c in &cpus {
+                libc::CPU_SET(c, &mut set);
+            }
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// Pins the calling process (the harness's own clients) to `cpus`.
+pub fn pin_self(cpus: &[usize]) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is valid; the set is only read by the kernel.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!(
+                "cannot pin the harness to CPUs {cpus:?}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Raises the open-file limit to the hard limit (for 1 000 connections; children inherit it).
+pub fn raise_nofile() {
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `cmd` on `cpus`, its output going to `<dir>/<name>.log`.
+    pub fn spawn(
+        name: &str,
+        cmd: &mut Command,
+        cpus: &[usize],
+        dir: &Path,
+    ) -> anyhow::Result<Proc> {
+        let log = dir.join(format!("{name}.log"));
+        let out = fs::File::create(&log)?;
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        pin(cmd, cpus);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {name} ({:?})", cmd.get_program()))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            log,
+        })
+    }
+
+    /// Wraps a child started elsewhere (cold-start measurements).
+    pub fn adopt(name: &str, child: Child, log: PathBuf) -> Proc {
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails, with the end of its log, when the process has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "{} exited ({status}); its log ends with:\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+        Ok(())
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    fn status_kb(&self, field: &str) -> anyhow::Result<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {field} for {}", self.name))
+    }
+
+    /// Resident set size now, in bytes.
+    pub fn rss(&self) -> anyhow::Result<f64> {
+        Ok(self.status_kb("VmRSS:")? as f64 * 1024.0)
+    }
+
+    /// Peak resident set size since start or the last [`Proc::reset_peak`], in bytes.
+    pub fn peak_rss(&self) -> anyhow::Result<f64> {
+        Ok(self.status_kb("VmHWM:")? as f64 * 1024.0)
+    }
+
+    /// CPU time used so far by all the process's threads, in nanoseconds (schedstat).
+    pub fn cpu_ns(&self) -> anyhow::Result<f64> {
+        let mut total = 0.0;
+        for task in fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            let stat = fs::read_to_string(task?.path().join("schedstat"))?;
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .context("bad schedstat")?;
+        }
+        Ok(total)
+    }
+
+    /// Resets the peak RSS to the current RSS (`clear_refs` 5, Linux ≥ 4.0).
+    pub fn reset_peak(&self) -> anyhow::Result<()> {
+        fs::write(format!("/proc/{}/clear_refs", self.pid()), "5")
+            .with_context(|| format!("cannot reset the peak RSS of {}", self.name))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `GET path` on `addr` answers 200.
+pub fn wait_ready(proc: &mut Proc, addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        proc.check_alive()?;
+        match Conn::connect(addr).and_then(|mut c| c.roundtrip(&get_request(path))) {
+            Ok((200, _)) => return Ok(()),
+            Ok((s, _)) => last = format!("status {s}"),
+            Err(e) => last = format!("{e:#}"),
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    bail!(
+        "{} did not answer GET {path} on {addr} within 10 s ({last}); log:\n{}",
+        proc.name,
+        proc.log_tail()
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configs
+
+/// Where each route of the seed's routing goes in a bench stack.
+#[derive(Clone, Copy, Debug)]
+pub struct Upstreams {
+    /// `/v1/chat/completions` (nginx for the request-rate runs, the bench backend for SSE).
+    pub ollama: SocketAddr,
+    /// whisper and kokoro: the bench backend.
+    pub backend: SocketAddr,
+}
+
+/// The fixed answer nginx gives to every chat request.
+pub const CHAT_RESPONSE: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"llama3.2","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}"#;
+
+pub fn nginx_config(dir: &Path, addr: SocketAddr) -> String {
+    format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/nginx-body;
+    proxy_temp_path {dir}/nginx-proxy;
+    fastcgi_temp_path {dir}/nginx-fastcgi;
+    uwsgi_temp_path {dir}/nginx-uwsgi;
+    scgi_temp_path {dir}/nginx-scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 600s;
+    server {{
+        listen {addr} backlog=4096;
+        location / {{
+            default_type application/json;
+            return 200 '{CHAT_RESPONSE}';
+        }}
+    }}
+}}
+"#,
+        dir = dir.display()
+    )
+}
+
+/// The proxy's config: the shipped default (the seed's routing, OpenAI over HTTPS) with the
+/// listen address, the log settings and the local backends' URLs replaced.
+pub fn proxy_config(listen: SocketAddr, up: Upstreams, access_log: bool) -> anyhow::Result<String> {
+    let mut text = include_str!("../../config/openai-proxy.toml").to_string();
+    for (from, to) in [
+        (
+            "listen = [\"127.0.0.1:2020\"]".to_string(),
+            format!("listen = [\"{listen}\"]"),
+        ),
+        ("target = \"auto\"".into(), "target = \"stderr\"".into()),
+        (
+            "access_log = true".into(),
+            format!("access_log = {access_log}"),
+        ),
+        (
+            "\"http://127.0.0.1:2022\"".into(),
+            format!("\"http://{}\"", up.backend),
+        ),
+        (
+            "\"http://127.0.0.1:11434\"".into(),
+            format!("\"http://{}\"", up.ollama),
+        ),
+        (
+            "\"http://127.0.0.1:8880\"".into(),
+            format!("\"http://{}\"", up.backend),
+        ),
+    ] {
+        ensure!(
+            text.matches(&from).count() == 1,
+            "config/openai-proxy.toml no longer has exactly one {from}; update bench/harness/procs.rs"
+        );
+        text = text.replace(&from, &to);
+    }
+    Ok(text)
+}
+
+/// HAProxy doing the same work as openai-proxy: the same routes on whole path segments, path
+/// normalization, `/health`, X-Forwarded-For/-Proto/-Host, X-Request-ID, X-Backend, Host set
+/// to the backend, client credentials removed for the local backends. No logging. `bind` is
+/// `127.0.0.1:PORT`, or `fd@3` under systemd-socket-activate.
+pub fn haproxy_config(bind: &str, up: Upstreams) -> String {
+    let mut routes = String::new();
+    let mut backends = String::new();
+    for (acl, path, be, server) in [
+        (
+            "r_whisper",
+            "/v1/audio/transcriptions",
+            "whisper",
+            up.backend,
+        ),
+        ("r_ollama", "/v1/chat/completions", "ollama", up.ollama),
+        ("r_kokoro", "/v1/audio/speech", "kokoro", up.backend),
+        ("r_kokoro", "/v1/audio/voices", "kokoro", up.backend),
+    ] {
+        routes.push_str(&format!(
+            "    acl {acl} path {path}\n    acl {acl} path_beg {path}/\n"
+        ));
+        if !backends.contains(&format!("backend {be}\n")) {
+            backends.push_str(&format!(
+                "backend {be}\n    http-request del-header Authorization\n    \
+                 http-request del-header api-key\n    http-request del-header x-api-key\n    \
+                 http-request del-header OpenAI-Organization\n    http-request del-header OpenAI-Project\n    \
+                 http-request set-header Host {server}\n    http-response set-header X-Backend {be}\n    \
+                 server s1 {server}\n"
+            ));
+        }
+    }
+    format!(
+        r#"global
+    expose-experimental-directives
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 10s
+    timeout client 5m
+    timeout server 10m
+    timeout http-request 30s
+    timeout http-keep-alive 5m
+    option forwardfor
+    # SSE and other streams: send each piece at once (no MSG_MORE batching).
+    option http-no-delay
+frontend fe
+    bind {bind}
+    unique-id-format %{{+X}}o%Ts%rt%pid%cp
+    http-request normalize-uri path-merge-slashes
+    http-request normalize-uri path-strip-dot
+    http-request normalize-uri percent-decode-unreserved
+    http-request normalize-uri percent-to-uppercase
+    http-request deny deny_status 400 if {{ path_sub /../ }} || {{ path_end /.. }}
+    http-request return status 200 content-type application/json string "{{\"status\":\"ok\"}}" if {{ path /health }}
+{routes}    acl r_openai path /v1
+    acl r_openai path_beg /v1/
+    http-request return status 404 content-type application/json string "{{}}" unless r_whisper || r_ollama || r_kokoro || r_openai
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header X-Request-ID %[unique-id] unless {{ req.hdr(x-request-id) -m found }}
+    http-response set-header X-Request-ID %[unique-id] unless {{ res.hdr(x-request-id) -m found }}
+    use_backend whisper if r_whisper
+    use_backend ollama if r_ollama
+    use_backend kokoro if r_kokoro
+    use_backend openai if r_openai
+{backends}backend openai
+    http-response set-header X-Backend openai
+    server s1 api.openai.com:443 ssl verify required ca-file /etc/ssl/certs/ca-certificates.crt sni str(api.openai.com) init-addr none
+"#
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stack
+
+/// A proxy under test: a name for the table and the binary (`None`: HAProxy).
+#[derive(Clone, Debug)]
+pub struct Subject {
+    pub name: String,
+    pub kind: SubjectKind,
+}
+
+#[derive(Clone, Debug)]
+pub enum SubjectKind {
+    Haproxy,
+    /// An openai-proxy binary, with or without access logging.
+    Proxy {
+        bin: PathBuf,
+        access_log: bool,
+    },
+}
+
+/// Settings every run shares.
+#[derive(Clone, Debug)]
+pub struct Env {
+    pub dir: PathBuf,
+    pub proxy_cpus: Vec<usize>,
+    pub load_cpus: Vec<usize>,
+}
+
+impl Env {
+    /// The command that runs `subject` (for the stack and for cold starts).
+    pub fn command(&self, s: &Subject, config: &Path) -> Command {
+        match &s.kind {
+            SubjectKind::Haproxy => {
+                let mut c = Command::new("haproxy");
+                c.arg("-db").arg("-f").arg(config);
+                c
+            }
+            SubjectKind::Proxy { bin, .. } => {
+                let mut c = Command::new(bin);
+                c.arg("--config")
+                    .arg(config)
+                    .arg("serve")
+                    // One worker thread: the same as HAProxy's nbthread 1.
+                    .env("TOKIO_WORKER_THREADS", self.proxy_cpus.len().to_string())
+                    .env_remove("LISTEN_FDS")
+                    .env_remove("LISTEN_PID")
+                    .env_remove("NOTIFY_SOCKET");
+                c
+            }
+        }
+    }
+
+    /// Starts `subject` listening on `addr`, pinned to the proxy CPUs.
+    pub fn spawn(
+        &self,
+        s: &Subject,
+        tag: &str,
+        addr: SocketAddr,
+        up: Upstreams,
+    ) -> anyhow::Result<Proc> {
+        let config = self.write_config(s, tag, Some(addr), up)?;
+        self.spawn_with(s, tag, &config)
+    }
+
+    /// Starts `subject` with a config already written.
+    pub fn spawn_with(&self, s: &Subject, tag: &str, config: &Path) -> anyhow::Result<Proc> {
+        let mut cmd = self.command(s, config);
+        Proc::spawn(
+            &format!("{}-{tag}", s.name.replace('+', "-")),
+            &mut cmd,
+            &self.proxy_cpus,
+            &self.dir,
+        )
+    }
+
+    /// Writes the config of `subject` for `bind` (an address or `fd@3`).
+    pub fn write_config(
+        &self,
+        s: &Subject,
+        tag: &str,
+        listen: Option<SocketAddr>,
+        up: Upstreams,
+    ) -> anyhow::Result<PathBuf> {
+        let (text, ext) = match &s.kind {
+            SubjectKind::Haproxy => {
+                let bind = listen.map_or_else(|| "fd@3".to_string(), |a| a.to_string());
+                (haproxy_config(&bind, up), "cfg")
+            }
+            SubjectKind::Proxy { access_log, .. } => {
+                // Under socket activation the inherited socket wins over `listen`.
+                let addr = match listen {
+                    Some(a) => a,
+                    None => free_addr()?,
+                };
+                (proxy_config(addr, up, *access_log)?, "toml")
+            }
+        };
+        let path = self
+            .dir
+            .join(format!("{}-{tag}.{ext}", s.name.replace('+', "-")));
+        fs::write(&path, text)?;
+        Ok(path)
+    }
+}
+
+/// A running proxy under test.
+pub struct Running {
+    pub subject: Subject,
+    pub addr: SocketAddr,
+    pub proc: Proc,
+}
+
+/// Starts every subject against `up`.
+pub fn start_subjects(
+    env: &Env,
+    subjects: &[Subject],
+    up: Upstreams,
+    tag: &str,
+) -> anyhow::Result<Vec<Running>> {
+    let mut running = Vec::new();
+    for s in subjects {
+        let addr = free_addr()?;
+        let mut proc = env.spawn(s, tag, addr, up)?;
+        wait_ready(&mut proc, addr, "/health")?;
+        running.push(Running {
+            subject: s.clone(),
+            addr,
+            proc,
+        });
+    }
+    Ok(running)
+}
+
+/// nginx with the fixed chat answer.
+pub fn start_nginx(env: &Env) -> anyhow::Result<(Proc, SocketAddr)> {
+    let addr = free_addr()?;
+    for d in [
+        "nginx-body",
+        "nginx-proxy",
+        "nginx-fastcgi",
+        "nginx-uwsgi",
+        "nginx-scgi",
+    ] {
+        fs::create_dir_all(env.dir.join(d))?;
+    }
+    let conf = env.dir.join("nginx.conf");
+    fs::write(&conf, nginx_config(&env.dir, addr))?;
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-p").arg(&env.dir).arg("-c").arg(&conf);
+    let mut proc = Proc::spawn("nginx", &mut cmd, &env.load_cpus, &env.dir)?;
+    wait_ready(&mut proc, addr, "/health")?;
+    Ok((proc, addr))
+}
+
+/// The bench backend: this same executable, `backend --listen ADDR`.
+pub fn start_backend(env: &Env) -> anyhow::Result<(Proc, SocketAddr)> {
+    let addr = free_addr()?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("backend").arg("--listen").arg(addr.to_string());
+    let mut proc = Proc::spawn("backend", &mut cmd, &env.load_cpus, &env.dir)?;
+    wait_ready(&mut proc, addr, "/health")?;
+    Ok((proc, addr))
+}
+
+/// First line of a command's output (versions for the report).
+pub fn version_of(cmd: &str, args: &[&str]) -> String {
+    let Ok(out) = Command::new(cmd).args(args).output() else {
+        return "not found".into();
+    };
+    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    text.lines().next().unwrap_or("?").trim().to_string()
+}

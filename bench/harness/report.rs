@@ -1,0 +1,473 @@
+//! Collected samples → medians, the table with ratios against HAProxy, the latency chart
+//! (hand-written SVG) and `docs/benchmarks.md`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::measure::PERCENTILES;
+
+/// The subject names every table knows.
+pub const DIRECT: &str = "direct";
+pub const HAPROXY: &str = "HAProxy";
+pub const PROXY: &str = "openai-proxy";
+pub const PROXY_LOG: &str = "openai-proxy+log";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Metric {
+    Rps,
+    CpuPerReq,
+    P50c64,
+    P99c64,
+    AddedP50c1,
+    AddedP99c1,
+    SseFirst,
+    SseEventP50,
+    SseEventP99,
+    Upload,
+    UploadPeak,
+    IdleRss,
+    ConnRss,
+    ColdStart,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Goal {
+    AtMost(f64),
+    AtLeast(f64),
+    /// openai-proxy ÷ HAProxy at least this.
+    RatioAtLeast(f64),
+}
+
+pub struct Info {
+    pub label: &'static str,
+    pub unit: &'static str,
+    pub decimals: usize,
+    pub goal: Option<Goal>,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 14] = [
+        Metric::Rps,
+        Metric::CpuPerReq,
+        Metric::P50c64,
+        Metric::P99c64,
+        Metric::AddedP50c1,
+        Metric::AddedP99c1,
+        Metric::SseFirst,
+        Metric::SseEventP50,
+        Metric::SseEventP99,
+        Metric::Upload,
+        Metric::UploadPeak,
+        Metric::IdleRss,
+        Metric::ConnRss,
+        Metric::ColdStart,
+    ];
+
+    pub fn info(self) -> Info {
+        let (label, unit, decimals, goal) = match self {
+            Metric::Rps => (
+                "POST chat, c=64: requests/s",
+                "req/s",
+                0,
+                Some(Goal::RatioAtLeast(1.2)),
+            ),
+            Metric::CpuPerReq => ("POST chat, c=64: proxy CPU time per request", "µs", 1, None),
+            Metric::P50c64 => ("POST chat, c=64: p50 latency", "ms", 2, None),
+            Metric::P99c64 => ("POST chat, c=64: p99 latency", "ms", 2, None),
+            Metric::AddedP50c1 => (
+                "POST chat, c=1: added p50 latency",
+                "µs",
+                1,
+                Some(Goal::AtMost(30.0)),
+            ),
+            Metric::AddedP99c1 => (
+                "POST chat, c=1: added p99 latency",
+                "µs",
+                1,
+                Some(Goal::AtMost(100.0)),
+            ),
+            Metric::SseFirst => (
+                "SSE: added time to first event (median)",
+                "µs",
+                1,
+                Some(Goal::AtMost(300.0)),
+            ),
+            Metric::SseEventP50 => (
+                "SSE: added per-event delay, p50",
+                "µs",
+                1,
+                Some(Goal::AtMost(50.0)),
+            ),
+            Metric::SseEventP99 => ("SSE: added per-event delay, p99", "µs", 1, None),
+            Metric::Upload => (
+                "Streamed upload to transcriptions: throughput",
+                "GB/s",
+                2,
+                Some(Goal::AtLeast(1.0)),
+            ),
+            Metric::UploadPeak => (
+                "Streamed upload: proxy peak RSS",
+                "MB",
+                1,
+                Some(Goal::AtMost(20.0)),
+            ),
+            Metric::IdleRss => ("Idle RSS after start", "MB", 1, Some(Goal::AtMost(5.0))),
+            Metric::ConnRss => (
+                "RSS with N open keep-alive connections",
+                "MB",
+                1,
+                Some(Goal::AtMost(30.0)),
+            ),
+            Metric::ColdStart => ("Cold start", "ms", 2, Some(Goal::AtMost(10.0))),
+        };
+        Info {
+            label,
+            unit,
+            decimals,
+            goal,
+        }
+    }
+
+    /// Whether higher values are better (for the ratio's reading).
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Metric::Rps | Metric::Upload)
+    }
+
+    /// "Added" metrics are a subject minus direct; direct has none.
+    pub fn is_added(self) -> bool {
+        matches!(
+            self,
+            Metric::AddedP50c1
+                | Metric::AddedP99c1
+                | Metric::SseFirst
+                | Metric::SseEventP50
+                | Metric::SseEventP99
+        )
+    }
+}
+
+pub fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    Some(if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    })
+}
+
+/// Percentile `p` (0–100) by linear interpolation between closest ranks.
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = p / 100.0 * (s.len() - 1) as f64;
+    let lo = rank.floor() as usize;
+    let hi = rank.ceil() as usize;
+    s[lo] + (s[hi] - s[lo]) * (rank - lo as f64)
+}
+
+/// Everything measured: per-round values per (metric, subject), and latency curves.
+#[derive(Default)]
+pub struct Results {
+    pub samples: BTreeMap<(Metric, String), Vec<f64>>,
+    /// (concurrency, subject) → one percentile curve (µs at [`PERCENTILES`]) per round.
+    pub curves: BTreeMap<(u32, String), Vec<Vec<f64>>>,
+    /// Lines about things that went wrong but did not stop the run.
+    pub warnings: Vec<String>,
+}
+
+impl Results {
+    pub fn push(&mut self, m: Metric, subject: &str, value: f64) {
+        self.samples
+            .entry((m, subject.to_string()))
+            .or_default()
+            .push(value);
+    }
+
+    pub fn get(&self, m: Metric, subject: &str) -> Option<f64> {
+        median(self.samples.get(&(m, subject.to_string()))?)
+    }
+
+    fn range(&self, m: Metric, subject: &str) -> Option<(f64, f64)> {
+        let v = self.samples.get(&(m, subject.to_string()))?;
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Some((lo, hi))
+    }
+}
+
+/// What the table needs to know about the run.
+pub struct Columns {
+    /// Subjects after direct, HAProxy and openai-proxy (the +log run, variants).
+    pub extra: Vec<String>,
+    pub connections: usize,
+    /// How the cold start was measured, for its row's label.
+    pub cold: &'static str,
+}
+
+fn fmt(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+        _ => "–".into(),
+    }
+}
+
+/// Whether openai-proxy meets the goal of `m`.
+pub fn verdict(r: &Results, m: Metric) -> Option<bool> {
+    let ours = r.get(m, PROXY)?;
+    Some(match m.info().goal? {
+        Goal::AtMost(x) => ours <= x,
+        Goal::AtLeast(x) => ours >= x,
+        Goal::RatioAtLeast(x) => ours / r.get(m, HAPROXY)? >= x,
+    })
+}
+
+/// The results table (Markdown).
+pub fn table(r: &Results, cols: &Columns) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "| Measurement | unit | direct | HAProxy | openai-proxy |"
+    );
+    for e in &cols.extra {
+        let _ = write!(out, " {e} |");
+    }
+    out.push_str(" ours ÷ HAProxy | goal | met | openai-proxy min–max |\n");
+    out.push_str("|---|---|--:|--:|--:|");
+    for _ in &cols.extra {
+        out.push_str("--:|");
+    }
+    out.push_str("--:|---|---|---|\n");
+    for m in Metric::ALL {
+        let info = m.info();
+        let d = info.decimals;
+        if !r.samples.keys().any(|(mm, _)| *mm == m) {
+            continue;
+        }
+        let label = match m {
+            Metric::ConnRss => info.label.replace('N', &cols.connections.to_string()),
+            Metric::ColdStart => format!("{} ({})", info.label, cols.cold),
+            _ => info.label.to_string(),
+        };
+        let direct = if m.is_added() {
+            "0 (base)".to_string()
+        } else {
+            fmt(r.get(m, DIRECT), d)
+        };
+        let _ = write!(
+            out,
+            "| {label} | {} | {direct} | {} | **{}** |",
+            info.unit,
+            fmt(r.get(m, HAPROXY), d),
+            fmt(r.get(m, PROXY), d)
+        );
+        for e in &cols.extra {
+            let _ = write!(out, " {} |", fmt(r.get(m, e), d));
+        }
+        let ratio = match (r.get(m, PROXY), r.get(m, HAPROXY)) {
+            (Some(a), Some(b)) if b.abs() > f64::EPSILON => {
+                let better = if m.higher_is_better() {
+                    "higher is better"
+                } else {
+                    "lower is better"
+                };
+                format!("{:.2}× ({better})", a / b)
+            }
+            _ => "–".into(),
+        };
+        let goal = match info.goal {
+            Some(Goal::AtMost(x)) => format!("≤ {x} {}", info.unit),
+            Some(Goal::AtLeast(x)) => format!("≥ {x} {}", info.unit),
+            Some(Goal::RatioAtLeast(x)) => format!("≥ {x}× HAProxy"),
+            None => "–".into(),
+        };
+        let met = match verdict(r, m) {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        };
+        let range = r
+            .range(m, PROXY)
+            .map_or("–".into(), |(lo, hi)| format!("{lo:.d$}–{hi:.d$}"));
+        let _ = writeln!(out, " {ratio} | {goal} | {met} | {range} |");
+    }
+    out
+}
+
+/// Every per-round value, for readers who want to judge the noise themselves.
+pub fn raw_table(r: &Results) -> String {
+    let mut out = String::from("| Measurement | subject | per-round values |\n|---|---|---|\n");
+    for ((m, subject), values) in &r.samples {
+        let d = m.info().decimals;
+        let vals: Vec<String> = values.iter().map(|v| format!("{v:.d$}")).collect();
+        let _ = writeln!(
+            out,
+            "| {} ({}) | {subject} | {} |",
+            m.info().label,
+            m.info().unit,
+            vals.join(", ")
+        );
+    }
+    out
+}
+
+const COLORS: [&str; 6] = [
+    "#7f7f7f", "#e6550d", "#1f77b4", "#6baed6", "#31a354", "#9467bd",
+];
+
+/// The latency-percentile chart: one panel per concurrency, one line per subject.
+pub fn svg(r: &Results, subjects: &[String]) -> String {
+    let concs: Vec<u32> = {
+        let mut c: Vec<u32> = r.curves.keys().map(|(c, _)| *c).collect();
+        c.dedup();
+        c.sort_unstable();
+        c.dedup();
+        c
+    };
+    let (pw, ph) = (420.0, 300.0);
+    let (ml, mt, mb) = (70.0, 40.0, 50.0);
+    let width = concs.len().max(1) as f64 * (pw + ml + 20.0) + 10.0;
+    let height = mt + ph + mb + 30.0 + 18.0 * subjects.len() as f64;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    for (pi, c) in concs.iter().enumerate() {
+        let x0 = 10.0 + pi as f64 * (pw + ml + 20.0) + ml;
+        let curves: Vec<(usize, Vec<f64>)> = subjects
+            .iter()
+            .enumerate()
+            .filter_map(|(si, name)| {
+                let rounds = r.curves.get(&(*c, name.clone()))?;
+                let med: Vec<f64> = (0..PERCENTILES.len())
+                    .map(|i| {
+                        median(&rounds.iter().map(|rd| rd[i]).collect::<Vec<_>>())
+                            .unwrap_or(f64::NAN)
+                    })
+                    .collect();
+                Some((si, med))
+            })
+            .collect();
+        // Log scale: medians and tails differ by orders of magnitude.
+        let values = curves.iter().flat_map(|(_, v)| v.iter().copied());
+        let lo = values
+            .clone()
+            .filter(|v| *v > 0.0)
+            .fold(f64::INFINITY, f64::min)
+            .max(1.0)
+            .log10()
+            .floor();
+        let hi = values.fold(10.0, f64::max).log10().ceil().max(lo + 1.0);
+        let y_of = |v: f64| mt + ph - ph * ((v.max(1.0).log10() - lo) / (hi - lo)).clamp(0.0, 1.0);
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"22\" font-size=\"14\" font-weight=\"bold\">Latency percentiles, POST chat, {c} connection{}</text>",
+            x0,
+            if *c == 1 { "" } else { "s" }
+        );
+        for decade in lo as i32..=hi as i32 {
+            let v = 10f64.powi(decade);
+            let y = y_of(v);
+            let _ = writeln!(
+                s,
+                "<line x1=\"{x0:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+                x0 + pw,
+                x0 - 6.0,
+                y + 4.0,
+                duration_label(v)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 {:.1} {:.1})\">latency (log scale)</text>",
+            x0 - 56.0,
+            mt + ph / 2.0,
+            x0 - 56.0,
+            mt + ph / 2.0
+        );
+        let step = pw / (PERCENTILES.len() - 1) as f64;
+        for (i, p) in PERCENTILES.iter().enumerate() {
+            let x = x0 + step * i as f64;
+            let _ = writeln!(
+                s,
+                "<line x1=\"{x:.1}\" y1=\"{mt}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#eee\"/>\
+                 <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">p{p}</text>",
+                mt + ph,
+                mt + ph + 18.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            "<rect x=\"{x0:.1}\" y=\"{mt}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#333\"/>"
+        );
+        for (si, med) in &curves {
+            let pts: Vec<String> = med
+                .iter()
+                .enumerate()
+                .map(|(i, v)| format!("{:.1},{:.1}", x0 + step * i as f64, y_of(*v)))
+                .collect();
+            let color = COLORS[si % COLORS.len()];
+            let _ = writeln!(
+                s,
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+                pts.join(" ")
+            );
+            for p in &pts {
+                let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
+                let _ = writeln!(
+                    s,
+                    "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{color}\"/>"
+                );
+            }
+        }
+    }
+    let ly = mt + ph + mb;
+    for (si, name) in subjects.iter().enumerate() {
+        let y = ly + 18.0 * si as f64;
+        let color = COLORS[si % COLORS.len()];
+        let _ = writeln!(
+            s,
+            "<line x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"{color}\" stroke-width=\"3\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\">{name}</text>",
+            10.0 + ml,
+            40.0 + ml,
+            46.0 + ml,
+            y + 4.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// A power of ten of microseconds as a short label: 1 µs, 10 µs, ..., 1 ms, ..., 1 s.
+fn duration_label(us: f64) -> String {
+    if us >= 1e6 {
+        format!("{} s", us / 1e6)
+    } else if us >= 1e3 {
+        format!("{} ms", us / 1e3)
+    } else {
+        format!("{us} µs")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0, 5.0], 50.0), 3.0);
+        assert_eq!(duration_label(100.0), "100 µs");
+        assert_eq!(duration_label(10_000.0), "10 ms");
+    }
+}

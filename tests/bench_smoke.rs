@@ -1,0 +1,101 @@
+//! The benchmark harness behind `bench/run` cannot rot: its argument handling, and a smoke run
+//! of a few seconds (one round, tiny sizes, the debug build) that must produce the table and
+//! the chart. No figure is checked: speed goals live in the benchmark, not in tests.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::support::bin;
+
+/// `cargo test` builds the examples next to the binaries; the harness is one of them.
+fn harness() -> PathBuf {
+    let exe = PathBuf::from(bin::exe());
+    let path = exe
+        .parent()
+        .expect("the binary has a folder")
+        .join("examples")
+        .join("bench-harness");
+    assert!(
+        path.is_file(),
+        "{} is missing: `cargo test` builds it (cargo build --example bench-harness)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn harness_arguments() {
+    let help = Command::new(harness())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--smoke", "--rounds", "--proxy-cpus", "--variant", "--only"] {
+        assert!(text.contains(flag), "run --help lacks {flag}:\n{text}");
+    }
+
+    // Medians of fewer than three rounds are refused outside a smoke run.
+    let few = Command::new(harness())
+        .args(["run", "--proxy", bin::exe(), "--rounds", "2"])
+        .output()
+        .unwrap();
+    assert!(!few.status.success());
+    assert!(String::from_utf8_lossy(&few.stderr).contains("at least 3"));
+
+    let bad = Command::new(harness())
+        .args(["run", "--proxy", bin::exe(), "--only", "nonsense"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "clap's usage error");
+}
+
+#[test]
+fn smoke_run_writes_the_table_and_chart() {
+    let missing: Vec<&str> = [
+        ("haproxy", "haproxy"),
+        ("wrk", "wrk"),
+        ("nginx", "nginx-light"),
+    ]
+    .into_iter()
+    .filter(|(cmd, _)| {
+        !Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {cmd}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+    .map(|(_, pkg)| pkg)
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "the bench smoke test needs: apt-get install -y {}",
+        missing.join(" ")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench.md");
+    let run = Command::new(harness())
+        .args(["run", "--smoke", "--proxy", bin::exe(), "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "smoke run failed:\n{stderr}");
+    let doc = std::fs::read_to_string(&out).unwrap();
+    for row in [
+        "| POST chat, c=64: requests/s | req/s |",
+        "| POST chat, c=1: added p50 latency |",
+        "| SSE: added time to first event (median) |",
+        "| Streamed upload to transcriptions: throughput |",
+        "| Idle RSS after start |",
+        "| RSS with 20 open keep-alive connections |",
+        "| Cold start (",
+    ] {
+        assert!(doc.contains(row), "no {row:?} row in:\n{doc}");
+    }
+    assert!(doc.contains("ours ÷ HAProxy"));
+    let svg = std::fs::read_to_string(dir.path().join("bench-latency.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
+    // The table also goes to stdout.
+    assert!(String::from_utf8_lossy(&run.stdout).contains("| Cold start ("));
+}
