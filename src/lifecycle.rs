@@ -72,7 +72,11 @@ pub fn serve(config_flag: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()>
     } else {
         listeners::bind(&config.server.listen)?
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread: forwarding is I/O, not computation, and one core carries tens of thousands
+    // of requests a second. A single-threaded runtime needs less CPU per request (no work
+    // stealing, no cross-thread wake-ups) and less memory than a multi-threaded one
+    // (docs/benchmarks.md).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
