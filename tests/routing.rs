@@ -7,7 +7,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 
 use crate::support::client::{body_bytes, full, json, send};
 use crate::support::mock::{self, handler, Mock};
-use crate::support::{default_routes, start_proxy, tls::test_ca};
+use crate::support::{default_routes, routes_to, start_proxy, tls::test_ca};
 
 #[tokio::test]
 async fn default_routes_reach_their_backends_intact() {
@@ -126,14 +126,7 @@ async fn default_routes_reach_their_backends_intact() {
 #[tokio::test]
 async fn request_ids_are_made_when_missing_or_odd() {
     let ollama = Mock::echo("ollama").await;
-    let proxy = start_proxy(&default_routes(
-        &ollama.url(),
-        &ollama.url(),
-        &ollama.url(),
-        &ollama.url(),
-        "",
-    ))
-    .await;
+    let proxy = start_proxy(&routes_to(&ollama.url())).await;
     let mut ids = Vec::new();
     for rid in [None, Some("has spaces in it"), Some(&*"x".repeat(300))] {
         let mut b = Request::post(proxy.url("/v1/chat/completions"));
@@ -239,14 +232,7 @@ async fn response_comes_back_byte_for_byte() {
         }
     }))
     .await;
-    let proxy = start_proxy(&default_routes(
-        &kokoro.url(),
-        &kokoro.url(),
-        &kokoro.url(),
-        &kokoro.url(),
-        "",
-    ))
-    .await;
+    let proxy = start_proxy(&routes_to(&kokoro.url())).await;
     let res = send(
         Request::post(proxy.url("/v1/audio/speech"))
             .body(full(r#"{"input":"hi"}"#))
@@ -310,7 +296,7 @@ async fn health_index_and_unknown_paths() {
 #[tokio::test]
 async fn client_keep_alive_and_pooled_backend_connections() {
     let m = Mock::echo("m").await;
-    let proxy = start_proxy(&default_routes(&m.url(), &m.url(), &m.url(), &m.url(), "")).await;
+    let proxy = start_proxy(&routes_to(&m.url())).await;
     // Three requests on one client connection, one after the other.
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let mut replies = 0;
@@ -360,7 +346,7 @@ async fn slow_headers_are_cut_off_after_header_read_timeout() {
     let m = Mock::echo("m").await;
     let cfg = format!(
         "[server]\nheader_read_timeout = \"300ms\"\n{}",
-        default_routes(&m.url(), &m.url(), &m.url(), &m.url(), "")
+        routes_to(&m.url())
     );
     let proxy = start_proxy(&cfg).await;
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();

@@ -3,45 +3,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::bin::Proc;
-use crate::support::default_routes;
-use crate::support::mock::{self, handler, Mock};
+use crate::support::mock::Mock;
+use crate::support::routes_to;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_stream_in_flight_and_refuses_new_connections() {
-    let ollama = Mock::start(handler(|req| async move {
-        mock::collect(req).await;
-        let (tx, body) = mock::channel_body();
-        tokio::spawn(async move {
-            for i in 0..5 {
-                let _ = tx.send(Ok(Bytes::from(format!("data: {i}\n\n")))).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
-        });
-        Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(body)
-            .unwrap()
-    }))
-    .await;
+    let ollama = Mock::sse(5, Duration::from_millis(200)).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        default_routes(
-            &ollama.url(),
-            &ollama.url(),
-            &ollama.url(),
-            &ollama.url(),
-            "",
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, routes_to(&ollama.url())).unwrap();
     let mut proc = Proc::start(&cfg, &[]);
     let addr = proc.addr;
 

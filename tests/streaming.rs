@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::support::bin::Proc;
 use crate::support::client::{self, body_bytes, full, json, send};
 use crate::support::mock::{self, handler, Mock, MockFuture};
-use crate::support::{default_routes, pattern, pattern_byte, start_proxy};
+use crate::support::{pattern, pattern_byte, routes_to, start_proxy};
 
 const EVENTS: usize = 5;
 
@@ -59,14 +59,7 @@ async fn sse_backend(gap: Duration, sent: Arc<Mutex<Vec<Instant>>>) -> Mock {
 async fn sse_events_arrive_before_the_next_is_sent() {
     let sent = Arc::new(Mutex::new(Vec::new()));
     let ollama = sse_backend(Duration::from_millis(200), sent.clone()).await;
-    let proxy = start_proxy(&default_routes(
-        &ollama.url(),
-        &ollama.url(),
-        &ollama.url(),
-        &ollama.url(),
-        "",
-    ))
-    .await;
+    let proxy = start_proxy(&routes_to(&ollama.url())).await;
     // As both official SDKs send it: Accept: application/json, "stream": true in the body.
     let res = send(
         Request::post(proxy.url("/v1/chat/completions"))
@@ -125,14 +118,7 @@ fn multipart(boundary: &str, file_name: &str, file: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn chunked_multipart_uploads_arrive_intact() {
     let whisper = Mock::echo("whisper").await;
-    let proxy = start_proxy(&default_routes(
-        &whisper.url(),
-        &whisper.url(),
-        &whisper.url(),
-        &whisper.url(),
-        "",
-    ))
-    .await;
+    let proxy = start_proxy(&routes_to(&whisper.url())).await;
     let mp3 = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/huge-manatees.mp3"
@@ -231,13 +217,7 @@ async fn large_upload_streams_through_with_flat_memory() {
     let cfg = dir.path().join("config.toml");
     std::fs::write(
         &cfg,
-        default_routes(
-            &whisper.url(),
-            &whisper.url(),
-            &whisper.url(),
-            &whisper.url(),
-            "",
-        ) + "[log]\naccess_log = false\n",
+        routes_to(&whisper.url()) + "[log]\naccess_log = false\n",
     )
     .unwrap();
     let proc = Proc::start(&cfg, &[]);
@@ -311,14 +291,7 @@ async fn client_disconnect_mid_stream_closes_the_backend_connection() {
         }
     }))
     .await;
-    let proxy = start_proxy(&default_routes(
-        &ollama.url(),
-        &ollama.url(),
-        &ollama.url(),
-        &ollama.url(),
-        "",
-    ))
-    .await;
+    let proxy = start_proxy(&routes_to(&ollama.url())).await;
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
@@ -376,14 +349,7 @@ async fn client_disconnect_before_response_headers_cancels_the_backend_request()
         }
     }))
     .await;
-    let proxy = start_proxy(&default_routes(
-        &ollama.url(),
-        &ollama.url(),
-        &ollama.url(),
-        &ollama.url(),
-        "",
-    ))
-    .await;
+    let proxy = start_proxy(&routes_to(&ollama.url())).await;
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
         .await

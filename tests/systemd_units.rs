@@ -5,12 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Response;
-
 use crate::support::activation::free_port;
 use crate::support::bin;
-use crate::support::mock::{self, handler, Mock};
+use crate::support::mock::Mock;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -121,22 +118,7 @@ async fn user_units_in_a_real_systemd_user_manager() {
     );
     let a = Mock::echo("a").await;
     let b = Mock::echo("b").await;
-    let sse = Mock::start(handler(|req| async move {
-        mock::collect(req).await;
-        let (tx, body) = mock::channel_body();
-        tokio::spawn(async move {
-            for i in 0..5 {
-                let _ = tx.send(Ok(Bytes::from(format!("data: {i}\n\n")))).await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
-        });
-        Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(body)
-            .unwrap()
-    }))
-    .await;
+    let sse = Mock::sse(5, Duration::from_millis(300)).await;
     let work = tempfile::tempdir().unwrap();
     let cfg = work.path().join("config.toml");
     std::fs::write(&cfg, routes(("a", &a.url()), &sse.url(), "")).unwrap();

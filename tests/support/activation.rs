@@ -143,21 +143,11 @@ impl Activated {
     /// Sends `sig` to the process (the proxy, once it has been started: it replaces
     /// systemd-socket-activate by exec).
     pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on a child we started and have not reaped.
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
+        bin::signal(&self.child, sig);
     }
 
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        bin::wait_exit(&mut self.child, limit).and_then(|st| st.code())
     }
 
     pub fn log_text(&self) -> String {

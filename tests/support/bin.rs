@@ -7,6 +7,26 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Waits for a child to exit, at most `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Sends `sig` to a child we started (by PID, never by name).
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: plain kill(2) on the PID of a child we started and have not reaped.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
 pub fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_openai-proxy")
 }
@@ -89,22 +109,12 @@ impl Proc {
     }
 
     pub fn signal(&self, sig: i32) {
-        // SAFETY: plain kill(2) on the PID of a child we started and have not reaped.
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
+        signal(&self.child, sig);
     }
 
     /// Waits for the process to exit, at most `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        wait_exit(&mut self.child, limit)
     }
 
     /// Sends SIGTERM, waits (off the async runtime) for the exit, at most 20 s, and returns

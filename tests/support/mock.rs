@@ -155,6 +155,27 @@ impl Mock {
         m
     }
 
+    /// An Ollama-like backend that answers every request with `count` SSE events
+    /// (`data: 0` …) `gap` apart, then `data: [DONE]`.
+    pub async fn sse(count: usize, gap: std::time::Duration) -> Mock {
+        Self::start(handler(move |req| async move {
+            collect(req).await;
+            let (tx, body) = channel_body();
+            tokio::spawn(async move {
+                for i in 0..count {
+                    let _ = tx.send(Ok(Bytes::from(format!("data: {i}\n\n")))).await;
+                    tokio::time::sleep(gap).await;
+                }
+                let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+            });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(body)
+                .unwrap()
+        }))
+        .await
+    }
+
     pub async fn start(h: Handler) -> Mock {
         Self::start_with(h, None).await
     }

@@ -110,6 +110,11 @@ backend = "openai"
     )
 }
 
+/// The default routes, every one of them to the same backend.
+pub fn routes_to(url: &str) -> String {
+    default_routes(url, url, url, url, "")
+}
+
 /// A loopback address nothing listens on (bound, then closed).
 pub fn dead_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
