@@ -92,6 +92,19 @@ impl ProxyError {
         }
     }
 
+    /// The backend an error is about, if any: it goes in the response's `X-Backend`.
+    pub fn backend(&self) -> Option<&str> {
+        match self {
+            ProxyError::Refused { backend, .. }
+            | ProxyError::Unreachable { backend, .. }
+            | ProxyError::ConnectTimeout { backend, .. }
+            | ProxyError::Tls { backend, .. }
+            | ProxyError::ResponseTimeout { backend, .. }
+            | ProxyError::BackendFailed { backend, .. } => Some(backend),
+            _ => None,
+        }
+    }
+
     /// Machine-readable `error.code`.
     pub fn code(&self) -> &'static str {
         match self {

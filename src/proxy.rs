@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::body::{BodyError, RequestBody, ResponseBody};
 use crate::config::{BackendConfig, Config};
 use crate::error::ProxyError;
-use crate::headers::{self, X_REQUEST_ID};
+use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
 use crate::logging::AccessRecord;
 use crate::router::{normalize_path, Router};
 use crate::upstream::Backend;
@@ -100,7 +100,12 @@ impl Proxy {
                 if let Some(a) = access.as_deref_mut() {
                     a.error = Some(e.to_string());
                 }
-                e.response()
+                let mut res: Response<ResponseBody> = e.response();
+                // Which backend failed (names are validated to be header-safe).
+                if let Some(v) = e.backend().and_then(|b| HeaderValue::from_str(b).ok()) {
+                    res.headers_mut().insert(X_BACKEND.clone(), v);
+                }
+                res
             }
         };
         if let Entry::Vacant(e) = res.headers_mut().entry(&X_REQUEST_ID) {

@@ -37,7 +37,11 @@ async fn backend_down_is_502_naming_the_backend() {
             .unwrap(),
     )
     .await;
-    assert_eq!(res.headers().get("x-backend"), None);
+    assert_eq!(
+        res.headers()["x-backend"],
+        "b",
+        "names the backend that failed"
+    );
     let (status, v) = error_of(res).await;
     assert_eq!(status, 502);
     assert_eq!(v["error"]["code"], "backend_unreachable");
