@@ -114,19 +114,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Applies a backend's auth policy to the request headers going to it.
-pub fn apply_auth(headers: &mut HeaderMap, policy: &AuthPolicy) {
-    if !matches!(policy, AuthPolicy::Forward) {
-        let bits = present(headers) & SECRET_MASK;
-        if bits != 0 {
-            remove_present(headers, bits);
-        }
-    }
-    if let AuthPolicy::Inject { key, .. } = policy {
-        headers.insert(header::AUTHORIZATION, key.bearer().clone());
-    }
-}
-
 /// Rewrites a client's request headers for a backend, in one pass over the names: hop-by-hop
 /// headers (and those named in `Connection`) and `Expect` removed (hyper already answered
 /// `100-continue`), the auth policy applied, `X-Forwarded-*` set, the request id set, and
@@ -308,10 +295,17 @@ mod tests {
 
     #[test]
     fn auth_policies() {
+        // Besides the secrets, a rewritten request carries X-Forwarded-Proto and X-Request-ID.
+        let rid = HeaderValue::from_static("rid");
+        let rewrite = |h: &mut HeaderMap, policy: &AuthPolicy| {
+            rewrite_request(h, policy, None, &rid, None);
+            h.remove(&X_REQUEST_ID);
+            h.remove(&X_FORWARDED_PROTO);
+        };
         let mut h = secrets();
-        apply_auth(&mut h, &AuthPolicy::Forward);
+        rewrite(&mut h, &AuthPolicy::Forward);
         assert_eq!(h.len(), 5);
-        apply_auth(&mut h, &AuthPolicy::Strip);
+        rewrite(&mut h, &AuthPolicy::Strip);
         assert!(h.is_empty());
 
         std::env::set_var("OPENAI_PROXY_TEST_HEADERS_KEY", "sk-injected");
@@ -321,7 +315,7 @@ mod tests {
         )
         .unwrap();
         let mut h = secrets();
-        apply_auth(&mut h, &cfg.backends[0].auth);
+        rewrite(&mut h, &cfg.backends[0].auth);
         assert_eq!(h.len(), 1);
         assert_eq!(h[header::AUTHORIZATION], "Bearer sk-injected");
         assert!(h[header::AUTHORIZATION].is_sensitive());

@@ -76,10 +76,6 @@ impl Proxy {
         })
     }
 
-    pub fn router(&self) -> &Router<Target> {
-        &self.router
-    }
-
     /// Handles one request; never fails (errors become responses).
     pub async fn handle(
         &self,
