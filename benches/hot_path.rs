@@ -9,10 +9,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::Uri;
-use openai_proxy::config::AuthPolicy;
-use openai_proxy::headers;
-use openai_proxy::proxy::backend_uri;
-use openai_proxy::router::{normalize_path, Router};
+use openai_proxy::hot_path::{self as headers, backend_uri, normalize_path, Router};
+use openai_proxy::AuthPolicy;
 
 /// The seed's routing table.
 fn router() -> Router<&'static str> {

@@ -6,6 +6,7 @@
 //!   a clean end, when the backend fails or stalls mid-stream) or a small body of our own. It
 //!   carries the request's access-log record and writes it when the response is done.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::logging::AccessRecord;
+use crate::access::AccessRecord;
 
 /// Why a streamed body was cut off.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,17 @@ pub enum BodyError {
     Idle(Duration),
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+}
+
+impl BodyError {
+    /// What went wrong, for the access log, when a backend's response stream was cut off.
+    fn in_response(&self) -> String {
+        match self {
+            BodyError::Idle(d) => format!("backend stream idle for {d:?}"),
+            BodyError::Hyper(h) => format!("backend stream failed: {h}"),
+            BodyError::TooLarge { .. } => self.to_string(),
+        }
+    }
 }
 
 /// Stands in for "forever" where a deadline would overflow.
@@ -77,8 +89,6 @@ impl IdleTimer {
         }
     }
 }
-
-use std::future::Future;
 
 /// Polls `inner` for a frame, turning a silence longer than the idle time-out into an error.
 fn poll_with_idle<B>(
@@ -229,10 +239,6 @@ impl ResponseBody {
         }
     }
 
-    pub fn empty() -> Self {
-        ResponseBody::full(Bytes::new())
-    }
-
     /// Attaches the access-log record written when this body is done.
     pub fn set_access(&mut self, record: Box<AccessRecord>) {
         self.access = Some(record);
@@ -261,7 +267,7 @@ impl Body for ResponseBody {
         if let Some(access) = this.access {
             match &r {
                 Some(Ok(frame)) => access.bytes_out += data_len(frame),
-                Some(Err(e)) => access.body_error(e),
+                Some(Err(e)) => access.error = Some(e.in_response()),
                 None => access.completed = true,
             }
         }

@@ -1,13 +1,18 @@
-//! The command line (clap derive). The same definitions generate the man page and the shell
+//! The command line (clap derive), and nothing else: `main` turns what it parses into the
+//! plain values each command takes. The same definitions generate the man page and the shell
 //! completions, so `--help`, `man openai-proxy` and completions always agree.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::PossibleValue;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::check::{CheckName, ProxyUrl};
-use crate::config::{self, ListenAddr};
+use crate::commands::check_endpoints::{self, CheckName};
+use crate::commands::client::{parse_proxy_url, ProxyUrl};
+use crate::commands::container;
+use crate::commands::container::DEFAULT_IMAGE;
+use crate::config::{parse_duration, ListenAddr};
 
 const ABOUT: &str = "Route OpenAI-API requests to self-hosted services";
 
@@ -207,7 +212,7 @@ pub struct ContainerArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ContainerRunArgs {
     /// The image to run.
-    #[arg(long, value_name = "IMAGE", default_value = crate::container::DEFAULT_IMAGE)]
+    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_IMAGE)]
     pub image: String,
 
     #[command(flatten)]
@@ -227,7 +232,7 @@ pub struct ContainerLogsArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ContainerEnableArgs {
     /// The image the quadlet runs.
-    #[arg(long, value_name = "IMAGE", default_value = crate::container::DEFAULT_IMAGE)]
+    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_IMAGE)]
     pub image: String,
 
     #[command(flatten)]
@@ -294,7 +299,7 @@ pub struct CheckEndpointsArgs {
     /// trailing /v1 is removed, so an OPENAI_BASE_URL value works too. Default:
     /// $OPENAI_BASE_URL, else the first IP:PORT in the config's server.listen (0.0.0.0 and
     /// [::] are reached through 127.0.0.1 and [::1]).
-    #[arg(long, value_name = "URL", value_parser = crate::check::parse_proxy_url)]
+    #[arg(long, value_name = "URL", value_parser = parse_proxy_url)]
     pub url: Option<ProxyUrl>,
 
     /// Also print each response body (text cut after 1000 characters; audio as its size).
@@ -332,8 +337,72 @@ pub struct CheckEndpointsArgs {
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    match config::parse_duration(s)? {
+    match parse_duration(s)? {
         d if d.is_zero() => Err("must be greater than zero".into()),
         d => Ok(d),
+    }
+}
+
+impl ValueEnum for CheckName {
+    fn value_variants<'a>() -> &'a [Self] {
+        &CheckName::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self {
+            CheckName::Health => "GET /health: the proxy itself answers {\"status\":\"ok\"}",
+            CheckName::Models => "GET /v1/models: a JSON list of models",
+            CheckName::Chat => "POST /v1/chat/completions: one JSON answer",
+            CheckName::ChatStream => {
+                "POST /v1/chat/completions with \"stream\": true: server-sent events ending in [DONE]"
+            }
+            CheckName::Speech => "POST /v1/audio/speech: audio",
+            CheckName::Transcription => "POST /v1/audio/transcriptions: JSON with the text",
+        };
+        Some(PossibleValue::new(self.as_str()).help(help))
+    }
+}
+
+impl From<&CheckEndpointsArgs> for check_endpoints::Options {
+    fn from(a: &CheckEndpointsArgs) -> Self {
+        check_endpoints::Options {
+            url: a.url.clone(),
+            verbose: a.verbose,
+            headers: a.headers,
+            only: a.only.clone(),
+            timeout: a.timeout,
+            chat_model: a.chat_model.clone(),
+        }
+    }
+}
+
+impl ContainerCommand {
+    /// The command as plain values.
+    pub fn request(&self) -> container::Request {
+        use container::Action as A;
+        let (action, image, user, verbose) = match self {
+            ContainerCommand::Start(a) => (A::Start, a.image.as_str(), false, a.common.verbose),
+            ContainerCommand::Stop(a) => (A::Stop, DEFAULT_IMAGE, false, a.verbose),
+            ContainerCommand::Status(a) => (A::Status, DEFAULT_IMAGE, false, a.verbose),
+            ContainerCommand::Logs(a) => (
+                A::Logs { follow: a.follow },
+                DEFAULT_IMAGE,
+                false,
+                a.common.verbose,
+            ),
+            ContainerCommand::Enable(a) => (
+                A::Enable,
+                a.image.as_str(),
+                a.scope.user,
+                a.scope.common.verbose,
+            ),
+            ContainerCommand::Disable(a) => (A::Disable, DEFAULT_IMAGE, a.user, a.common.verbose),
+        };
+        container::Request {
+            action,
+            image: image.to_string(),
+            user,
+            verbose,
+        }
     }
 }

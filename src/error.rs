@@ -65,8 +65,6 @@ pub enum ProxyError {
         url: String,
         detail: String,
     },
-    #[error("the proxy is shutting down")]
-    ShuttingDown,
 }
 
 impl ProxyError {
@@ -88,7 +86,6 @@ impl ProxyError {
             ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -124,7 +121,6 @@ impl ProxyError {
             }
             ProxyError::Tls { .. } => "backend_tls_error",
             ProxyError::BackendFailed { .. } => "backend_error",
-            ProxyError::ShuttingDown => "shutting_down",
         }
     }
 

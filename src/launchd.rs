@@ -4,6 +4,10 @@
 
 use std::os::fd::RawFd;
 
+/// The proxy's socket in the plist's `Sockets` dictionary (systemd units name theirs the same
+/// with `FileDescriptorName=http`).
+pub const SOCKET_NAME: &str = "http";
+
 /// The descriptors launchd holds for socket `name`; none when not started by launchd.
 pub fn activate_socket(name: &str) -> anyhow::Result<Vec<RawFd>> {
     match raunch::activate_socket(name) {

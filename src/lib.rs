@@ -3,40 +3,66 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (clap); also feeds the man page and completions.
-//! - [`config`]: config lookup, strict parsing, validation with file:line:column messages.
-//! - [`router`]: path normalization and longest-prefix routing; pure.
-//! - [`proxy`]: one request: route, rewrite, auth policy, forward, map errors.
-//! - [`headers`]: hop-by-hop stripping, `X-Forwarded-*`, request ids, secret headers.
-//! - [`body`]: streamed bodies with size limits, idle time-outs and byte counts.
-//! - [`upstream`]: one pooled HTTP(S) client per backend (rustls, HTTP/2 via ALPN).
-//! - [`server`]: the accept loop on given listeners, graceful drain.
-//! - [`listeners`]: listening sockets inherited from systemd/launchd, or bound (TCP, Unix).
-//! - [`lifecycle`]: `serve`: start-up, readiness, reload on SIGHUP, idle exit, drain on stop.
-//! - [`notify`]: `sd_notify` messages to the service manager (path or abstract socket).
-//! - `launchd`: launchd socket activation (macOS only).
-//! - [`manage`]: start/stop/restart/reload/status/enable/disable via systemctl or launchctl.
-//! - [`check`]: `check-config` and `check-endpoints`: validate a config, test a running proxy.
-//! - [`container`]: `container start|stop|status|logs|enable|disable`: the proxy under Podman.
-//! - [`docs`]: the man page and shell completions, generated from [`cli`].
-//! - [`logging`]: tracing to journald, syslog or stderr, and the access log.
-//! - [`error`]: `ProxyError` → status code + OpenAI-shaped JSON.
+//! The daemon, in the order a request flows through it:
+//!
+//! - `listeners`: listening sockets inherited from systemd/launchd, or bound (TCP, Unix).
+//! - `server`: the accept loop on given listeners, one connection task each, graceful drain.
+//! - `proxy`: one request: client token, route, rewrite, auth policy, forward, map errors.
+//!   - `tokens`: client tokens, checked in constant time.
+//!   - `router`: path normalization and longest-prefix routing; pure.
+//!   - `headers`: hop-by-hop stripping, `X-Forwarded-*`, request ids, secret headers.
+//!   - `body`: streamed bodies with size limits, idle time-outs and byte counts.
+//!   - `upstream`: one pooled HTTP(S) client per backend (rustls, HTTP/2 via ALPN).
+//!   - `error`: `ProxyError` → status code + OpenAI-shaped JSON.
+//! - `access`: the access-log line, written when the response is done.
+//!
+//! Around it: `config` (lookup, parsing, validation with file:line:column messages),
+//! `lifecycle` (`serve`: start-up, readiness, reload on SIGHUP, idle exit, drain on stop),
+//! `notify` (`sd_notify`), `logging` (journald, syslog or stderr), `launchd` (macOS socket
+//! activation).
+//!
+//! The surface: [`serve`] (what `main` runs), and for the tests [`server::run`] on
+//! listeners they bound ([`bind`]) with a [`Proxy`] built from a [`Config`].
+//!
+//! The tools, apart from the daemon: [`cli`] (the command line, clap types only; `main`
+//! turns them into plain values) and [`commands`] (`check-config`, `check-endpoints`,
+//! start/stop/status..., `container ...`, the man page and completions).
 
-pub mod body;
-pub mod check;
+mod access;
+mod body;
+mod config;
+mod error;
+mod headers;
+mod lifecycle;
+mod listeners;
+mod logging;
+mod notify;
+mod proxy;
+mod router;
+mod tokens;
+mod upstream;
+
+mod launchd;
+
 pub mod cli;
-pub mod config;
-pub mod container;
-pub mod docs;
-pub mod error;
-pub mod headers;
-pub mod launchd;
-pub mod lifecycle;
-pub mod listeners;
-pub mod logging;
-pub mod manage;
-pub mod notify;
-pub mod proxy;
-pub mod router;
+pub mod commands;
 pub mod server;
-pub mod upstream;
+
+// The daemon's surface: what `main` runs and what the tests start.
+pub use config::{AuthPolicy, Config, ConfigError, ConfigIssue, ListenAddr, EMBEDDED_DEFAULT};
+pub use lifecycle::serve;
+pub use listeners::{bind, StdListener};
+pub use proxy::Proxy;
+pub use tokens::{ClientTokens, MIN_CLIENT_TOKEN_LEN};
+
+/// The per-request pure code, for the micro-benchmarks (`benches/`) and the fuzz targets
+/// (`fuzz/`): path normalization and routing, header rewriting, value parsing.
+pub mod hot_path {
+    pub use crate::config::{parse_duration, parse_size};
+    pub use crate::headers::{
+        is_sane_request_id, new_request_id, request_id, rewrite_request, rewrite_response,
+        SECRET_HEADERS,
+    };
+    pub use crate::proxy::backend_uri;
+    pub use crate::router::{normalize_path, Router};
+}

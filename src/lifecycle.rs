@@ -18,7 +18,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::cli::ServeArgs;
 use crate::config::{self, AuthPolicy, Config, ConfigError, KeySource, ListenAddr};
 use crate::listeners::{self, StdListener};
 use crate::logging;
@@ -42,15 +41,16 @@ impl Loader {
     }
 }
 
-/// Runs the proxy in the foreground until SIGTERM or SIGINT (or idle exit).
-pub fn serve(config_flag: Option<&Path>, args: &ServeArgs) -> anyhow::Result<()> {
+/// Runs the proxy in the foreground until SIGTERM or SIGINT (or idle exit). `listen`, when
+/// not empty, replaces `server.listen` (at start and on every reload).
+pub fn serve(config_flag: Option<&Path>, listen: &[ListenAddr]) -> anyhow::Result<()> {
     // SAFETY: `serve` runs on the main thread before any other thread is started; these read
     // and clear environment variables.
     let notifier = unsafe { Notifier::from_env() };
     let inherited = unsafe { listeners::inherited() }?;
     let loader = Loader {
         flag: config_flag.map(Path::to_path_buf),
-        listen: args.listen.clone(),
+        listen: listen.to_vec(),
     };
     let config = loader.load()?;
     let problems = logging::init(&config.log);

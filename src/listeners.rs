@@ -100,10 +100,6 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     }
 }
 
-/// The name a service manager gives the proxy's sockets (`FileDescriptorName=http`, the
-/// launchd `Sockets` key).
-pub const SOCKET_NAME: &str = "http";
-
 /// An inherited socket and the name the service manager gave it.
 #[derive(Debug)]
 pub struct Inherited {
@@ -131,6 +127,7 @@ pub unsafe fn inherited() -> anyhow::Result<Vec<Inherited>> {
     }
     #[cfg(target_os = "macos")]
     if out.is_empty() {
+        use crate::launchd::SOCKET_NAME;
         for fd in crate::launchd::activate_socket(SOCKET_NAME)? {
             // SAFETY: launchd handed this descriptor to us to own.
             let listener = unsafe { adopt(fd) }

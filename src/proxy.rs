@@ -17,12 +17,13 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::access::AccessRecord;
 use crate::body::{BodyError, RequestBody, ResponseBody};
 use crate::config::{BackendConfig, Config};
 use crate::error::ProxyError;
 use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
-use crate::logging::AccessRecord;
 use crate::router::{normalize_path, Router};
+use crate::tokens::ClientTokens;
 use crate::upstream::Backend;
 
 /// What a route points at.
@@ -268,7 +269,7 @@ fn check_head(parts: &http::request::Parts) -> Result<(), ProxyError> {
 /// With `server.client_tokens_file`, a request needs `Authorization: Bearer TOKEN` with one of
 /// its tokens; the header is then removed, so the token never reaches a backend.
 fn check_client_token(
-    tokens: &crate::config::ClientTokens,
+    tokens: &ClientTokens,
     headers: &mut http::HeaderMap,
 ) -> Result<(), ProxyError> {
     if tokens.enabled() {
@@ -424,15 +425,7 @@ fn status_page(router: &Router<Target>) -> Bytes {
         if let Some(rw) = &r.rewrite {
             let _ = write!(s, ", rewritten to {rw}");
         }
-        let _ = writeln!(
-            s,
-            ", auth: {}",
-            match &b.auth {
-                crate::config::AuthPolicy::Inject { .. } => "key injected by the proxy",
-                crate::config::AuthPolicy::Forward => "client's key forwarded",
-                crate::config::AuthPolicy::Strip => "client's key removed",
-            }
-        );
+        let _ = writeln!(s, ", auth: {}", b.auth.describe());
     }
     s.push_str("\nHealth check: /health\n");
     Bytes::from(s)

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use http::Request;
-use openai_proxy::config::ClientTokens;
+use openai_proxy::ClientTokens;
 
 use crate::support::activation::{config_file, start_notified};
 use crate::support::bin::Proc;

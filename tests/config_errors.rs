@@ -204,8 +204,8 @@ fn embedded_default_is_the_documented_example_and_valid() {
         "/config/openai-proxy.toml"
     ))
     .unwrap();
-    assert_eq!(text, openai_proxy::config::EMBEDDED_DEFAULT);
-    let cfg = openai_proxy::config::Config::from_toml(&text).unwrap();
+    assert_eq!(text, openai_proxy::EMBEDDED_DEFAULT);
+    let cfg = openai_proxy::Config::from_toml(&text).unwrap();
     let routes: Vec<(&str, &str)> = cfg
         .routes
         .iter()
@@ -223,11 +223,11 @@ fn embedded_default_is_the_documented_example_and_valid() {
     );
     let openai = cfg.backend("openai").unwrap();
     assert_eq!(openai.url, "https://api.openai.com");
-    assert_eq!(openai.auth, openai_proxy::config::AuthPolicy::Forward);
+    assert_eq!(openai.auth, openai_proxy::AuthPolicy::Forward);
     for local in ["whisper", "ollama", "kokoro"] {
         assert_eq!(
             cfg.backend(local).unwrap().auth,
-            openai_proxy::config::AuthPolicy::Strip
+            openai_proxy::AuthPolicy::Strip
         );
     }
     assert_eq!(cfg.server.listen[0].to_string(), "127.0.0.1:2020");

@@ -414,10 +414,10 @@ async fn reloads_release_the_previous_configuration() {
             get().await;
         }
         old.push(Arc::downgrade(&proxy.state.proxy()));
-        let config = openai_proxy::config::Config::from_toml(&cfg).unwrap();
+        let config = openai_proxy::Config::from_toml(&cfg).unwrap();
         proxy
             .state
-            .replace(openai_proxy::proxy::Proxy::new(config).unwrap());
+            .replace(openai_proxy::Proxy::new(config).unwrap());
     }
     get().await;
     let deadline = Instant::now() + Duration::from_secs(5);

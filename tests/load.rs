@@ -3,6 +3,8 @@
 //! slow-header connections, 10 000 malformed requests, and a minute of `wrk` load with reloads
 //! and a graceful stop.
 
+// The heavy tests use only part of the shared harness.
+#[allow(dead_code)]
 mod support;
 
 use std::future::Future;
@@ -593,7 +595,7 @@ async fn load_run() {
     std::fs::write(&script, WRK_SCRIPT).unwrap();
     let (mut proc, notify) = support::activation::start_notified(&cfg);
     let base = format!("http://{}", proc.addr);
-    let pid = proc.pid();
+    let pid = proc.child.id() as i32;
 
     // `wrk` for `secs` seconds with `reloads` reloads 5 s apart, each switching the plain
     // route to the other backend. Then, at rest, one more reload (which lets the replaced

@@ -10,8 +10,8 @@ use std::process::Command;
 
 use clap::CommandFactory;
 use openai_proxy::cli::Cli;
-use openai_proxy::config::Config;
-use openai_proxy::docs;
+use openai_proxy::commands::docs;
+use openai_proxy::Config;
 
 use crate::support::bin;
 
@@ -48,7 +48,7 @@ pub fn require(program: &str, package: &str) {
 
 #[test]
 fn man_page_is_current() {
-    check_current("man/openai-proxy.1", &docs::man_page());
+    check_current("man/openai-proxy.1", &docs::man_page(Cli::command()));
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn completions_are_current() {
     for (shell, file) in docs::COMPLETION_FILES {
         check_current(
             &format!("contrib/completions/{file}"),
-            &docs::completion(shell),
+            &docs::completion(shell, Cli::command()),
         );
     }
 }
@@ -67,7 +67,7 @@ fn completions_subcommand_prints_each_script() {
         let out = bin::run(&["completions", &shell.to_string()]);
         assert!(out.status.success(), "{out:?}");
         assert!(
-            out.stdout == docs::completion(shell),
+            out.stdout == docs::completion(shell, Cli::command()),
             "completions {shell} differs from the committed script"
         );
     }

@@ -913,7 +913,10 @@ fn compose_file_runs_the_image_on_the_host_network_with_a_health_check() {
         .arg(format!("{ROOT}/contrib/container/compose.yaml")));
     let compose: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let service = &compose["services"]["openai-proxy"];
-    assert_eq!(service["image"], openai_proxy::container::DEFAULT_IMAGE);
+    assert_eq!(
+        service["image"],
+        openai_proxy::commands::container::DEFAULT_IMAGE
+    );
     assert_eq!(service["network_mode"], "host");
     assert_eq!(service["read_only"], true);
     assert_eq!(
@@ -952,7 +955,7 @@ fn compose_file_runs_the_image_on_the_host_network_with_a_health_check() {
 #[test]
 fn quadlet_is_what_container_enable_installs() {
     let text = read("contrib/container/openai-proxy.container");
-    assert_eq!(text, openai_proxy::container::QUADLET_TEMPLATE);
+    assert_eq!(text, openai_proxy::commands::container::QUADLET_TEMPLATE);
     let section = |name: &str| -> Vec<String> {
         text.split(&format!("[{name}]\n"))
             .nth(1)
@@ -968,7 +971,7 @@ fn quadlet_is_what_container_enable_installs() {
     let container = section("Container");
     for line in [
         "ContainerName=openai-proxy",
-        &format!("Image={}", openai_proxy::container::DEFAULT_IMAGE),
+        &format!("Image={}", openai_proxy::commands::container::DEFAULT_IMAGE),
         "Network=host",
         "HealthCmd=/usr/local/bin/openai-proxy check-endpoints --only health --timeout 5s",
         "ReadOnly=true",

@@ -8,6 +8,7 @@ mod auth;
 mod bench_smoke;
 mod check;
 mod client_tokens;
+mod closed_stdout;
 mod config_errors;
 mod errors;
 mod faults;

@@ -9,11 +9,8 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use openai_proxy::config::{
-    parse_duration, parse_size, AuthPolicy, ClientTokens, Config, MIN_CLIENT_TOKEN_LEN,
-};
-use openai_proxy::headers;
-use openai_proxy::router::{normalize_path, Router};
+use openai_proxy::hot_path::{self as headers, normalize_path, parse_duration, parse_size, Router};
+use openai_proxy::{AuthPolicy, ClientTokens, Config, MIN_CLIENT_TOKEN_LEN};
 
 /// Config text: parsing and validation never panic; every problem is reported with a
 /// position inside the text; a valid config has only normalized, unique routes that name

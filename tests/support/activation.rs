@@ -136,10 +136,6 @@ impl Activated {
         Activated { child, log }
     }
 
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
     /// Sends `sig` to the process (the proxy, once it has been started: it replaces
     /// systemd-socket-activate by exec).
     pub fn signal(&self, sig: i32) {

@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+pub use super::mock::full;
 use super::mock::{self, MockBody};
 
 pub type TestClient = Client<HttpConnector, MockBody>;
@@ -27,10 +28,6 @@ pub fn client() -> TestClient {
 /// as the test feeds it.
 pub fn streamed() -> (mpsc::Sender<Result<Bytes, io::Error>>, MockBody) {
     mock::channel_body()
-}
-
-pub fn full(data: impl Into<Bytes>) -> MockBody {
-    mock::full(data)
 }
 
 pub async fn send(req: Request<MockBody>) -> Response<Incoming> {

@@ -1,6 +1,5 @@
 //! Test harness: in-process mock backends, a proxy started with `server::run` on
 //! 127.0.0.1:0, HTTP clients, a test CA, and a runner for the real binary.
-#![allow(dead_code)]
 
 pub mod activation;
 pub mod bin;
@@ -12,10 +11,8 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use openai_proxy::config::{Config, ListenAddr};
-use openai_proxy::listeners;
-use openai_proxy::proxy::Proxy;
 use openai_proxy::server::{self, State};
+use openai_proxy::{Config, ListenAddr, Proxy, StdListener};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -51,10 +48,10 @@ pub async fn start_proxy(toml: &str) -> TestProxy {
 }
 
 pub async fn start_proxy_with(config: Config) -> TestProxy {
-    let listeners = listeners::bind(&[ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())])
+    let listeners = openai_proxy::bind(&[ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())])
         .expect("bind 127.0.0.1:0");
     let addr = match &listeners[0] {
-        listeners::StdListener::Tcp(l) => l.local_addr().unwrap(),
+        StdListener::Tcp(l) => l.local_addr().unwrap(),
         _ => unreachable!(),
     };
     let state = State::new(Proxy::new(config).expect("proxy"));

@@ -1,13 +1,12 @@
 //! The man page `openai-proxy(1)` and the shell completions, generated from the clap
-//! definitions in [`crate::cli`] (clap_mangen, clap_complete), so they say what `--help` says.
+//! definitions of the command line (`Cli::command()`, passed in; clap_mangen, clap_complete),
+//! so they say what `--help` says.
 //! The generated files are committed (`man/`, `contrib/completions/`); a test fails when they
 //! are stale, and `OPENAI_PROXY_BLESS=1 cargo test man_completions` rewrites them.
 
-use clap::{Arg, ArgAction, CommandFactory};
+use clap::{Arg, ArgAction};
 use clap_complete::Shell;
 use clap_mangen::roff::{bold, italic, roman, Inline, Roff};
-
-use crate::cli::Cli;
 
 /// The binary's name, as completions and the man page use it.
 pub const BIN: &str = "openai-proxy";
@@ -19,10 +18,10 @@ pub const COMPLETION_FILES: [(Shell, &str); 3] = [
     (Shell::Fish, "openai-proxy.fish"),
 ];
 
-/// A shell completion script.
-pub fn completion(shell: Shell) -> Vec<u8> {
+/// A shell completion script for the command line `cli`.
+pub fn completion(shell: Shell, mut cli: clap::Command) -> Vec<u8> {
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), BIN, &mut out);
+    clap_complete::generate(shell, &mut cli, BIN, &mut out);
     if shell == Shell::Bash {
         // clap_complete's bash script spells the state of a hyphenated binary name two ways
         // ("openai__proxy__subcmd__container" in its loop, "openai__subcmd__proxy__subcmd__
@@ -440,9 +439,8 @@ fn entries(roff: &mut Roff, title: &str, items: &[Entry]) {
     }
 }
 
-/// The man page `openai-proxy(1)`.
-pub fn man_page() -> Vec<u8> {
-    let mut cmd = Cli::command();
+/// The man page `openai-proxy(1)` of the command line `cli`.
+pub fn man_page(mut cmd: clap::Command) -> Vec<u8> {
     cmd.build();
     let man = clap_mangen::Man::new(cmd.clone())
         .title("OPENAI-PROXY")

@@ -1,5 +1,5 @@
 //! `container start|stop|status|logs|enable|disable`: the proxy under Podman. Like
-//! [`crate::manage`], these commands only spell out the right `podman` and `systemctl`
+//! [`super::manage`], these commands only spell out the right `podman` and `systemctl`
 //! invocations (printed with `-v`); [`plan`] builds them and is what the tests check.
 //!
 //! The container uses the host's network, so the config's addresses mean what they mean
@@ -7,13 +7,15 @@
 //! directory holding the config file is mounted read-only at the same path, so paths inside
 //! the config (an `api_key_file` next to it) still resolve.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context as _};
 
-use crate::config::{self, ListenAddr};
-use crate::manage;
+use super::process::{self, argv, Argv};
+use super::status;
+use crate::config;
 
 /// The image `container start` and `container enable` run unless `--image` says otherwise: the
 /// one `podman build -t openai-proxy -f contrib/container/Containerfile .` makes.
@@ -25,7 +27,7 @@ pub const QUADLET_FILE: &str = "openai-proxy.container";
 /// The unit the quadlet generator makes.
 pub const QUADLET_UNIT: &str = "openai-proxy.service";
 /// The quadlet in `contrib/container/`, the template `container enable` installs.
-pub const QUADLET_TEMPLATE: &str = include_str!("../contrib/container/openai-proxy.container");
+pub const QUADLET_TEMPLATE: &str = include_str!("../../contrib/container/openai-proxy.container");
 /// Seconds `podman stop` waits before SIGKILL: `server.shutdown_timeout` (30 s by default)
 /// plus a margin, as `TimeoutStopSec=` in the units.
 pub const STOP_TIMEOUT: u32 = 40;
@@ -62,11 +64,7 @@ pub struct Plan {
     pub write: Option<(PathBuf, String)>,
     /// A file to remove after the first command (disable: after stopping the service).
     pub remove: Option<PathBuf>,
-    pub commands: Vec<Vec<String>>,
-}
-
-fn strings(parts: &[&str]) -> Vec<String> {
-    parts.iter().map(|s| s.to_string()).collect()
+    pub commands: Vec<Argv>,
 }
 
 /// How the container gets the config file: its directory mounted read-only at the same path
@@ -93,8 +91,8 @@ pub fn config_mount(file: &Path) -> ConfigMount {
 }
 
 /// `podman run` for `container start`.
-pub fn run_command(image: &str, config: Option<&Path>) -> Vec<String> {
-    let mut c = strings(&[
+pub fn run_command(image: &str, config: Option<&Path>) -> Argv {
+    let mut c = argv(&[
         "podman",
         "run",
         "--detach",
@@ -130,25 +128,21 @@ pub fn quadlet(image: &str, config: Option<&Path>) -> String {
     out
 }
 
-fn systemctl(user: bool, rest: &[&str]) -> Vec<String> {
-    let mut c = vec!["systemctl".to_string()];
-    if user {
-        c.push("--user".into());
-    }
-    c.extend(rest.iter().map(|s| s.to_string()));
-    c
+fn systemctl(user: bool, rest: &[&str]) -> Argv {
+    let scope: &[&str] = if user { &["--user"] } else { &[] };
+    argv(&[&["systemctl"], scope, rest].concat())
 }
 
 /// The commands (and file changes) an action means.
 pub fn plan(action: Action, setup: &Setup) -> Plan {
     let quadlet_path = setup.quadlet_dir.join(QUADLET_FILE);
-    let just = |command: Vec<String>| Plan {
+    let just = |command: Argv| Plan {
         commands: vec![command],
         ..Plan::default()
     };
     match action {
         Action::Start => just(run_command(&setup.image, setup.config.as_deref())),
-        Action::Stop => just(strings(&[
+        Action::Stop => just(argv(&[
             "podman",
             "stop",
             "--ignore",
@@ -156,7 +150,7 @@ pub fn plan(action: Action, setup: &Setup) -> Plan {
             &STOP_TIMEOUT.to_string(),
             NAME,
         ])),
-        Action::Status => just(strings(&[
+        Action::Status => just(argv(&[
             "podman",
             "container",
             "inspect",
@@ -165,7 +159,7 @@ pub fn plan(action: Action, setup: &Setup) -> Plan {
             NAME,
         ])),
         Action::Logs { follow } => {
-            let mut c = strings(&["podman", "logs"]);
+            let mut c = argv(&["podman", "logs"]);
             if follow {
                 c.push("--follow".into());
             }
@@ -238,51 +232,48 @@ fn podman_version() -> anyhow::Result<(u32, u32)> {
         .with_context(|| format!("cannot read the version in `podman --version`: {text:?}"))
 }
 
-/// Runs a `container` command; returns the exit status.
-/// Runs a parsed `container` subcommand.
-pub fn dispatch(cmd: &crate::cli::ContainerCommand, config: Option<&Path>) -> anyhow::Result<u8> {
-    use crate::cli::ContainerCommand as C;
-    let (action, image, user, verbose) = match cmd {
-        C::Start(a) => (Action::Start, a.image.as_str(), false, a.common.verbose),
-        C::Stop(a) => (Action::Stop, DEFAULT_IMAGE, false, a.verbose),
-        C::Status(a) => (Action::Status, DEFAULT_IMAGE, false, a.verbose),
-        C::Logs(a) => (
-            Action::Logs { follow: a.follow },
-            DEFAULT_IMAGE,
-            false,
-            a.common.verbose,
-        ),
-        C::Enable(a) => (
-            Action::Enable,
-            a.image.as_str(),
-            a.scope.user,
-            a.scope.common.verbose,
-        ),
-        C::Disable(a) => (Action::Disable, DEFAULT_IMAGE, a.user, a.common.verbose),
-    };
-    run(action, image, user, verbose, config)
+/// A `container` command, as plain values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub action: Action,
+    /// The image to run (start, enable).
+    pub image: String,
+    /// enable/disable: the per-user service manager.
+    pub user: bool,
+    /// Print each command before running it.
+    pub verbose: bool,
 }
 
-pub fn run(
-    action: Action,
-    image: &str,
-    user: bool,
-    verbose: bool,
-    config_flag: Option<&Path>,
-) -> anyhow::Result<u8> {
+/// Runs a `container` command, printing to `out`; returns the exit status.
+pub fn run(req: &Request, config_flag: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let Request {
+        action,
+        ref image,
+        user,
+        verbose,
+    } = *req;
     let config = match action {
         Action::Start | Action::Enable => config_file(config_flag)?,
         _ => None,
     };
     let setup = Setup {
-        image: image.to_string(),
+        image: image.clone(),
         config,
         user,
         quadlet_dir: quadlet_dir(user)?,
     };
     let plan = plan(action, &setup);
     match action {
-        Action::Status => return status(&plan, verbose, config_flag),
+        Action::Status => {
+            return status::run(out, &plan.commands, verbose, config_flag, |o| {
+                let text = if o.status.success() {
+                    String::from_utf8_lossy(&o.stdout).into_owned()
+                } else {
+                    format!("{NAME}: no such container (not started, or stopped)\n")
+                };
+                (text, None)
+            })
+        }
         Action::Enable => {
             let version = podman_version()?;
             if version < QUADLET_MIN_PODMAN {
@@ -298,14 +289,13 @@ pub fn run(
             }
         }
         Action::Disable => {
-            if let Some(path) = &plan.remove {
-                if !path.exists() {
-                    println!(
-                        "No quadlet at {}: the container is not enabled there",
-                        path.display()
-                    );
-                    return Ok(0);
-                }
+            if let Some(path) = plan.remove.as_ref().filter(|p| !p.exists()) {
+                writeln!(
+                    out,
+                    "No quadlet at {}: the container is not enabled there",
+                    path.display()
+                )?;
+                return Ok(0);
             }
         }
         _ => {}
@@ -315,50 +305,19 @@ pub fn run(
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        if verbose {
-            eprintln!("+ write {}", path.display());
-        }
+        process::trace(&format!("write {}", path.display()), verbose);
         std::fs::write(path, contents)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     for (i, c) in plan.commands.iter().enumerate() {
-        manage::execute(c, verbose)?;
-        if i == 0 {
-            if let Some(path) = &plan.remove {
-                if verbose {
-                    eprintln!("+ rm {}", path.display());
-                }
-                std::fs::remove_file(path)
-                    .with_context(|| format!("cannot remove {}", path.display()))?;
-            }
+        process::execute(c, verbose)?;
+        if let Some(path) = plan.remove.as_ref().filter(|_| i == 0) {
+            process::trace(&format!("rm {}", path.display()), verbose);
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
         }
     }
     Ok(0)
-}
-
-fn status(plan: &Plan, verbose: bool, config_flag: Option<&Path>) -> anyhow::Result<u8> {
-    for c in &plan.commands {
-        if verbose {
-            eprintln!("+ {}", c.join(" "));
-        }
-        let (program, args) = c.split_first().context("empty command")?;
-        let out = Command::new(program)
-            .args(args)
-            .output()
-            .with_context(|| format!("cannot run `{}`", c.join(" ")))?;
-        if out.status.success() {
-            print!("{}", String::from_utf8_lossy(&out.stdout));
-        } else {
-            println!("{NAME}: no such container (not started, or stopped)");
-        }
-    }
-    let address: ListenAddr = config::load(config_flag)?
-        .server
-        .listen
-        .first()
-        .cloned()
-        .context("the config has no listen address")?;
-    Ok(manage::report_health(&address))
 }
 
 #[cfg(test)]

@@ -3,16 +3,16 @@
 //! commands only spell out the right invocation, print it with `-v`, and for `status` add
 //! what `/health` answers. Nothing here ever signals a process by name.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 
-use crate::config::{self, ListenAddr};
+use super::process::{self, argv};
+use super::status;
+use crate::config::ListenAddr;
 
 pub const SOCKET_UNIT: &str = "openai-proxy.socket";
 pub const SERVICE_UNIT: &str = "openai-proxy.service";
@@ -20,9 +20,6 @@ pub const SERVICE_UNIT: &str = "openai-proxy.service";
 pub const LAUNCHD_LABEL: &str = "org.openai-proxy";
 /// Label Homebrew gives the formula's service.
 pub const BREW_LABEL: &str = "homebrew.mxcl.openai-proxy";
-
-/// Exit status of `status` when the proxy is not serving (LSB: "program is not running").
-pub const EXIT_NOT_RUNNING: u8 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -46,10 +43,6 @@ pub enum Manager {
     Launchctl { uid: u32 },
 }
 
-fn cmd(parts: &[&str]) -> Vec<String> {
-    parts.iter().map(|s| s.to_string()).collect()
-}
-
 /// The commands an action runs, in order (for `status`: the query part).
 pub fn plan(manager: &Manager, action: Action, user: bool) -> Vec<Vec<String>> {
     match manager {
@@ -58,7 +51,7 @@ pub fn plan(manager: &Manager, action: Action, user: bool) -> Vec<Vec<String>> {
             if user {
                 base.push("--user");
             }
-            let with = |rest: &[&str]| cmd(&[&base[..], rest].concat());
+            let with = |rest: &[&str]| argv(&[&base[..], rest].concat());
             match action {
                 // The socket is what serves: the service starts on the first connection.
                 Action::Start => vec![with(&["start", SOCKET_UNIT])],
@@ -86,7 +79,7 @@ pub fn plan(manager: &Manager, action: Action, user: bool) -> Vec<Vec<String>> {
             } else {
                 "system".to_string()
             };
-            let brew = |verb: &str| cmd(&["brew", "services", verb, "openai-proxy"]);
+            let brew = |verb: &str| argv(&["brew", "services", verb, "openai-proxy"]);
             match action {
                 Action::Start | Action::Enable => vec![brew("start")],
                 Action::Stop | Action::Disable => vec![brew("stop")],
@@ -108,11 +101,7 @@ pub fn plan(manager: &Manager, action: Action, user: bool) -> Vec<Vec<String>> {
             };
             let target = format!("{domain}/{LAUNCHD_LABEL}");
             let plist = launchd_plist(user).display().to_string();
-            let l = |args: &[&str]| {
-                let mut v = vec!["launchctl".to_string()];
-                v.extend(args.iter().map(|s| s.to_string()));
-                v
-            };
+            let l = |args: &[&str]| argv(&[&["launchctl"], args].concat());
             match action {
                 Action::Start => vec![l(&["bootstrap", &domain, &plist])],
                 Action::Stop => vec![l(&["bootout", &target])],
@@ -187,42 +176,29 @@ pub fn detect(user: bool) -> anyhow::Result<Manager> {
     Ok(Manager::Systemd)
 }
 
-/// Runs `action`; returns the process exit status.
+/// Runs `action`, printing to `out`; returns the process exit status.
 pub fn run(
     action: Action,
     user: bool,
     verbose: bool,
     config_flag: Option<&Path>,
+    out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
     let manager = detect(user)?;
     let commands = plan(&manager, action, user);
     if action == Action::Status {
-        return status(&manager, &commands, verbose, config_flag);
+        return status::run(out, &commands, verbose, config_flag, |o| {
+            let text = String::from_utf8_lossy(&o.stdout);
+            match manager {
+                Manager::Systemd => describe_units(&text),
+                _ => (text.into_owned(), None),
+            }
+        });
     }
     for c in &commands {
-        execute(c, verbose)?;
+        process::execute(c, verbose)?;
     }
     Ok(0)
-}
-
-fn show(c: &[String]) -> String {
-    c.join(" ")
-}
-
-/// Runs one command (printed first with `verbose`); fails unless it exits 0.
-pub fn execute(c: &[String], verbose: bool) -> anyhow::Result<()> {
-    if verbose {
-        eprintln!("+ {}", show(c));
-    }
-    let (program, args) = c.split_first().context("empty command")?;
-    let st = Command::new(program)
-        .args(args)
-        .status()
-        .with_context(|| format!("cannot run `{}`", show(c)))?;
-    if !st.success() {
-        bail!("`{}` failed ({st})", show(c));
-    }
-    Ok(())
 }
 
 /// `systemctl show` output: one `KEY=VALUE` block per unit, separated by blank lines.
@@ -249,116 +225,36 @@ pub fn listen_from_show(value: &str) -> Option<ListenAddr> {
     }
 }
 
-fn status(
-    manager: &Manager,
-    commands: &[Vec<String>],
-    verbose: bool,
-    config_flag: Option<&Path>,
-) -> anyhow::Result<u8> {
+/// One line per unit of `systemctl show` output, and the socket's first address.
+fn describe_units(text: &str) -> (String, Option<ListenAddr>) {
+    let mut lines = String::new();
     let mut address = None;
-    for c in commands {
-        if verbose {
-            eprintln!("+ {}", show(c));
+    for unit in parse_show(text) {
+        let get = |k: &str| {
+            unit.iter()
+                .find(|(key, _)| key == k)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        let mut line = format!(
+            "{}: {} ({})",
+            get("Id"),
+            get("ActiveState"),
+            get("SubState")
+        );
+        if !get("Listen").is_empty() {
+            line.push_str(&format!(" on {}", get("Listen")));
+            address = address.or_else(|| listen_from_show(get("Listen")));
         }
-        let (program, args) = c.split_first().context("empty command")?;
-        let out = Command::new(program)
-            .args(args)
-            .output()
-            .with_context(|| format!("cannot run `{}`", show(c)))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if *manager != Manager::Systemd {
-            print!("{text}");
-            continue;
+        if get("MainPID") != "0" && !get("MainPID").is_empty() {
+            line.push_str(&format!(", PID {}", get("MainPID")));
         }
-        for unit in parse_show(&text) {
-            let get = |k: &str| {
-                unit.iter()
-                    .find(|(key, _)| key == k)
-                    .map_or("", |(_, v)| v.as_str())
-            };
-            let mut line = format!(
-                "{}: {} ({})",
-                get("Id"),
-                get("ActiveState"),
-                get("SubState")
-            );
-            if !get("Listen").is_empty() {
-                line.push_str(&format!(" on {}", get("Listen")));
-                address = address.or_else(|| listen_from_show(get("Listen")));
-            }
-            if get("MainPID") != "0" && !get("MainPID").is_empty() {
-                line.push_str(&format!(", PID {}", get("MainPID")));
-            }
-            if !get("StatusText").is_empty() {
-                line.push_str(&format!(": {}", get("StatusText")));
-            }
-            println!("{line}");
+        if !get("StatusText").is_empty() {
+            line.push_str(&format!(": {}", get("StatusText")));
         }
+        lines.push_str(&line);
+        lines.push('\n');
     }
-    let address = match address {
-        Some(a) => a,
-        None => config::load(config_flag)?
-            .server
-            .listen
-            .first()
-            .cloned()
-            .context("the config has no listen address")?,
-    };
-    Ok(report_health(&address))
-}
-
-/// Asks `address` for `/health`, prints the outcome, and returns the status command's exit
-/// status: 0 when it answered 200, [`EXIT_NOT_RUNNING`] otherwise.
-pub fn report_health(address: &ListenAddr) -> u8 {
-    match health(address, Duration::from_secs(5)) {
-        Ok((200, took)) => {
-            println!(
-                "health: {address} /health → 200 OK ({:.1} ms)",
-                took.as_secs_f64() * 1e3
-            );
-            0
-        }
-        Ok((code, _)) => {
-            println!("health: {address} /health → {code}: not serving");
-            EXIT_NOT_RUNNING
-        }
-        Err(e) => {
-            println!("health: {address} /health → {e:#}: not serving");
-            EXIT_NOT_RUNNING
-        }
-    }
-}
-
-/// `GET /health` over TCP or a Unix socket; the status code and how long it took.
-pub fn health(address: &ListenAddr, timeout: Duration) -> anyhow::Result<(u16, Duration)> {
-    let start = Instant::now();
-    let request = b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    let mut reply = Vec::new();
-    match address {
-        ListenAddr::Tcp(a) => {
-            let mut s = TcpStream::connect_timeout(a, timeout).context("cannot connect")?;
-            s.set_read_timeout(Some(timeout))?;
-            s.write_all(request)?;
-            s.take(64 * 1024)
-                .read_to_end(&mut reply)
-                .context("no answer")?;
-        }
-        ListenAddr::Unix(p) => {
-            let mut s = UnixStream::connect(p).context("cannot connect")?;
-            s.set_read_timeout(Some(timeout))?;
-            s.write_all(request)?;
-            s.take(64 * 1024)
-                .read_to_end(&mut reply)
-                .context("no answer")?;
-        }
-    }
-    let text = String::from_utf8_lossy(&reply);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse::<u16>().ok())
-        .context("not an HTTP answer")?;
-    Ok((code, start.elapsed()))
+    (lines, address)
 }
 
 #[cfg(test)]

@@ -1,0 +1,156 @@
+//! `check-config`: validate a config exactly as `serve` does, without starting anything.
+//!
+//! It runs the code `serve` runs at start-up (`config::load`, then building every backend's
+//! client), so a config it accepts is one `serve` accepts; `-v` shows what the config
+//! resolves to and why that file was chosen.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::config::{self, format_duration, format_size, Config, Origin};
+use crate::proxy::Proxy;
+
+/// Validates the config as `serve` does and prints `Configuration is valid` (with `verbose`,
+/// after the resolved table). A [`config::ConfigError`] comes back inside the error, which
+/// `main` prints line by line and turns into exit status 78.
+pub fn run(flag: Option<&Path>, verbose: bool, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let config = config::load(flag)?;
+    // `serve` also builds each backend's client (trust roots from ca_file); a config that
+    // fails there must not pass here.
+    Proxy::new(config.clone())?;
+    let mut text = if verbose {
+        describe(&config)
+    } else {
+        String::new()
+    };
+    text.push_str("Configuration is valid\n");
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Why the lookup order picked this config.
+fn why_chosen(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Flag => "named with --config (or check-config PATH)",
+        Origin::Env => "named by $OPENAI_PROXY_CONFIG (no --config given)",
+        Origin::User => {
+            "no --config, $OPENAI_PROXY_CONFIG not set, and the user config \
+             ($XDG_CONFIG_HOME/openai-proxy/config.toml) exists"
+        }
+        Origin::System => {
+            "no --config, $OPENAI_PROXY_CONFIG not set, no user config (or running as root), \
+             and /etc/openai-proxy/config.toml exists"
+        }
+        Origin::Embedded => {
+            "no --config, $OPENAI_PROXY_CONFIG not set, and no user or system config file \
+             exists: the built-in default"
+        }
+    }
+}
+
+/// The resolved configuration, as `check-config -v` prints it.
+fn describe(c: &Config) -> String {
+    let mut s = String::new();
+    let listen: Vec<String> = c.server.listen.iter().map(|l| l.to_string()).collect();
+    let target = c.log.target.as_str();
+    let _ = writeln!(s, "Config file: {}", c.source.display_name());
+    let _ = writeln!(s, "  chosen because: {}", why_chosen(c.source.origin));
+    let _ = writeln!(
+        s,
+        "Listen:      {} (unless systemd or launchd passes sockets)",
+        listen.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "Server:      max_body_size {}, max_header_size {}, header_read_timeout {}, \
+         shutdown_timeout {}, idle_exit {}",
+        format_size(c.server.max_body_size),
+        format_size(c.server.max_header_size as u64),
+        format_duration(c.server.header_read_timeout),
+        format_duration(c.server.shutdown_timeout),
+        format_duration(c.server.idle_exit),
+    );
+    let tokens = &c.server.client_tokens;
+    let _ = match &tokens.file {
+        Some(f) if tokens.enabled() => writeln!(
+            s,
+            "Clients:     need one of {} tokens from {} (Authorization: Bearer)",
+            tokens.len(),
+            f.display()
+        ),
+        _ => writeln!(s, "Clients:     no token needed (no client_tokens_file)"),
+    };
+    let _ = writeln!(
+        s,
+        "Log:         level {}, target {target}, access_log {}",
+        c.log.level.as_str().to_ascii_lowercase(),
+        if c.log.access_log { "on" } else { "off" },
+    );
+    s.push_str("\nRoutes (longest matching prefix wins):\n");
+    let mut rows = vec![[
+        "ROUTE", "BACKEND", "URL", "REWRITE", "CONNECT", "RESPONSE", "IDLE", "AUTH",
+    ]
+    .map(String::from)];
+    for r in &c.routes {
+        let Some(b) = c.backend(&r.backend) else {
+            continue;
+        };
+        rows.push([
+            r.path.clone(),
+            b.name.clone(),
+            b.url.clone(),
+            r.rewrite.clone().unwrap_or_else(|| "-".into()),
+            format_duration(b.connect_timeout),
+            format_duration(b.response_timeout),
+            format_duration(b.idle_timeout),
+            b.auth.to_string(),
+        ]);
+    }
+    s.push_str(&table(&rows));
+    for b in &c.backends {
+        if let Some(ca) = &b.ca_file {
+            let _ = writeln!(
+                s,
+                "Backend {}: also trusts the CA certificates in {}",
+                b.name,
+                ca.display()
+            );
+        }
+        if b.tls_insecure {
+            let _ = writeln!(
+                s,
+                "Backend {}: tls_insecure = true: its certificate is NOT verified",
+                b.name
+            );
+        }
+        if !c.routes.iter().any(|r| r.backend == b.name) {
+            let _ = writeln!(s, "Backend {} ({}): no route uses it", b.name, b.url);
+        }
+    }
+    s
+}
+
+/// Lays rows out in columns two spaces apart (the last column unpadded).
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut s = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 < N {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
+            } else {
+                line.push_str(cell);
+            }
+        }
+        s.push_str("  ");
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    s
+}

@@ -1,0 +1,573 @@
+//! `check-endpoints`: a client of a running proxy that tells the truth about each route.
+//!
+//! It sends the requests an OpenAI SDK sends and passes a check only when the status is right
+//! *and* the body is well formed and of the right kind: a 500, or a 200 carrying an HTML page
+//! where audio belongs, is a failure. The key from `$OPENAI_API_KEY` is sent but never shown:
+//! it is replaced in every response body as it arrives, every line printed goes through
+//! [`report::Output`], which redacts it again, and credential headers are never printed.
+
+mod audio;
+mod report;
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use serde_json::{json, Value};
+
+use self::audio::{
+    audio_format, multipart, words, Clip, MP3, SAMPLE_CLIP, SAMPLE_CLIP_NAME, SAMPLE_CLIP_TEXT,
+};
+use self::report::{human_size, snippet, Answer, Ask, Output, Report, Verdict};
+use super::client::{parse_proxy_url, Client, ProxyUrl, SendError, MAX_CONNECT_TIMEOUT};
+use crate::config::{self, format_duration};
+
+/// What one run checks and how (the command line, as plain values).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the proxy is; `None`: `$OPENAI_BASE_URL`, else the config's listen address.
+    pub url: Option<ProxyUrl>,
+    /// Print each response body.
+    pub verbose: bool,
+    /// Print each response's headers (credentials redacted).
+    pub headers: bool,
+    /// Run only these checks; empty: all.
+    pub only: Vec<CheckName>,
+    /// For each exchange, from connecting to the last byte.
+    pub timeout: Duration,
+    /// The model for the chat checks; `None`: the first `/v1/models` lists.
+    pub chat_model: Option<String>,
+}
+
+/// The checks, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CheckName {
+    /// GET /health: the proxy itself answers {"status":"ok"}
+    Health,
+    /// GET /v1/models: a JSON list of models
+    Models,
+    /// POST /v1/chat/completions: one JSON answer
+    Chat,
+    /// POST /v1/chat/completions with "stream": true: server-sent events ending in [DONE]
+    ChatStream,
+    /// POST /v1/audio/speech: audio
+    Speech,
+    /// POST /v1/audio/transcriptions: JSON with the text
+    Transcription,
+}
+
+impl CheckName {
+    pub const ALL: [CheckName; 6] = [
+        CheckName::Health,
+        CheckName::Models,
+        CheckName::Chat,
+        CheckName::ChatStream,
+        CheckName::Speech,
+        CheckName::Transcription,
+    ];
+
+    /// Its name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckName::Health => "health",
+            CheckName::Models => "models",
+            CheckName::Chat => "chat",
+            CheckName::ChatStream => "chat-stream",
+            CheckName::Speech => "speech",
+            CheckName::Transcription => "transcription",
+        }
+    }
+}
+
+/// The proxy's URL and where it came from: `--url`, then `$OPENAI_BASE_URL`, then the
+/// config's first listen address.
+fn locate_proxy(
+    config_flag: Option<&Path>,
+    url: Option<&ProxyUrl>,
+) -> anyhow::Result<(ProxyUrl, String)> {
+    if let Some(u) = url {
+        return Ok((u.clone(), "--url".into()));
+    }
+    if let Some(v) = std::env::var_os("OPENAI_BASE_URL").filter(|v| !v.is_empty()) {
+        let v = v
+            .to_str()
+            .ok_or_else(|| anyhow!("$OPENAI_BASE_URL is not valid UTF-8"))?;
+        let u = parse_proxy_url(v).map_err(|e| {
+            anyhow!("$OPENAI_BASE_URL: {e}; pass --url to check the proxy somewhere else")
+        })?;
+        return Ok((u, "$OPENAI_BASE_URL".into()));
+    }
+    let config = config::load(config_flag)?;
+    let url = ProxyUrl::from_config(&config)?;
+    Ok((
+        url,
+        format!("server.listen in {}", config.source.display_name()),
+    ))
+}
+
+/// `$OPENAI_API_KEY` as a sensitive `Authorization` value, and the key itself (to redact).
+fn api_key() -> anyhow::Result<Option<(HeaderValue, String)>> {
+    let Some(raw) = std::env::var_os("OPENAI_API_KEY") else {
+        return Ok(None);
+    };
+    let key = raw
+        .to_str()
+        .ok_or_else(|| anyhow!("$OPENAI_API_KEY is not valid UTF-8"))?
+        .trim();
+    if key.is_empty() {
+        return Ok(None);
+    }
+    let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+        anyhow!("$OPENAI_API_KEY contains characters that are not allowed in an HTTP header")
+    })?;
+    value.set_sensitive(true);
+    Ok(Some((value, key.to_string())))
+}
+
+/// What the speech check asks for, and what the transcription of it should give back.
+const SPEECH_TEXT: &str = "The quick brown fox jumps over the lazy dog.";
+/// Model and voice names OpenAI knows and Kokoro-FastAPI maps to its own.
+const SPEECH_MODEL: &str = "tts-1";
+const SPEECH_VOICE: &str = "alloy";
+const CHAT_PROMPT: &str = "Reply with the single word: pong";
+
+/// Audio shorter than this is not speech, whatever its header says.
+const MIN_AUDIO_BYTES: usize = 1024;
+/// Responses are read whole; nothing a check asks for comes near this.
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// Runs `check-endpoints`, printing to `out`; `Ok(true)` when the exit status should be 0.
+pub fn run(
+    config_flag: Option<&Path>,
+    options: &Options,
+    out: Box<dyn std::io::Write>,
+) -> anyhow::Result<bool> {
+    let (url, from) = locate_proxy(config_flag, options.url.as_ref())?;
+    let key = api_key()?;
+    let selected: Vec<CheckName> = CheckName::ALL
+        .into_iter()
+        .filter(|c| options.only.is_empty() || options.only.contains(c))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
+    let (auth, secret) = key.unzip();
+    let checker = Checker {
+        client: Client::new(url, options.timeout.min(MAX_CONNECT_TIMEOUT)),
+        auth,
+        timeout: options.timeout,
+        out: Output::new(out, options.verbose, options.headers, secret),
+    };
+    checker.out.line(&format!(
+        "Checking the proxy at {} ({from})",
+        checker.client.url()
+    ))?;
+    let reports = runtime.block_on(checker.run(&selected, options.chat_model.as_deref()))?;
+    let count = |f: fn(&Verdict) -> bool| reports.iter().filter(|r| f(&r.verdict)).count();
+    let passed = count(|v| matches!(v, Verdict::Pass(_)));
+    let failed = count(|v| matches!(v, Verdict::Fail(_)));
+    let skipped = count(|v| matches!(v, Verdict::Skip { .. }));
+    checker.out.line(&format!(
+        "{passed} passed, {failed} failed, {skipped} skipped"
+    ))?;
+    let excused = |v: &Verdict| match v {
+        Verdict::Skip { no_route, .. } => *no_route && options.only.is_empty(),
+        _ => true,
+    };
+    Ok(failed == 0 && reports.iter().all(|r| excused(&r.verdict)))
+}
+
+/// What `/v1/models` gave: the model ids, or why there are none to use.
+type ModelList = Result<Vec<String>, String>;
+
+/// A client of the proxy with the settings of one run.
+struct Checker {
+    client: Client,
+    /// `Authorization: Bearer $OPENAI_API_KEY`, marked sensitive.
+    auth: Option<HeaderValue>,
+    /// For each exchange, from connecting to the last byte.
+    timeout: Duration,
+    out: Output,
+}
+
+impl Checker {
+    /// Runs the selected checks in order, printing each result as it comes. Fails only when
+    /// the proxy cannot be reached.
+    async fn run(
+        &self,
+        selected: &[CheckName],
+        chat_model: Option<&str>,
+    ) -> anyhow::Result<Vec<Report>> {
+        let mut reports = Vec::new();
+        let mut models: Option<ModelList> = None;
+        let mut speech: Option<Clip> = None;
+        for &name in selected {
+            let report = match name {
+                CheckName::Health => self.health().await?,
+                CheckName::Models => {
+                    let (report, list) = self.models().await?;
+                    models = Some(list);
+                    report
+                }
+                CheckName::Chat | CheckName::ChatStream => {
+                    let model = match (chat_model, &models) {
+                        (Some(m), _) => Ok((m.to_string(), false)),
+                        (None, Some(list)) => pick_model(list),
+                        (None, None) => {
+                            // Not selected: ask quietly, only for a model name.
+                            let list = self.models().await?.1;
+                            let picked = pick_model(&list);
+                            models = Some(list);
+                            picked
+                        }
+                    };
+                    match model {
+                        Ok((model, guessed)) => self.chat(name, &model, guessed).await?,
+                        Err(reason) => Report::skip(name, reason),
+                    }
+                }
+                CheckName::Speech => {
+                    let report = self.speech().await?;
+                    speech = report.answer.as_ref().filter(|_| report.passed()).map(|a| {
+                        let format = audio_format(&a.body).unwrap_or(MP3);
+                        Clip {
+                            audio: a.body.clone(),
+                            file_name: format!("speech.{}", format.ext),
+                            mime: format.mime,
+                            text: SPEECH_TEXT,
+                            origin: "round trip of the speech check",
+                        }
+                    });
+                    report
+                }
+                CheckName::Transcription => {
+                    let clip = speech.take().unwrap_or_else(|| Clip {
+                        audio: Bytes::from_static(SAMPLE_CLIP),
+                        file_name: SAMPLE_CLIP_NAME.into(),
+                        mime: MP3.mime,
+                        text: SAMPLE_CLIP_TEXT,
+                        origin: "built-in clip",
+                    });
+                    self.transcription(&clip).await?
+                }
+            };
+            self.out.report(&report)?;
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    /// Sends one request and reads the whole answer.
+    async fn send(&self, ask: Ask<'_>) -> Result<Answer, SendError> {
+        let mut req = Request::builder()
+            .method(ask.method)
+            .uri(ask.path)
+            .header(header::ACCEPT, ask.accept)
+            .header(
+                header::USER_AGENT,
+                concat!("openai-proxy-check/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(ct) = ask.content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        if let Some(auth) = &self.auth {
+            req = req.header(header::AUTHORIZATION, auth.clone());
+        }
+        let req = req
+            .body(Full::new(ask.body))
+            .map_err(|e| SendError::Failed(format!("cannot build the request: {e}")))?;
+        let start = Instant::now();
+        let exchange = async {
+            let res = self.client.send(req).await.map_err(|e| match e {
+                SendError::Connect(reason) => SendError::Connect(format!(
+                    "cannot connect to the proxy at {}: {reason} — is it running? \
+                     (openai-proxy status / --url)",
+                    self.client.url()
+                )),
+                failed => failed,
+            })?;
+            let (parts, body) = res.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    SendError::Failed(if e.is::<LengthLimitError>() {
+                        format!(
+                            "the response is larger than {}",
+                            human_size(MAX_RESPONSE_BYTES)
+                        )
+                    } else {
+                        format!("the response broke off: {e}")
+                    })
+                })?
+                .to_bytes();
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body: self.out.redact_body(body),
+                elapsed: Duration::ZERO,
+            })
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => Err(SendError::Failed(format!(
+                "no complete answer within {} (--timeout)",
+                format_duration(self.timeout)
+            ))),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(mut a)) => {
+                a.elapsed = start.elapsed();
+                Ok(a)
+            }
+        }
+    }
+
+    /// Sends `ask` and judges the answer: skipped when the proxy has no route, failed unless
+    /// the status is 200 and `judge` accepts the body.
+    async fn check(
+        &self,
+        name: CheckName,
+        ask: Ask<'_>,
+        judge: impl FnOnce(&Answer) -> Result<String, String>,
+    ) -> anyhow::Result<Report> {
+        let path = ask.path;
+        let answer = match self.send(ask).await {
+            Ok(a) => a,
+            Err(SendError::Connect(msg)) => return Err(anyhow!(msg)),
+            Err(SendError::Failed(msg)) => {
+                return Ok(Report {
+                    name,
+                    verdict: Verdict::Fail(msg),
+                    answer: None,
+                })
+            }
+        };
+        let verdict = if answer.is_no_route() {
+            Verdict::Skip {
+                reason: format!("the proxy has no route for {path}"),
+                no_route: true,
+            }
+        } else if answer.status != StatusCode::OK {
+            Verdict::Fail(format!("HTTP {}: {}", answer.status, answer.error_text()))
+        } else {
+            match judge(&answer) {
+                Ok(detail) => Verdict::Pass(detail),
+                Err(problem) => Verdict::Fail(problem),
+            }
+        };
+        Ok(Report {
+            name,
+            verdict,
+            answer: Some(answer),
+        })
+    }
+
+    async fn health(&self) -> anyhow::Result<Report> {
+        self.check(CheckName::Health, Ask::get("/health"), |a| {
+            match a.json()?["status"].as_str() {
+                Some("ok") => Ok("ok".into()),
+                _ => Err(format!(
+                    "expected {{\"status\":\"ok\"}}, got {}",
+                    snippet(&String::from_utf8_lossy(&a.body), 80)
+                )),
+            }
+        })
+        .await
+    }
+
+    async fn models(&self) -> anyhow::Result<(Report, ModelList)> {
+        let mut ids = Vec::new();
+        let report = self
+            .check(CheckName::Models, Ask::get("/v1/models"), |a| {
+                let v = a.json()?;
+                let data = v["data"]
+                    .as_array()
+                    .ok_or("the JSON has no \"data\" array of models")?;
+                ids = data
+                    .iter()
+                    .filter_map(|m| m["id"].as_str().map(str::to_string))
+                    .collect();
+                let mut detail = match data.len() {
+                    1 => "1 model".to_string(),
+                    n => format!("{n} models"),
+                };
+                if !ids.is_empty() {
+                    let shown: Vec<&str> = ids.iter().take(3).map(String::as_str).collect();
+                    let more = if ids.len() > 3 { ", …" } else { "" };
+                    let _ = write!(detail, ": {}{more}", shown.join(", "));
+                }
+                Ok(detail)
+            })
+            .await?;
+        let list = match &report.verdict {
+            Verdict::Pass(_) => Ok(ids),
+            Verdict::Fail(why) => Err(format!("/v1/models failed ({})", snippet(why, 80))),
+            Verdict::Skip { reason, .. } => Err(reason.clone()),
+        };
+        Ok((report, list))
+    }
+
+    async fn chat(&self, name: CheckName, model: &str, guessed: bool) -> anyhow::Result<Report> {
+        let stream = name == CheckName::ChatStream;
+        let mut body = json!({
+            "model": model,
+            "messages": [{"role": "user", "content": CHAT_PROMPT}],
+        });
+        if stream {
+            body["stream"] = Value::Bool(true);
+        }
+        let ask = Ask::post_json("/v1/chat/completions", "application/json", &body);
+        let mut report = self
+            .check(name, ask, |a| {
+                let said = if stream {
+                    stream_content(a)?
+                } else {
+                    let v = a.json()?;
+                    let content = v["choices"][0]["message"]["content"]
+                        .as_str()
+                        .ok_or("the JSON has no choices[0].message.content")?;
+                    format!("\"{}\"", snippet(content, 60))
+                };
+                Ok(format!("model {model}: {said}"))
+            })
+            .await?;
+        if let (Verdict::Fail(why), true) = (&mut report.verdict, guessed) {
+            let _ = write!(
+                why,
+                " (model \"{model}\" is the first that /v1/models lists; name yours with \
+                 --chat-model)"
+            );
+        }
+        Ok(report)
+    }
+
+    async fn speech(&self) -> anyhow::Result<Report> {
+        let body = json!({
+            "model": SPEECH_MODEL,
+            "input": SPEECH_TEXT,
+            "voice": SPEECH_VOICE,
+            "response_format": "mp3",
+        });
+        let ask = Ask::post_json("/v1/audio/speech", "*/*", &body);
+        self.check(CheckName::Speech, ask, |a| {
+            let ct = a.content_type();
+            let format = audio_format(&a.body);
+            let mut problems = Vec::new();
+            if !ct.starts_with("audio/") {
+                problems.push(format!("content type \"{ct}\" is not audio/*"));
+            }
+            if a.body.len() < MIN_AUDIO_BYTES {
+                problems.push(format!("only {} bytes", a.body.len()));
+            }
+            if format.is_none() {
+                problems.push(format!(
+                    "no known audio signature (starts with {})",
+                    snippet(
+                        &String::from_utf8_lossy(&a.body[..a.body.len().min(16)]),
+                        16
+                    )
+                ));
+            }
+            match format {
+                Some(f) if problems.is_empty() => {
+                    Ok(format!("{ct}, {}, {}", human_size(a.body.len()), f.name))
+                }
+                _ => Err(format!("not audio: {}", problems.join("; "))),
+            }
+        })
+        .await
+    }
+
+    async fn transcription(&self, clip: &Clip) -> anyhow::Result<Report> {
+        let (content_type, body) = multipart(&clip.file_name, clip.mime, &clip.audio);
+        let ask = Ask {
+            method: Method::POST,
+            path: "/v1/audio/transcriptions",
+            accept: "application/json",
+            content_type: Some(&content_type),
+            body,
+        };
+        self.check(CheckName::Transcription, ask, |a| {
+            let v = a.json()?;
+            let text = v["text"]
+                .as_str()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or("the JSON has no non-empty \"text\"")?;
+            let verdict = if words(text) == words(clip.text) {
+                "the words match"
+            } else {
+                "the words differ"
+            };
+            Ok(format!(
+                "\"{}\" ({}: {verdict})",
+                snippet(text, 60),
+                clip.origin
+            ))
+        })
+        .await
+    }
+}
+
+/// The model for the chat checks when none was named: the first listed. `true`: a guess.
+fn pick_model(list: &ModelList) -> Result<(String, bool), String> {
+    match list {
+        Ok(ids) => ids.first().map(|m| (m.clone(), true)).ok_or_else(|| {
+            "no model to chat with: /v1/models lists none; name one with --chat-model".into()
+        }),
+        Err(why) => Err(format!(
+            "no model to chat with: {why}; name one with --chat-model"
+        )),
+    }
+}
+
+/// Reads a chat stream: every `data:` chunk JSON, then `data: [DONE]`. Returns the count and
+/// the text the chunks carried.
+fn stream_content(a: &Answer) -> Result<String, String> {
+    let text = std::str::from_utf8(&a.body).map_err(|_| "the stream is not UTF-8 text")?;
+    let mut chunks = 0usize;
+    let mut done = false;
+    let mut said = String::new();
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+            continue;
+        };
+        if data == "[DONE]" {
+            done = true;
+            break;
+        }
+        let v: Value = serde_json::from_str(data)
+            .map_err(|_| format!("chunk {} is not JSON: {}", chunks + 1, snippet(data, 80)))?;
+        if !v["error"].is_null() {
+            return Err(format!(
+                "the stream carried an error: {}",
+                snippet(&v["error"].to_string(), 120)
+            ));
+        }
+        chunks += 1;
+        if let Some(piece) = v["choices"][0]["delta"]["content"].as_str() {
+            said.push_str(piece);
+        }
+    }
+    if chunks == 0 {
+        return Err(format!(
+            "no \"data:\" chunks (content type \"{}\"): {}",
+            a.content_type(),
+            snippet(text, 80)
+        ));
+    }
+    if !done {
+        return Err(format!(
+            "{chunks} chunks but no \"data: [DONE]\" at the end"
+        ));
+    }
+    Ok(format!(
+        "{chunks} chunks, [DONE], \"{}\"",
+        snippet(&said, 60)
+    ))
+}

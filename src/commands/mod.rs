@@ -1,0 +1,15 @@
+//! The tools around the daemon, each a command of the binary: checking a config or a running
+//! proxy, driving the service manager or Podman, and generating the man page and completions.
+//! They share one client of a running proxy ([`client`]), one way to run other programs
+//! ([`process`]) and one `status` report ([`status`]).
+
+pub mod check_config;
+pub mod check_endpoints;
+pub mod client;
+pub mod container;
+pub mod docs;
+pub mod manage;
+mod process;
+mod status;
+
+pub use status::EXIT_NOT_RUNNING;

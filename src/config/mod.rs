@@ -1,0 +1,313 @@
+//! Configuration: where it is found ([`lookup`]), the file as written ([`raw`]), what makes
+//! it valid ([`validate`]), and how problems are reported ([`diagnostics`]): every problem at
+//! once, each as `FILE:LINE:COL: KEY: MESSAGE`. Durations and sizes are in [`units`]; the
+//! files a config names are read by [`files`], which never blocks on them.
+//!
+//! Secrets read here (API keys) are held as [`Secret`], which never prints its value.
+
+mod diagnostics;
+mod files;
+mod lookup;
+mod raw;
+mod units;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::HeaderValue;
+use rustls_pki_types::CertificateDer;
+use serde::Deserialize;
+
+use crate::tokens::ClientTokens;
+
+pub use diagnostics::{ConfigError, ConfigIssue};
+pub use files::readable_by_others;
+pub use lookup::{locate, Origin, Source, CONFIG_ENV, EMBEDDED_DEFAULT};
+pub use units::{format_duration, format_size, parse_duration, parse_size};
+
+/// Largest config file read: a real one is a few kB; `/dev/zero` or a log file named by
+/// mistake must not be read whole.
+pub const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+/// Locates, reads, parses and validates the config.
+pub fn load(flag: Option<&Path>) -> Result<Config, ConfigError> {
+    let source = locate(flag);
+    match &source.path {
+        None => Config::parse(EMBEDDED_DEFAULT, source),
+        Some(path) => match files::read_text(path, MAX_CONFIG_FILE) {
+            Ok(text) => Config::parse(&text, source),
+            Err(e) => Err(ConfigError::file(
+                source.display_name(),
+                format!("cannot read config file ({}): {e}", source.origin),
+            )),
+        },
+    }
+}
+
+/// Defaults, shared by the code and the documentation.
+pub mod defaults {
+    use std::time::Duration;
+    pub const LISTEN: &str = "127.0.0.1:2020";
+    pub const MAX_BODY_SIZE: u64 = 1 << 30;
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const MAX_HEADER_SIZE: u64 = 64 << 10;
+    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const IDLE_EXIT: Duration = Duration::ZERO;
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: Source,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    /// Sorted by name.
+    pub backends: Vec<BackendConfig>,
+    /// In file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Config {
+    /// Parses and validates config text. `source` names the file in messages.
+    pub fn parse(text: &str, source: Source) -> Result<Config, ConfigError> {
+        let file = source.display_name();
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.clone(),
+            issues: vec![diagnostics::parse_error(text, &e)],
+        })?;
+        let mut issues = diagnostics::Issues::new(text);
+        let config = validate::validate(raw, source, &mut issues);
+        match issues.into_error(&file) {
+            Some(err) => Err(err),
+            None => Ok(config),
+        }
+    }
+
+    /// Parses config text that is not from a file (tests, tools).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            text,
+            Source {
+                path: Some(PathBuf::from("<string>")),
+                origin: Origin::Flag,
+            },
+        )
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Addresses bound when the service manager passes no sockets.
+    pub listen: Vec<ListenAddr>,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_size: u64,
+    /// Slowloris guard: a client must send its whole header block within this time.
+    pub header_read_timeout: Duration,
+    /// Largest request line plus header block; larger ones get 431 and the connection closed.
+    pub max_header_size: usize,
+    /// Tokens clients must present (`Authorization: Bearer TOKEN`) when the proxy is exposed;
+    /// empty: no client authentication.
+    pub client_tokens: ClientTokens,
+    /// How long SIGTERM waits for in-flight requests before giving up on them.
+    pub shutdown_timeout: Duration,
+    /// Socket-activated only: exit after this long without a connection (zero: never).
+    pub idle_exit: Duration,
+}
+
+/// A place to listen on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(
+                    "\"unix:\" needs a socket path, e.g. \"unix:/run/openai-proxy.sock\"".into(),
+                );
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        s.parse::<SocketAddr>().map(ListenAddr::Tcp).map_err(|_| {
+            format!(
+                "invalid listen address {}: expected IP:PORT (\"127.0.0.1:2020\", \"[::1]:2020\") or \"unix:/path\"",
+                diagnostics::quote(s)
+            )
+        })
+    }
+}
+
+/// `[log] target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// journald when stderr is connected to the journal, else stderr.
+    Auto,
+    Journald,
+    Syslog,
+    Stderr,
+}
+
+impl LogTarget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogTarget::Auto => "auto",
+            LogTarget::Journald => "journald",
+            LogTarget::Syslog => "syslog",
+            LogTarget::Stderr => "stderr",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub level: tracing::Level,
+    pub target: LogTarget,
+    /// One line per request.
+    pub access_log: bool,
+}
+
+/// An API key. Its `Debug` never shows the value, and the header it becomes is marked
+/// sensitive.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(HeaderValue);
+
+impl Secret {
+    /// The `Authorization: Bearer ...` value for this key.
+    pub fn bearer(&self) -> &HeaderValue {
+        &self.0
+    }
+
+    fn from_key(key: &str) -> Result<Secret, String> {
+        let key = key.trim();
+        if key.is_empty() {
+            return Err("the key is empty".into());
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "the key contains spaces or characters not allowed in an HTTP header".into(),
+            );
+        }
+        let mut v = HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| "the key is not a valid HTTP header value".to_string())?;
+        v.set_sensitive(true);
+        Ok(Secret(v))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Where an injected key came from (for messages; never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Env(String),
+    File(PathBuf),
+    Credential(String, PathBuf),
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Env(v) => write!(f, "env ${v}"),
+            KeySource::File(p) => write!(f, "file {}", p.display()),
+            KeySource::Credential(n, p) => write!(f, "credential {n} ({})", p.display()),
+        }
+    }
+}
+
+/// What happens to the client's credentials on the way to a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthPolicy {
+    /// Remove `Authorization`, `api-key`, `x-api-key`, `OpenAI-Organization`, `OpenAI-Project`.
+    Strip,
+    /// Pass the client's credentials through unchanged.
+    Forward,
+    /// Remove the client's credentials and send this key as `Authorization: Bearer`.
+    Inject { key: Secret, source: KeySource },
+}
+
+impl AuthPolicy {
+    /// What the policy does, in words (for the `/` page).
+    pub fn describe(&self) -> &'static str {
+        match self {
+            AuthPolicy::Inject { .. } => "key injected by the proxy",
+            AuthPolicy::Forward => "client's key forwarded",
+            AuthPolicy::Strip => "client's key removed",
+        }
+    }
+}
+
+impl fmt::Display for AuthPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthPolicy::Strip => f.write_str("strip"),
+            AuthPolicy::Forward => f.write_str("forward"),
+            AuthPolicy::Inject { source, .. } => write!(f, "inject from {source}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub name: String,
+    /// The URL as written (without a trailing `/`), for messages and the status page.
+    pub url: String,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Prefixed to every forwarded path; empty or `/something` without a trailing `/`.
+    pub base_path: String,
+    pub auth: AuthPolicy,
+    /// Extra trust anchors for an HTTPS backend (e.g. a private CA).
+    pub ca_certs: Vec<CertificateDer<'static>>,
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate. Opt-in, warned about at start.
+    pub tls_insecure: bool,
+    pub connect_timeout: Duration,
+    /// Until the response headers arrive.
+    pub response_timeout: Duration,
+    /// Longest silence inside a body, either way.
+    pub idle_timeout: Duration,
+}
+
+impl BackendConfig {
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Normalized path prefix, matched on whole segments.
+    pub path: String,
+    pub backend: String,
+    /// Replaces the matched prefix when forwarding.
+    pub rewrite: Option<String>,
+}

@@ -1,0 +1,92 @@
+//! The config file as written: serde structs that mirror the TOML one to one. Unknown keys are
+//! errors (`deny_unknown_fields`), so a typo is reported, not silently ignored. Values that
+//! validation checks keep their [`Spanned`] position, so a problem found later still points
+//! at its line and column.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::units::{Dur, Size};
+use super::LogTarget;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub backends: BTreeMap<Spanned<String>, RawBackend>,
+    #[serde(default)]
+    pub route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub max_body_size: Option<Spanned<Size>>,
+    pub header_read_timeout: Option<Spanned<Dur>>,
+    pub max_header_size: Option<Spanned<Size>>,
+    pub client_tokens_file: Option<Spanned<PathBuf>>,
+    pub shutdown_timeout: Option<Dur>,
+    pub idle_exit: Option<Dur>,
+}
+
+/// `[log] level`: the names `tracing` uses.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl From<RawLevel> for tracing::Level {
+    fn from(l: RawLevel) -> Self {
+        match l {
+            RawLevel::Error => tracing::Level::ERROR,
+            RawLevel::Warn => tracing::Level::WARN,
+            RawLevel::Info => tracing::Level::INFO,
+            RawLevel::Debug => tracing::Level::DEBUG,
+            RawLevel::Trace => tracing::Level::TRACE,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub level: Option<RawLevel>,
+    pub target: Option<LogTarget>,
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub url: Option<Spanned<String>>,
+    pub forward_client_auth: Option<bool>,
+    pub api_key_env: Option<Spanned<String>>,
+    pub api_key_file: Option<Spanned<PathBuf>>,
+    pub api_key_credential: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<PathBuf>>,
+    pub tls_insecure: Option<Spanned<bool>>,
+    pub connect_timeout: Option<Spanned<Dur>>,
+    pub response_timeout: Option<Spanned<Dur>>,
+    pub idle_timeout: Option<Spanned<Dur>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub path: Option<Spanned<String>>,
+    pub backend: Option<Spanned<String>>,
+    pub rewrite: Option<Spanned<String>>,
+}

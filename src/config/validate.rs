@@ -1,0 +1,510 @@
+//! From the file as written ([`RawConfig`]) to a [`Config`] the proxy can run: every value
+//! checked, defaults filled in, key files read, every problem collected (not only the first).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use http::uri::{Authority, Scheme};
+use http::Uri;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use toml::Spanned;
+
+use super::diagnostics::{quote, Issues};
+use super::files::{self, MAX_SECRET_FILE};
+use super::raw::{RawBackend, RawConfig, RawLog, RawRoute, RawServer};
+use super::units::format_size;
+use super::{
+    defaults, AuthPolicy, BackendConfig, Config, KeySource, ListenAddr, LogConfig, LogTarget,
+    RouteConfig, Secret, ServerConfig, Source,
+};
+use crate::router::normalize_path;
+use crate::tokens::ClientTokens;
+
+/// Bounds of `server.max_header_size`: below 1 KiB ordinary requests would not fit; above
+/// 256 KiB hyper's own read buffer would end the header block first.
+const MIN_HEADER_SIZE: u64 = 1 << 10;
+const MAX_HEADER_SIZE: u64 = 256 << 10;
+
+/// The span of an optional spanned value.
+fn span<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
+    v.as_ref().map(Spanned::span)
+}
+
+/// The value of an optional spanned value.
+fn value<T: Clone>(v: &Option<Spanned<T>>) -> Option<T> {
+    v.as_ref().map(|s| s.get_ref().clone())
+}
+
+pub fn validate(raw: RawConfig, source: Source, issues: &mut Issues<'_>) -> Config {
+    let server = validate_server(raw.server, issues);
+    let log = validate_log(raw.log);
+    let mut backends = Vec::new();
+    for (name, b) in raw.backends {
+        if let Some(b) = validate_backend(&name, b, issues) {
+            backends.push(b);
+        }
+    }
+    let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+    let mut routes = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, r) in raw.route.into_iter().enumerate() {
+        if let Some(r) = validate_route(i, r, &names, &mut seen, issues) {
+            routes.push(r);
+        }
+    }
+    if routes.is_empty() && issues.count() == 0 {
+        issues.add(
+            "route",
+            None,
+            "no [[route]] is defined, so every request would get 404; add at least one \
+             [[route]] with path and backend",
+        );
+    }
+    Config {
+        source,
+        server,
+        log,
+        backends,
+        routes,
+    }
+}
+
+fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
+    let mut listen = Vec::new();
+    match &raw.listen {
+        None => listen.push(ListenAddr::Tcp(
+            defaults::LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 2020))),
+        )),
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                issues.add(
+                    "server.listen",
+                    Some(list.span()),
+                    "must name at least one address, e.g. [\"127.0.0.1:2020\"]",
+                );
+            }
+            for (i, s) in list.get_ref().iter().enumerate() {
+                let key = format!("server.listen[{i}]");
+                match s.get_ref().parse::<ListenAddr>() {
+                    Ok(a) if listen.contains(&a) => issues.add(
+                        key,
+                        Some(s.span()),
+                        format!("{} is listed twice", quote(s.get_ref())),
+                    ),
+                    Ok(a) => listen.push(a),
+                    Err(e) => issues.add(key, Some(s.span()), e),
+                }
+            }
+        }
+    }
+    let max_body_size = value(&raw.max_body_size).map_or(defaults::MAX_BODY_SIZE, |s| s.0);
+    if max_body_size == 0 {
+        issues.add(
+            "server.max_body_size",
+            span(&raw.max_body_size),
+            "must be greater than zero",
+        );
+    }
+    let header_read_timeout =
+        value(&raw.header_read_timeout).map_or(defaults::HEADER_READ_TIMEOUT, |d| d.0);
+    if header_read_timeout.is_zero() {
+        issues.add(
+            "server.header_read_timeout",
+            span(&raw.header_read_timeout),
+            "must be greater than zero (it guards against clients that never finish their headers)",
+        );
+    }
+    let max_header_size = value(&raw.max_header_size).map_or(defaults::MAX_HEADER_SIZE, |s| s.0);
+    if !(MIN_HEADER_SIZE..=MAX_HEADER_SIZE).contains(&max_header_size) {
+        issues.add(
+            "server.max_header_size",
+            span(&raw.max_header_size),
+            format!(
+                "must be between {} and {} (the request line and all headers together)",
+                format_size(MIN_HEADER_SIZE),
+                format_size(MAX_HEADER_SIZE)
+            ),
+        );
+    }
+    let client_tokens = match &raw.client_tokens_file {
+        None => ClientTokens::default(),
+        Some(path) => match read_tokens(path.get_ref()) {
+            Ok(t) => t,
+            Err(e) => {
+                issues.add("server.client_tokens_file", Some(path.span()), e);
+                ClientTokens::default()
+            }
+        },
+    };
+    ServerConfig {
+        listen,
+        max_body_size,
+        header_read_timeout,
+        max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
+        client_tokens,
+        shutdown_timeout: raw
+            .shutdown_timeout
+            .map_or(defaults::SHUTDOWN_TIMEOUT, |d| d.0),
+        idle_exit: raw.idle_exit.map_or(defaults::IDLE_EXIT, |d| d.0),
+    }
+}
+
+/// Reads `server.client_tokens_file`. Messages name the file and line, never a token.
+fn read_tokens(path: &Path) -> Result<ClientTokens, String> {
+    const WHAT: &str = "client tokens file";
+    let text = files::read_text(path, MAX_SECRET_FILE).map_err(|e| e.about(WHAT, path))?;
+    let mut tokens =
+        ClientTokens::parse(&text).map_err(|e| format!("{WHAT} {}: {e}", path.display()))?;
+    tokens.file = Some(path.to_path_buf());
+    Ok(tokens)
+}
+
+fn validate_log(raw: RawLog) -> LogConfig {
+    LogConfig {
+        level: raw.level.map_or(tracing::Level::INFO, Into::into),
+        target: raw.target.unwrap_or(LogTarget::Auto),
+        access_log: raw.access_log.unwrap_or(true),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn validate_backend(
+    name: &Spanned<String>,
+    raw: RawBackend,
+    issues: &mut Issues<'_>,
+) -> Option<BackendConfig> {
+    let before = issues.count();
+    let key = |k: &str| format!("backends.{}.{k}", name.get_ref());
+    if !valid_name(name.get_ref()) {
+        issues.add(
+            format!("backends.{}", name.get_ref()),
+            Some(name.span()),
+            "backend names may use only letters, digits, '-' and '_' (at most 64)",
+        );
+    }
+    let parsed = match &raw.url {
+        None => {
+            issues.add(
+                key("url"),
+                Some(name.span()),
+                "missing: every backend needs url = \"http://HOST:PORT\" or \"https://...\"",
+            );
+            None
+        }
+        Some(url) => match parse_backend_url(url.get_ref()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                issues.add(key("url"), Some(url.span()), e);
+                None
+            }
+        },
+    };
+    let auth = validate_auth(name.get_ref(), &raw, issues);
+    let mut ca_certs = Vec::new();
+    if let Some(path) = &raw.ca_file {
+        match read_ca_file(path.get_ref()) {
+            Ok(c) => ca_certs = c,
+            Err(e) => issues.add(key("ca_file"), Some(path.span()), e),
+        }
+    }
+    let tls_insecure = value(&raw.tls_insecure).unwrap_or(false);
+    if let Some((scheme, _, _)) = &parsed {
+        if *scheme != Scheme::HTTPS {
+            if let Some(ca) = &raw.ca_file {
+                issues.add(
+                    key("ca_file"),
+                    Some(ca.span()),
+                    "only applies to https:// backends",
+                );
+            }
+            if tls_insecure {
+                issues.add(
+                    key("tls_insecure"),
+                    span(&raw.tls_insecure),
+                    "only applies to https:// backends",
+                );
+            }
+        }
+    }
+    let mut timeout = |k: &str, raw: &Option<Spanned<super::units::Dur>>, default| {
+        let d = value(raw).map_or(default, |d| d.0);
+        if d.is_zero() {
+            issues.add(key(k), span(raw), "must be greater than zero");
+        }
+        d
+    };
+    let connect_timeout = timeout(
+        "connect_timeout",
+        &raw.connect_timeout,
+        defaults::CONNECT_TIMEOUT,
+    );
+    let response_timeout = timeout(
+        "response_timeout",
+        &raw.response_timeout,
+        defaults::RESPONSE_TIMEOUT,
+    );
+    let idle_timeout = timeout("idle_timeout", &raw.idle_timeout, defaults::IDLE_TIMEOUT);
+    let (scheme, authority, base_path) = parsed?;
+    if issues.count() != before {
+        return None;
+    }
+    Some(BackendConfig {
+        name: name.get_ref().clone(),
+        url: format!("{scheme}://{authority}{base_path}"),
+        scheme,
+        authority,
+        base_path,
+        auth: auth?,
+        ca_certs,
+        ca_file: value(&raw.ca_file),
+        tls_insecure,
+        connect_timeout,
+        response_timeout,
+        idle_timeout,
+    })
+}
+
+fn parse_backend_url(url: &str) -> Result<(Scheme, Authority, String), String> {
+    let shown = quote(url);
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("{shown} is not a valid URL: {e}"))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::HTTP,
+        Some("https") => Scheme::HTTPS,
+        Some(other) => {
+            return Err(format!(
+                "unsupported scheme {} in {shown}: use http:// or https://",
+                quote(other)
+            ))
+        }
+        None => {
+            return Err(format!(
+                "{shown} has no scheme: write \"http://...\" or \"https://...\""
+            ))
+        }
+    };
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{shown} has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(
+            "credentials in the URL are not allowed (they would show in logs and on the status \
+             page); use api_key_file, api_key_env or api_key_credential"
+                .into(),
+        );
+    }
+    if authority.host().is_empty() {
+        return Err(format!("{shown} has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!(
+            "{shown} has a query string; a backend URL may carry only a base path"
+        ));
+    }
+    let path = uri.path().trim_end_matches('/');
+    if !path.is_empty() && normalize_path(path).map(|p| p != path).unwrap_or(true) {
+        return Err(format!(
+            "the base path {} is not normalized (no '.', '..', '//' or encoded '/')",
+            quote(uri.path())
+        ));
+    }
+    Ok((scheme, authority, path.to_string()))
+}
+
+fn validate_auth(name: &str, raw: &RawBackend, issues: &mut Issues<'_>) -> Option<AuthPolicy> {
+    let key = |k: &str| format!("backends.{name}.{k}");
+    let given: Vec<(&str, Option<Range<usize>>)> = [
+        ("api_key_env", span(&raw.api_key_env)),
+        ("api_key_file", span(&raw.api_key_file)),
+        ("api_key_credential", span(&raw.api_key_credential)),
+    ]
+    .into_iter()
+    .filter(|(_, s)| s.is_some())
+    .collect();
+    if given.len() > 1 {
+        let names: Vec<&str> = given.iter().map(|(k, _)| *k).collect();
+        issues.add(
+            key(given[1].0),
+            given[1].1.clone(),
+            format!("set only one of {}", names.join(", ")),
+        );
+        return None;
+    }
+    let loaded = if let Some(var) = &raw.api_key_env {
+        let var_name = var.get_ref();
+        match std::env::var(var_name) {
+            Ok(v) => Secret::from_key(&v)
+                .map(|k| (k, KeySource::Env(var_name.clone())))
+                .map_err(|e| format!("environment variable ${var_name}: {e}")),
+            Err(_) => Err(format!("environment variable ${var_name} is not set")),
+        }
+        .map_err(|e| ("api_key_env", var.span(), e))
+    } else if let Some(file) = &raw.api_key_file {
+        read_key_file(file.get_ref())
+            .map(|k| (k, KeySource::File(file.get_ref().clone())))
+            .map_err(|e| ("api_key_file", file.span(), e))
+    } else if let Some(cred) = &raw.api_key_credential {
+        load_credential(cred.get_ref()).map_err(|e| ("api_key_credential", cred.span(), e))
+    } else {
+        return Some(if raw.forward_client_auth.unwrap_or(false) {
+            AuthPolicy::Forward
+        } else {
+            AuthPolicy::Strip
+        });
+    };
+    match loaded {
+        Ok((key, source)) => Some(AuthPolicy::Inject { key, source }),
+        Err((k, span, msg)) => {
+            issues.add(key(k), Some(span), msg);
+            None
+        }
+    }
+}
+
+/// A key from systemd's `LoadCredential=` (`$CREDENTIALS_DIRECTORY/NAME`).
+fn load_credential(name: &str) -> Result<(Secret, KeySource), String> {
+    if !valid_name(name) {
+        return Err("credential names may use only letters, digits, '-' and '_'".into());
+    }
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or(
+        "$CREDENTIALS_DIRECTORY is not set (systemd sets it when the unit has LoadCredential=)",
+    )?;
+    let file = PathBuf::from(dir).join(name);
+    let key = read_key_file(&file)?;
+    Ok((key, KeySource::Credential(name.to_string(), file)))
+}
+
+fn read_key_file(path: &Path) -> Result<Secret, String> {
+    const WHAT: &str = "key file";
+    let text = files::read_text(path, MAX_SECRET_FILE).map_err(|e| e.about(WHAT, path))?;
+    Secret::from_key(&text).map_err(|e| format!("{WHAT} {}: {e}", path.display()))
+}
+
+fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = files::read_regular(path, MAX_SECRET_FILE).map_err(|e| e.about("CA file", path))?;
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+    let certs = certs.map_err(|e| format!("CA file {} is not valid PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "CA file {} contains no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+fn validate_route(
+    i: usize,
+    raw: Spanned<RawRoute>,
+    backends: &[&str],
+    seen: &mut HashSet<String>,
+    issues: &mut Issues<'_>,
+) -> Option<RouteConfig> {
+    let before = issues.count();
+    let here = raw.span();
+    let raw = raw.into_inner();
+    let key = |k: &str| format!("route[{i}].{k}");
+    let path = match raw.path {
+        None => {
+            issues.add(
+                format!("route[{i}]"),
+                Some(here.clone()),
+                "missing path = \"/v1/...\"",
+            );
+            String::new()
+        }
+        Some(p) => {
+            match check_route_path(p.get_ref()) {
+                Err(e) => issues.add(key("path"), Some(p.span()), e),
+                Ok(()) if !seen.insert(p.get_ref().clone()) => issues.add(
+                    key("path"),
+                    Some(p.span()),
+                    format!(
+                        "duplicate route path {}: each path may appear once",
+                        quote(p.get_ref())
+                    ),
+                ),
+                Ok(()) => {}
+            }
+            p.into_inner()
+        }
+    };
+    let backend = match raw.backend {
+        None => {
+            issues.add(
+                format!("route[{i}]"),
+                Some(here),
+                "missing backend = \"NAME\"",
+            );
+            String::new()
+        }
+        Some(b) => {
+            if !backends.contains(&b.get_ref().as_str()) {
+                let known = if backends.is_empty() {
+                    "none is defined".to_string()
+                } else {
+                    format!("defined: {}", backends.join(", "))
+                };
+                issues.add(
+                    key("backend"),
+                    Some(b.span()),
+                    format!("no backend named {} ({known})", quote(b.get_ref())),
+                );
+            }
+            b.into_inner()
+        }
+    };
+    if let Some(r) = &raw.rewrite {
+        if let Err(e) = check_route_path(r.get_ref()) {
+            issues.add(key("rewrite"), Some(r.span()), e);
+        }
+    }
+    (issues.count() == before).then_some(RouteConfig {
+        path,
+        backend,
+        rewrite: value(&raw.rewrite),
+    })
+}
+
+fn check_route_path(p: &str) -> Result<(), String> {
+    let shown = quote(p);
+    if !p.starts_with('/') {
+        return Err(format!("{shown} must start with '/'"));
+    }
+    if p.len() > 1 && p.ends_with('/') {
+        return Err(format!(
+            "{shown} must not end with '/' (prefixes match whole segments: {} also matches \
+             every path below it)",
+            quote(p.trim_end_matches('/'))
+        ));
+    }
+    match normalize_path(p) {
+        Ok(n) if n == p => {}
+        _ => {
+            return Err(format!(
+                "{shown} is not a normalized path (no '.', '..', '//', '%2F' or needless %-escapes)"
+            ))
+        }
+    }
+    if p == "/health" {
+        return Err("\"/health\" is the proxy's own health check and cannot be routed".into());
+    }
+    if p.contains('?') || p.contains('#') {
+        return Err(format!("{shown} must be a path only, without '?' or '#'"));
+    }
+    Ok(())
+}
