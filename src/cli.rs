@@ -57,7 +57,7 @@ and skipped checks. A check is skipped, with the reason, when it cannot run: the
 route for its path (it answers 404 no_route), or there is no model to chat with.
 
 The proxy is found at --url, else $OPENAI_BASE_URL (a trailing /v1 is removed), else the first
-IP:PORT in server.listen of the config (see --config). $OPENAI_API_KEY, when set, is sent as
+IP:PORT in server.listen of the config (see --config), else its first unix: socket. $OPENAI_API_KEY, when set, is sent as
 \"Authorization: Bearer KEY\" and never printed: it is redacted from bodies and headers too.
 
 Exit status: 0 when no check failed and none was skipped (checks skipped for lack of a route do
@@ -298,7 +298,7 @@ pub struct CheckEndpointsArgs {
     /// Plain http:// only (the proxy speaks plain HTTP); a missing scheme means http://, and a
     /// trailing /v1 is removed, so an OPENAI_BASE_URL value works too. Default:
     /// $OPENAI_BASE_URL, else the first IP:PORT in the config's server.listen (0.0.0.0 and
-    /// [::] are reached through 127.0.0.1 and [::1]).
+    /// [::] are reached through 127.0.0.1 and [::1]), else its first unix: socket.
     #[arg(long, value_name = "URL", value_parser = parse_proxy_url)]
     pub url: Option<ProxyUrl>,
 
