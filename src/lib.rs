@@ -36,6 +36,8 @@ mod headers;
 mod lifecycle;
 mod listeners;
 mod logging;
+mod model;
+mod models;
 mod notify;
 mod proxy;
 mod router;

@@ -1,5 +1,10 @@
-//! One request: route it, rewrite it for its backend, forward it with the body streamed,
-//! and stream the backend's response back, or answer with an OpenAI-shaped error.
+//! One request: route it (by path, and by model where routes list `models`), rewrite it for
+//! its backend, forward it with the body streamed, and stream the backend's response back, or
+//! answer with an OpenAI-shaped error.
+//!
+//! Routing by model reads no more of the body than it needs: the `model` found in its first
+//! bytes ([`crate::model`]) picks the route, an alias is spliced in, and the bytes read go to
+//! the backend first, followed by the rest of the stream ([`RequestBody`]).
 //!
 //! A [`Proxy`] is an immutable snapshot built from one [`Config`]: routes, backends with their
 //! connection pools, limits. Reloading builds a new one; requests already running keep theirs.
@@ -10,7 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, Entry, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -19,10 +24,12 @@ use tokio::time::Instant;
 
 use crate::access::AccessRecord;
 use crate::body::{BodyError, RequestBody, ResponseBody};
-use crate::config::{BackendConfig, Config};
+use crate::config::{quote, BackendConfig, Config};
 use crate::error::ProxyError;
 use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
-use crate::router::{normalize_path, Router};
+use crate::model::{self, Found, Scanner};
+use crate::models::{Catalog, Member};
+use crate::router::{normalize_path, Match, ModelSet, RouteSpec, Router};
 use crate::tokens::ClientTokens;
 use crate::upstream::Backend;
 
@@ -38,6 +45,8 @@ pub struct Target {
 pub struct Proxy {
     pub config: Arc<Config>,
     router: Router<Target>,
+    /// `GET /v1/models` answered by the proxy.
+    catalog: Arc<Catalog>,
     /// The `/` page, made once.
     status_page: Bytes,
 }
@@ -59,20 +68,23 @@ impl Proxy {
                 .ok_or_else(|| {
                     anyhow::anyhow!("route {} names unknown backend {}", r.path, r.backend)
                 })?;
-            table.push((
-                r.path.clone(),
-                r.rewrite.clone(),
-                Target {
+            table.push(RouteSpec {
+                prefix: r.path.clone(),
+                rewrite: r.rewrite.clone(),
+                models: config.route_models(r),
+                target: Target {
                     backend,
                     route: Arc::from(r.path.as_str()),
                 },
-            ));
+            });
         }
-        let router = Router::new(table);
-        let status_page = status_page(&router);
+        let router = Router::build(table);
+        let catalog = Catalog::new(members(&config, &router), config.routes_by_model());
+        let status_page = status_page(&router, &catalog);
         Ok(Proxy {
             config: Arc::new(config),
             router,
+            catalog,
             status_page,
         })
     }
@@ -154,26 +166,51 @@ impl Proxy {
             }
             _ => {}
         }
-        let Some(m) = self.router.find(&path) else {
+        if parts.method == Method::GET && &*path == "/v1/models" {
+            if let Some(res) = self.catalog.answer(&parts, peer, rid).await? {
+                if let Some(a) = access.as_deref_mut() {
+                    a.backend = res.headers().get(&X_BACKEND).cloned();
+                }
+                return Ok(res);
+            }
+        }
+        let Some(first) = self.router.find(&path) else {
             return Err(if path == "/v1" || path.starts_with("/v1/") {
                 ProxyError::NoRoute(path.into_owned())
             } else {
                 ProxyError::NotFound(path.into_owned())
             });
         };
-        let target = m.route.target.clone();
-        let backend = &target.backend;
-        let bc = &backend.config;
-        let forward_path = m.forward_path(&bc.base_path);
-        if let Some(a) = access.as_deref_mut() {
-            a.route = Some(target.route.clone());
-            a.backend = Some(backend.header.clone());
-        }
 
         let limit = self.config.server.max_body_size;
         // hyper's size hint is exactly the Content-Length, when there is one.
         if body.size_hint().lower() > limit {
             return Err(ProxyError::BodyTooLarge { limit });
+        }
+        let counter = access.as_deref().map(|a| a.bytes_in.clone());
+        let idle = first.route.target.backend.config.idle_timeout;
+        let mut body = RequestBody::new(body, limit, idle, counter);
+
+        let (m, model_path) = match self.by_path_model(&path) {
+            Some(found) => found,
+            None if first.route.models.is_none() => (first, None),
+            None => (
+                self.by_body_model(&path, &mut parts.headers, &mut body)
+                    .await?,
+                None,
+            ),
+        };
+        let target = m.route.target.clone();
+        let backend = &target.backend;
+        let bc = &backend.config;
+        body.set_idle_timeout(bc.idle_timeout);
+        let forward_path = match model_path {
+            Some(p) => std::borrow::Cow::Owned(format!("{}{p}", bc.base_path)),
+            None => m.forward_path(&bc.base_path),
+        };
+        if let Some(a) = access {
+            a.route = Some(target.route.clone());
+            a.backend = Some(backend.header.clone());
         }
 
         let uri = backend_uri(&parts.uri, &forward_path, &bc.scheme, &bc.authority)?;
@@ -193,8 +230,6 @@ impl Proxy {
         // it went out on turns out to have been closed by the backend (see `is_stale`).
         let replay = (parts.method.is_idempotent() && http_body::Body::is_end_stream(&body))
             .then(|| parts.clone());
-        let counter = access.as_deref().map(|a| a.bytes_in.clone());
-        let body = RequestBody::new(body, limit, bc.idle_timeout, counter);
         let deadline = Instant::now() + bc.response_timeout;
         let upstream = backend.client.request(Request::from_parts(parts, body));
         let mut result = tokio::time::timeout_at(deadline, upstream).await;
@@ -227,6 +262,111 @@ impl Proxy {
             ResponseBody::upstream(rbody, bc.idle_timeout),
         ))
     }
+}
+
+impl Proxy {
+    /// For a path that names a model (`/v1/models/{id}`) that a route's `models` take: that
+    /// route, and the path with an alias's model in place of the id.
+    fn by_path_model<'p>(&self, path: &'p str) -> Option<(Match<'_, 'p, Target>, Option<String>)> {
+        if !self.router.has_model_routes() {
+            return None;
+        }
+        let id = model::path_model(path)?;
+        let m = self.router.find_model_route(path, &id)?;
+        let alias = m.route.target.backend.config.aliases.get(&*id);
+        Some((m, alias.map(|to| model::model_path(to))))
+    }
+
+    /// Reads as much of the body as it takes to find its `model`, and picks the first route
+    /// that takes it (or, without a model, the first that takes every model). An alias is
+    /// spliced into the body, and the Content-Length fixed.
+    async fn by_body_model<'p>(
+        &self,
+        path: &'p str,
+        headers: &mut HeaderMap,
+        body: &mut RequestBody,
+    ) -> Result<Match<'_, 'p, Target>, ProxyError> {
+        let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+        let peek = usize::try_from(self.config.server.max_json_peek).unwrap_or(usize::MAX);
+        let (found, kind) = match Scanner::new(content_type, peek) {
+            Err(why) => (Found::Missing(why), model::Kind::Json),
+            Ok(mut scanner) => {
+                let found = body
+                    .peek(|data| scanner.feed(data))
+                    .await
+                    .map_err(|e| ProxyError::from(&e))?;
+                (found.unwrap_or_else(|| scanner.finish()), scanner.kind())
+            }
+        };
+        let (name, span) = match found {
+            Found::Model { name, span } => (name, span),
+            Found::Missing(why) => {
+                return self
+                    .router
+                    .find_for_model(path, None)
+                    .ok_or_else(|| ProxyError::NoModel {
+                        path: path.to_string(),
+                        why: why.to_string(),
+                        code: why.code(),
+                    })
+            }
+        };
+        let m = self
+            .router
+            .find_for_model(path, Some(&name))
+            .ok_or_else(|| ProxyError::ModelNotFound {
+                model: quote(&name),
+                path: path.to_string(),
+            })?;
+        if let Some(to) = m.route.target.backend.config.aliases.get(&name) {
+            let with = kind.encode(to);
+            let length = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if let Some(n) = length {
+                let n = n.saturating_sub(span.len() as u64) + with.len() as u64;
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            }
+            body.splice(span, &with);
+        }
+        Ok(m)
+    }
+}
+
+/// The backends that take part in the model list, in the order their first route comes in
+/// the config: those a route uses, unless `list_models = false`.
+fn members(config: &Config, router: &Router<Target>) -> Vec<Member> {
+    let mut members: Vec<Member> = Vec::new();
+    for r in &config.routes {
+        let Some(route) = router.routes().iter().find(|t| *t.target.route == r.path) else {
+            continue;
+        };
+        let backend = &route.target.backend;
+        let bc = &backend.config;
+        if !bc.list_models || members.iter().any(|m| m.backend.config.name == bc.name) {
+            continue;
+        }
+        // Every route to it takes only some models: only those are listed.
+        let routes_to_it = config.routes.iter().filter(|t| t.backend == bc.name);
+        let filter = routes_to_it
+            .map(|t| config.route_models(t))
+            .collect::<Option<Vec<Vec<String>>>>()
+            .map(|sets| ModelSet::new(sets.concat()));
+        // Where a request for /v1/models would go through a route to it.
+        let path = router
+            .candidates("/v1/models")
+            .find(|m| m.route.target.backend.config.name == bc.name)
+            .map_or_else(
+                || format!("{}/v1/models", bc.base_path),
+                |m| m.forward_path(&bc.base_path).into_owned(),
+            );
+        members.push(Member {
+            backend: backend.clone(),
+            path,
+            filter,
+        });
+    }
+    members
 }
 
 fn own_response(content_type: &'static str, body: Bytes) -> Response<ResponseBody> {
@@ -404,11 +544,12 @@ fn classify(err: &hyper_util::client::legacy::Error, bc: &BackendConfig) -> Prox
     }
 }
 
-fn status_page(router: &Router<Target>) -> Bytes {
+fn status_page(router: &Router<Target>, catalog: &Catalog) -> Bytes {
     use std::fmt::Write;
     let mut s = format!(
         "openai-proxy {}\n\nPoint OpenAI clients here: OPENAI_BASE_URL=http://<this address>/v1\n\n\
-         Routes (longest matching prefix wins):\n",
+         Routes (longest matching prefix first, then in file order; the first that takes the \
+         request's model wins):\n",
         env!("CARGO_PKG_VERSION")
     );
     let width = router
@@ -417,17 +558,49 @@ fn status_page(router: &Router<Target>) -> Bytes {
         .map(|r| r.prefix.len())
         .max()
         .unwrap_or(0);
-    let mut routes: Vec<_> = router.routes().iter().collect();
-    routes.sort_by(|a, b| a.prefix.cmp(&b.prefix));
-    for r in routes {
+    for r in router.routes() {
         let b = &r.target.backend.config;
         let _ = write!(s, "  {:width$}  -> {} ({})", r.prefix, b.name, b.url);
         if let Some(rw) = &r.rewrite {
             let _ = write!(s, ", rewritten to {rw}");
         }
-        let _ = writeln!(s, ", auth: {}", b.auth.describe());
+        let _ = write!(s, ", auth: {}", b.auth.describe());
+        match &r.models {
+            Some(set) => {
+                let _ = writeln!(s, ", models: {}", set.patterns().join(", "));
+            }
+            None => s.push('\n'),
+        }
     }
-    s.push_str("\nHealth check: /health\n");
+    let mut aliases = String::new();
+    for m in catalog.members() {
+        for (from, to) in &m.backend.config.aliases {
+            let _ = writeln!(aliases, "  {from} -> {to} on {}", m.backend.config.name);
+        }
+    }
+    if !aliases.is_empty() {
+        s.push_str("\nAliases (the model a client names -> what its backend gets):\n");
+        s.push_str(&aliases);
+    }
+    let names: Vec<&str> = catalog
+        .members()
+        .map(|m| m.backend.config.name.as_str())
+        .collect();
+    let _ = writeln!(
+        s,
+        "\nModel list: GET /v1/models{}; GET /v1/models?backend=NAME for one of: {}",
+        if catalog.is_merged() {
+            " merges the lists of these backends"
+        } else {
+            " goes by path like any request"
+        },
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    );
+    s.push_str("Health check: /health\n");
     Bytes::from(s)
 }
 

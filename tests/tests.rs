@@ -18,6 +18,8 @@ mod keys;
 mod launchd_plists;
 mod log_targets;
 mod man_completions;
+mod model_list;
+mod model_routing;
 mod packaging;
 mod release;
 mod routing;

@@ -12,6 +12,7 @@ mod raw;
 mod units;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use serde::Deserialize;
 
 use crate::tokens::ClientTokens;
 
-pub use diagnostics::{ConfigError, ConfigIssue};
+pub use diagnostics::{quote, ConfigError, ConfigIssue};
 pub use files::readable_by_others;
 pub use lookup::{locate, Origin, Source, CONFIG_ENV, EMBEDDED_DEFAULT};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
@@ -60,6 +61,7 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+    pub const MAX_JSON_PEEK: u64 = 1 << 20;
 }
 
 /// A validated configuration.
@@ -104,6 +106,23 @@ impl Config {
     pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
         self.backends.iter().find(|b| b.name == name)
     }
+
+    /// The models a route takes, for routing: its `models` patterns plus the aliases of its
+    /// backend (an alias name counts as a model of that backend). `None`: every model.
+    pub fn route_models(&self, route: &RouteConfig) -> Option<Vec<String>> {
+        let mut models = route.models.clone()?;
+        if let Some(b) = self.backend(&route.backend) {
+            models.extend(b.aliases.keys().cloned());
+        }
+        Some(models)
+    }
+
+    /// Whether requests are routed by their model anywhere: some route lists `models` or
+    /// some backend has `aliases`. Then `GET /v1/models` is answered with the merged list.
+    pub fn routes_by_model(&self) -> bool {
+        self.routes.iter().any(|r| r.models.is_some())
+            || self.backends.iter().any(|b| !b.aliases.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +142,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Socket-activated only: exit after this long without a connection (zero: never).
     pub idle_exit: Duration,
+    /// How much of a request body is read, at most, to find its `model` when a route needs
+    /// it (a JSON body, or the fields of a multipart body before its first file).
+    pub max_json_peek: u64,
 }
 
 /// A place to listen on.
@@ -295,6 +317,11 @@ pub struct BackendConfig {
     pub response_timeout: Duration,
     /// Longest silence inside a body, either way.
     pub idle_timeout: Duration,
+    /// Takes part in the merged `GET /v1/models`.
+    pub list_models: bool,
+    /// Model names clients send → the names this backend knows; the request's `model` is
+    /// rewritten before forwarding.
+    pub aliases: BTreeMap<String, String>,
 }
 
 impl BackendConfig {
@@ -310,4 +337,6 @@ pub struct RouteConfig {
     pub backend: String,
     /// Replaces the matched prefix when forwarding.
     pub rewrite: Option<String>,
+    /// Model names and `*` globs this route takes; `None`: every request on its path.
+    pub models: Option<Vec<String>>,
 }
