@@ -12,6 +12,7 @@ use crate::commands::check_endpoints::{self, CheckName};
 use crate::commands::client::{parse_proxy_url, ProxyUrl};
 use crate::commands::container;
 use crate::commands::container::DEFAULT_IMAGE;
+use crate::commands::init;
 use crate::config::{parse_duration, ListenAddr};
 
 const ABOUT: &str = "Route OpenAI-API requests to self-hosted services";
@@ -113,6 +114,17 @@ pub enum Command {
     /// Test each route of a running proxy with real requests, and report truthfully.
     #[command(long_about = CHECK_ENDPOINTS_LONG_ABOUT)]
     CheckEndpoints(CheckEndpointsArgs),
+
+    /// Write the example config where the service looks for it, and look for local services.
+    ///
+    /// Writes the documented example config (the built-in default) to
+    /// /etc/openai-proxy/config.toml, with --user to ~/.config/openai-proxy/config.toml
+    /// ($XDG_CONFIG_HOME/openai-proxy/config.toml), or to --config PATH. An existing file is
+    /// never replaced without --force (which keeps the old one as config.toml.bak). Then it
+    /// asks the ports the config expects whether Ollama (11434), whisper.cpp (2022) and
+    /// Kokoro-FastAPI (8880) answer, says which did, and prints the command to run next
+    /// (enable, then check-endpoints).
+    Init(InitArgs),
 
     /// Start serving through the service manager.
     ///
@@ -261,6 +273,44 @@ pub struct ManageArgs {
     /// Print each service-manager command before running it.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct InitArgs {
+    /// Write the per-user config (~/.config/openai-proxy/config.toml) for the user service,
+    /// instead of /etc/openai-proxy/config.toml.
+    #[arg(long)]
+    pub user: bool,
+
+    /// Replace an existing config file (the old one is kept beside it as config.toml.bak).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Probe NAME (ollama, whisper, kokoro) on this port of 127.0.0.1 instead of its default
+    /// (for tests, which cannot take the default ports).
+    #[arg(long = "probe-port", value_name = "NAME=PORT", hide = true, value_parser = parse_probe_port)]
+    pub probe_ports: Vec<(String, u16)>,
+}
+
+fn parse_probe_port(s: &str) -> Result<(String, u16), String> {
+    let (name, port) = s.split_once('=').ok_or("expected NAME=PORT")?;
+    if !init::SERVICES.iter().any(|(n, ..)| *n == name) {
+        return Err(format!(
+            "unknown service {name:?}: ollama, whisper or kokoro"
+        ));
+    }
+    let port = port.parse().map_err(|_| format!("invalid port {port:?}"))?;
+    Ok((name.to_string(), port))
+}
+
+impl From<&InitArgs> for init::Options {
+    fn from(a: &InitArgs) -> Self {
+        init::Options {
+            user: a.user,
+            force: a.force,
+            ports: a.probe_ports.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Args)]

@@ -14,6 +14,7 @@ mod errors;
 mod faults;
 mod fuzz_regressions;
 mod hostile;
+mod init;
 mod keys;
 mod launchd_plists;
 mod log_targets;

@@ -27,7 +27,9 @@ use crate::tokens::ClientTokens;
 
 pub use diagnostics::{quote, ConfigError, ConfigIssue};
 pub use files::readable_by_others;
-pub use lookup::{locate, Origin, Source, CONFIG_ENV, EMBEDDED_DEFAULT};
+pub use lookup::{
+    locate, user_config_path, Origin, Source, CONFIG_ENV, EMBEDDED_DEFAULT, SYSTEM_PATH,
+};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 
 /// Largest config file read: a real one is a few kB; `/dev/zero` or a log file named by
