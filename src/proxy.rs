@@ -29,7 +29,7 @@ use crate::error::ProxyError;
 use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
 use crate::model::{self, Found, Scanner};
 use crate::models::{Catalog, Member};
-use crate::router::{normalize_path, Match, ModelSet, RouteSpec, Router};
+use crate::router::{normalize_path, Match, ModelSet, Router};
 use crate::tokens::ClientTokens;
 use crate::upstream::Backend;
 
@@ -59,8 +59,7 @@ impl Proxy {
         for b in &config.backends {
             backends.push(Arc::new(Backend::new(b.clone())?));
         }
-        let mut table = Vec::with_capacity(config.routes.len());
-        for r in &config.routes {
+        let router = config.router(|r| {
             let backend = backends
                 .iter()
                 .find(|b| b.config.name == r.backend)
@@ -68,17 +67,11 @@ impl Proxy {
                 .ok_or_else(|| {
                     anyhow::anyhow!("route {} names unknown backend {}", r.path, r.backend)
                 })?;
-            table.push(RouteSpec {
-                prefix: r.path.clone(),
-                rewrite: r.rewrite.clone(),
-                models: config.route_models(r),
-                target: Target {
-                    backend,
-                    route: Arc::from(r.path.as_str()),
-                },
-            });
-        }
-        let router = Router::build(table);
+            Ok(Target {
+                backend,
+                route: Arc::from(r.path.as_str()),
+            })
+        })?;
         let catalog = Catalog::new(members(&config, &router), config.routes_by_model());
         let status_page = status_page(&router, &catalog);
         Ok(Proxy {

@@ -168,6 +168,16 @@ models = ["whisper-1"]
     )
 }
 
+/// A request, and the status, code and message parts it must get.
+struct Case(
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    StatusCode,
+    &'static str,
+    &'static [&'static str],
+);
+
 async fn error_of(res: http::Response<hyper::body::Incoming>) -> (StatusCode, String, String) {
     let status = res.status();
     assert_eq!(res.headers()["content-type"], "application/json");
@@ -186,66 +196,66 @@ async fn bad_bodies_get_a_clear_error_and_the_proxy_keeps_serving() {
     let whisper = Mock::echo("whisper").await;
     let proxy = start_proxy(&without_fallback(&ollama.url(), &whisper.url())).await;
     let long = format!("gpt-{}", "4".repeat(1000));
-    let cases: Vec<(&str, &str, Vec<u8>, StatusCode, &str, Vec<String>)> = vec![
-        (
+    let cases = vec![
+        Case(
             "/v1/chat/completions",
             "application/json",
             br#"{"model": "llama3", "messages": [}"#.to_vec(),
             // The model comes first: routed by it, and the backend judges the rest.
             StatusCode::OK,
             "",
-            vec![],
+            &[],
         ),
-        (
+        Case(
             "/v1/chat/completions",
             "application/json",
             br#"{"messages": [}, "model": "llama3"}"#.to_vec(),
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            vec!["not valid JSON".into(), "byte 14".into(), "/v1/chat/completions".into()],
+            &["not valid JSON", "byte 14", "/v1/chat/completions"],
         ),
-        (
+        Case(
             "/v1/chat/completions",
             "application/json",
             br#"{"model": 4, "messages": []}"#.to_vec(),
             StatusCode::BAD_REQUEST,
             "model_required",
-            vec!["\"model\" in the JSON body is not a string".into()],
+            &["\"model\" in the JSON body is not a string"],
         ),
-        (
+        Case(
             "/v1/chat/completions",
             "application/json",
             br#"{"messages": []}"#.to_vec(),
             StatusCode::BAD_REQUEST,
             "model_required",
-            vec!["no top-level \"model\"".into()],
+            &["no top-level \"model\""],
         ),
-        (
+        Case(
             "/v1/chat/completions",
             "application/json",
             format!(r#"{{"model": "{long}"}}"#).into_bytes(),
             StatusCode::NOT_FOUND,
             "model_not_found",
-            vec!["the model \"gpt-444".into(), "(1004 bytes)".into(), "no route for /v1/chat/completions takes it".into()],
+            &["the model \"gpt-444", "(1004 bytes)", "no route for /v1/chat/completions takes it"],
         ),
-        (
+        Case(
             "/v1/audio/transcriptions",
             "multipart/form-data",
             b"--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--x--\r\n".to_vec(),
             StatusCode::BAD_REQUEST,
             "invalid_multipart",
-            vec!["no boundary".into()],
+            &["no boundary"],
         ),
-        (
+        Case(
             "/v1/audio/transcriptions",
             "multipart/form-data; boundary=x",
             b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\n\r\nID3\r\n--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--x--\r\n".to_vec(),
             StatusCode::BAD_REQUEST,
             "model_required",
-            vec!["no \"model\" field before its first file".into()],
+            &["no \"model\" field before its first file"],
         ),
     ];
-    for (path, ct, body, status, code, says) in cases {
+    for Case(path, ct, body, status, code, says) in cases {
         let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
         let res = post(&proxy, path, ct, body).await;
         if status == StatusCode::OK {
@@ -260,10 +270,7 @@ async fn bad_bodies_get_a_clear_error_and_the_proxy_keeps_serving() {
             "{shown}: {message}"
         );
         for s in says {
-            assert!(
-                message.contains(&s),
-                "{shown}: expected `{s}` in: {message}"
-            );
+            assert!(message.contains(s), "{shown}: expected `{s}` in: {message}");
         }
         assert!(message.len() < 600, "{message}");
     }

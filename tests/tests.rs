@@ -7,6 +7,7 @@ mod access_log;
 mod auth;
 mod bench_smoke;
 mod check;
+mod check_models;
 mod client_tokens;
 mod closed_stdout;
 mod config_errors;

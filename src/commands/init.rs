@@ -171,10 +171,11 @@ fn bak(target: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Asks each service's port, all at once: the HTTP status, or why there was none.
-fn probe_all(
-    ports: &[(String, u16)],
-) -> anyhow::Result<Vec<(&'static str, u16, Result<u16, String>)>> {
+/// One service as the probe found it: its name, port, and HTTP status or why there was none.
+type Probed = (&'static str, u16, Result<u16, String>);
+
+/// Asks each service's port, all at once.
+fn probe_all(ports: &[(String, u16)]) -> anyhow::Result<Vec<Probed>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -23,6 +23,7 @@ use http::HeaderValue;
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
+use crate::router::{RouteSpec, Router};
 use crate::tokens::ClientTokens;
 
 pub use diagnostics::{quote, ConfigError, ConfigIssue};
@@ -117,6 +118,24 @@ impl Config {
             models.extend(b.aliases.keys().cloned());
         }
         Some(models)
+    }
+
+    /// The routing table, each route's target made by `target`; the models a route takes
+    /// include its backend's aliases ([`Config::route_models`]).
+    pub fn router<T>(
+        &self,
+        mut target: impl FnMut(&RouteConfig) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Router<T>> {
+        let mut specs = Vec::with_capacity(self.routes.len());
+        for r in &self.routes {
+            specs.push(RouteSpec {
+                prefix: r.path.clone(),
+                rewrite: r.rewrite.clone(),
+                models: self.route_models(r),
+                target: target(r)?,
+            });
+        }
+        Ok(Router::build(specs))
     }
 
     /// Whether requests are routed by their model anywhere: some route lists `models` or
