@@ -51,8 +51,9 @@ Talks to the proxy the way an OpenAI client does and runs these checks, in this 
                  clip built into the binary (\"huge manatees\"); answers JSON with a non-empty
                  \"text\", which is compared word by word with what was spoken
 
-  model NAME     (with --model NAME, after the others) the request NAME's route serves reaches
-                 the backend the config sends NAME to, and the answer is well formed
+  model          for each --model NAME, after the others: the request that NAME's route
+                 serves reaches the backend the config sends NAME to, with a well-formed
+                 answer
 
 A check passes only when the status is 200 and the body is well formed and of the right kind.
 Each line shows ✓ or ✗, the check, the backend that answered (the X-Backend response header),
@@ -290,22 +291,6 @@ pub struct InitArgs {
     /// Replace an existing config file (the old one is kept beside it as config.toml.bak).
     #[arg(long)]
     pub force: bool,
-
-    /// Probe NAME (ollama, whisper, kokoro) on this port of 127.0.0.1 instead of its default
-    /// (for tests, which cannot take the default ports).
-    #[arg(long = "probe-port", value_name = "NAME=PORT", hide = true, value_parser = parse_probe_port)]
-    pub probe_ports: Vec<(String, u16)>,
-}
-
-fn parse_probe_port(s: &str) -> Result<(String, u16), String> {
-    let (name, port) = s.split_once('=').ok_or("expected NAME=PORT")?;
-    if !init::SERVICES.iter().any(|(n, ..)| *n == name) {
-        return Err(format!(
-            "unknown service {name:?}: ollama, whisper or kokoro"
-        ));
-    }
-    let port = port.parse().map_err(|_| format!("invalid port {port:?}"))?;
-    Ok((name.to_string(), port))
 }
 
 impl From<&InitArgs> for init::Options {
@@ -313,7 +298,6 @@ impl From<&InitArgs> for init::Options {
         init::Options {
             user: a.user,
             force: a.force,
-            ports: a.probe_ports.clone(),
         }
     }
 }

@@ -20,9 +20,11 @@ async fn init(file: Option<&str>, args: &[&str], env: &[(&str, &str)], ports: [u
     }
     cmd.arg("init").args(args);
     assert!(file.is_some() || args.contains(&"--user"));
-    for (name, port) in ["ollama", "whisper", "kokoro"].iter().zip(ports) {
-        cmd.arg("--probe-port").arg(format!("{name}={port}"));
-    }
+    let [o, w, k] = ports;
+    cmd.env(
+        "OPENAI_PROXY_INIT_PORTS",
+        format!("ollama={o},whisper={w},kokoro={k}"),
+    );
     for (k, v) in env {
         cmd.env(k, v);
     }

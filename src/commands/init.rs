@@ -21,7 +21,7 @@ use crate::config::{user_config_path, EMBEDDED_DEFAULT, SYSTEM_PATH};
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The local services `init` looks for, and the ports the example config expects them on.
-pub const SERVICES: [(&str, &str, u16, &str); 3] = [
+const SERVICES: [(&str, &str, u16, &str); 3] = [
     ("ollama", "Ollama", 11434, "/api/version"),
     ("whisper", "whisper.cpp", 2022, "/"),
     ("kokoro", "Kokoro-FastAPI", 8880, "/health"),
@@ -34,9 +34,27 @@ pub struct Options {
     pub user: bool,
     /// Replace an existing file (the old one is kept as `*.bak`).
     pub force: bool,
-    /// Ports to probe instead of the defaults, by service name (for the tests: the default
-    /// ports cannot be taken by parallel tests).
-    pub ports: Vec<(String, u16)>,
+}
+
+/// Ports to probe instead of the defaults, `NAME=PORT,...` (for the tests, which cannot take
+/// the default ports).
+const PORTS_ENV: &str = "OPENAI_PROXY_INIT_PORTS";
+
+/// The port to probe for each service.
+fn ports() -> Vec<(&'static str, &'static str, u16, &'static str)> {
+    let given = std::env::var(PORTS_ENV).unwrap_or_default();
+    SERVICES
+        .iter()
+        .map(|&(name, label, default, path)| {
+            let port = given
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(n, _)| *n == name)
+                .and_then(|(_, p)| p.parse().ok())
+                .unwrap_or(default);
+            (name, label, port, path)
+        })
+        .collect()
 }
 
 /// Runs `init`, printing to `out`. `config_flag` (`--config PATH`) names the file to write.
@@ -61,7 +79,7 @@ pub fn run(
         let _ = writeln!(text, "The file it replaced is kept as {}.", b.display());
     }
     text.push_str("Local services on the ports the config expects:\n");
-    let found = probe_all(&o.ports)?;
+    let found = probe_all()?;
     for (label, port, result) in &found {
         let mark = if result.is_ok() { "✓" } else { "-" };
         let what = match result {
@@ -175,18 +193,14 @@ fn bak(target: &Path) -> PathBuf {
 type Probed = (&'static str, u16, Result<u16, String>);
 
 /// Asks each service's port, all at once.
-fn probe_all(ports: &[(String, u16)]) -> anyhow::Result<Vec<Probed>> {
+fn probe_all() -> anyhow::Result<Vec<Probed>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let mut tasks = Vec::new();
-        for (name, label, default, path) in SERVICES {
-            let port = ports
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(default, |(_, p)| *p);
+        for (_, label, port, path) in ports() {
             tasks.push((label, port, tokio::spawn(probe(port, path))));
         }
         let mut found = Vec::new();
