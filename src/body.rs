@@ -407,4 +407,50 @@ mod tests {
         assert_eq!(after, timeout);
         assert!(start.elapsed() >= timeout);
     }
+
+    fn replayed(pieces: &[&[u8]], span: Range<usize>, with: &[u8]) -> Vec<Vec<u8>> {
+        let mut b = RequestBody::empty();
+        b.unread(
+            pieces
+                .iter()
+                .map(|p| Frame::data(Bytes::copy_from_slice(p)))
+                .collect(),
+        );
+        b.splice(span, with);
+        b.replay
+            .into_iter()
+            .map(|f| f.into_data().map(|d| d.to_vec()).unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn a_splice_joins_only_the_frames_it_touches() {
+        // Within one frame.
+        assert_eq!(
+            replayed(&[b"ab", b"c\"x\"d", b"ef"], 3..6, b"\"yy\""),
+            [b"ab".to_vec(), b"c\"yy\"d".to_vec(), b"ef".to_vec()]
+        );
+        // Across three frames, at their edges.
+        assert_eq!(
+            replayed(
+                &[b"{\"m\":\"", b"gpt", b"\"}", b"rest"],
+                5..10,
+                b"\"llama\""
+            ),
+            [b"{\"m\":\"llama\"}".to_vec(), b"rest".to_vec()]
+        );
+        // At the very start and end.
+        assert_eq!(replayed(&[b"abc"], 0..3, b"x"), [b"x".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn what_was_peeked_is_sent_first_and_counted_once() {
+        use http_body_util::BodyExt as _;
+        let mut b = RequestBody::empty();
+        b.unread(vec![Frame::data(Bytes::from_static(b"head"))]);
+        assert!(!b.is_end_stream());
+        assert_eq!(b.size_hint().exact(), Some(4));
+        let all = b.collect().await.unwrap().to_bytes();
+        assert_eq!(&all[..], b"head");
+    }
 }

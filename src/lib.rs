@@ -58,13 +58,15 @@ pub use proxy::Proxy;
 pub use tokens::{ClientTokens, MIN_CLIENT_TOKEN_LEN};
 
 /// The per-request pure code, for the micro-benchmarks (`benches/`) and the fuzz targets
-/// (`fuzz/`): path normalization and routing, header rewriting, value parsing.
+/// (`fuzz/`): path normalization and routing, header rewriting, value parsing, finding a
+/// body's model.
 pub mod hot_path {
     pub use crate::config::{parse_duration, parse_size};
     pub use crate::headers::{
         is_sane_request_id, new_request_id, request_id, rewrite_request, rewrite_response,
         SECRET_HEADERS,
     };
+    pub use crate::model::{Found, Scanner};
     pub use crate::proxy::backend_uri;
     pub use crate::router::{normalize_path, Router};
 }

@@ -500,4 +500,93 @@ mod tests {
         );
         assert_eq!(strip.find("/v1").unwrap().forward_path(""), "/");
     }
+
+    #[test]
+    fn globs_have_only_stars() {
+        for (p, n) in [
+            ("llama3", "llama3"),
+            ("llama3*", "llama3"),
+            ("llama3*", "llama3.2:3b"),
+            ("qwen2.5:*", "qwen2.5:7b"),
+            ("*-instruct", "mistral-7b-instruct"),
+            ("*", ""),
+            ("a*b*c", "abc"),
+            ("a*b*c", "a-b-b-c"),
+            ("*:*", "x:y"),
+            ("a**b", "ab"),
+        ] {
+            assert!(glob_match(p, n), "{p} should match {n}");
+        }
+        for (p, n) in [
+            ("llama3", "llama3.2"),
+            ("llama3*", "Llama3"),
+            ("qwen2.5:*", "qwen2.5"),
+            ("*-instruct", "instruct"),
+            ("a*b*c", "acb"),
+            ("a?c", "abc"),
+            ("a*b", "a-b-"),
+            ("ab*ba", "aba"),
+        ] {
+            assert!(!glob_match(p, n), "{p} should not match {n}");
+        }
+    }
+
+    fn models_table() -> Router<&'static str> {
+        let spec = |prefix: &str, models: Option<&[&str]>, target| RouteSpec {
+            prefix: prefix.to_string(),
+            rewrite: None,
+            models: models.map(|m| m.iter().map(|s| s.to_string()).collect()),
+            target,
+        };
+        Router::build([
+            spec("/v1", None, "openai"),
+            spec("/v1/chat/completions", Some(&["llama*"]), "ollama"),
+            spec("/v1/chat/completions", Some(&["qwen*"]), "vllm"),
+            spec("/v1/audio/transcriptions", Some(&["whisper-1"]), "whisper"),
+        ])
+    }
+
+    #[test]
+    fn the_first_candidate_that_takes_the_model_wins() {
+        let r = models_table();
+        let t = |p: &str, m: Option<&str>| r.find_for_model(p, m).map(|m| m.route.target);
+        assert_eq!(t("/v1/chat/completions", Some("llama3.2")), Some("ollama"));
+        assert_eq!(t("/v1/chat/completions", Some("qwen2.5")), Some("vllm"));
+        assert_eq!(t("/v1/chat/completions", Some("gpt-4o")), Some("openai"));
+        assert_eq!(t("/v1/chat/completions", None), Some("openai"));
+        assert_eq!(t("/v1/embeddings", Some("llama3")), Some("openai"));
+        assert_eq!(t("/v2/chat/completions", Some("llama3")), None);
+        // Longest prefix first, whatever the file order; then file order.
+        let order: Vec<_> = r
+            .candidates("/v1/chat/completions")
+            .map(|m| m.route.target)
+            .collect();
+        assert_eq!(order, ["ollama", "vllm", "openai"]);
+        // Without a catch-all, no candidate.
+        let only = Router::build([RouteSpec {
+            prefix: "/v1/chat/completions".to_string(),
+            rewrite: None,
+            models: Some(vec!["llama*".to_string()]),
+            target: (),
+        }]);
+        assert!(only
+            .find_for_model("/v1/chat/completions", Some("gpt-4o"))
+            .is_none());
+        assert!(only.find_for_model("/v1/chat/completions", None).is_none());
+        assert!(only.find("/v1/chat/completions").is_some());
+    }
+
+    #[test]
+    fn a_path_naming_a_model_goes_to_its_route_as_it_is() {
+        let r = models_table();
+        let m = r
+            .find_model_route("/v1/models/whisper-1", "whisper-1")
+            .unwrap();
+        assert_eq!(m.route.target, "whisper");
+        assert_eq!(m.forward_path(""), "/v1/models/whisper-1");
+        assert_eq!(m.forward_path("/base"), "/base/v1/models/whisper-1");
+        assert!(r.find_model_route("/v1/models/gpt-4o", "gpt-4o").is_none());
+        assert!(r.has_model_routes());
+        assert!(!table().has_model_routes());
+    }
 }
