@@ -9,9 +9,12 @@
 //! - `server`: the accept loop on given listeners, one connection task each, graceful drain.
 //! - `proxy`: one request: client token, route, rewrite, auth policy, forward, map errors.
 //!   - `tokens`: client tokens, checked in constant time.
-//!   - `router`: path normalization and longest-prefix routing; pure.
+//!   - `router`: path normalization, longest-prefix routing, routes by model; pure.
+//!   - `model`: the request's `model` in a JSON prefix, a multipart head or the path; pure.
+//!   - `models`: `GET /v1/models` answered by the proxy: every backend's list, merged.
 //!   - `headers`: hop-by-hop stripping, `X-Forwarded-*`, request ids, secret headers.
-//!   - `body`: streamed bodies with size limits, idle time-outs and byte counts.
+//!   - `body`: streamed bodies with size limits, idle time-outs, byte counts, and the
+//!     first frames read (to find the model) and sent first.
 //!   - `upstream`: one pooled HTTP(S) client per backend (rustls, HTTP/2 via ALPN).
 //!   - `error`: `ProxyError` → status code + OpenAI-shaped JSON.
 //! - `access`: the access-log line, written when the response is done.
@@ -25,8 +28,8 @@
 //! listeners they bound ([`bind`]) with a [`Proxy`] built from a [`Config`].
 //!
 //! The tools, apart from the daemon: [`cli`] (the command line, clap types only; `main`
-//! turns them into plain values) and [`commands`] (`check-config`, `check-endpoints`,
-//! start/stop/status..., `container ...`, the man page and completions).
+//! turns them into plain values) and [`commands`] (`init`, `check-config`,
+//! `check-endpoints`, start/stop/status..., `container ...`, the man page and completions).
 
 mod access;
 mod body;

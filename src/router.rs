@@ -216,6 +216,8 @@ pub struct RouteSpec<T> {
 pub struct Router<T> {
     /// Longest prefix first, so the first match is the best one.
     routes: Vec<Route<T>>,
+    /// Some route lists `models`.
+    by_model: bool,
 }
 
 /// The routes whose prefix matches a path, best first ([`Router::candidates`]).
@@ -323,7 +325,8 @@ impl<T> Router<T> {
             .collect();
         // A stable sort: file order among equal lengths.
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        Router { routes }
+        let by_model = routes.iter().any(|r| r.models.is_some());
+        Router { routes, by_model }
     }
 
     /// The routes whose prefix matches a normalized path, best first.
@@ -369,7 +372,7 @@ impl<T> Router<T> {
 
     /// Whether any route lists `models`.
     pub fn has_model_routes(&self) -> bool {
-        self.routes.iter().any(|r| r.models.is_some())
+        self.by_model
     }
 
     /// Routes, longest prefix first.

@@ -163,3 +163,27 @@ async fn models_reach_the_backend_the_config_sends_them_to() {
     );
     proxy.stop().await;
 }
+
+#[test]
+fn check_config_shows_routes_by_model_aliases_and_the_model_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, crate::model_routing::EXAMPLE).unwrap();
+    let out = crate::support::bin::command()
+        .args(["check-config", "-v", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "Routes (longest matching prefix first, then in file order; the first that takes the request's model wins):",
+        "Route /v1/chat/completions (route[0]) to ollama takes only the models llama*, qwen*",
+        "Route /v1/audio/transcriptions (route[1]) to whisper takes only the models whisper-1",
+        "Backend ollama: alias gpt-4o-mini -> llama3.2:3b",
+        "Backend whisper: alias whisper-1 -> base.en",
+        "Model list:  GET /v1/models merges the lists of ollama, whisper, openai",
+        "max_json_peek 1MiB",
+    ] {
+        assert!(text.contains(line), "expected `{line}` in:\n{text}");
+    }
+}

@@ -567,3 +567,27 @@ async fn a_100_mb_upload_is_routed_by_model_while_it_is_still_being_sent() {
         proxy.stop().await;
     }
 }
+
+#[tokio::test]
+async fn the_status_page_shows_models_aliases_and_the_model_list() {
+    let (_ollama, _whisper, _openai, proxy) = example().await;
+    let res = send(Request::get(proxy.url("/")).body(full("")).unwrap()).await;
+    let page = String::from_utf8(body_bytes(res).await.to_vec()).unwrap();
+    for line in [
+        ", models: llama*, qwen*",
+        ", models: whisper-1",
+        "  gpt-4o-mini -> llama3.2:3b on ollama",
+        "  whisper-1 -> base.en on whisper",
+        "Model list: GET /v1/models merges the lists of these backends; GET \
+         /v1/models?backend=NAME for one of: ollama, whisper, openai",
+    ] {
+        assert!(page.contains(line), "expected `{line}` in:\n{page}");
+    }
+    // Routes in the order they are tried: the chat route before /v1.
+    let chat = page.find("/v1/chat/completions").unwrap();
+    let v1 = page
+        .find("  /v1  ")
+        .unwrap_or_else(|| page.find("  /v1 ").unwrap());
+    assert!(chat < v1, "{page}");
+    proxy.stop().await;
+}

@@ -153,12 +153,14 @@ fn describe(c: &Config) -> String {
 
 /// How `GET /v1/models` is answered.
 fn model_list(c: &Config) -> String {
-    let listed: Vec<&str> = c
-        .backends
-        .iter()
-        .filter(|b| b.list_models && c.routes.iter().any(|r| r.backend == b.name))
-        .map(|b| b.name.as_str())
-        .collect();
+    // In the order of their first route, as the list is merged.
+    let mut listed: Vec<&str> = Vec::new();
+    for r in &c.routes {
+        let listing = c.backend(&r.backend).is_some_and(|b| b.list_models);
+        if listing && !listed.contains(&r.backend.as_str()) {
+            listed.push(&r.backend);
+        }
+    }
     let how = if c.routes_by_model() {
         format!("merges the lists of {}", listed.join(", "))
     } else {
