@@ -197,6 +197,11 @@ impl RequestBody {
 
     /// Puts frames back, in order: they are sent first (and not counted again).
     fn unread(&mut self, frames: Vec<Frame<Bytes>>) {
+        if self.replay.is_empty() {
+            // Takes the vector's buffer as it is.
+            self.replay = frames.into();
+            return;
+        }
         for f in frames.into_iter().rev() {
             self.replay.push_front(f);
         }

@@ -331,7 +331,11 @@ impl Proxy {
 fn members(config: &Config, router: &Router<Target>) -> Vec<Member> {
     let mut members: Vec<Member> = Vec::new();
     for r in &config.routes {
-        let Some(route) = router.routes().iter().find(|t| *t.target.route == r.path) else {
+        let Some(route) = router
+            .routes()
+            .iter()
+            .find(|t| t.target.backend.config.name == r.backend)
+        else {
             continue;
         };
         let backend = &route.target.backend;
@@ -566,9 +570,15 @@ fn status_page(router: &Router<Target>, catalog: &Catalog) -> Bytes {
         }
     }
     let mut aliases = String::new();
-    for m in catalog.members() {
-        for (from, to) in &m.backend.config.aliases {
-            let _ = writeln!(aliases, "  {from} -> {to} on {}", m.backend.config.name);
+    let mut shown: Vec<&str> = Vec::new();
+    for r in router.routes() {
+        let b = &r.target.backend.config;
+        if shown.contains(&b.name.as_str()) {
+            continue;
+        }
+        shown.push(&b.name);
+        for (from, to) in &b.aliases {
+            let _ = writeln!(aliases, "  {from} -> {to} on {}", b.name);
         }
     }
     if !aliases.is_empty() {

@@ -249,11 +249,11 @@ fn model_routing_mistakes_name_their_key_and_place() {
             "<string>:8:16: route[0].models[1]: an empty model name matches no request",
         ),
         (
-            format!("[backends.a]\nurl = \"http://127.0.0.1:9\"\n[backends.a.aliases]\n\"x\" = \"x\"\n[[route]]\npath = \"/v1\"\nbackend = \"a\"\n"),
+            "[backends.a]\nurl = \"http://127.0.0.1:9\"\n[backends.a.aliases]\n\"x\" = \"x\"\n[[route]]\npath = \"/v1\"\nbackend = \"a\"\n".to_string(),
             "<string>:4:7: backends.a.aliases.x: \"x\" is an alias of itself",
         ),
         (
-            format!("[backends.a]\nurl = \"http://127.0.0.1:9\"\naliases = {{ \"x\" = \"a\\u0007\" }}\n[[route]]\npath = \"/v1\"\nbackend = \"a\"\n"),
+            "[backends.a]\nurl = \"http://127.0.0.1:9\"\naliases = { \"x\" = \"a\\u0007\" }\n[[route]]\npath = \"/v1\"\nbackend = \"a\"\n".to_string(),
             "backends.a.aliases.x: model name \"a\\u{7}\" contains a control character",
         ),
         (
