@@ -4,9 +4,11 @@
 //! - JSON ([`Scanner`] over a JSON body): an incremental scanner that tracks strings (escapes
 //!   included) and nesting, and stops at the first top-level `"model"` string. A `"model"`
 //!   key inside a nested object does not count.
-//! - `multipart/form-data` (transcriptions): the parts before the first file part are read;
-//!   the value of the field named `model` is the model (both official SDKs send it before the
-//!   file).
+//! - `multipart/form-data` (transcriptions): the parts are read in order, file parts
+//!   included, until the field named `model`. The Python SDK sends it before the file, so it
+//!   is found in the first frame; the Node SDK sends the fields in the order of the call's
+//!   arguments (its README writes `file` first), so for a file larger than the limit the model
+//!   is out of reach.
 //! - A path that names a model, `/v1/models/{id}`: [`path_model`].
 //!
 //! A scanner is fed the body's frames as they arrive and reads at most `server.max_json_peek`
@@ -44,8 +46,10 @@ pub enum Missing {
     Beyond(usize),
     /// `multipart/form-data` without a `boundary` parameter.
     NoBoundary,
-    /// A multipart body without a `model` field before its first file part.
+    /// A multipart body without a `model` field.
     NoModelField,
+    /// A multipart body whose file part, before any `model` field, runs past the limit.
+    AfterFile(usize),
     /// A multipart body that does not parse.
     BadMultipart(&'static str),
 }
@@ -60,7 +64,8 @@ impl Missing {
             | Missing::NoModel
             | Missing::NotString
             | Missing::Beyond(_)
-            | Missing::NoModelField => "model_required",
+            | Missing::NoModelField
+            | Missing::AfterFile(_) => "model_required",
         }
     }
 }
@@ -81,9 +86,12 @@ impl fmt::Display for Missing {
             Missing::NoBoundary => {
                 f.write_str("the multipart/form-data Content-Type has no boundary parameter")
             }
-            Missing::NoModelField => {
-                f.write_str("the multipart body has no \"model\" field before its first file")
-            }
+            Missing::NoModelField => f.write_str("the multipart body has no \"model\" field"),
+            Missing::AfterFile(n) => write!(
+                f,
+                "no \"model\" field within the first {n} bytes of the multipart body \
+                 (server.max_json_peek): its file comes first; send the model field before the file"
+            ),
             Missing::BadMultipart(what) => write!(f, "the multipart body is malformed: {what}"),
         }
     }
@@ -154,9 +162,14 @@ impl Scanner {
             Inner::Multipart(s) => s.feed(chunk),
         };
         self.fed += take;
-        match found {
-            None if self.fed >= self.limit => Some(Found::Missing(Missing::Beyond(self.limit))),
-            found => found,
+        match (found, &self.inner) {
+            (None, Inner::Multipart(m)) if self.fed >= self.limit && m.saw_file => {
+                Some(Found::Missing(Missing::AfterFile(self.limit)))
+            }
+            (None, _) if self.fed >= self.limit => {
+                Some(Found::Missing(Missing::Beyond(self.limit)))
+            }
+            (found, _) => found,
         }
     }
 
@@ -516,9 +529,10 @@ enum M {
     Head(usize),
 }
 
-/// Scans a multipart body's parts up to the first file. The bytes are kept in one buffer
-/// (usually the first frame only: the SDKs send `model` first) so that a delimiter or header
-/// split between frames is still found; a search resumes where the last one stopped.
+/// Scans a multipart body's parts until the `model` field. The bytes are kept in one buffer
+/// (usually of the first frame only: the Python SDK sends `model` first; at most the limit)
+/// so that a delimiter or header split between frames is still found; a search resumes where
+/// the last one stopped.
 struct MultipartScan {
     /// `CRLF--boundary`.
     delim: Vec<u8>,
@@ -527,6 +541,8 @@ struct MultipartScan {
     /// Where the next search starts in `buf`.
     at: usize,
     state: M,
+    /// A file part came before any `model` field.
+    saw_file: bool,
 }
 
 /// What one part's headers say it is.
@@ -545,6 +561,7 @@ impl MultipartScan {
             buf: b"\r\n".to_vec(),
             at: 0,
             state: M::Seek(None),
+            saw_file: false,
         }
     }
 
@@ -606,11 +623,14 @@ impl MultipartScan {
                     let k = from + k;
                     let head = buf.get(from + 2..k).unwrap_or_default();
                     self.at = k + 4;
-                    match part(head) {
-                        Part::File => return Some(Found::Missing(Missing::NoModelField)),
-                        Part::Model => self.state = M::Seek(Some(k + 4)),
-                        Part::Other => self.state = M::Seek(None),
-                    }
+                    self.state = match part(head) {
+                        Part::Model => M::Seek(Some(k + 4)),
+                        Part::File => {
+                            self.saw_file = true;
+                            M::Seek(None)
+                        }
+                        Part::Other => M::Seek(None),
+                    };
                 }
             }
         }
@@ -886,16 +906,29 @@ mod tests {
     }
 
     #[test]
-    fn a_model_after_the_file_or_none_is_missing() {
+    fn a_model_after_the_file_is_found_within_the_limit_only() {
         let mut late = form("xyz", &[], true);
         late.truncate(late.len() - "--xyz--\r\n".len());
         late.extend_from_slice(
             b"--xyz\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nw\r\n--xyz--\r\n",
         );
+        let at = late.len() - "w\r\n--xyz--\r\n".len();
         assert_eq!(
             multipart(&late, "xyz"),
-            Found::Missing(Missing::NoModelField)
+            Found::Model {
+                name: "w".into(),
+                span: at..at + 1
+            }
         );
+        let ct = Some("multipart/form-data; boundary=xyz");
+        assert_eq!(
+            scan_in(&late, 10, 100, ct),
+            Found::Missing(Missing::AfterFile(100))
+        );
+    }
+
+    #[test]
+    fn a_multipart_body_without_a_model_is_missing() {
         let none = form("xyz", &[("language", "en")], false);
         assert_eq!(
             multipart(&none, "xyz"),

@@ -249,10 +249,15 @@ async fn bad_bodies_get_a_clear_error_and_the_proxy_keeps_serving() {
         Case(
             "/v1/audio/transcriptions",
             "multipart/form-data; boundary=x",
-            b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\n\r\nID3\r\n--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--x--\r\n".to_vec(),
+            [
+                &b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\n\r\n"[..],
+                &pattern(0, 3 << 19),
+                b"\r\n--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--x--\r\n",
+            ]
+            .concat(),
             StatusCode::BAD_REQUEST,
             "model_required",
-            &["no \"model\" field before its first file"],
+            &["within the first 1048576 bytes", "its file comes first; send the model field before the file"],
         ),
     ];
     for Case(path, ct, body, status, code, says) in cases {
@@ -589,5 +594,79 @@ async fn the_status_page_shows_models_aliases_and_the_model_list() {
         .find("  /v1  ")
         .unwrap_or_else(|| page.find("  /v1 ").unwrap());
     assert!(chat < v1, "{page}");
+    proxy.stop().await;
+}
+
+/// The OpenAI Node SDK's transcription uploads, byte for byte as captured from the SDK
+/// (`client.audio.transcriptions.create({ file: fs.createReadStream(...), model:
+/// "whisper-1" })`): version 4 sends the model first with a Content-Length, version 6 streams
+/// the fields in the order of the call, the file first, chunked.
+fn node_sdk_upload(version: u8, mp3: &[u8], model: &str) -> (String, Vec<u8>) {
+    let file = |b: &str| {
+        format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"huge-manatees.mp3\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+    };
+    let field = |b: &str| {
+        format!("--{b}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{model}\r\n")
+    };
+    let (b, body) = if version == 4 {
+        let b = "form-data-boundary-7bh3xitc3kqlqvwp";
+        let head = format!("{}{}", field(b), file(b));
+        (
+            b,
+            [
+                head.as_bytes(),
+                mp3,
+                format!("\r\n--{b}--\r\n\r\n").as_bytes(),
+            ]
+            .concat(),
+        )
+    } else {
+        let b = "openai-epfashlrgs";
+        let tail = format!("\r\n{}--{b}--\r\n", field(b));
+        (b, [file(b).as_bytes(), mp3, tail.as_bytes()].concat())
+    };
+    (format!("multipart/form-data; boundary={b}"), body)
+}
+
+#[tokio::test]
+async fn the_node_sdks_uploads_are_routed_by_model_whichever_field_comes_first() {
+    let (_ollama, whisper, openai, proxy) = example().await;
+    let mp3 = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/huge-manatees.mp3"
+    ))
+    .unwrap();
+    for version in [4, 6] {
+        let (ct, body) = node_sdk_upload(version, &mp3, "whisper-1");
+        let req = if version == 4 {
+            Request::post(proxy.url("/v1/audio/transcriptions"))
+                .header("content-type", &ct)
+                .body(full(body))
+                .unwrap()
+        } else {
+            let (tx, req_body) = client::streamed();
+            for piece in body.chunks(16 << 10) {
+                tx.send(Ok(Bytes::copy_from_slice(piece))).await.unwrap();
+            }
+            drop(tx);
+            Request::post(proxy.url("/v1/audio/transcriptions"))
+                .header("content-type", &ct)
+                .body(req_body)
+                .unwrap()
+        };
+        let res = send(req).await;
+        assert_eq!(res.headers()["x-backend"], "whisper", "Node SDK {version}");
+        body_bytes(res).await;
+        let got = whisper.requests().pop().unwrap();
+        let (_, want) = node_sdk_upload(version, &mp3, "base.en");
+        assert!(
+            got.body == want,
+            "Node SDK {version}: whisper-1 became base.en, nothing else changed"
+        );
+    }
+    assert!(openai.requests().is_empty());
     proxy.stop().await;
 }

@@ -152,8 +152,10 @@ pub fn sse_stream(conn: &mut Conn, events: u64, gap_ms: u64) -> anyhow::Result<S
 
 /// Streams `bytes` to `/v1/audio/transcriptions`; returns bytes per second, from the first
 /// byte sent to the response.
-/// With `multipart`, the bytes go as the file of a `multipart/form-data` upload whose `model`
-/// field comes first, as the SDKs send it (routing by model reads that field).
+///
+/// With `multipart`, the body (still `bytes` long in all, so it stays within the proxy's
+/// default `max_body_size` of 1 GiB) is a `multipart/form-data` upload whose `model` field
+/// comes first, as the SDKs send it (routing by model reads that field).
 pub fn upload(addr: SocketAddr, bytes: u64, multipart: bool) -> anyhow::Result<f64> {
     let mut conn = Conn::connect(addr)?;
     let (ctype, open, close) = if multipart {
@@ -167,7 +169,6 @@ pub fn upload(addr: SocketAddr, bytes: u64, multipart: bool) -> anyhow::Result<f
     } else {
         ("application/octet-stream", "", "")
     };
-    let bytes = bytes + (open.len() + close.len()) as u64;
     let head = format!(
         "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer sk-bench\r\n\
          Content-Type: {ctype}\r\nContent-Length: {bytes}\r\n\r\n{open}"

@@ -164,7 +164,7 @@ pub struct ServerConfig {
     /// Socket-activated only: exit after this long without a connection (zero: never).
     pub idle_exit: Duration,
     /// How much of a request body is read, at most, to find its `model` when a route needs
-    /// it (a JSON body, or the fields of a multipart body before its first file).
+    /// it (a JSON body, or a multipart body up to its `model` field).
     pub max_json_peek: u64,
 }
 
