@@ -187,9 +187,9 @@ impl Proxy {
         let (m, model_path) = match self.by_path_model(&path) {
             Some(found) => found,
             None if first.route.models.is_none() => (first, None),
+            // Boxed: its state stays out of this future, which every request moves.
             None => (
-                self.by_body_model(&path, &mut parts.headers, &mut body)
-                    .await?,
+                Box::pin(self.by_body_model(&path, &mut parts.headers, &mut body)).await?,
                 None,
             ),
         };
