@@ -130,22 +130,20 @@ async fn run(
     let shutdown = async {
         // One reload at a time, in a task of its own; a SIGHUP meanwhile makes one more after.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        let (mut reloading, mut again) = (false, false);
+        let mut reloading: Option<tokio::task::JoinHandle<()>> = None;
+        let mut again = false;
         let why = loop {
             tokio::select! {
                 _ = signals.hup.recv() => {
-                    if reloading {
+                    if reloading.is_some() {
                         again = true;
                     } else {
-                        reloading = true;
-                        reload.clone().spawn(done_tx.clone());
+                        reloading = Some(reload.clone().spawn(done_tx.clone()));
                     }
                 }
                 Some(()) = done_rx.recv() => {
-                    reloading = again;
-                    if std::mem::take(&mut again) {
-                        reload.clone().spawn(done_tx.clone());
-                    }
+                    reloading = std::mem::take(&mut again)
+                        .then(|| reload.clone().spawn(done_tx.clone()));
                 }
                 _ = signals.term.recv() => break "SIGTERM",
                 _ = signals.int.recv() => break "SIGINT",
@@ -154,6 +152,10 @@ async fn run(
                 }
             }
         };
+        // A reload still running must not report READY after STOPPING.
+        if let Some(task) = reloading {
+            task.abort();
+        }
         notifier.send(&[
             notify::State::Stopping,
             notify::State::Status(&format!("Stopping ({why})")),
@@ -249,11 +251,11 @@ struct Reload {
 
 impl Reload {
     /// Runs [`Reload::run`] in a task; `done` hears when it is over.
-    fn spawn(self: Arc<Self>, done: mpsc::Sender<()>) {
+    fn spawn(self: Arc<Self>, done: mpsc::Sender<()>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             self.run().await;
             let _ = done.send(()).await;
-        });
+        })
     }
 
     /// Re-reads the config (off this thread) and swaps it in; on failure keeps the old one

@@ -98,14 +98,7 @@ impl Proxy {
                 Instant::now(),
             ))
         });
-        // Before anything else looks at the request: its head, and who sent it (`guard`).
-        let admission = match check_head(req.uri(), req.headers()) {
-            Ok(()) => self
-                .guard
-                .admit(req.method(), req.version(), req.headers(), peer.is_none()),
-            Err(e) => Admission::Refuse(e),
-        };
-        let (result, cors) = match admission {
+        let (result, cors) = match self.admit(&req, peer) {
             Admission::Forward(cors) => (
                 self.forward(req, peer, &rid, access.as_deref_mut()).await,
                 cors,
@@ -149,6 +142,16 @@ impl Proxy {
             res.body_mut().set_access(a);
         }
         res
+    }
+
+    /// Before anything else looks at a request: its head (length, framing), and who sent it
+    /// (`guard`: Host, Origin, CORS preflights). Requests over a Unix socket have no peer.
+    fn admit(&self, req: &Request<Incoming>, peer: Option<IpAddr>) -> Admission {
+        if let Err(e) = check_head(req.uri(), req.headers()) {
+            return Admission::Refuse(e);
+        }
+        self.guard
+            .admit(req.method(), req.version(), req.headers(), peer.is_none())
     }
 
     async fn forward(
