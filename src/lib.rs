@@ -7,12 +7,17 @@
 //!
 //! - `listeners`: listening sockets inherited from systemd/launchd, or bound (TCP, Unix).
 //! - `server`: the accept loop on given listeners, one connection task each, graceful drain.
-//! - `proxy`: one request: client token, route, rewrite, auth policy, forward, map errors.
+//!   - `parse_errors`: hyper's own answers to requests it cannot parse, rewritten as JSON.
+//! - `proxy`: one request: who sent it, client token, route, rewrite, auth policy, forward,
+//!   map errors.
+//!   - `guard`: `Host` and `Origin` checks before routing (DNS rebinding, cross-site pages).
+//!   - `cors`: preflight answers and response headers for the web origins allowed.
 //!   - `tokens`: client tokens, checked in constant time.
 //!   - `router`: path normalization, longest-prefix routing, routes by model; pure.
 //!   - `model`: the request's `model` in a JSON prefix, a multipart head or the path; pure.
 //!   - `models`: `GET /v1/models` answered by the proxy: every backend's list, merged.
-//!   - `headers`: hop-by-hop stripping, `X-Forwarded-*`, request ids, secret headers.
+//!   - `headers`: hop-by-hop stripping, `X-Forwarded-*`, request ids, secret headers,
+//!     key-bearing query parameters.
 //!   - `body`: streamed bodies with size limits, idle time-outs, byte counts, and the
 //!     first frames read (to find the model) and sent first.
 //!   - `upstream`: one pooled HTTP(S) client per backend (rustls, HTTP/2 via ALPN).
@@ -21,6 +26,7 @@
 //!
 //! Around it: `config` (lookup, parsing, validation with file:line:column messages),
 //! `lifecycle` (`serve`: start-up, readiness, reload on SIGHUP, idle exit, drain on stop),
+//! `reload` (reading the config for a reload off the serving thread, with a time limit),
 //! `notify` (`sd_notify`), `logging` (journald, syslog or stderr), `launchd` (macOS socket
 //! activation).
 //!
@@ -34,7 +40,9 @@
 mod access;
 mod body;
 mod config;
+mod cors;
 mod error;
+mod guard;
 mod headers;
 mod lifecycle;
 mod listeners;
@@ -42,7 +50,9 @@ mod logging;
 mod model;
 mod models;
 mod notify;
+mod parse_errors;
 mod proxy;
+mod reload;
 mod router;
 mod tokens;
 mod upstream;
@@ -66,8 +76,8 @@ pub use tokens::{ClientTokens, MIN_CLIENT_TOKEN_LEN};
 pub mod hot_path {
     pub use crate::config::{parse_duration, parse_size};
     pub use crate::headers::{
-        is_sane_request_id, new_request_id, request_id, rewrite_request, rewrite_response,
-        SECRET_HEADERS,
+        extra_secrets, is_sane_request_id, new_request_id, request_id, rewrite_request,
+        rewrite_response, without_key_params, SECRET_HEADERS,
     };
     pub use crate::model::{Found, Scanner};
     pub use crate::proxy::backend_uri;

@@ -102,10 +102,16 @@ pub struct Catalog {
     members: Vec<Member>,
     /// One per member.
     slots: Mutex<Vec<Slot>>,
+    /// `server.secret_headers` beyond the built-in ones, handled as for any request.
+    extra_secrets: Box<[HeaderName]>,
 }
 
 impl Catalog {
-    pub fn new(members: Vec<Member>, routes_by_model: bool) -> Arc<Catalog> {
+    pub fn new(
+        members: Vec<Member>,
+        routes_by_model: bool,
+        extra_secrets: Box<[HeaderName]>,
+    ) -> Arc<Catalog> {
         let plain = matches!(&members[..], [m] if m.filter.is_none()
             && m.backend.config.aliases.is_empty());
         let slots = members.iter().map(|_| Slot::default()).collect();
@@ -113,6 +119,7 @@ impl Catalog {
             merged: routes_by_model && !plain,
             members,
             slots: Mutex::new(slots),
+            extra_secrets,
         })
     }
 
@@ -200,7 +207,7 @@ impl Catalog {
             let mut slots = lock(&self.slots);
             for (k, &i) in chosen.iter().enumerate() {
                 let m = &self.members[i];
-                let request = || fetch_request(m, client, peer, rid);
+                let request = || fetch_request(m, &self.extra_secrets, client, peer, rid);
                 let slot = &mut slots[i];
                 match &slot.cached {
                     Some((at, o)) if !per_client(m) && now - *at < MAX_STALE => {
@@ -322,6 +329,7 @@ fn merge(m: &Member, models: &[Value], seen: &mut HashSet<String>, data: &mut Ve
 /// encoding the proxy would have to undo.
 fn fetch_request(
     m: &Member,
+    extra_secrets: &[HeaderName],
     client: &HeaderMap,
     peer: Option<IpAddr>,
     rid: &HeaderValue,
@@ -339,7 +347,14 @@ fn fetch_request(
         h.remove(name);
     }
     h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-    headers::rewrite_request(&mut h, &bc.auth, peer, rid, m.backend.host.as_ref());
+    headers::rewrite_request(
+        &mut h,
+        &bc.auth,
+        extra_secrets,
+        peer,
+        rid,
+        m.backend.host.as_ref(),
+    );
     let uri = Uri::builder()
         .scheme(bc.scheme.clone())
         .authority(bc.authority.clone())

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, Entry, HeaderMap, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -26,6 +26,7 @@ use crate::access::AccessRecord;
 use crate::body::{BodyError, RequestBody, ResponseBody};
 use crate::config::{quote, BackendConfig, Config};
 use crate::error::ProxyError;
+use crate::guard::{Admission, Guard};
 use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
 use crate::model::{self, Found, Scanner};
 use crate::models::{Catalog, Member};
@@ -47,6 +48,10 @@ pub struct Proxy {
     router: Router<Target>,
     /// `GET /v1/models` answered by the proxy.
     catalog: Arc<Catalog>,
+    /// Host and Origin checks, CORS.
+    guard: Guard,
+    /// `server.secret_headers` beyond the built-in ones.
+    extra_secrets: Box<[HeaderName]>,
     /// The `/` page, made once.
     status_page: Bytes,
 }
@@ -72,9 +77,15 @@ impl Proxy {
                 route: Arc::from(r.path.as_str()),
             })
         })?;
-        let catalog = Catalog::new(members(&config, &router), config.routes_by_model());
+        let catalog = Catalog::new(
+            members(&config, &router),
+            config.routes_by_model(),
+            headers::extra_secrets(&config.server.secret_headers),
+        );
         let status_page = status_page(&router, &catalog);
         Ok(Proxy {
+            guard: Guard::new(&config.server),
+            extra_secrets: headers::extra_secrets(&config.server.secret_headers),
             config: Arc::new(config),
             router,
             catalog,
@@ -96,7 +107,25 @@ impl Proxy {
                 Instant::now(),
             ))
         });
-        let mut res = match self.forward(req, peer, &rid, access.as_deref_mut()).await {
+        let (result, cors) = match self.admit(&req, peer) {
+            Admission::Forward(cors) => (
+                self.forward(req, peer, &rid, access.as_deref_mut()).await,
+                cors,
+            ),
+            Admission::Preflight(headers) => {
+                let mut res = Response::new(ResponseBody::full(Bytes::new()));
+                *res.status_mut() = StatusCode::NO_CONTENT;
+                *res.headers_mut() = headers;
+                (Ok(res), None)
+            }
+            Admission::Refuse(e) => {
+                if let Some(a) = access.as_deref_mut() {
+                    a.path = req.uri().path().to_string();
+                }
+                (Err(e), None)
+            }
+        };
+        let mut res = match result {
             Ok(res) => res,
             Err(e) => {
                 if let Some(a) = access.as_deref_mut() {
@@ -113,12 +142,25 @@ impl Proxy {
         if let Entry::Vacant(e) = res.headers_mut().entry(&X_REQUEST_ID) {
             e.insert(rid);
         }
+        if let Some(cors) = cors {
+            cors.apply(res.headers_mut());
+        }
         if let Some(mut a) = access {
             a.status = res.status().as_u16();
             a.headers_after = a.start.elapsed();
             res.body_mut().set_access(a);
         }
         res
+    }
+
+    /// Before anything else looks at a request: its head (length, framing), and who sent it
+    /// (`guard`: Host, Origin, CORS preflights). Requests over a Unix socket have no peer.
+    fn admit(&self, req: &Request<Incoming>, peer: Option<IpAddr>) -> Admission {
+        if let Err(e) = check_head(req.uri(), req.headers()) {
+            return Admission::Refuse(e);
+        }
+        self.guard
+            .admit(req.method(), req.version(), req.headers(), peer.is_none())
     }
 
     async fn forward(
@@ -132,7 +174,6 @@ impl Proxy {
         if parts.method == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed(parts.method));
         }
-        check_head(&parts)?;
         let normalized = normalize_path(parts.uri.path());
         if let Some(a) = access.as_deref_mut() {
             a.path = match &normalized {
@@ -206,7 +247,13 @@ impl Proxy {
             a.backend = Some(backend.header.clone());
         }
 
-        let uri = backend_uri(&parts.uri, &forward_path, &bc.scheme, &bc.authority)?;
+        let uri = backend_uri(
+            &parts.uri,
+            &forward_path,
+            bc.strips_query_keys(),
+            &bc.scheme,
+            &bc.authority,
+        )?;
         drop(forward_path);
         drop(path);
         parts.uri = uri;
@@ -214,6 +261,7 @@ impl Proxy {
         headers::rewrite_request(
             &mut parts.headers,
             &bc.auth,
+            &self.extra_secrets,
             peer,
             rid,
             backend.host.as_ref(),
@@ -249,7 +297,11 @@ impl Proxy {
         };
         let (mut rparts, rbody) = res.into_parts();
         rparts.version = Version::HTTP_11;
-        headers::rewrite_response(&mut rparts.headers, &backend.header);
+        headers::rewrite_response(
+            &mut rparts.headers,
+            &backend.header,
+            bc.takes_client_credentials(),
+        );
         Ok(Response::from_parts(
             rparts,
             ResponseBody::upstream(rbody, bc.idle_timeout),
@@ -383,13 +435,12 @@ pub const MAX_URI_LEN: usize = 8 << 10;
 /// that does not end in `chunked`; it accepts `gzip, chunked` and repeated `chunked`, which
 /// only a confused client or a smuggling attempt sends, so anything but one plain `chunked` is
 /// refused here (and the connection closed).
-fn check_head(parts: &http::request::Parts) -> Result<(), ProxyError> {
-    if parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len()) > MAX_URI_LEN {
+fn check_head(uri: &Uri, headers: &http::HeaderMap) -> Result<(), ProxyError> {
+    if uri.path_and_query().map_or(0, |pq| pq.as_str().len()) > MAX_URI_LEN {
         return Err(ProxyError::UriTooLong(MAX_URI_LEN));
     }
-    if let Some(te) = parts.headers.get(header::TRANSFER_ENCODING) {
-        let repeated = parts
-            .headers
+    if let Some(te) = headers.get(header::TRANSFER_ENCODING) {
+        let repeated = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
             .nth(1)
@@ -419,19 +470,29 @@ fn check_client_token(
 }
 
 /// The URL a request goes to: the backend's scheme and authority, `forward_path`, and the
-/// client's query string. When the path is forwarded as the client sent it (the usual case:
-/// already normal, no rewrite, no base path), the client's path-and-query is reused as is,
-/// which copies nothing.
+/// client's query string, without its key parameters when `strip_keys`
+/// ([`headers::without_key_params`]). When the path and query are forwarded as the client
+/// sent them (the usual case: already normal, no rewrite, no base path, no key in the query),
+/// the client's path-and-query is reused as is, which copies nothing.
 pub fn backend_uri(
     client: &Uri,
     forward_path: &str,
+    strip_keys: bool,
     scheme: &Scheme,
     authority: &Authority,
 ) -> Result<Uri, ProxyError> {
-    let pq = match client.path_and_query() {
-        Some(pq) if pq.path() == forward_path => pq.clone(),
+    let stripped = match client.query() {
+        Some(q) if strip_keys => headers::without_key_params(q),
+        _ => None,
+    };
+    let pq = match (client.path_and_query(), &stripped) {
+        (Some(pq), None) if pq.path() == forward_path => pq.clone(),
         _ => {
-            let pq = match client.query() {
+            let query = match &stripped {
+                Some(q) => Some(q.as_str()).filter(|q| !q.is_empty()),
+                None => client.query(),
+            };
+            let pq = match query {
                 Some(q) => format!("{forward_path}?{q}"),
                 None => forward_path.to_string(),
             };
@@ -616,7 +677,7 @@ mod tests {
         let scheme = Scheme::HTTP;
         let authority = Authority::from_static("127.0.0.1:11434");
         let uri = |client: &'static str, fwd: &str| {
-            backend_uri(&Uri::from_static(client), fwd, &scheme, &authority)
+            backend_uri(&Uri::from_static(client), fwd, true, &scheme, &authority)
                 .unwrap()
                 .to_string()
         };
@@ -632,5 +693,24 @@ mod tests {
             uri("/v1/audio/transcriptions", "/inference"),
             "http://127.0.0.1:11434/inference"
         );
+        // Key parameters are removed (the query too when nothing else is left), unless the
+        // backend keeps them.
+        assert_eq!(
+            uri("/v1/models?key=sk-x&limit=2", "/v1/models"),
+            "http://127.0.0.1:11434/v1/models?limit=2"
+        );
+        assert_eq!(
+            uri("/v1/models?api-key=sk-x", "/v1/models"),
+            "http://127.0.0.1:11434/v1/models"
+        );
+        let kept = backend_uri(
+            &Uri::from_static("/v1/models?key=k"),
+            "/v1/models",
+            false,
+            &scheme,
+            &authority,
+        )
+        .unwrap();
+        assert_eq!(kept.to_string(), "http://127.0.0.1:11434/v1/models?key=k");
     }
 }

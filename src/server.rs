@@ -21,6 +21,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::listeners::StdListener;
+use crate::parse_errors::JsonErrors;
 use crate::proxy::Proxy;
 
 /// What the server shares between connections: the live [`Proxy`] (swapped on reload) and
@@ -253,13 +254,16 @@ async fn serve_connection<I>(
         // number of header lines is capped by hyper's default of 100 (also 431).
         .max_header_size(max_header_size)
         .keep_alive(true);
+    // hyper answers requests it cannot parse itself; `JsonErrors` makes those answers JSON
+    // (it needs the connection's polls counted).
+    let (io, polls) = JsonErrors::new(io);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
-        r = conn.as_mut() => r,
+        r = polls.clone().count(conn.as_mut()) => r,
         () = stopped(&mut stop) => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            polls.count(conn).await
         }
     };
     if let Err(e) = result {
