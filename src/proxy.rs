@@ -9,13 +9,15 @@
 //! A [`Proxy`] is an immutable snapshot built from one [`Config`]: routes, backends with their
 //! connection pools, limits. Reloading builds a new one; requests already running keep theirs.
 
+mod by_model;
+
 use std::error::Error as StdError;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -24,13 +26,12 @@ use tokio::time::Instant;
 
 use crate::access::AccessRecord;
 use crate::body::{BodyError, RequestBody, ResponseBody};
-use crate::config::{quote, BackendConfig, Config};
+use crate::config::{BackendConfig, Config};
 use crate::error::ProxyError;
 use crate::guard::{Admission, Guard};
 use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
-use crate::model::{self, Found, Scanner};
-use crate::models::{Catalog, Member};
-use crate::router::{normalize_path, Match, ModelSet, Router};
+use crate::models::Catalog;
+use crate::router::{normalize_path, Router};
 use crate::tokens::ClientTokens;
 use crate::upstream::Backend;
 
@@ -78,7 +79,7 @@ impl Proxy {
             })
         })?;
         let catalog = Catalog::new(
-            members(&config, &router),
+            by_model::members(&config, &router),
             config.routes_by_model(),
             headers::extra_secrets(&config.server.secret_headers),
         );
@@ -307,115 +308,6 @@ impl Proxy {
             ResponseBody::upstream(rbody, bc.idle_timeout),
         ))
     }
-}
-
-impl Proxy {
-    /// For a path that names a model (`/v1/models/{id}`) that a route's `models` take: that
-    /// route, and the path with an alias's model in place of the id.
-    fn by_path_model<'p>(&self, path: &'p str) -> Option<(Match<'_, 'p, Target>, Option<String>)> {
-        if !self.router.has_model_routes() {
-            return None;
-        }
-        let id = model::path_model(path)?;
-        let m = self.router.find_model_route(path, &id)?;
-        let alias = m.route.target.backend.config.aliases.get(&*id);
-        Some((m, alias.map(|to| model::model_path(to))))
-    }
-
-    /// Reads as much of the body as it takes to find its `model`, and picks the first route
-    /// that takes it (or, without a model, the first that takes every model). An alias is
-    /// spliced into the body, and the Content-Length fixed.
-    async fn by_body_model<'p>(
-        &self,
-        path: &'p str,
-        headers: &mut HeaderMap,
-        body: &mut RequestBody,
-    ) -> Result<Match<'_, 'p, Target>, ProxyError> {
-        let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
-        let peek = usize::try_from(self.config.server.max_json_peek).unwrap_or(usize::MAX);
-        let (found, kind) = match Scanner::new(content_type, peek) {
-            Err(why) => (Found::Missing(why), model::Kind::Json),
-            Ok(mut scanner) => {
-                let found = body
-                    .peek(|data| scanner.feed(data))
-                    .await
-                    .map_err(|e| ProxyError::from(&e))?;
-                (found.unwrap_or_else(|| scanner.finish()), scanner.kind())
-            }
-        };
-        let (name, span) = match found {
-            Found::Model { name, span } => (name, span),
-            Found::Missing(why) => {
-                return self
-                    .router
-                    .find_for_model(path, None)
-                    .ok_or_else(|| ProxyError::NoModel {
-                        path: path.to_string(),
-                        why: why.to_string(),
-                        code: why.code(),
-                    })
-            }
-        };
-        let m = self
-            .router
-            .find_for_model(path, Some(&name))
-            .ok_or_else(|| ProxyError::ModelNotFound {
-                model: quote(&name),
-                path: path.to_string(),
-            })?;
-        if let Some(to) = m.route.target.backend.config.aliases.get(&name) {
-            let with = kind.encode(to);
-            let length = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-            if let Some(n) = length {
-                let n = n.saturating_sub(span.len() as u64) + with.len() as u64;
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-            }
-            body.splice(span, &with);
-        }
-        Ok(m)
-    }
-}
-
-/// The backends that take part in the model list, in the order their first route comes in
-/// the config: those a route uses, unless `list_models = false`.
-fn members(config: &Config, router: &Router<Target>) -> Vec<Member> {
-    let mut members: Vec<Member> = Vec::new();
-    for r in &config.routes {
-        let Some(route) = router
-            .routes()
-            .iter()
-            .find(|t| t.target.backend.config.name == r.backend)
-        else {
-            continue;
-        };
-        let backend = &route.target.backend;
-        let bc = &backend.config;
-        if !bc.list_models || members.iter().any(|m| m.backend.config.name == bc.name) {
-            continue;
-        }
-        // Every route to it takes only some models: only those are listed.
-        let routes_to_it = config.routes.iter().filter(|t| t.backend == bc.name);
-        let filter = routes_to_it
-            .map(|t| config.route_models(t))
-            .collect::<Option<Vec<Vec<String>>>>()
-            .map(|sets| ModelSet::new(sets.concat()));
-        // Where a request for /v1/models would go through a route to it.
-        let path = router
-            .candidates("/v1/models")
-            .find(|m| m.route.target.backend.config.name == bc.name)
-            .map_or_else(
-                || format!("{}/v1/models", bc.base_path),
-                |m| m.forward_path(&bc.base_path).into_owned(),
-            );
-        members.push(Member {
-            backend: backend.clone(),
-            path,
-            filter,
-        });
-    }
-    members
 }
 
 fn own_response(content_type: &'static str, body: Bytes) -> Response<ResponseBody> {
