@@ -13,10 +13,13 @@
 //!   - `guard`: `Host` and `Origin` checks before routing (DNS rebinding, cross-site pages).
 //!   - `cors`: preflight answers and response headers for the web origins allowed.
 //!   - `tokens`: client tokens, checked in constant time.
-//!   - `router`: path normalization and longest-prefix routing; pure.
+//!   - `router`: path normalization, longest-prefix routing, routes by model; pure.
+//!   - `model`: the request's `model` in a JSON prefix, a multipart head or the path; pure.
+//!   - `models`: `GET /v1/models` answered by the proxy: every backend's list, merged.
 //!   - `headers`: hop-by-hop stripping, `X-Forwarded-*`, request ids, secret headers,
 //!     key-bearing query parameters.
-//!   - `body`: streamed bodies with size limits, idle time-outs and byte counts.
+//!   - `body`: streamed bodies with size limits, idle time-outs, byte counts, and the
+//!     first frames read (to find the model) and sent first.
 //!   - `upstream`: one pooled HTTP(S) client per backend (rustls, HTTP/2 via ALPN).
 //!   - `error`: `ProxyError` → status code + OpenAI-shaped JSON.
 //! - `access`: the access-log line, written when the response is done.
@@ -31,8 +34,8 @@
 //! listeners they bound ([`bind`]) with a [`Proxy`] built from a [`Config`].
 //!
 //! The tools, apart from the daemon: [`cli`] (the command line, clap types only; `main`
-//! turns them into plain values) and [`commands`] (`check-config`, `check-endpoints`,
-//! start/stop/status..., `container ...`, the man page and completions).
+//! turns them into plain values) and [`commands`] (`init`, `check-config`,
+//! `check-endpoints`, start/stop/status..., `container ...`, the man page and completions).
 
 mod access;
 mod body;
@@ -44,6 +47,8 @@ mod headers;
 mod lifecycle;
 mod listeners;
 mod logging;
+mod model;
+mod models;
 mod notify;
 mod parse_errors;
 mod proxy;
@@ -66,13 +71,15 @@ pub use proxy::Proxy;
 pub use tokens::{ClientTokens, MIN_CLIENT_TOKEN_LEN};
 
 /// The per-request pure code, for the micro-benchmarks (`benches/`) and the fuzz targets
-/// (`fuzz/`): path normalization and routing, header rewriting, value parsing.
+/// (`fuzz/`): path normalization and routing, header rewriting, value parsing, finding a
+/// body's model.
 pub mod hot_path {
     pub use crate::config::{parse_duration, parse_size};
     pub use crate::headers::{
         extra_secrets, is_sane_request_id, new_request_id, request_id, rewrite_request,
         rewrite_response, without_key_params, SECRET_HEADERS,
     };
+    pub use crate::model::{Found, Scanner};
     pub use crate::proxy::backend_uri;
     pub use crate::router::{normalize_path, Router};
 }

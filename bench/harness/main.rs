@@ -79,6 +79,9 @@ struct CallgrindArgs {
     /// Run with access_log = true.
     #[arg(long)]
     access_log: bool,
+    /// Route chat and transcriptions by model (the `openai-proxy+models` subject).
+    #[arg(long)]
+    model_routes: bool,
     /// Count SSE streams of this many events (1 ms apart) instead of chat requests; the
     /// result is then per event.
     #[arg(long, default_value_t = 0)]
@@ -220,6 +223,7 @@ fn callgrind(args: &CallgrindArgs) -> anyhow::Result<()> {
             kind: SubjectKind::Proxy {
                 bin: std::fs::canonicalize(bin)?,
                 access_log: args.access_log,
+                model_routes: args.model_routes,
             },
         },
         _ => Subject {
@@ -428,6 +432,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         kind: SubjectKind::Proxy {
             bin: bin.to_path_buf(),
             access_log,
+            model_routes: name == report::PROXY_MODELS,
         },
     };
     let mut subjects = vec![haproxy, ours(PROXY, &proxy_bin, false)];
@@ -441,6 +446,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if s.log_run {
         rate_subjects.push(ours(report::PROXY_LOG, &proxy_bin, true));
     }
+    // Routing by model: the same requests, each read for its `model` first.
+    let by_model = ours(report::PROXY_MODELS, &proxy_bin, false);
+    rate_subjects.push(by_model.clone());
+    let mut upload_subjects = subjects.clone();
+    upload_subjects.push(by_model);
     let phases = if args.only.is_empty() {
         vec![
             Phase::Memory,
@@ -486,7 +496,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         eprintln!("bench: {phase:?} ({} rounds)", s.rounds);
         match phase {
             Phase::Memory => memory(&job(&env, &subjects, fixed, nginx_addr), &mut r)?,
-            Phase::Upload => upload(&job(&env, &subjects, fixed, backend_addr), &mut r)?,
+            Phase::Upload => upload(&job(&env, &upload_subjects, fixed, backend_addr), &mut r)?,
             Phase::Rate => rate(&job(&env, &rate_subjects, fixed, nginx_addr), 64, &mut r)?,
             Phase::Latency => rate(&job(&lat_env, &rate_subjects, fixed, nginx_addr), 1, &mut r)?,
             Phase::Sse => {
@@ -600,7 +610,8 @@ fn upload(job: &Job, r: &mut Results) -> anyhow::Result<()> {
             if let Some(p) = proc {
                 p.proc.reset_peak()?;
             }
-            let bps = measure::upload(t.addr, s.upload_bytes)
+            let multipart = t.name == report::PROXY_MODELS;
+            let bps = measure::upload(t.addr, s.upload_bytes, multipart)
                 .with_context(|| format!("upload through {}", t.name))?;
             r.push(Metric::Upload, &t.name, bps / 1e9);
             if let Some(p) = proc {
@@ -784,6 +795,11 @@ fn mem_total() -> String {
         .map_or("?".into(), |kb| format!("{:.1} GiB", kb / 1048576.0))
 }
 
+/// What the `openai-proxy+models` columns are.
+const MODELS_NOTE: &str = "`openai-proxy+models` routes chat and transcriptions by model \
+    (`models` on both routes): it reads each request's `model` before forwarding, and its \
+    upload is multipart with the `model` field first.";
+
 fn document(d: &DocInput) -> String {
     let s = d.s;
     let date = procs::version_of("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
@@ -814,12 +830,14 @@ fn document(d: &DocInput) -> String {
          round. `ours ÷ HAProxy` is openai-proxy's median over HAProxy's; for requests/s and \
          throughput higher is better, for everything else lower. `met` judges openai-proxy \
          against issue 6's goal. `min–max` is the spread of openai-proxy's per-round values: \
-         the noise. MB and GB are 10⁶ and 10⁹ bytes. {}\n\n",
+         the noise. MB and GB are 10⁶ and 10⁹ bytes. {}{}\n\n",
         if d.s.log_run {
-            "`openai-proxy+log` is openai-proxy with `[log] access_log = true`, its log going to a file."
+            "`openai-proxy+log` is openai-proxy with `[log] access_log = true`, its log going to a \
+             file. "
         } else {
             ""
-        }
+        },
+        MODELS_NOTE,
     ));
     if !d.warnings.is_empty() {
         doc.push_str("Warnings from this run:\n\n");

@@ -256,9 +256,34 @@ http {{
 }
 
 /// The proxy's config: the shipped default (the seed's routing, OpenAI over HTTPS) with the
-/// listen address, the log settings and the local backends' URLs replaced.
-pub fn proxy_config(listen: SocketAddr, up: Upstreams, access_log: bool) -> anyhow::Result<String> {
+/// listen address, the log settings and the local backends' URLs replaced; with
+/// `model_routes`, chat and transcriptions routed by model (the chat request's `llama3.2`
+/// and the upload's `whisper-1` still reach the same backends, everything else OpenAI).
+pub fn proxy_config(
+    listen: SocketAddr,
+    up: Upstreams,
+    access_log: bool,
+    model_routes: bool,
+) -> anyhow::Result<String> {
     let mut text = include_str!("../../config/openai-proxy.toml").to_string();
+    if model_routes {
+        for (from, to) in [
+            (
+                "# models = [\"llama*\", \"qwen*\"]",
+                "models = [\"llama*\", \"qwen*\"]",
+            ),
+            (
+                "backend = \"whisper\"\n",
+                "backend = \"whisper\"\nmodels = [\"whisper-1\"]\n",
+            ),
+        ] {
+            ensure!(
+                text.matches(from).count() == 1,
+                "config/openai-proxy.toml no longer has exactly one {from}; update bench/harness/procs.rs"
+            );
+            text = text.replace(from, to);
+        }
+    }
     for (from, to) in [
         (
             "listen = [\"127.0.0.1:2020\"]".to_string(),
@@ -377,10 +402,11 @@ pub struct Subject {
 #[derive(Clone, Debug)]
 pub enum SubjectKind {
     Haproxy,
-    /// An openai-proxy binary, with or without access logging.
+    /// An openai-proxy binary, with or without access logging, routing by path or by model.
     Proxy {
         bin: PathBuf,
         access_log: bool,
+        model_routes: bool,
     },
 }
 
@@ -452,13 +478,17 @@ impl Env {
                 let bind = listen.map_or_else(|| "fd@3".to_string(), |a| a.to_string());
                 (haproxy_config(&bind, up), "cfg")
             }
-            SubjectKind::Proxy { access_log, .. } => {
+            SubjectKind::Proxy {
+                access_log,
+                model_routes,
+                ..
+            } => {
                 // Under socket activation the inherited socket wins over `listen`.
                 let addr = match listen {
                     Some(a) => a,
                     None => free_addr()?,
                 };
-                (proxy_config(addr, up, *access_log)?, "toml")
+                (proxy_config(addr, up, *access_log, *model_routes)?, "toml")
             }
         };
         let path = self

@@ -11,6 +11,8 @@ pub const DIRECT: &str = "direct";
 pub const HAPROXY: &str = "HAProxy";
 pub const PROXY: &str = "openai-proxy";
 pub const PROXY_LOG: &str = "openai-proxy+log";
+/// openai-proxy with chat and transcriptions routed by model.
+pub const PROXY_MODELS: &str = "openai-proxy+models";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Metric {
