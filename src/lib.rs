@@ -54,7 +54,9 @@ mod parse_errors;
 mod proxy;
 mod reload;
 mod router;
+mod tls;
 mod tokens;
+mod upgrade;
 mod upstream;
 
 mod launchd;
@@ -67,7 +69,7 @@ pub mod server;
 pub use config::{AuthPolicy, Config, ConfigError, ConfigIssue, ListenAddr, EMBEDDED_DEFAULT};
 pub use lifecycle::serve;
 pub use listeners::{bind, StdListener};
-pub use proxy::Proxy;
+pub use proxy::{Peer, Proxy};
 pub use tokens::{ClientTokens, MIN_CLIENT_TOKEN_LEN};
 
 /// The per-request pure code, for the micro-benchmarks (`benches/`) and the fuzz targets

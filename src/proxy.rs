@@ -10,6 +10,7 @@
 //! connection pools, limits. Reloading builds a new one; requests already running keep theirs.
 
 mod by_model;
+mod websocket;
 
 use std::error::Error as StdError;
 use std::io;
@@ -33,7 +34,16 @@ use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
 use crate::models::Catalog;
 use crate::router::{normalize_path, Router};
 use crate::tokens::ClientTokens;
+use crate::upgrade;
 use crate::upstream::Backend;
+
+/// Who sent a request: the client's address (`None` over a Unix socket), and whether its
+/// connection is TLS (`X-Forwarded-Proto: https`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub ip: Option<IpAddr>,
+    pub https: bool,
+}
 
 /// What a route points at.
 #[derive(Debug, Clone)]
@@ -95,11 +105,7 @@ impl Proxy {
     }
 
     /// Handles one request; never fails (errors become responses).
-    pub async fn handle(
-        &self,
-        req: Request<Incoming>,
-        peer: Option<IpAddr>,
-    ) -> Response<ResponseBody> {
+    pub async fn handle(&self, mut req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
         let rid = headers::request_id(req.headers());
         let mut access = self.config.log.access_log.then(|| {
             Box::new(AccessRecord::new(
@@ -108,7 +114,7 @@ impl Proxy {
                 Instant::now(),
             ))
         });
-        let (result, cors) = match self.admit(&req, peer) {
+        let (result, cors) = match self.admit(&mut req, peer) {
             Admission::Forward(cors) => (
                 self.forward(req, peer, &rid, access.as_deref_mut()).await,
                 cors,
@@ -146,28 +152,41 @@ impl Proxy {
         if let Some(cors) = cors {
             cors.apply(res.headers_mut());
         }
-        if let Some(mut a) = access {
+        if let Some(a) = access.as_deref_mut() {
             a.status = res.status().as_u16();
             a.headers_after = a.start.elapsed();
+        }
+        // A WebSocket: its access line is written when the session ends.
+        if let Some(session) = upgrade::Pending::take(&mut res) {
+            session.join(access.take());
+        }
+        if let Some(a) = access {
             res.body_mut().set_access(a);
         }
         res
     }
 
     /// Before anything else looks at a request: its head (length, framing), and who sent it
-    /// (`guard`: Host, Origin, CORS preflights). Requests over a Unix socket have no peer.
-    fn admit(&self, req: &Request<Incoming>, peer: Option<IpAddr>) -> Admission {
+    /// (`guard`: Host, Origin, CORS preflights). Requests over a Unix socket have no peer. An
+    /// HTTP/2 request names its host in `:authority`: that becomes its `Host`.
+    fn admit(&self, req: &mut Request<Incoming>, peer: Peer) -> Admission {
         if let Err(e) = check_head(req.uri(), req.headers()) {
             return Admission::Refuse(e);
         }
+        if req.version() == Version::HTTP_2 && !req.headers().contains_key(header::HOST) {
+            let host = req.uri().authority().map(|a| a.as_str().to_owned());
+            if let Some(v) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
         self.guard
-            .admit(req.method(), req.version(), req.headers(), peer.is_none())
+            .admit(req.method(), req.version(), req.headers(), peer.ip.is_none())
     }
 
     async fn forward(
         &self,
         req: Request<Incoming>,
-        peer: Option<IpAddr>,
+        peer: Peer,
         rid: &HeaderValue,
         mut access: Option<&mut AccessRecord>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -183,8 +202,13 @@ impl Proxy {
             };
         }
         let path = normalized.map_err(|e| ProxyError::BadPath(e.0))?;
+        let websocket = upgrade::is_websocket(&parts.method, parts.version, &parts.headers);
         if &*path != "/health" {
-            check_client_token(&self.config.server.client_tokens, &mut parts.headers)?;
+            check_client_token(
+                &self.config.server.client_tokens,
+                &mut parts.headers,
+                websocket,
+            )?;
         }
         match &*path {
             "/health" => {
@@ -202,7 +226,7 @@ impl Proxy {
             _ => {}
         }
         if parts.method == Method::GET && &*path == "/v1/models" {
-            if let Some(res) = self.catalog.answer(&parts, peer, rid).await? {
+            if let Some(res) = self.catalog.answer(&parts, peer.ip, rid).await? {
                 if let Some(a) = access.as_deref_mut() {
                     a.backend = res.headers().get(&X_BACKEND).cloned();
                 }
@@ -263,10 +287,16 @@ impl Proxy {
             &mut parts.headers,
             &bc.auth,
             &self.extra_secrets,
-            peer,
+            peer.ip,
             rid,
             backend.host.as_ref(),
         );
+        if peer.https {
+            headers::forwarded_https(&mut parts.headers);
+        }
+        if websocket {
+            return Box::pin(self.forward_websocket(parts, body, backend)).await;
+        }
 
         // Without a body, an idempotent request can be sent again when the pooled connection
         // it went out on turns out to have been closed by the backend (see `is_stale`).
@@ -293,7 +323,7 @@ impl Proxy {
                     after: bc.response_timeout,
                 })
             }
-            Ok(Err(e)) => return Err(classify(&e, bc)),
+            Ok(Err(e)) => return Err(classify(&e, e.is_connect(), bc)),
             Ok(Ok(res)) => res,
         };
         let (mut rparts, rbody) = res.into_parts();
@@ -347,16 +377,20 @@ fn check_head(uri: &Uri, headers: &http::HeaderMap) -> Result<(), ProxyError> {
 }
 
 /// With `server.client_tokens_file`, a request needs `Authorization: Bearer TOKEN` with one of
-/// its tokens; the header is then removed, so the token never reaches a backend.
+/// its tokens; the header is then removed, so the token never reaches a backend. A WebSocket
+/// request may present its token as a subprotocol instead (`openai-insecure-api-key.TOKEN`:
+/// browsers cannot set headers on a WebSocket), which is removed likewise.
 fn check_client_token(
     tokens: &ClientTokens,
     headers: &mut http::HeaderMap,
+    websocket: bool,
 ) -> Result<(), ProxyError> {
     if tokens.enabled() {
-        if !tokens.allows(headers) {
+        if tokens.allows(headers) {
+            headers.remove(header::AUTHORIZATION);
+        } else if !(websocket && upgrade::take_token(headers, |t| tokens.allows_token(t))) {
             return Err(ProxyError::Unauthorized);
         }
-        headers.remove(header::AUTHORIZATION);
     }
     Ok(())
 }
@@ -428,7 +462,8 @@ fn is_stale(err: &hyper_util::client::legacy::Error) -> bool {
 }
 
 /// Turns a client error into what the user needs to know: whose fault, which backend.
-fn classify(err: &hyper_util::client::legacy::Error, bc: &BackendConfig) -> ProxyError {
+/// `connect`: it happened while connecting (nothing was sent).
+fn classify(err: &(dyn StdError + 'static), connect: bool, bc: &BackendConfig) -> ProxyError {
     let backend = bc.name.clone();
     let url = bc.url.clone();
     let mut io_kind = None;
@@ -476,12 +511,12 @@ fn classify(err: &hyper_util::client::legacy::Error, bc: &BackendConfig) -> Prox
     }
     match io_kind {
         Some(io::ErrorKind::ConnectionRefused) => ProxyError::Refused { backend, url },
-        Some(io::ErrorKind::TimedOut) if err.is_connect() => ProxyError::ConnectTimeout {
+        Some(io::ErrorKind::TimedOut) if connect => ProxyError::ConnectTimeout {
             backend,
             url,
             after: bc.connect_timeout,
         },
-        _ if err.is_connect() => ProxyError::Unreachable {
+        _ if connect => ProxyError::Unreachable {
             backend,
             url,
             detail: innermost,

@@ -115,12 +115,28 @@ fn tls_config(cfg: &BackendConfig) -> anyhow::Result<ClientConfig> {
     Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
-fn build_client(cfg: &BackendConfig) -> anyhow::Result<HttpClient> {
+/// TCP connections to a backend: its connect time-out, no Nagle delay, keep-alive probes.
+fn tcp_connector(cfg: &BackendConfig) -> HttpConnector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(cfg.connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
+    http
+}
+
+/// Connections to a backend that speak HTTP/1.1 only (TLS without ALPN for `https://`), for a
+/// request that upgrades its connection (`crate::upgrade`).
+pub fn http1_connector(cfg: &BackendConfig) -> anyhow::Result<HttpsConnector<HttpConnector>> {
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(cfg)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp_connector(cfg)))
+}
+
+fn build_client(cfg: &BackendConfig) -> anyhow::Result<HttpClient> {
+    let http = tcp_connector(cfg);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config(cfg)?)
         .https_or_http()
