@@ -179,8 +179,12 @@ impl Proxy {
                 req.headers_mut().insert(header::HOST, v);
             }
         }
-        self.guard
-            .admit(req.method(), req.version(), req.headers(), peer.ip.is_none())
+        self.guard.admit(
+            req.method(),
+            req.version(),
+            req.headers(),
+            peer.ip.is_none(),
+        )
     }
 
     async fn forward(

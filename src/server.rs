@@ -270,8 +270,7 @@ fn service(
     http::Request<hyper::body::Incoming>,
     Response = http::Response<crate::body::ResponseBody>,
     Error = Infallible,
-    Future = impl Future<Output = Result<http::Response<crate::body::ResponseBody>, Infallible>>
-                 + Send,
+    Future = impl Future<Output = Result<http::Response<crate::body::ResponseBody>, Infallible>> + Send,
 > + Clone {
     let state = state.clone();
     let stop = stop.clone();

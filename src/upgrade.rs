@@ -244,8 +244,12 @@ pub fn switching(
     let backend = hyper::upgrade::on(&mut res);
     let (mut parts, _) = res.into_parts();
     parts.version = Version::HTTP_11;
-    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts
+        .headers
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     mark_sensitive(&mut parts.headers);
     parts.extensions = http::Extensions::new();
     let pending = Pending {
@@ -258,7 +262,10 @@ pub fn switching(
     parts
         .extensions
         .insert(Slot(Arc::new(std::sync::Mutex::new(Some(pending)))));
-    Some(Response::from_parts(parts, ResponseBody::full(Bytes::new())))
+    Some(Response::from_parts(
+        parts,
+        ResponseBody::full(Bytes::new()),
+    ))
 }
 
 /// Whether a backend answered an upgrade request by switching.
@@ -267,7 +274,7 @@ pub fn switched(res: &Response<Incoming>) -> bool {
 }
 
 /// How a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum End {
     /// Both sides closed.
     Closed,
@@ -275,7 +282,7 @@ enum End {
     HalfClosed,
     Idle,
     Shutdown,
-    Failed,
+    Failed(io::Error),
 }
 
 impl Pending {
@@ -312,19 +319,15 @@ impl Pending {
         let activity = Arc::new(Activity::new());
         let mut client = Metered::new(TokioIo::new(client), activity.clone(), Side::Client);
         let mut backend = Metered::new(TokioIo::new(backend), activity.clone(), Side::Backend);
-        let copy = tokio::io::copy_bidirectional_with_sizes(
-            &mut client,
-            &mut backend,
-            COPY_BUF,
-            COPY_BUF,
-        );
+        let copy =
+            tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, COPY_BUF, COPY_BUF);
         let stop = session.as_ref().map(|s| s.stop.clone());
         let end = watch(copy, &activity, idle, stop, shutdown_timeout).await;
         if let Some(a) = access.as_deref_mut() {
             a.bytes_in
                 .store(activity.up.load(Ordering::Relaxed), Ordering::Relaxed);
             a.bytes_out = activity.down.load(Ordering::Relaxed);
-            a.completed = end == End::Closed;
+            a.completed = matches!(end, End::Closed);
             a.error = match end {
                 End::Closed => None,
                 End::HalfClosed => Some(format!(
@@ -335,7 +338,7 @@ impl Pending {
                     crate::config::format_duration(idle)
                 )),
                 End::Shutdown => Some("WebSocket closed: shutdown_timeout reached".into()),
-                End::Failed => Some("WebSocket connection failed".into()),
+                End::Failed(e) => Some(format!("WebSocket connection failed: {e}")),
             };
         }
         drop(session);
@@ -364,7 +367,7 @@ async fn watch(
             .unwrap_or_else(far);
         let half_closed = activity.closed.notified();
         tokio::select! {
-            r = &mut copy => return if r.is_ok() { End::Closed } else { End::Failed },
+            r = &mut copy => return r.map_or_else(End::Failed, |_| End::Closed),
             () = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
                 if stop_at.is_some_and(|t| t <= now) {
@@ -474,7 +477,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        let r = match Pin::new(&mut this.io).poll_read(cx, buf) {
+            // A TLS peer that closes without `close_notify`: closed all the same (a WebSocket
+            // has its own close handshake inside).
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(())),
+            r => r,
+        };
         if let Poll::Ready(Ok(())) = r {
             this.activity.read(this.side, buf.filled().len() - before);
         }
@@ -510,7 +518,10 @@ mod tests {
 
     fn with_protocols(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(v).unwrap());
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_str(v).unwrap(),
+        );
         h
     }
 
@@ -518,7 +529,10 @@ mod tests {
     fn websocket_requests_are_recognised() {
         let mut h = HeaderMap::new();
         h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         assert!(is_websocket(&Method::GET, Version::HTTP_11, &h));
         assert!(!is_websocket(&Method::POST, Version::HTTP_11, &h));
         assert!(!is_websocket(&Method::GET, Version::HTTP_10, &h));
@@ -531,7 +545,8 @@ mod tests {
 
     #[test]
     fn key_subprotocols_are_removed_and_the_rest_kept() {
-        let mut h = with_protocols("realtime, openai-insecure-api-key.sk-secret, openai-beta.realtime-v1");
+        let mut h =
+            with_protocols("realtime, openai-insecure-api-key.sk-secret, openai-beta.realtime-v1");
         assert!(filter_protocols(&mut h, |p| p.starts_with(KEY_PROTOCOL)));
         assert_eq!(shown(&h), "realtime, openai-beta.realtime-v1");
         let mut h = with_protocols("openai-insecure-api-key.sk-secret");

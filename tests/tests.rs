@@ -34,3 +34,4 @@ mod shutdown;
 mod socket_activation;
 mod streaming;
 mod systemd_units;
+mod websocket;

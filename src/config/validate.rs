@@ -187,10 +187,22 @@ fn tls_files(raw: &RawServer, issues: &mut Issues<'_>) -> Option<super::TlsFiles
         }
     };
     let cert_pem = files::read_regular(cert.get_ref(), MAX_SECRET_FILE)
-        .map_err(|e| issues.add("server.tls_cert", Some(cert.span()), e.about("certificate file", cert.get_ref())))
+        .map_err(|e| {
+            issues.add(
+                "server.tls_cert",
+                Some(cert.span()),
+                e.about("certificate file", cert.get_ref()),
+            )
+        })
         .ok();
     let key_pem = files::read_regular(key.get_ref(), MAX_SECRET_FILE)
-        .map_err(|e| issues.add("server.tls_key", Some(key.span()), e.about("key file", key.get_ref())))
+        .map_err(|e| {
+            issues.add(
+                "server.tls_key",
+                Some(key.span()),
+                e.about("key file", key.get_ref()),
+            )
+        })
         .ok();
     let (cert_pem, key_pem) = (cert_pem?, key_pem?);
     match crate::tls::server_config(&cert_pem, &key_pem) {
@@ -201,7 +213,11 @@ fn tls_files(raw: &RawServer, issues: &mut Issues<'_>) -> Option<super::TlsFiles
         }),
         Err(crate::tls::PemProblem::Cert(e)) => {
             let shown = cut(&cert.get_ref().to_string_lossy()).into_owned();
-            issues.add("server.tls_cert", Some(cert.span()), format!("{shown}: {e}"));
+            issues.add(
+                "server.tls_cert",
+                Some(cert.span()),
+                format!("{shown}: {e}"),
+            );
             None
         }
         Err(crate::tls::PemProblem::Key(e)) => {
@@ -657,7 +673,8 @@ fn load_credential(name: &str, header: &HeaderName) -> Result<(Secret, KeySource
 fn read_key_file(path: &Path, header: &HeaderName) -> Result<Secret, String> {
     const WHAT: &str = "key file";
     let text = files::read_text(path, MAX_SECRET_FILE).map_err(|e| e.about(WHAT, path))?;
-    Secret::from_key(&text, header).map_err(|e| format!("{WHAT} {}: {e}", cut(&path.to_string_lossy())))
+    Secret::from_key(&text, header)
+        .map_err(|e| format!("{WHAT} {}: {e}", cut(&path.to_string_lossy())))
 }
 
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
