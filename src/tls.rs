@@ -1,6 +1,7 @@
 //! HTTPS for clients (`server.tls_cert`, `server.tls_key`): the server's TLS settings made
 //! from the PEM files (rustls with the `ring` provider; HTTP/2 and HTTP/1.1 offered by ALPN),
-//! and the handshake of one accepted connection, bounded in time.
+//! and the handshake of one accepted connection, bounded in time. Also the verifier that
+//! accepts any certificate (a backend's `tls_insecure`, `status` asking its own proxy).
 //!
 //! The settings are part of the config, so a reload (SIGHUP) that reads new files serves them
 //! on new connections, and one whose files are bad keeps the old ones (like any bad reload).
@@ -8,8 +9,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 
@@ -84,4 +88,54 @@ where
 /// Whether the client and the proxy agreed on HTTP/2.
 pub fn is_h2<I>(stream: &TlsStream<I>) -> bool {
     stream.get_ref().1.alpn_protocol() == Some(H2)
+}
+
+/// `tls_insecure = true`: accepts any certificate (signatures are still checked, so the
+/// handshake itself is sound; only the identity is not).
+#[derive(Debug)]
+pub struct AcceptAnyCertificate(pub Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

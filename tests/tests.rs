@@ -17,6 +17,7 @@ mod faults;
 mod files;
 mod fuzz_regressions;
 mod hostile;
+mod https;
 mod init;
 mod keys;
 mod launchd_plists;

@@ -29,7 +29,7 @@ use crate::tokens::ClientTokens;
 
 pub use browsers::{HostRule, OriginRule};
 pub use diagnostics::{quote, ConfigError, ConfigIssue};
-pub use files::readable_by_others;
+pub use files::{readable_by_others, FileProblem};
 pub use lookup::{
     locate, user_config_path, Origin, Source, CONFIG_ENV, EMBEDDED_DEFAULT, SYSTEM_PATH,
 };
@@ -52,6 +52,11 @@ pub fn load(flag: Option<&Path>) -> Result<Config, ConfigError> {
             )),
         },
     }
+}
+
+/// Reads a small file a tool is given (a CA file): regular, at most 1 MiB, without blocking.
+pub fn read_small_file(path: &Path) -> Result<Vec<u8>, FileProblem> {
+    files::read_regular(path, files::MAX_SECRET_FILE)
 }
 
 /// Defaults, shared by the code and the documentation.
