@@ -35,4 +35,5 @@ mod shutdown;
 mod socket_activation;
 mod streaming;
 mod systemd_units;
+mod vendors;
 mod websocket;
