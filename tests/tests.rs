@@ -5,6 +5,7 @@ mod support;
 
 mod access_log;
 mod auth;
+mod behind_proxy;
 mod bench_smoke;
 mod browsers;
 mod check;
