@@ -93,7 +93,7 @@ impl Proxy {
             config.routes_by_model(),
             headers::extra_secrets(&config.server.secret_headers),
         );
-        let status_page = status_page(&router, &catalog);
+        let status_page = status_page(&router, &catalog, config.server.tls.is_some());
         Ok(Proxy {
             guard: Guard::new(&config.server),
             extra_secrets: headers::extra_secrets(&config.server.secret_headers),
@@ -533,13 +533,14 @@ fn classify(err: &(dyn StdError + 'static), connect: bool, bc: &BackendConfig) -
     }
 }
 
-fn status_page(router: &Router<Target>, catalog: &Catalog) -> Bytes {
+fn status_page(router: &Router<Target>, catalog: &Catalog, https: bool) -> Bytes {
     use std::fmt::Write;
     let mut s = format!(
-        "openai-proxy {}\n\nPoint OpenAI clients here: OPENAI_BASE_URL=http://<this address>/v1\n\n\
+        "openai-proxy {}\n\nPoint OpenAI clients here: OPENAI_BASE_URL={}://<this address>/v1\n\n\
          Routes (longest matching prefix first, then in file order; the first that takes the \
          request's model wins):\n",
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        if https { "https" } else { "http" }
     );
     let width = router
         .routes()
@@ -594,6 +595,10 @@ fn status_page(router: &Router<Target>, catalog: &Catalog) -> Bytes {
         } else {
             names.join(", ")
         }
+    );
+    s.push_str(
+        "WebSockets (Upgrade: websocket, e.g. GET /v1/realtime?model=...) go by path like any \
+         request and are joined to their backend when it answers 101.\n",
     );
     s.push_str("Health check: /health\n");
     Bytes::from(s)
