@@ -20,6 +20,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::access::AccessRecord;
+use crate::pool::Lease;
 
 /// Why a streamed body was cut off.
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +204,8 @@ pin_project! {
         full: Option<Bytes>,
         // Written to the log when the response is dropped: finished, failed or abandoned.
         access: Option<Box<AccessRecord>>,
+        // The backend connection, back to its pool once the body has been read to its end.
+        lease: Option<Lease>,
     }
 
     impl PinnedDrop for ResponseBody {
@@ -210,8 +213,12 @@ pin_project! {
             // hyper stops polling once `is_end_stream` says so, so a body can be complete
             // without ever having returned its end.
             let done = this.is_end_stream();
-            if let Some(access) = this.project().access {
+            let this = this.project();
+            if let Some(access) = this.access {
                 access.completed |= done;
+            }
+            if let (true, Some(lease)) = (done, this.lease.take()) {
+                lease.release();
             }
         }
     }
@@ -225,7 +232,13 @@ impl ResponseBody {
             idle: IdleTimer::new(idle_timeout),
             full: None,
             access: None,
+            lease: None,
         }
+    }
+
+    /// Gives the backend connection back to its pool when this body is done (read to the end).
+    pub fn set_lease(&mut self, lease: Option<Lease>) {
+        self.lease = lease;
     }
 
     /// A complete body of our own.
@@ -236,6 +249,7 @@ impl ResponseBody {
             idle: IdleTimer::new(Duration::MAX),
             full: (!data.is_empty()).then_some(data),
             access: None,
+            lease: None,
         }
     }
 

@@ -6,13 +6,16 @@
 //! The daemon, in the order a request flows through it:
 //!
 //! - `listeners`: listening sockets inherited from systemd/launchd, or bound (TCP, Unix).
-//! - `server`: the accept loop on given listeners, one connection task each, graceful drain.
+//! - `workers`: `server.workers` threads, each a single-threaded event loop.
+//! - `server`: the accept loop on given listeners, one connection task each, graceful drain;
+//!   the state every worker shares.
 //! - `proxy`: one request: client token, route, rewrite, auth policy, forward, map errors.
 //!   - `tokens`: client tokens, checked in constant time.
 //!   - `router`: path normalization and longest-prefix routing; pure.
 //!   - `headers`: hop-by-hop stripping, `X-Forwarded-*`, request ids, secret headers.
 //!   - `body`: streamed bodies with size limits, idle time-outs and byte counts.
-//!   - `upstream`: one pooled HTTP(S) client per backend (rustls, HTTP/2 via ALPN).
+//!   - `upstream`: the client of each backend: `pool` (plain HTTP/1 connections, one pool
+//!     per worker) or hyper-util's client (HTTPS: rustls, HTTP/2 via ALPN).
 //!   - `error`: `ProxyError` → status code + OpenAI-shaped JSON.
 //! - `access`: the access-log line, written when the response is done.
 //!
@@ -37,10 +40,12 @@ mod lifecycle;
 mod listeners;
 mod logging;
 mod notify;
+mod pool;
 mod proxy;
 mod router;
 mod tokens;
 mod upstream;
+mod workers;
 
 mod launchd;
 

@@ -22,6 +22,7 @@ use crate::body::{BodyError, RequestBody, ResponseBody};
 use crate::config::{BackendConfig, Config};
 use crate::error::ProxyError;
 use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
+use crate::pool::UpstreamError;
 use crate::router::{normalize_path, Router};
 use crate::tokens::ClientTokens;
 use crate::upstream::Backend;
@@ -46,9 +47,10 @@ impl Proxy {
     /// Builds the routes and a client per backend. Fails only on TLS set-up problems that the
     /// config validation could not see.
     pub fn new(config: Config) -> anyhow::Result<Proxy> {
+        let workers = config.server.workers.resolve();
         let mut backends = Vec::with_capacity(config.backends.len());
         for b in &config.backends {
-            backends.push(Arc::new(Backend::new(b.clone())?));
+            backends.push(Arc::new(Backend::new(b.clone(), workers)?));
         }
         let mut table = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
@@ -196,7 +198,7 @@ impl Proxy {
         let counter = access.as_deref().map(|a| a.bytes_in.clone());
         let body = RequestBody::new(body, limit, bc.idle_timeout, counter);
         let deadline = Instant::now() + bc.response_timeout;
-        let upstream = backend.client.request(Request::from_parts(parts, body));
+        let upstream = backend.send(Request::from_parts(parts, body));
         let mut result = tokio::time::timeout_at(deadline, upstream).await;
         if let (Some(parts), Ok(Err(e))) = (replay, &result) {
             if is_stale(e) {
@@ -205,7 +207,7 @@ impl Proxy {
                     bc.name
                 );
                 let again = Request::from_parts(parts, RequestBody::empty());
-                result = tokio::time::timeout_at(deadline, backend.client.request(again)).await;
+                result = tokio::time::timeout_at(deadline, backend.send(again)).await;
             }
         }
         let res = match result {
@@ -219,13 +221,13 @@ impl Proxy {
             Ok(Err(e)) => return Err(classify(&e, bc)),
             Ok(Ok(res)) => res,
         };
+        let (res, lease) = res;
         let (mut rparts, rbody) = res.into_parts();
         rparts.version = Version::HTTP_11;
         headers::rewrite_response(&mut rparts.headers, &backend.header);
-        Ok(Response::from_parts(
-            rparts,
-            ResponseBody::upstream(rbody, bc.idle_timeout),
-        ))
+        let mut body = ResponseBody::upstream(rbody, bc.idle_timeout);
+        body.set_lease(lease);
+        Ok(Response::from_parts(rparts, body))
     }
 }
 
@@ -311,8 +313,8 @@ pub fn backend_uri(
 
 /// Whether a request failed because its connection was closed under it before any response:
 /// what a pooled keep-alive connection does when the backend closed it just as it was reused
-/// (hyper-util itself resends only when it notices before writing anything).
-fn is_stale(err: &hyper_util::client::legacy::Error) -> bool {
+/// (the pool itself resends only when it notices before writing anything).
+fn is_stale(err: &UpstreamError) -> bool {
     if err.is_connect() {
         return false;
     }
@@ -338,7 +340,7 @@ fn is_stale(err: &hyper_util::client::legacy::Error) -> bool {
 }
 
 /// Turns a client error into what the user needs to know: whose fault, which backend.
-fn classify(err: &hyper_util::client::legacy::Error, bc: &BackendConfig) -> ProxyError {
+fn classify(err: &UpstreamError, bc: &BackendConfig) -> ProxyError {
     let backend = bc.name.clone();
     let url = bc.url.clone();
     let mut io_kind = None;

@@ -4,6 +4,7 @@
 //! [`run`] takes its listeners and its shutdown future from the caller, so `serve`, socket
 //! activation and the tests all use the same entry point.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
@@ -22,13 +23,19 @@ use tokio::task::JoinSet;
 
 use crate::listeners::StdListener;
 use crate::proxy::Proxy;
+use crate::workers;
 
-/// What the server shares between connections: the live [`Proxy`] (swapped on reload) and
-/// counters for status reports and idle exit.
+/// What every worker shares: the live [`Proxy`] (swapped on reload) and counters for status
+/// reports and idle exit. Counters written per request are sharded by worker, so workers on
+/// different cores never write the same cache line.
 pub struct State {
     proxy: RwLock<Arc<Proxy>>,
+    /// Bumped by every [`State::replace`]; workers drop their cached proxy when it changes.
+    generation: watch::Sender<u64>,
+    /// Tells this state apart from others in the workers' caches.
+    id: u64,
     /// Requests received since start.
-    pub requests: AtomicU64,
+    pub requests: Counter,
     /// Connections accepted since start (idle exit watches it).
     pub accepted: AtomicU64,
     /// Connections open right now.
@@ -39,9 +46,13 @@ pub struct State {
 
 impl State {
     pub fn new(proxy: Proxy) -> Arc<State> {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let shards = proxy.config.server.workers.resolve();
         Arc::new(State {
             proxy: RwLock::new(Arc::new(proxy)),
-            requests: AtomicU64::new(0),
+            generation: watch::channel(0).0,
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            requests: Counter::new(shards),
             accepted: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
             all_closed: Notify::new(),
@@ -63,6 +74,119 @@ impl State {
             Ok(mut p) => *p = proxy,
             Err(poisoned) => *poisoned.into_inner() = proxy,
         }
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// The proxy for a request on this thread. A worker keeps one handle per configuration,
+    /// so the reference count a request takes is the worker's own, not one that every core
+    /// writes; elsewhere (tests) each request takes the shared one.
+    fn current(&self) -> Current {
+        let generation = *self.generation.borrow();
+        CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let Some(cache) = cache.as_mut() else {
+                return Current::Shared(self.proxy());
+            };
+            match cache {
+                Some(c) if c.state == self.id && c.generation == generation => {
+                    Current::Local(c.clone())
+                }
+                _ => {
+                    let c = Arc::new(Cached {
+                        state: self.id,
+                        generation,
+                        proxy: self.proxy(),
+                    });
+                    *cache = Some(c.clone());
+                    Current::Local(c)
+                }
+            }
+        })
+    }
+
+    /// Makes this thread (a worker) cache its proxy handle, and drop it as soon as a reload
+    /// replaces the proxy, so the old configuration is released when its last request ends.
+    /// Call inside the worker's runtime.
+    pub fn cache_on_this_worker(self: &Arc<Self>) {
+        CACHE.with(|c| *c.borrow_mut() = Some(None));
+        let mut changed = self.generation.subscribe();
+        tokio::spawn(async move {
+            while changed.changed().await.is_ok() {
+                CACHE.with(|c| {
+                    if let Some(slot) = c.borrow_mut().as_mut() {
+                        *slot = None;
+                    }
+                });
+            }
+        });
+    }
+}
+
+thread_local! {
+    /// `None`: no caching on this thread; `Some(None)`: a worker with nothing cached yet.
+    static CACHE: RefCell<Option<Option<Arc<Cached>>>> = const { RefCell::new(None) };
+}
+
+/// A worker's handle on the proxy of one configuration.
+struct Cached {
+    state: u64,
+    generation: u64,
+    proxy: Arc<Proxy>,
+}
+
+/// The proxy a request runs with.
+enum Current {
+    Local(Arc<Cached>),
+    Shared(Arc<Proxy>),
+}
+
+impl std::ops::Deref for Current {
+    type Target = Proxy;
+    fn deref(&self) -> &Proxy {
+        match self {
+            Current::Local(c) => &c.proxy,
+            Current::Shared(p) => p,
+        }
+    }
+}
+
+/// A counter every worker adds to without contention: one cache line per worker, summed when
+/// read.
+pub struct Counter {
+    shards: Box<[Shard]>,
+}
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Shard(AtomicU64);
+
+impl Counter {
+    pub fn new(shards: usize) -> Counter {
+        Counter {
+            shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
+        }
+    }
+
+    /// Adds `n` on this worker's shard.
+    pub fn add(&self, n: u64) {
+        let i = workers::index() % self.shards.len();
+        self.shards[i].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The total over all workers.
+    pub fn get(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Each worker's part, worker 0 first.
+    pub fn per_worker(&self) -> Vec<u64> {
+        self.shards
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .collect()
     }
 }
 
@@ -233,15 +357,15 @@ async fn serve_connection<I>(
 {
     let _guard = ConnGuard::new(&state);
     let (header_read_timeout, max_header_size) = {
-        let server = &state.proxy().config.server;
+        let server = &state.current().config.server;
         (server.header_read_timeout, server.max_header_size)
     };
     let svc_state = state.clone();
     let service = service_fn(move |req| {
         let state = svc_state.clone();
         async move {
-            state.requests.fetch_add(1, Ordering::Relaxed);
-            let proxy = state.proxy();
+            state.requests.add(1);
+            let proxy = state.current();
             Ok::<_, Infallible>(proxy.handle(req, peer).await)
         }
     });

@@ -23,7 +23,10 @@ fn run_into_closed_pipe(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, St
         .stderr(Stdio::piped())
         .output()
         .expect("run openai-proxy");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn assert_quiet(what: &str, (code, stderr): (Option<i32>, String)) {
@@ -34,7 +37,10 @@ fn assert_quiet(what: &str, (code, stderr): (Option<i32>, String)) {
 
 #[test]
 fn check_config_and_completions_into_a_closed_pipe() {
-    assert_quiet("check-config -v", run_into_closed_pipe(&["check-config", "-v"], &[]));
+    assert_quiet(
+        "check-config -v",
+        run_into_closed_pipe(&["check-config", "-v"], &[]),
+    );
     assert_quiet(
         "completions bash",
         run_into_closed_pipe(&["completions", "bash"], &[]),
@@ -56,8 +62,7 @@ async fn check_endpoints_and_status_into_a_closed_pipe() {
     let dir = tempfile::tempdir().unwrap();
     let podman = dir.path().join("podman");
     std::fs::write(&podman, "#!/bin/sh\necho 'openai-proxy: running'\n").unwrap();
-    std::fs::set_permissions(&podman, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(&podman, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,

@@ -14,11 +14,11 @@ use toml::Spanned;
 
 use super::diagnostics::{quote, Issues};
 use super::files::{self, MAX_SECRET_FILE};
-use super::raw::{RawBackend, RawConfig, RawLog, RawRoute, RawServer};
+use super::raw::{RawBackend, RawConfig, RawLog, RawRoute, RawServer, RawWorkers};
 use super::units::format_size;
 use super::{
     defaults, AuthPolicy, BackendConfig, Config, KeySource, ListenAddr, LogConfig, LogTarget,
-    RouteConfig, Secret, ServerConfig, Source,
+    RouteConfig, Secret, ServerConfig, Source, Workers,
 };
 use crate::router::normalize_path;
 use crate::tokens::ClientTokens;
@@ -141,6 +141,23 @@ fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
             }
         },
     };
+    let workers = match value(&raw.workers) {
+        None | Some(RawWorkers::Auto) => Workers::Auto,
+        Some(RawWorkers::Count(n)) => match usize::try_from(n) {
+            Ok(n) if (1..=Workers::MAX).contains(&n) => Workers::Count(n),
+            _ => {
+                issues.add(
+                    "server.workers",
+                    span(&raw.workers),
+                    format!(
+                        "must be \"auto\" or between 1 and {} (worker threads)",
+                        Workers::MAX
+                    ),
+                );
+                Workers::Auto
+            }
+        },
+    };
     ServerConfig {
         listen,
         max_body_size,
@@ -151,6 +168,7 @@ fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
             .shutdown_timeout
             .map_or(defaults::SHUTDOWN_TIMEOUT, |d| d.0),
         idle_exit: raw.idle_exit.map_or(defaults::IDLE_EXIT, |d| d.0),
+        workers,
     }
 }
 
