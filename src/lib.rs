@@ -25,7 +25,8 @@
 //! activation).
 //!
 //! The surface: [`serve`] (what `main` runs), and for the tests [`server::run`] on
-//! listeners they bound ([`bind`]) with a [`Proxy`] built from a [`Config`].
+//! listeners they bound ([`bind`]) with a [`Proxy`] built from a [`Config`], and more
+//! [`Workers`] beside it.
 //!
 //! The tools, apart from the daemon: [`cli`] (the command line, clap types only; `main`
 //! turns them into plain values) and [`commands`] (`check-config`, `check-endpoints`,
@@ -59,6 +60,7 @@ pub use lifecycle::serve;
 pub use listeners::{bind, StdListener};
 pub use proxy::Proxy;
 pub use tokens::{ClientTokens, MIN_CLIENT_TOKEN_LEN};
+pub use workers::Workers;
 
 /// The per-request pure code, for the micro-benchmarks (`benches/`) and the fuzz targets
 /// (`fuzz/`): path normalization and routing, header rewriting, value parsing.

@@ -26,3 +26,4 @@ mod shutdown;
 mod socket_activation;
 mod streaming;
 mod systemd_units;
+mod workers;
