@@ -234,9 +234,17 @@ fn put_ms(buf: &mut Vec<u8>, d: Duration) {
 /// A string in double quotes, escaped as `{:?}` escapes it. Plain printable ASCII (every
 /// request id, route and backend name, most outcomes) is copied as it is.
 fn put_quoted(buf: &mut Vec<u8>, s: &str) {
-    if s.bytes()
-        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
-    {
+    /// Bytes `{:?}` leaves alone: printable ASCII but `"` and `\`.
+    static PLAIN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = b' ';
+        while b <= b'~' {
+            t[b as usize] = b != b'"' && b != b'\\';
+            b += 1;
+        }
+        t
+    };
+    if s.bytes().all(|b| PLAIN[b as usize]) {
         buf.push(b'"');
         buf.extend_from_slice(s.as_bytes());
         buf.push(b'"');

@@ -7,18 +7,19 @@
 //! that finds its pooled connection closed before anything was written goes out again on
 //! another one, as hyper-util's client did (`retry_canceled_requests`); the proxy itself sends
 //! an idempotent request without a body again when the connection closed after it was written
-//! (`proxy::is_stale`). Idle connections are closed after [`IDLE_TIMEOUT`] by a task that runs
-//! only while some are idle, so an idle proxy wakes up for nothing.
+//! (`proxy::is_stale`). Idle connections are closed after one to two [`IDLE_TIMEOUT`]s by a
+//! task that runs only while some are idle, so an idle proxy wakes up for nothing, and a
+//! request reads no clock for it.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -89,11 +90,15 @@ pub struct Shard {
     idle: Mutex<Vec<Idle>>,
     /// A task is closing expired connections of this shard.
     reaping: AtomicBool,
+    /// Counts the reaper's rounds: a connection idle since an earlier round has been idle for
+    /// at least [`IDLE_TIMEOUT`].
+    round: AtomicU64,
 }
 
 struct Idle {
     tx: SendRequest<RequestBody>,
-    since: Instant,
+    /// The reaper's round when it became idle.
+    round: u64,
 }
 
 /// A pooled connection lent to one request; [`Lease::release`] gives it back.
@@ -124,6 +129,11 @@ impl Pool {
         &self,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+        // HTTP/1 to an origin server: the request line carries the path and query only
+        // (RFC 9112 §3.2.1), never the absolute form hyper would write from a full URI.
+        if let Some(pq) = req.uri().path_and_query().cloned() {
+            *req.uri_mut() = Uri::from(pq);
+        }
         let shard = &self.shards[workers::index() % self.shards.len()];
         while let Some(mut tx) = shard.checkout() {
             match tx.try_send_request(req).await {
@@ -196,10 +206,10 @@ impl Shard {
     fn checkout(&self) -> Option<SendRequest<RequestBody>> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(c) = idle.pop() {
-            if c.tx.is_ready() && c.since.elapsed() < IDLE_TIMEOUT {
+            if c.tx.is_ready() {
                 return Some(c.tx);
             }
-            // Closed by the backend, expired, or (never seen) still busy: let it go.
+            // Closed by the backend, or (never seen) still busy: let it go.
         }
         None
     }
@@ -220,7 +230,7 @@ impl Lease {
         }
         idle.push(Idle {
             tx,
-            since: Instant::now(),
+            round: shard.round.load(Ordering::Relaxed),
         });
         drop(idle);
         if !shard.reaping.swap(true, Ordering::Relaxed) {
@@ -229,7 +239,8 @@ impl Lease {
     }
 }
 
-/// Closes the shard's connections that stay idle for [`IDLE_TIMEOUT`]; ends when none is left.
+/// Every [`IDLE_TIMEOUT`], closes the shard's connections that were already idle at the
+/// previous round; ends when none is left.
 fn reap(shard: Arc<Shard>) {
     tokio::spawn(async move {
         loop {
@@ -237,7 +248,8 @@ fn reap(shard: Arc<Shard>) {
             let Ok(mut idle) = shard.idle.lock() else {
                 return;
             };
-            idle.retain(|c| c.since.elapsed() < IDLE_TIMEOUT && !c.tx.is_closed());
+            let round = shard.round.fetch_add(1, Ordering::Relaxed);
+            idle.retain(|c| c.round == round && !c.tx.is_closed());
             if idle.is_empty() {
                 shard.reaping.store(false, Ordering::Relaxed);
                 return;

@@ -31,7 +31,9 @@ use crate::workers;
 pub struct State {
     proxy: RwLock<Arc<Proxy>>,
     /// Bumped by every [`State::replace`]; workers drop their cached proxy when it changes.
-    generation: watch::Sender<u64>,
+    generation: AtomicU64,
+    /// Tells the workers about a new generation.
+    replaced: watch::Sender<()>,
     /// Tells this state apart from others in the workers' caches.
     id: u64,
     /// Requests received since start.
@@ -50,7 +52,8 @@ impl State {
         let shards = proxy.config.server.workers.resolve();
         Arc::new(State {
             proxy: RwLock::new(Arc::new(proxy)),
-            generation: watch::channel(0).0,
+            generation: AtomicU64::new(0),
+            replaced: watch::channel(()).0,
             id: IDS.fetch_add(1, Ordering::Relaxed),
             requests: Counter::new(shards),
             accepted: AtomicU64::new(0),
@@ -74,14 +77,15 @@ impl State {
             Ok(mut p) => *p = proxy,
             Err(poisoned) => *poisoned.into_inner() = proxy,
         }
-        self.generation.send_modify(|g| *g += 1);
+        self.generation.fetch_add(1, Ordering::Release);
+        self.replaced.send_replace(());
     }
 
     /// The proxy for a request on this thread. A worker keeps one handle per configuration,
     /// so the reference count a request takes is the worker's own, not one that every core
     /// writes; elsewhere (tests) each request takes the shared one.
     fn current(&self) -> Current {
-        let generation = *self.generation.borrow();
+        let generation = self.generation.load(Ordering::Acquire);
         CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
             let Some(cache) = cache.as_mut() else {
@@ -109,7 +113,7 @@ impl State {
     /// Call inside the worker's runtime.
     pub fn cache_on_this_worker(self: &Arc<Self>) {
         CACHE.with(|c| *c.borrow_mut() = Some(None));
-        let mut changed = self.generation.subscribe();
+        let mut changed = self.replaced.subscribe();
         tokio::spawn(async move {
             while changed.changed().await.is_ok() {
                 CACHE.with(|c| {

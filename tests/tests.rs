@@ -19,6 +19,7 @@ mod launchd_plists;
 mod log_targets;
 mod man_completions;
 mod packaging;
+mod pool;
 mod release;
 mod routing;
 mod sdk;
