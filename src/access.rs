@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Method};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method, Uri};
 use tokio::time::Instant;
 
 /// The `tracing` target access lines had, still their journald `TARGET`.
@@ -26,7 +27,7 @@ pub struct AccessRecord {
     pub request_id: HeaderValue,
     pub method: Method,
     /// Normalized path, without the query string.
-    pub path: String,
+    path: LoggedPath,
     pub route: Option<Arc<str>>,
     pub backend: Option<HeaderValue>,
     pub status: u16,
@@ -47,7 +48,7 @@ impl AccessRecord {
         AccessRecord {
             request_id,
             method,
-            path: String::new(),
+            path: LoggedPath::Owned(String::new()),
             route: None,
             backend: None,
             status: 0,
@@ -58,6 +59,16 @@ impl AccessRecord {
             completed: false,
             error: None,
         }
+    }
+
+    /// Sets the path: `normalized`, or the client's when it could not be normalized. A path
+    /// that normalizing left as it was is kept as a reference to the request's URI (no copy).
+    pub fn set_path(&mut self, uri: &Uri, normalized: Option<&str>) {
+        self.path = match (uri.path_and_query(), normalized) {
+            (Some(pq), Some(n)) if pq.path() == n => LoggedPath::Uri(pq.clone()),
+            (Some(pq), None) => LoggedPath::Uri(pq.clone()),
+            (_, n) => LoggedPath::Owned(n.unwrap_or_else(|| uri.path()).to_string()),
+        };
     }
 
     fn outcome(&self) -> &str {
@@ -71,15 +82,14 @@ impl AccessRecord {
     /// The values of one line, as they are when the request is done.
     fn line(&self) -> Line<'_> {
         Line {
-            request_id: std::str::from_utf8(self.request_id.as_bytes()).unwrap_or("-"),
+            request_id: self.request_id.as_bytes(),
             method: self.method.as_str(),
-            path: &self.path,
+            path: match &self.path {
+                LoggedPath::Uri(pq) => pq.path(),
+                LoggedPath::Owned(p) => p,
+            },
             route: self.route.as_deref().unwrap_or("-"),
-            backend: self
-                .backend
-                .as_ref()
-                .and_then(|b| std::str::from_utf8(b.as_bytes()).ok())
-                .unwrap_or("-"),
+            backend: self.backend.as_ref().map_or(b"-", |b| b.as_bytes()),
             status: self.status,
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out,
@@ -99,13 +109,22 @@ impl Drop for AccessRecord {
     }
 }
 
-/// One access line's values.
+/// The path an access line shows.
+#[derive(Debug)]
+enum LoggedPath {
+    /// The path of the request's own URI.
+    Uri(PathAndQuery),
+    Owned(String),
+}
+
+/// One access line's values. The request id (kept only when it is plain ASCII, else made
+/// anew) and the backend name (validated) need no escaping.
 struct Line<'a> {
-    request_id: &'a str,
+    request_id: &'a [u8],
     method: &'a str,
     path: &'a str,
     route: &'a str,
-    backend: &'a str,
+    backend: &'a [u8],
     status: u16,
     bytes_in: u64,
     bytes_out: u64,
@@ -124,7 +143,7 @@ impl Line<'_> {
         buf.push(b' ');
         put_u64(buf, u64::from(self.status));
         buf.extend_from_slice(b" request_id=");
-        put_quoted(buf, self.request_id);
+        put_plain_quoted(buf, self.request_id);
         buf.extend_from_slice(b" method=");
         buf.extend_from_slice(self.method.as_bytes());
         buf.extend_from_slice(b" path=");
@@ -132,7 +151,7 @@ impl Line<'_> {
         buf.extend_from_slice(b" route=");
         put_quoted(buf, self.route);
         buf.extend_from_slice(b" backend=");
-        put_quoted(buf, self.backend);
+        put_plain_quoted(buf, self.backend);
         buf.extend_from_slice(b" status=");
         put_u64(buf, u64::from(self.status));
         buf.extend_from_slice(b" bytes_in=");
@@ -164,15 +183,15 @@ impl Line<'_> {
             b.push(b' ');
             put_u64(b, u64::from(self.status));
         });
-        let strings = [
+        let strings: [(&str, &[u8]); 5] = [
             ("REQUEST_ID", self.request_id),
-            ("METHOD", self.method),
-            ("PATH", self.path),
-            ("ROUTE", self.route),
+            ("METHOD", self.method.as_bytes()),
+            ("PATH", self.path.as_bytes()),
+            ("ROUTE", self.route.as_bytes()),
             ("BACKEND", self.backend),
         ];
         for (name, value) in strings {
-            field(buf, name, |b| b.extend_from_slice(value.as_bytes()));
+            field(buf, name, |b| b.extend_from_slice(value));
         }
         let numbers = [
             ("STATUS", u64::from(self.status)),
@@ -219,8 +238,10 @@ pub fn put_u64(buf: &mut Vec<u8>, mut n: u64) {
 
 /// Milliseconds with three decimals (`{:.3}`), rounded to the nearest microsecond.
 fn put_ms(buf: &mut Vec<u8>, d: Duration) {
-    let micros = (d.as_nanos() + 500) / 1000;
-    let micros = u64::try_from(micros).unwrap_or(u64::MAX);
+    let micros = d
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from((d.subsec_nanos() + 500) / 1000));
     put_u64(buf, micros / 1000);
     let frac = micros % 1000;
     buf.extend_from_slice(&[
@@ -229,6 +250,13 @@ fn put_ms(buf: &mut Vec<u8>, d: Duration) {
         b'0' + (frac / 10 % 10) as u8,
         b'0' + (frac % 10) as u8,
     ]);
+}
+
+/// Bytes known to need no escaping, in double quotes.
+fn put_plain_quoted(buf: &mut Vec<u8>, s: &[u8]) {
+    buf.push(b'"');
+    buf.extend_from_slice(s);
+    buf.push(b'"');
 }
 
 /// A string in double quotes, escaped as `{:?}` escapes it. Plain printable ASCII (every
@@ -261,11 +289,11 @@ mod tests {
 
     fn line(outcome: &str) -> Line<'_> {
         Line {
-            request_id: "rid-1",
+            request_id: b"rid-1",
             method: "POST",
             path: "/v1/chat/completions",
             route: "/v1/chat/completions",
-            backend: "ollama",
+            backend: b"ollama",
             status: 200,
             bytes_in: 28,
             bytes_out: 0,

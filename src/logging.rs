@@ -19,7 +19,7 @@ use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tracing::level_filters::LevelFilter;
 use tracing::{Level, Metadata};
@@ -268,8 +268,8 @@ pub enum Format<'a> {
 /// client that sends its next request to another worker finds that one's line after it.)
 struct Batch {
     out: Vec<u8>,
-    /// When the oldest line in `out` was added.
-    since: Option<Instant>,
+    /// When the oldest line in `out` was added (since the epoch: the time its line shows).
+    since: Option<Duration>,
 }
 
 static BATCH: Mutex<Batch> = Mutex::new(Batch {
@@ -314,11 +314,11 @@ pub fn access(write: impl FnOnce(Format<'_>)) {
         scratch.line.clear();
         match sink {
             Sink::Stderr => {
-                put_time(scratch);
+                let at = put_time(scratch);
                 scratch.line.extend_from_slice(b"  INFO ");
                 write(Format::Text(&mut scratch.line));
                 scratch.line.push(b'\n');
-                queue(&scratch.line, !BATCHING.with(Cell::get));
+                queue(&scratch.line, !BATCHING.with(Cell::get), at);
             }
             Sink::Journald(socket) => {
                 write(Format::Journal(&mut scratch.line));
@@ -332,17 +332,16 @@ pub fn access(write: impl FnOnce(Format<'_>)) {
     });
 }
 
-/// Adds `bytes` to the batch; writes the batch when `now`, when it is 64 KiB or more, or
-/// when its oldest line has waited 100 ms.
-fn queue(bytes: &[u8], now: bool) {
+/// Adds `bytes` (stamped `at`) to the batch; writes the batch when `now`, when it is 64 KiB
+/// or more, or when its oldest line has waited 100 ms.
+fn queue(bytes: &[u8], now: bool, at: Duration) {
     let Ok(mut batch) = BATCH.lock() else {
         let _ = io::stderr().write_all(bytes);
         return;
     };
-    let at = Instant::now();
     let since = *batch.since.get_or_insert(at);
     batch.out.extend_from_slice(bytes);
-    if now || batch.out.len() >= FLUSH_AT || at.duration_since(since) >= FLUSH_AFTER {
+    if now || batch.out.len() >= FLUSH_AT || at.saturating_sub(since) >= FLUSH_AFTER {
         write_out(&mut batch);
     } else {
         PENDING.store(true, Ordering::Relaxed);
@@ -378,8 +377,8 @@ fn write_out(batch: &mut Batch) {
     }
 }
 
-/// `2026-11-30T01:58:18.455222Z`, UTC, as `tracing`'s formatter writes it.
-fn put_time(scratch: &mut Scratch) {
+/// `2026-11-30T01:58:18.455222Z`, UTC, as `tracing`'s formatter writes it; returns the time.
+fn put_time(scratch: &mut Scratch) -> Duration {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -394,6 +393,7 @@ fn put_time(scratch: &mut Scratch) {
         *d = b'0' + (micros / 10u32.pow(5 - i as u32) % 10) as u8;
     }
     scratch.line.extend_from_slice(&frac);
+    now
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` of a Unix time (the civil-from-days algorithm).
@@ -456,7 +456,7 @@ impl Write for BatchedLine {
 
 impl Drop for BatchedLine {
     fn drop(&mut self) {
-        queue(&self.0, true);
+        queue(&self.0, true, Duration::ZERO);
     }
 }
 

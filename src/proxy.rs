@@ -132,10 +132,7 @@ impl Proxy {
         check_head(&parts)?;
         let normalized = normalize_path(parts.uri.path());
         if let Some(a) = access.as_deref_mut() {
-            a.path = match &normalized {
-                Ok(p) => p.to_string(),
-                Err(_) => parts.uri.path().to_string(),
-            };
+            a.set_path(&parts.uri, normalized.as_deref().ok());
         }
         let path = normalized.map_err(|e| ProxyError::BadPath(e.0))?;
         if &*path != "/health" {

@@ -365,13 +365,12 @@ async fn serve_connection<I>(
         (server.header_read_timeout, server.max_header_size)
     };
     let svc_state = state.clone();
+    // Count and pick the proxy here, not in the future: no per-request clone of the state
+    // every worker shares.
     let service = service_fn(move |req| {
-        let state = svc_state.clone();
-        async move {
-            state.requests.add(1);
-            let proxy = state.current();
-            Ok::<_, Infallible>(proxy.handle(req, peer).await)
-        }
+        svc_state.requests.add(1);
+        let proxy = svc_state.current();
+        async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -383,13 +382,23 @@ async fn serve_connection<I>(
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    // The connection, switched to a graceful shutdown when the server stops. The stop future
+    // is polled once to register the task's waker, and again only when the channel changed
+    // (one atomic load per wake-up, instead of polling it each time).
+    let probe = stop.clone();
+    let mut stop_signal = std::pin::pin!(stopped(&mut stop));
+    let (mut registered, mut draining) = (false, false);
+    let result = std::future::poll_fn(|cx| {
+        if !draining && (!registered || probe.has_changed().unwrap_or(true)) {
+            registered = true;
+            if stop_signal.as_mut().poll(cx).is_ready() {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
         }
-    };
+        conn.as_mut().poll(cx)
+    })
+    .await;
     if let Err(e) = result {
         tracing::debug!("connection ended with an error: {e}");
     }
