@@ -30,6 +30,10 @@ use crate::workers;
 
 /// How long an idle pooled connection is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Bytes read from a backend at a time. hyper's default (8 KiB, growing for large bodies)
+/// keeps 8 KiB per connection touched for as long as it lives; a stream of small events (SSE)
+/// needs a fraction, and a large body costs a few more reads.
+const READ_BUF: usize = 4 << 10;
 /// At most this many idle connections are kept per backend and worker.
 const MAX_IDLE: usize = 256;
 
@@ -118,7 +122,11 @@ impl Pool {
                 .to_string(),
             port,
             connect_timeout,
-            builder: http1::Builder::new(),
+            builder: {
+                let mut b = http1::Builder::new();
+                b.read_buf_exact_size(Some(READ_BUF));
+                b
+            },
             shards: (0..workers.max(1)).map(|_| Arc::default()).collect(),
         }
     }

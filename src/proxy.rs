@@ -93,7 +93,11 @@ impl Proxy {
                 Instant::now(),
             ))
         });
-        let mut res = match self.forward(req, peer, &rid, access.as_deref_mut()).await {
+        // Boxed: the connection keeps room for this future as long as it lives (hyper holds a
+        // service future in place), so a small one costs an idle connection or a long stream
+        // little; the forwarding state lives only while the request does.
+        let forward = Box::pin(self.forward(req, peer, &rid, access.as_deref_mut()));
+        let mut res = match forward.await {
             Ok(res) => res,
             Err(e) => {
                 if let Some(a) = access.as_deref_mut() {

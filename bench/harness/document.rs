@@ -168,12 +168,15 @@ pub fn document(d: &DocInput) -> String {
          - Memory: VmRSS 0.3 s after the proxy answered its first `/health` (a fresh process each \
          round), then with {conns} keep-alive connections open, each having completed one chat \
          request.\n\
-         - Streams: {n} SSE streams at once through each target (direct first), opened 500 per \
-         10 ms; the streams backend (`bench/harness/streams.rs`, tokio, on the load CPU) sends \
+         - Streams: {n} SSE streams at once through each target (direct first, a fresh proxy \
+         process each round), opened evenly over the first {sgap} ms (so their events are \
+         spread over each interval, as independent streams' are, not sent in one burst); the \
+         streams backend (`bench/harness/streams.rs`, tokio, on the load CPU) sends \
          each {sev} events {sgap} ms apart, stamped like the SSE ones. RSS per stream is the \
          proxy's VmRSS with (nearly) all streams open minus its VmRSS before, over {n}; CPU is \
-         the proxy's CPU time over the run's wall time. Added delays are the subject's \
-         percentile minus direct's in the same round. A failed stream is one that could not \
+         the proxy's CPU time over the run's wall time. Delays count the events sent once every \
+         stream was open; added delays are the subject's percentile minus direct's in the same \
+         round. A failed stream is one that could not \
          connect, got no 200, or missed an event.\n\
          - Idle: a fresh process, one proxied chat request on a connection that then closes, \
          a second to settle, then the context switches of all its threads (voluntary and not, \

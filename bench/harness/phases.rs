@@ -294,8 +294,10 @@ pub fn streams(job: &Job, r: &mut Results) -> anyhow::Result<()> {
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
     let s = job.s;
-    let (mut running, all) = job.start("streams")?;
     for round in 0..s.rounds {
+        // Fresh processes each round: what a proxy holds per stream, not what its allocator
+        // kept from the previous round.
+        let (mut running, all) = job.start(&format!("streams{round}"))?;
         let mut p50s = Vec::new();
         for t in rotated(&all, round) {
             let proc = running.iter().find(|p| p.subject.name == t.name);

@@ -115,7 +115,8 @@ async fn stream_to(mut s: TcpStream) -> anyhow::Result<()> {
 /// What `n` streams through one target saw.
 #[derive(Debug, Default)]
 pub struct StreamsRun {
-    /// Every event's delay, µs.
+    /// The delay of every event sent once all streams were open (the steady state, not the
+    /// ramp-up), µs.
     pub delays_us: Vec<f64>,
     /// Streams that failed to connect, were answered with an error, or ended early.
     pub errors: usize,
@@ -128,10 +129,12 @@ pub struct Progress {
     pub open: AtomicUsize,
     /// Streams that are over (completed or failed).
     pub over: AtomicUsize,
+    /// When the last stream got its first event (`CLOCK_MONOTONIC` ns; 0 until then).
+    pub all_open_ns: std::sync::atomic::AtomicU64,
 }
 
-/// Opens `n` streams of `events` events `gap_ms` apart through `addr`, `ramp` of them every
-/// 10 ms, and waits for them all to end.
+/// Opens `n` streams of `events` events `gap_ms` apart through `addr`, evenly over the first
+/// gap, and waits for them all to end.
 pub fn run_clients(
     addr: SocketAddr,
     n: usize,
@@ -139,16 +142,21 @@ pub fn run_clients(
     gap_ms: u64,
     progress: Arc<Progress>,
 ) -> anyhow::Result<StreamsRun> {
-    let delays = Arc::new(Mutex::new(Vec::with_capacity(n * events as usize)));
+    let delays: Arc<Mutex<Vec<(u64, f64)>>> =
+        Arc::new(Mutex::new(Vec::with_capacity(n * events as usize)));
     let errors = Arc::new(AtomicUsize::new(0));
     runtime()?.block_on(async {
         let mut tasks = Vec::with_capacity(n);
         let req: Arc<[u8]> =
             chat_request(&format!("/v1/chat/completions?n={events}&gap_ms={gap_ms}")).into();
+        // Opened evenly over one gap (every 10 ms a batch), so that the streams' events are
+        // spread over each gap as independent streams' would be, not sent in one burst.
+        let batch = (n as u64 * 10).div_ceil(gap_ms.max(10)).max(1) as usize;
+        let mut next = tokio::time::Instant::now();
         for i in 0..n {
-            // 500 new connections every 10 ms: well inside any listen backlog.
-            if i > 0 && i % 500 == 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            if i > 0 && i % batch == 0 {
+                next += Duration::from_millis(10);
+                tokio::time::sleep_until(next).await;
             }
             let (req, delays, errors, progress) = (
                 req.clone(),
@@ -158,7 +166,7 @@ pub fn run_clients(
             );
             tasks.push(tokio::spawn(async move {
                 let mut mine = Vec::with_capacity(events as usize);
-                let ok = one_stream(addr, &req, events, &mut mine, &progress).await;
+                let ok = one_stream(addr, &req, events, &mut mine, &progress, n).await;
                 if !matches!(ok, Ok(true)) {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
@@ -172,7 +180,13 @@ pub fn run_clients(
             let _ = t.await;
         }
     });
-    let delays_us = std::mem::take(&mut *delays.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let all = std::mem::take(&mut *delays.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let from = progress.all_open_ns.load(Ordering::Relaxed);
+    let delays_us = all
+        .into_iter()
+        .filter(|&(stamp, _)| from == 0 || stamp >= from)
+        .map(|(_, d)| d)
+        .collect();
     Ok(StreamsRun {
         delays_us,
         errors: errors.load(Ordering::Relaxed),
@@ -184,8 +198,9 @@ async fn one_stream(
     addr: SocketAddr,
     req: &[u8],
     events: u64,
-    delays: &mut Vec<f64>,
+    delays: &mut Vec<(u64, f64)>,
     progress: &Progress,
+    streams: usize,
 ) -> anyhow::Result<bool> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -234,11 +249,13 @@ async fn one_stream(
                     break; // the number may go on in the next read
                 }
                 let stamp: u64 = std::str::from_utf8(&digits)?.parse()?;
-                delays.push(now.saturating_sub(stamp) as f64 / 1e3);
+                delays.push((stamp, now.saturating_sub(stamp) as f64 / 1e3));
                 got += 1;
                 if !counted_open {
                     counted_open = true;
-                    progress.open.fetch_add(1, Ordering::Relaxed);
+                    if progress.open.fetch_add(1, Ordering::Relaxed) + 1 == streams {
+                        progress.all_open_ns.store(now, Ordering::Relaxed);
+                    }
                 }
                 pending.drain(..i + 4 + digits.len());
             }
