@@ -2,67 +2,23 @@
 //! every one, a stop drains every one, idle exit watches them all, and the access log keeps
 //! every line of every worker.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
-use openai_proxy::server::{self, State};
-use openai_proxy::{Config, ListenAddr, Proxy, StdListener, Workers};
+use openai_proxy::{Config, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::support::activation::{config_file, free_port, NotifySocket};
 use crate::support::bin::Proc;
 use crate::support::client::{body_bytes, full, send};
 use crate::support::mock::Mock;
+use crate::support::{start_proxy_with_workers, TestProxy};
 
 /// A proxy served by the test's runtime (worker 0) and one more worker thread.
-struct TwoWorkers {
-    addr: SocketAddr,
-    state: Arc<State>,
-    workers: Workers,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl TwoWorkers {
-    async fn start(toml: &str) -> TwoWorkers {
-        let config = Config::from_toml(&format!("[server]\nworkers = 2\n{toml}")).unwrap();
-        let listeners = openai_proxy::bind(&[ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())])
-            .expect("bind 127.0.0.1:0");
-        let addr = match &listeners[0] {
-            StdListener::Tcp(l) => l.local_addr().unwrap(),
-            _ => unreachable!(),
-        };
-        let state = State::new(Proxy::new(config).unwrap());
-        let workers = Workers::spawn(1, &listeners, &state).expect("a second worker");
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(listeners, state.clone(), async move {
-            let _ = rx.await;
-        }));
-        TwoWorkers {
-            addr,
-            state,
-            workers,
-            stop,
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Stops both workers and waits until both have drained.
-    async fn stop(self) {
-        self.workers.stop();
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
-        self.workers.join().await.unwrap();
-    }
+async fn two_workers(routes: &str) -> TestProxy {
+    let config = Config::from_toml(&format!("[server]\nworkers = 2\n{routes}")).unwrap();
+    start_proxy_with_workers(config, 1).await
 }
 
 fn routed_to(name: &str, url: &str) -> String {
@@ -80,7 +36,7 @@ async fn backend_of(url: &str) -> String {
 
 /// Sends requests on new connections until every worker has served one more than in
 /// `before` (at most 500); each must be answered by `expected`.
-async fn until_every_worker_served(p: &TwoWorkers, before: &[u64], expected: &str) {
+async fn until_every_worker_served(p: &TestProxy, before: &[u64], expected: &str) {
     for _ in 0..500 {
         assert_eq!(backend_of(&p.url("/v1/models")).await, expected);
         let now = p.state.requests.per_worker();
@@ -97,7 +53,7 @@ async fn until_every_worker_served(p: &TwoWorkers, before: &[u64], expected: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_serve_and_a_reload_reaches_both() {
     let (a, b) = (Mock::echo("a").await, Mock::echo("b").await);
-    let p = TwoWorkers::start(&routed_to("a", &a.url())).await;
+    let p = two_workers(&routed_to("a", &a.url())).await;
     assert_eq!(p.state.requests.per_worker().len(), 2);
     until_every_worker_served(&p, &[0, 0], "a").await;
 
@@ -114,10 +70,10 @@ async fn two_workers_serve_and_a_reload_reaches_both() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_drains_the_streams_of_every_worker() {
     let sse = Mock::sse(5, Duration::from_millis(300)).await;
-    let p = TwoWorkers::start(&routed_to("ollama", &sse.url())).await;
+    let p = two_workers(&routed_to("ollama", &sse.url())).await;
     // Streams on new connections until both workers carry one.
     let mut streams = Vec::new();
-    while p.state.requests.per_worker().iter().any(|&n| n == 0) {
+    while p.state.requests.per_worker().contains(&0) {
         assert!(streams.len() < 200, "no stream reached one of the workers");
         let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
         s.write_all(
@@ -197,19 +153,7 @@ fn idle_exit_with_several_workers() {
         "exited with connections open"
     );
     conns.truncate(1);
-    std::thread::sleep(Duration::from_millis(1000));
-    assert!(
-        act.child.try_wait().unwrap().is_none(),
-        "exited with a connection open"
-    );
-    drop(conns);
-    assert_eq!(
-        act.wait_exit(Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        act.log_text()
-    );
-    notify.wait_for("STOPPING=1", Duration::from_secs(5));
+    act.assert_idle_exit_after(&notify, Duration::from_millis(1000), || drop(conns));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

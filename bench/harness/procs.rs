@@ -88,7 +88,7 @@ pub fn nofile() -> u64 {
     };
     // SAFETY: getrlimit on a local struct.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// A syslog socket (a Unix datagram socket in `dir`) that reads and discards what HAProxy logs
