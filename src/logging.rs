@@ -18,7 +18,7 @@ use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use tracing::level_filters::LevelFilter;
@@ -270,11 +270,21 @@ struct Batch {
     out: Vec<u8>,
     /// When the oldest line in `out` was added (since the epoch: the time its line shows).
     since: Option<Duration>,
+    /// A thread is writing a batch out (without the lock); others only add lines meanwhile,
+    /// so batches go out one at a time, in order, and no worker waits for another's write.
+    writing: bool,
+    /// Lines that must go out as soon as the current write is done (a daemon message, exit).
+    urgent: bool,
+    /// The buffer of the last write, reused.
+    spare: Vec<u8>,
 }
 
 static BATCH: Mutex<Batch> = Mutex::new(Batch {
     out: Vec::new(),
     since: None,
+    writing: false,
+    urgent: false,
+    spare: Vec::new(),
 });
 
 /// Whether [`BATCH`] holds anything (checked without the lock when a loop goes idle).
@@ -342,7 +352,7 @@ fn queue(bytes: &[u8], now: bool, at: Duration) {
     let since = *batch.since.get_or_insert(at);
     batch.out.extend_from_slice(bytes);
     if now || batch.out.len() >= FLUSH_AT || at.saturating_sub(since) >= FLUSH_AFTER {
-        write_out(&mut batch);
+        write_out(batch, now);
     } else {
         PENDING.store(true, Ordering::Relaxed);
     }
@@ -358,22 +368,47 @@ pub fn flush_idle() {
 
 /// Writes the waiting lines now (when a worker stops, before exit).
 pub fn flush() {
-    if let Ok(mut batch) = BATCH.lock() {
+    if let Ok(batch) = BATCH.lock() {
         if !batch.out.is_empty() {
-            write_out(&mut batch);
+            write_out(batch, true);
         }
     }
 }
 
-fn write_out(batch: &mut Batch) {
-    // One write for the batch; a failure (stderr closed) drops the lines, as the formatter
-    // did.
-    let _ = io::stderr().lock().write_all(&batch.out);
-    batch.out.clear();
-    batch.since = None;
-    PENDING.store(false, Ordering::Relaxed);
-    if batch.out.capacity() > 4 * FLUSH_AT {
-        batch.out = Vec::new();
+/// Writes the batch with one `write`, outside the lock; when another thread is writing, leaves
+/// the lines to it (`urgent`: it writes them right after its own).
+fn write_out(mut batch: MutexGuard<'_, Batch>, urgent: bool) {
+    if batch.writing {
+        batch.urgent |= urgent;
+        PENDING.store(true, Ordering::Relaxed);
+        return;
+    }
+    batch.writing = true;
+    loop {
+        let spare = std::mem::take(&mut batch.spare);
+        let mut out = std::mem::replace(&mut batch.out, spare);
+        batch.since = None;
+        batch.urgent = false;
+        PENDING.store(false, Ordering::Relaxed);
+        drop(batch);
+        // A failure (stderr closed) drops the lines, as the formatter did.
+        let _ = io::stderr().lock().write_all(&out);
+        out.clear();
+        if out.capacity() > 4 * FLUSH_AT {
+            out = Vec::new();
+        }
+        batch = match BATCH.lock() {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        batch.spare = out;
+        if !(batch.urgent && !batch.out.is_empty()) {
+            break;
+        }
+    }
+    batch.writing = false;
+    if !batch.out.is_empty() {
+        PENDING.store(true, Ordering::Relaxed);
     }
 }
 

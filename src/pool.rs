@@ -16,7 +16,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::{Request, Response, Uri};
@@ -242,17 +242,21 @@ impl Lease {
         });
         drop(idle);
         if !shard.reaping.swap(true, Ordering::Relaxed) {
-            reap(shard);
+            reap(Arc::downgrade(&shard));
         }
     }
 }
 
 /// Every [`IDLE_TIMEOUT`], closes the shard's connections that were already idle at the
-/// previous round; ends when none is left.
-fn reap(shard: Arc<Shard>) {
+/// previous round; ends when none is left, or when the pool is gone (a reload replaced its
+/// backend: dropping the pool closes its idle connections at once).
+fn reap(shard: Weak<Shard>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(IDLE_TIMEOUT).await;
+            let Some(shard) = shard.upgrade() else {
+                return;
+            };
             let Ok(mut idle) = shard.idle.lock() else {
                 return;
             };
