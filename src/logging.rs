@@ -402,7 +402,7 @@ fn write_out(mut batch: MutexGuard<'_, Batch>, urgent: bool) {
             Err(_) => return,
         };
         batch.spare = out;
-        if !(batch.urgent && !batch.out.is_empty()) {
+        if !batch.urgent || batch.out.is_empty() {
             break;
         }
     }
