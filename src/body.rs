@@ -206,6 +206,9 @@ pin_project! {
         access: Option<Box<AccessRecord>>,
         // The backend connection, back to its pool once the body has been read to its end.
         lease: Option<Lease>,
+        // The upstream body returned its end (a chunked body ends so, without ever saying so
+        // in `is_end_stream`).
+        ended: bool,
     }
 
     impl PinnedDrop for ResponseBody {
@@ -217,7 +220,7 @@ pin_project! {
             if let Some(access) = this.access {
                 access.completed |= done;
             }
-            if let (true, Some(lease)) = (done, this.lease.take()) {
+            if let (true, Some(lease)) = (done || *this.ended, this.lease.take()) {
                 lease.release();
             }
         }
@@ -233,6 +236,7 @@ impl ResponseBody {
             full: None,
             access: None,
             lease: None,
+            ended: false,
         }
     }
 
@@ -250,6 +254,7 @@ impl ResponseBody {
             full: (!data.is_empty()).then_some(data),
             access: None,
             lease: None,
+            ended: false,
         }
     }
 
@@ -278,6 +283,7 @@ impl Body for ResponseBody {
             None => this.full.take().map(|d| Ok(Frame::data(d))),
             Some(inner) => ready!(poll_with_idle(inner, this.idle, cx)),
         };
+        *this.ended |= r.is_none();
         if let Some(access) = this.access {
             match &r {
                 Some(Ok(frame)) => access.bytes_out += data_len(frame),

@@ -1,5 +1,6 @@
 //! Plain-HTTP backends: requests go out in origin form (`GET /path HTTP/1.1`, as a server
-//! expects it), and one keep-alive connection carries request after request.
+//! expects it), and one keep-alive connection carries request after request, whether the
+//! responses had a length or were chunked.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,8 +12,9 @@ use tokio::net::TcpListener;
 use crate::support::client::{body_bytes, full, send};
 use crate::support::start_proxy;
 
-/// A backend answering `{}` to every request on keep-alive connections; records each request
-/// line, and counts connections accepted and closed by the proxy.
+/// A backend answering `{}` to every request on keep-alive connections (chunked when the path
+/// has `/chunked`); records each request line, and counts connections accepted and closed by
+/// the proxy.
 struct RawBackend {
     addr: std::net::SocketAddr,
     lines: Arc<Mutex<Vec<String>>>,
@@ -37,12 +39,14 @@ async fn raw_backend() -> RawBackend {
                     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                         buf.drain(..end + 4);
-                        seen.lock()
-                            .unwrap()
-                            .push(head.lines().next().unwrap_or_default().to_string());
-                        let _ = s
-                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-                            .await;
+                        let line = head.lines().next().unwrap_or_default().to_string();
+                        let answer: &[u8] = if line.contains("/chunked") {
+                            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+                        };
+                        seen.lock().unwrap().push(line);
+                        let _ = s.write_all(answer).await;
                     }
                     match s.read(&mut chunk).await {
                         Ok(0) | Err(_) => {
@@ -77,7 +81,14 @@ async fn get_ok(proxy: &crate::support::TestProxy, path: &str) {
 async fn requests_go_out_in_origin_form_on_one_reused_connection() {
     let backend = raw_backend().await;
     let proxy = start_proxy(&routes(backend.addr)).await;
-    for path in ["/v1/models", "/v1/models?limit=2", "//v1/./files"] {
+    for path in [
+        "/v1/models",
+        "/v1/models?limit=2",
+        "//v1/./files",
+        "/v1/chunked",
+        "/v1/chunked",
+        "/v1/models",
+    ] {
         get_ok(&proxy, path).await;
     }
     assert_eq!(
@@ -85,7 +96,10 @@ async fn requests_go_out_in_origin_form_on_one_reused_connection() {
         [
             "GET /v1/models HTTP/1.1",
             "GET /v1/models?limit=2 HTTP/1.1",
-            "GET /v1/files HTTP/1.1"
+            "GET /v1/files HTTP/1.1",
+            "GET /v1/chunked HTTP/1.1",
+            "GET /v1/chunked HTTP/1.1",
+            "GET /v1/models HTTP/1.1",
         ]
     );
     assert_eq!(
