@@ -100,10 +100,18 @@ impl AccessRecord {
     }
 }
 
+impl AccessRecord {
+    /// Appends the line as text (`GET /path 200 request_id="..." ...`, without time and
+    /// level) to `buf`.
+    pub fn text(&self, buf: &mut Vec<u8>) {
+        self.line().text(buf);
+    }
+}
+
 impl Drop for AccessRecord {
     fn drop(&mut self) {
         crate::logging::access(|out| match out {
-            crate::logging::Format::Text(buf) => self.line().text(buf),
+            crate::logging::Format::Text(buf) => self.text(buf),
             crate::logging::Format::Journal(buf) => self.line().journal(buf),
         });
     }

@@ -63,8 +63,10 @@ pub use tokens::{ClientTokens, MIN_CLIENT_TOKEN_LEN};
 pub use workers::Workers;
 
 /// The per-request pure code, for the micro-benchmarks (`benches/`) and the fuzz targets
-/// (`fuzz/`): path normalization and routing, header rewriting, value parsing.
+/// (`fuzz/`): path normalization and routing, header rewriting, value parsing, the access
+/// line.
 pub mod hot_path {
+    pub use crate::access::AccessRecord;
     pub use crate::config::{parse_duration, parse_size};
     pub use crate::headers::{
         is_sane_request_id, new_request_id, request_id, rewrite_request, rewrite_response,
