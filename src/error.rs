@@ -19,6 +19,14 @@ pub enum ProxyError {
     UriTooLong(usize),
     #[error("ambiguous request framing: {0}")]
     BadFraming(&'static str),
+    #[error("invalid Host header: {0}")]
+    BadHost(&'static str),
+    #[error("Host {0} is not a name of this proxy: it answers only requests addressed to localhost, an IP address, this machine's name or a name in server.allowed_hosts (a guard against DNS rebinding)")]
+    HostNotAllowed(String),
+    #[error("requests from web pages are refused unless their origin is in server.cors_origins, and Origin {0} is not")]
+    OriginNotAllowed(String),
+    #[error("requests from web pages are refused unless their origin is in server.cors_origins; this one came from a page of another site (Sec-Fetch-Site: {0}) without an Origin")]
+    CrossSite(&'static str),
     #[error("missing or invalid client token: send \"Authorization: Bearer TOKEN\" with a token from server.client_tokens_file")]
     Unauthorized,
     #[error("no route for {0}")]
@@ -70,9 +78,13 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadPath(_) | ProxyError::ClientBody(_) | ProxyError::BadFraming(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::BadPath(_)
+            | ProxyError::ClientBody(_)
+            | ProxyError::BadFraming(_)
+            | ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HostNotAllowed(_)
+            | ProxyError::OriginNotAllowed(_)
+            | ProxyError::CrossSite(_) => StatusCode::FORBIDDEN,
             ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::NoRoute(_) | ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -108,6 +120,9 @@ impl ProxyError {
             ProxyError::BadPath(_) => "invalid_path",
             ProxyError::UriTooLong(_) => "uri_too_long",
             ProxyError::BadFraming(_) => "invalid_framing",
+            ProxyError::BadHost(_) => "invalid_host",
+            ProxyError::HostNotAllowed(_) => "host_not_allowed",
+            ProxyError::OriginNotAllowed(_) | ProxyError::CrossSite(_) => "origin_not_allowed",
             ProxyError::Unauthorized => "invalid_api_key",
             ProxyError::NoRoute(_) => "no_route",
             ProxyError::NotFound(_) => "not_found",

@@ -1,5 +1,6 @@
 //! Header rewriting between client and backend: hop-by-hop stripping (both ways), the auth
-//! policy, `X-Forwarded-*`, and request ids. Header values are never logged.
+//! policy over the secret headers (and `Set-Cookie` back), key-bearing query parameters,
+//! `X-Forwarded-*`, and request ids. Header values are never logged.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,20 +32,31 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Headers that carry a client's OpenAI (or Azure OpenAI) credentials or account identity.
-pub static SECRET_HEADERS: [HeaderName; 5] = [
+/// The built-in secret headers: a client's credentials for OpenAI, Azure OpenAI, Anthropic,
+/// Google and Azure API Management (also in the underscore spellings some servers accept),
+/// its OpenAI account identity, and its browser session (`Cookie`: browsers send every cookie
+/// of `localhost` to every port of it). `server.secret_headers` adds more. Their order is the
+/// bit order of [`header_bit`].
+pub static SECRET_HEADERS: [HeaderName; 10] = [
     header::AUTHORIZATION,
     HeaderName::from_static("api-key"),
     HeaderName::from_static("x-api-key"),
     HeaderName::from_static("openai-organization"),
     HeaderName::from_static("openai-project"),
+    header::COOKIE,
+    HeaderName::from_static("x-goog-api-key"),
+    HeaderName::from_static("ocp-apim-subscription-key"),
+    HeaderName::from_static("api_key"),
+    HeaderName::from_static("x_api_key"),
 ];
 
-/// Bits of [`header_bit`]: hop-by-hop headers first, then `Expect`, then the secrets.
+/// Bits of [`header_bit`]: hop-by-hop headers first, then `Expect`, the secrets, and
+/// `Set-Cookie`.
 const HOP_MASK: u32 = (1 << HOP_BY_HOP.len()) - 1;
 const EXPECT_BIT: u32 = 1 << HOP_BY_HOP.len();
 const SECRET_SHIFT: usize = HOP_BY_HOP.len() + 1;
 const SECRET_MASK: u32 = ((1 << SECRET_HEADERS.len()) - 1) << SECRET_SHIFT;
+const SET_COOKIE_BIT: u32 = 1 << (SECRET_SHIFT + SECRET_HEADERS.len());
 
 /// The bit of a header the rewrite may remove, or 0. Comparing names once beats hashing each
 /// candidate name for a lookup: a request has a handful of headers and usually none of these.
@@ -65,6 +77,12 @@ fn header_bit(name: &HeaderName) -> u32 {
         "x-api-key" => 12,
         "openai-organization" => 13,
         "openai-project" => 14,
+        "cookie" => 15,
+        "x-goog-api-key" => 16,
+        "ocp-apim-subscription-key" => 17,
+        "api_key" => 18,
+        "x_api_key" => 19,
+        "set-cookie" => 20,
         _ => return 0,
     };
     1 << i
@@ -98,7 +116,8 @@ fn remove_present(headers: &mut HeaderMap, bits: u32) {
     let names = HOP_BY_HOP
         .iter()
         .chain(std::iter::once(&header::EXPECT))
-        .chain(&SECRET_HEADERS);
+        .chain(&SECRET_HEADERS)
+        .chain(std::iter::once(&header::SET_COOKIE));
     for (i, name) in names.enumerate() {
         if bits & (1 << i) != 0 {
             headers.remove(name);
@@ -106,21 +125,34 @@ fn remove_present(headers: &mut HeaderMap, bits: u32) {
     }
 }
 
-/// Removes hop-by-hop headers and every header named in `Connection`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let bits = present(headers) & HOP_MASK;
+/// Removes the headers of `mask` that are present (when `Connection` is among them, also the
+/// headers it names).
+fn strip(headers: &mut HeaderMap, mask: u32) {
+    let bits = present(headers) & mask;
     if bits != 0 {
         remove_present(headers, bits);
     }
 }
 
+/// The secret headers of `server.secret_headers` that are not built in: removed one by one
+/// (a lookup each) where the built-in ones go with the single pass. Usually none.
+pub fn extra_secrets(configured: &[HeaderName]) -> Box<[HeaderName]> {
+    configured
+        .iter()
+        .filter(|n| !SECRET_HEADERS.contains(n))
+        .cloned()
+        .collect()
+}
+
 /// Rewrites a client's request headers for a backend, in one pass over the names: hop-by-hop
 /// headers (and those named in `Connection`) and `Expect` removed (hyper already answered
-/// `100-continue`), the auth policy applied, `X-Forwarded-*` set, the request id set, and
-/// `Host` replaced by `host` (or removed, for the client to set from the URI).
+/// `100-continue`), the auth policy applied to the secret headers (the built-in ones and
+/// `extra_secrets`), `X-Forwarded-*` set, the request id set, and `Host` replaced by `host`
+/// (or removed, for the client to set from the URI).
 pub fn rewrite_request(
     headers: &mut HeaderMap,
     policy: &AuthPolicy,
+    extra_secrets: &[HeaderName],
     peer: Option<IpAddr>,
     request_id: &HeaderValue,
     host: Option<&HeaderValue>,
@@ -132,6 +164,9 @@ pub fn rewrite_request(
     let mut remove = HOP_MASK | EXPECT_BIT;
     if !matches!(policy, AuthPolicy::Forward) {
         remove |= SECRET_MASK;
+        for name in extra_secrets {
+            headers.remove(name);
+        }
     }
     let bits = present(headers) & remove;
     if bits != 0 {
@@ -149,10 +184,82 @@ pub fn rewrite_request(
 }
 
 /// Rewrites a backend's response headers for the client: hop-by-hop headers removed,
-/// `X-Backend` added.
-pub fn rewrite_response(headers: &mut HeaderMap, backend: &HeaderValue) {
-    strip_hop_by_hop(headers);
+/// `Set-Cookie` too unless `keep_cookies` (the backend takes the client's credentials, and so
+/// its cookies: a cookie set by any other would be sent by browsers to every port of the
+/// host, and never back to its backend, which does not get `Cookie`), `X-Backend` added.
+pub fn rewrite_response(headers: &mut HeaderMap, backend: &HeaderValue, keep_cookies: bool) {
+    strip(
+        headers,
+        if keep_cookies {
+            HOP_MASK
+        } else {
+            HOP_MASK | SET_COOKIE_BIT
+        },
+    );
     headers.insert(&X_BACKEND, backend.clone());
+}
+
+/// Query parameters that carry an API key in some APIs (Google's `key`, Azure's `api-key`).
+const KEY_PARAMS: [&[u8]; 3] = [b"key", b"api-key", b"api_key"];
+
+/// Whether one `name=value` pair of a query names a key parameter: its name percent-decoded,
+/// in any case, as a lenient server would read it.
+fn is_key_param(pair: &str) -> bool {
+    let name = pair.split_once('=').map_or(pair, |(n, _)| n).as_bytes();
+    let mut decoded = [0u8; 7];
+    let (mut len, mut i) = (0, 0);
+    while i < name.len() {
+        let b = match (name[i], name.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) => {
+                let hex = std::str::from_utf8(hex).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        i += 2;
+                        b
+                    }
+                    None => b'%',
+                }
+            }
+            (b, _) => b,
+        };
+        i += 1;
+        if len == decoded.len() {
+            return false;
+        }
+        decoded[len] = b;
+        len += 1;
+    }
+    KEY_PARAMS
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(&decoded[..len]))
+}
+
+/// The query without its key-bearing parameters (`key`, `api-key`, `api_key`; pairs split at
+/// `&` or `;`, as some servers do), or `None` when it has none, the usual case, which copies
+/// nothing. The other pairs and their separators stay as they were; the result may be empty.
+pub fn without_key_params(query: &str) -> Option<String> {
+    if !query.split(['&', ';']).any(is_key_param) {
+        return None;
+    }
+    let mut out = String::with_capacity(query.len());
+    let (mut rest, mut sep, mut wrote) = (query, None, false);
+    loop {
+        let (pair, next) = match rest.find(['&', ';']) {
+            Some(i) => (&rest[..i], Some((&rest[i..=i], &rest[i + 1..]))),
+            None => (rest, None),
+        };
+        if !is_key_param(pair) {
+            if let (true, Some(sep)) = (wrote, sep) {
+                out.push_str(sep);
+            }
+            out.push_str(pair);
+            wrote = true;
+        }
+        match next {
+            Some((s, r)) => (sep, rest) = (Some(s), r),
+            None => return Some(out),
+        }
+    }
 }
 
 /// The `X-Forwarded-For` value for a peer alone. Requests on one connection (and usually all
@@ -280,7 +387,7 @@ mod tests {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        strip_hop_by_hop(&mut h);
+        strip(&mut h, HOP_MASK);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::CONTENT_TYPE));
     }
@@ -298,13 +405,13 @@ mod tests {
         // Besides the secrets, a rewritten request carries X-Forwarded-Proto and X-Request-ID.
         let rid = HeaderValue::from_static("rid");
         let rewrite = |h: &mut HeaderMap, policy: &AuthPolicy| {
-            rewrite_request(h, policy, None, &rid, None);
+            rewrite_request(h, policy, &[], None, &rid, None);
             h.remove(&X_REQUEST_ID);
             h.remove(&X_FORWARDED_PROTO);
         };
         let mut h = secrets();
         rewrite(&mut h, &AuthPolicy::Forward);
-        assert_eq!(h.len(), 5);
+        assert_eq!(h.len(), SECRET_HEADERS.len());
         rewrite(&mut h, &AuthPolicy::Strip);
         assert!(h.is_empty());
 
@@ -337,6 +444,7 @@ mod tests {
         rewrite_request(
             &mut stripped,
             &AuthPolicy::Strip,
+            &[],
             Some([127, 0, 0, 1].into()),
             &rid,
             Some(&backend_host),
@@ -359,7 +467,7 @@ mod tests {
         assert_eq!(stripped[&X_REQUEST_ID], "rid-1");
 
         // Forwarding keeps the credentials; without a backend Host the client's is removed.
-        rewrite_request(&mut h, &AuthPolicy::Forward, None, &rid, None);
+        rewrite_request(&mut h, &AuthPolicy::Forward, &[], None, &rid, None);
         assert!(!h.contains_key(header::HOST));
         assert_eq!(h[&X_FORWARDED_HOST], "proxy:2020");
         for n in &SECRET_HEADERS {
@@ -373,9 +481,57 @@ mod tests {
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
-        rewrite_response(&mut h, &HeaderValue::from_static("ollama"));
+        h.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
+        let mut kept = h.clone();
+        rewrite_response(&mut h, &HeaderValue::from_static("ollama"), false);
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h[&X_BACKEND], "ollama");
+        rewrite_response(&mut kept, &HeaderValue::from_static("openai"), true);
+        assert_eq!(
+            kept.get_all(header::SET_COOKIE).iter().count(),
+            2,
+            "{kept:?}"
+        );
+        assert!(!kept.contains_key("keep-alive"));
+    }
+
+    #[test]
+    fn extra_secret_headers() {
+        let extra = extra_secrets(&[HeaderName::from_static("x-vendor-key"), header::COOKIE]);
+        assert_eq!(&extra[..], [HeaderName::from_static("x-vendor-key")]);
+        let rid = HeaderValue::from_static("rid");
+        let mut h = secrets();
+        h.insert("x-vendor-key", HeaderValue::from_static("v"));
+        let mut forwarded = h.clone();
+        rewrite_request(&mut h, &AuthPolicy::Strip, &extra, None, &rid, None);
+        assert!(!h.contains_key("x-vendor-key") && !h.contains_key(header::COOKIE));
+        rewrite_request(
+            &mut forwarded,
+            &AuthPolicy::Forward,
+            &extra,
+            None,
+            &rid,
+            None,
+        );
+        assert!(forwarded.contains_key("x-vendor-key"));
+    }
+
+    #[test]
+    fn key_query_parameters() {
+        for (query, stripped) in [
+            ("stream=true", None),
+            ("keys=1&monkey=2&api-keys=3", None),
+            ("key=s", Some("")),
+            ("a=1&key=s&b=2", Some("a=1&b=2")),
+            ("KEY=s&Api-Key=t&api_key=u&API%5Fkey=v&%6bey=w&a", Some("a")),
+            ("a=1;key=s;b=2", Some("a=1;b=2")),
+            ("key=s&a=1;b=2", Some("a=1;b=2")),
+            ("a=1&key", Some("a=1")),
+            ("%zz=1&key=%", Some("%zz=1")),
+        ] {
+            assert_eq!(without_key_params(query).as_deref(), stripped, "{query:?}");
+        }
     }
 
     #[test]

@@ -9,10 +9,15 @@
 //! - `workers`: `server.workers` threads, each a single-threaded event loop.
 //! - `server`: the accept loop on given listeners, one connection task each, graceful drain;
 //!   the state every worker shares.
-//! - `proxy`: one request: client token, route, rewrite, auth policy, forward, map errors.
+//!   - `parse_errors`: hyper's own answers to requests it cannot parse, rewritten as JSON.
+//! - `proxy`: one request: who sent it, client token, route, rewrite, auth policy, forward,
+//!   map errors.
+//!   - `guard`: `Host` and `Origin` checks before routing (DNS rebinding, cross-site pages).
+//!   - `cors`: preflight answers and response headers for the web origins allowed.
 //!   - `tokens`: client tokens, checked in constant time.
 //!   - `router`: path normalization and longest-prefix routing; pure.
-//!   - `headers`: hop-by-hop stripping, `X-Forwarded-*`, request ids, secret headers.
+//!   - `headers`: hop-by-hop stripping, `X-Forwarded-*`, request ids, secret headers,
+//!     key-bearing query parameters.
 //!   - `body`: streamed bodies with size limits, idle time-outs and byte counts.
 //!   - `upstream`: the client of each backend: `pool` (plain HTTP/1 connections, one pool
 //!     per worker) or hyper-util's client (HTTPS: rustls, HTTP/2 via ALPN).
@@ -21,6 +26,7 @@
 //!
 //! Around it: `config` (lookup, parsing, validation with file:line:column messages),
 //! `lifecycle` (`serve`: start-up, readiness, reload on SIGHUP, idle exit, drain on stop),
+//! `reload` (reading the config for a reload off the serving thread, with a time limit),
 //! `notify` (`sd_notify`), `logging` (journald, syslog or stderr), `launchd` (macOS socket
 //! activation).
 //!
@@ -35,14 +41,18 @@
 mod access;
 mod body;
 mod config;
+mod cors;
 mod error;
+mod guard;
 mod headers;
 mod lifecycle;
 mod listeners;
 mod logging;
 mod notify;
+mod parse_errors;
 mod pool;
 mod proxy;
+mod reload;
 mod router;
 mod tokens;
 mod upstream;
@@ -69,8 +79,8 @@ pub mod hot_path {
     pub use crate::access::AccessRecord;
     pub use crate::config::{parse_duration, parse_size};
     pub use crate::headers::{
-        is_sane_request_id, new_request_id, request_id, rewrite_request, rewrite_response,
-        SECRET_HEADERS,
+        extra_secrets, is_sane_request_id, new_request_id, request_id, rewrite_request,
+        rewrite_response, without_key_params, SECRET_HEADERS,
     };
     pub use crate::proxy::backend_uri;
     pub use crate::router::{normalize_path, Router};

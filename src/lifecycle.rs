@@ -4,43 +4,31 @@
 //!    listening sockets from the environment (and clear them).
 //! 2. Load the config (exit 78 when it is wrong), set up logging, bind `server.listen` unless
 //!    sockets were inherited, build the routes and backends, then send `READY=1`.
-//! 3. Serve. SIGHUP re-reads the config and swaps it in atomically (`RELOADING=1`, then
-//!    `READY=1`); a config that fails to load is logged with file:line and shown in `STATUS=`,
-//!    and the old one keeps running. `WATCHDOG=1` goes out at half of `WATCHDOG_USEC`.
+//! 3. Serve. SIGHUP re-reads the config off the serving thread (`reload`) and swaps it in
+//!    atomically (`RELOADING=1`, then `READY=1`); a config that fails to load (or takes too
+//!    long) is logged with file:line and shown in `STATUS=`, and the old one keeps running.
+//!    Requests go on being served meanwhile. `WATCHDOG=1` goes out at half of
+//!    `WATCHDOG_USEC`.
 //! 4. SIGTERM/SIGINT, or `server.idle_exit` without connections when socket-activated:
 //!    `STOPPING=1`, stop accepting, drain, exit 0.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
 
-use crate::config::{self, AuthPolicy, Config, ConfigError, KeySource, ListenAddr};
+use crate::config::{AuthPolicy, Config, HostRule, ListenAddr, OriginRule};
 use crate::listeners::{self, StdListener};
 use crate::logging;
 use crate::notify::{self, Notifier};
 use crate::proxy::Proxy;
+use crate::reload::{self, Loader, Reloader};
 use crate::server::{Server, State};
 use crate::workers::{self, Workers};
-
-/// How the config is (re)loaded: the same lookup and overrides at start and on every reload.
-struct Loader {
-    flag: Option<PathBuf>,
-    listen: Vec<ListenAddr>,
-}
-
-impl Loader {
-    fn load(&self) -> Result<Config, ConfigError> {
-        let mut config = config::load(self.flag.as_deref())?;
-        if !self.listen.is_empty() {
-            config.server.listen = self.listen.clone();
-        }
-        Ok(config)
-    }
-}
 
 /// Runs the proxy in the foreground until SIGTERM or SIGINT (or idle exit). `listen`, when
 /// not empty, replaces `server.listen` (at start and on every reload).
@@ -76,13 +64,19 @@ pub fn serve(config_flag: Option<&Path>, listen: &[ListenAddr]) -> anyhow::Resul
     // The main thread is worker 0; `server.workers` - 1 more threads each run their own
     // single-threaded loop (see `workers`).
     let runtime = workers::runtime()?;
-    let result = runtime.block_on(run(loader, config, listeners, activated, notifier));
+    let result = runtime.block_on(run(
+        Reloader::new(loader),
+        config,
+        listeners,
+        activated,
+        notifier,
+    ));
     logging::flush();
     result
 }
 
 async fn run(
-    loader: Loader,
+    reloader: Reloader,
     config: Config,
     listeners: Vec<StdListener>,
     activated: bool,
@@ -128,10 +122,31 @@ async fn run(
     notifier.send(&[notify::State::Ready, notify::State::Status(&status.line())]);
     let background = spawn_reporting(&notifier, &status);
 
+    let reload = Arc::new(Reload {
+        reloader,
+        state: state.clone(),
+        notifier: notifier.clone(),
+        status: status.clone(),
+        exposed,
+    });
     let shutdown = async {
+        // One reload at a time, in a task of its own; a SIGHUP meanwhile makes one more after.
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        let mut reloading: Option<tokio::task::JoinHandle<()>> = None;
+        let mut again = false;
         let why = loop {
             tokio::select! {
-                _ = signals.hup.recv() => reload(&loader, &state, &notifier, &status, &exposed),
+                _ = signals.hup.recv() => {
+                    if reloading.is_some() {
+                        again = true;
+                    } else {
+                        reloading = Some(reload.clone().spawn(done_tx.clone()));
+                    }
+                }
+                Some(()) = done_rx.recv() => {
+                    reloading = std::mem::take(&mut again)
+                        .then(|| reload.clone().spawn(done_tx.clone()));
+                }
                 _ = signals.term.recv() => break "SIGTERM",
                 _ = signals.int.recv() => break "SIGINT",
                 () = idle(&state, idle_exit), if activated && !idle_exit.is_zero() => {
@@ -139,6 +154,10 @@ async fn run(
                 }
             }
         };
+        // A reload still running must not report READY after STOPPING.
+        if let Some(task) = reloading {
+            task.abort();
+        }
         notifier.send(&[
             notify::State::Stopping,
             notify::State::Status(&format!("Stopping ({why})")),
@@ -224,24 +243,43 @@ fn spawn_reporting(notifier: &Arc<Notifier>, status: &Arc<Status>) -> tokio::tas
     })
 }
 
-/// Re-reads the config and swaps it in; on failure keeps the old one and says so.
-fn reload(
-    loader: &Loader,
-    state: &State,
-    notifier: &Notifier,
-    status: &Status,
-    exposed: &[String],
-) {
-    let mut states = vec![notify::State::Reloading];
-    if let Ok(now) = notify::State::monotonic_usec_now() {
-        states.push(now);
+/// What a reload needs, shared with its task.
+struct Reload {
+    reloader: Reloader,
+    state: Arc<State>,
+    notifier: Arc<Notifier>,
+    status: Arc<Status>,
+    /// The addresses listened on beyond loopback.
+    exposed: Vec<String>,
+}
+
+impl Reload {
+    /// Runs [`Reload::run`] in a task; `done` hears when it is over.
+    fn spawn(self: Arc<Self>, done: mpsc::Sender<()>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            self.run().await;
+            let _ = done.send(()).await;
+        })
     }
-    notifier.send(&states);
-    tracing::info!("SIGHUP: reloading the configuration");
-    let outcome = loader
-        .load()
-        .map_err(anyhow::Error::from)
-        .and_then(|config| {
+
+    /// Re-reads the config (off this thread) and swaps it in; on failure keeps the old one
+    /// and says so.
+    async fn run(&self) {
+        let Reload {
+            reloader,
+            state,
+            notifier,
+            status,
+            exposed,
+        } = self;
+        let mut states = vec![notify::State::Reloading];
+        if let Ok(now) = notify::State::monotonic_usec_now() {
+            states.push(now);
+        }
+        notifier.send(&states);
+        tracing::info!("SIGHUP: reloading the configuration");
+        let outcome = reloader.prepare().await.map(|prepared| {
+            let config = &prepared.proxy.config;
             let old = state.proxy();
             if config.server.listen != old.config.server.listen {
                 tracing::warn!("server.listen changed: that takes effect only after a restart");
@@ -253,15 +291,22 @@ fn reload(
                 tracing::warn!("log.target changed: that takes effect only after a restart");
             }
             logging::reconfigure(&config.log);
-            warn_about_files(&config);
-            warn_about_exposure(&config, exposed);
+            for w in &prepared.warnings {
+                tracing::warn!("{w}");
+            }
+            warn_about_exposure(config, exposed);
             let routes = config.routes.len();
             let source = config.source.display_name();
-            state.replace(Proxy::new(config)?);
+            state.replace(prepared.proxy);
             release_when_done(old);
             tracing::info!("reloaded {source}: {routes} routes");
-            Ok(())
         });
+        report_reload(outcome, notifier, status);
+    }
+}
+
+/// Logs how a reload ended and tells the service manager.
+fn report_reload(outcome: anyhow::Result<()>, notifier: &Notifier, status: &Status) {
     let error = match outcome {
         Ok(()) => None,
         Err(e) => {
@@ -344,41 +389,11 @@ fn announce(config: &Config, listeners: &[StdListener]) {
             tracing::info!("backend '{}' gets the key from {source}", b.name);
         }
     }
-    warn_about_files(config);
+    for w in reload::file_warnings(config) {
+        tracing::warn!("{w}");
+    }
     for l in listeners {
         tracing::info!("listening on {}", l.describe());
-    }
-}
-
-/// Warns about key and token files that users other than the service's own may read.
-fn warn_about_files(config: &Config) {
-    for b in &config.backends {
-        let file = match &b.auth {
-            AuthPolicy::Inject {
-                source: KeySource::File(p) | KeySource::Credential(_, p),
-                ..
-            } => p,
-            _ => continue,
-        };
-        if let Some(mode) = config::readable_by_others(file) {
-            tracing::warn!(
-                "key file {} of backend '{}' is readable by other users (mode {mode:o}); \
-                 run `chmod o-rwx {}`",
-                file.display(),
-                b.name,
-                file.display()
-            );
-        }
-    }
-    if let Some(file) = &config.server.client_tokens.file {
-        if let Some(mode) = config::readable_by_others(file) {
-            tracing::warn!(
-                "client tokens file {} is readable by other users (mode {mode:o}); \
-                 run `chmod o-rwx {}`",
-                file.display(),
-                file.display()
-            );
-        }
     }
 }
 
@@ -411,17 +426,33 @@ fn warn_about_exposure(config: &Config, exposed: &[String]) {
     }
 }
 
-/// The warning for listening beyond loopback (`exposed`: those addresses) without client
-/// tokens.
+/// The warnings for listening beyond loopback (`exposed`: those addresses) without client
+/// tokens, and for letting every web page (`"*"` in `server.cors_origins`) or every name
+/// (`"*"` in `server.allowed_hosts`) through.
 fn exposure_warnings(config: &Config, exposed: &[String]) -> Vec<String> {
-    if exposed.is_empty() || config.server.client_tokens.enabled() {
-        return Vec::new();
+    let mut w = Vec::new();
+    if !exposed.is_empty() && !config.server.client_tokens.enabled() {
+        w.push(format!(
+            "listening on {} beyond loopback without server.client_tokens_file: anyone who \
+             can reach it can use every backend and any key the proxy injects",
+            exposed.join(", ")
+        ));
     }
-    vec![format!(
-        "listening on {} beyond loopback without server.client_tokens_file: anyone who can \
-         reach it can use every backend and any key the proxy injects",
-        exposed.join(", ")
-    )]
+    if config.server.cors_origins.contains(&OriginRule::Any) {
+        w.push(
+            "server.cors_origins contains \"*\": every web page you visit can use the proxy, \
+             and any key it injects; list the origins of your web clients instead"
+                .to_string(),
+        );
+    }
+    if config.server.allowed_hosts.contains(&HostRule::Any) {
+        w.push(
+            "server.allowed_hosts contains \"*\": a web page can rebind its own DNS name to \
+             this machine and use the proxy (DNS rebinding); list the names instead"
+                .to_string(),
+        );
+    }
+    w
 }
 
 /// Raises the soft limit on open files to the hard limit: every connection costs a descriptor
@@ -472,5 +503,19 @@ mod tests {
         );
         assert!(exposure_warnings(&open, &[]).is_empty());
         assert!(exposure_warnings(&guarded, &exposed).is_empty());
+        let any = Config::from_toml(&format!(
+            "[server]\ncors_origins = [\"*\"]\nallowed_hosts = [\"*\"]\n{routes}"
+        ))
+        .unwrap();
+        let w = exposure_warnings(&any, &[]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("server.cors_origins contains \"*\""),
+            "{w:?}"
+        );
+        assert!(
+            w[1].starts_with("server.allowed_hosts contains \"*\""),
+            "{w:?}"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, Entry, HeaderValue};
+use http::header::{self, Entry, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -21,6 +21,7 @@ use crate::access::AccessRecord;
 use crate::body::{BodyError, RequestBody, ResponseBody};
 use crate::config::{BackendConfig, Config};
 use crate::error::ProxyError;
+use crate::guard::{Admission, Guard};
 use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
 use crate::pool::UpstreamError;
 use crate::router::{normalize_path, Router};
@@ -39,6 +40,10 @@ pub struct Target {
 pub struct Proxy {
     pub config: Arc<Config>,
     router: Router<Target>,
+    /// Host and Origin checks, CORS.
+    guard: Guard,
+    /// `server.secret_headers` beyond the built-in ones.
+    extra_secrets: Box<[HeaderName]>,
     /// The `/` page, made once.
     status_page: Bytes,
 }
@@ -73,6 +78,8 @@ impl Proxy {
         let router = Router::new(table);
         let status_page = status_page(&router);
         Ok(Proxy {
+            guard: Guard::new(&config.server),
+            extra_secrets: headers::extra_secrets(&config.server.secret_headers),
             config: Arc::new(config),
             router,
             status_page,
@@ -93,11 +100,28 @@ impl Proxy {
                 Instant::now(),
             ))
         });
-        // Boxed: the connection keeps room for this future as long as it lives (hyper holds a
-        // service future in place), so a small one costs an idle connection or a long stream
-        // little; the forwarding state lives only while the request does.
-        let forward = Box::pin(self.forward(req, peer, &rid, access.as_deref_mut()));
-        let mut res = match forward.await {
+        let (result, cors) = match self.admit(&req, peer) {
+            // Boxed: the connection keeps room for this future as long as it lives (hyper
+            // holds a service future in place), so a small one costs an idle connection or a
+            // long stream little; the forwarding state lives only while the request does.
+            Admission::Forward(cors) => (
+                Box::pin(self.forward(req, peer, &rid, access.as_deref_mut())).await,
+                cors,
+            ),
+            Admission::Preflight(headers) => {
+                let mut res = Response::new(ResponseBody::full(Bytes::new()));
+                *res.status_mut() = StatusCode::NO_CONTENT;
+                *res.headers_mut() = headers;
+                (Ok(res), None)
+            }
+            Admission::Refuse(e) => {
+                if let Some(a) = access.as_deref_mut() {
+                    a.set_path(req.uri(), None);
+                }
+                (Err(e), None)
+            }
+        };
+        let mut res = match result {
             Ok(res) => res,
             Err(e) => {
                 if let Some(a) = access.as_deref_mut() {
@@ -114,12 +138,25 @@ impl Proxy {
         if let Entry::Vacant(e) = res.headers_mut().entry(&X_REQUEST_ID) {
             e.insert(rid);
         }
+        if let Some(cors) = cors {
+            cors.apply(res.headers_mut());
+        }
         if let Some(mut a) = access {
             a.status = res.status().as_u16();
             a.headers_after = a.start.elapsed();
             res.body_mut().set_access(a);
         }
         res
+    }
+
+    /// Before anything else looks at a request: its head (length, framing), and who sent it
+    /// (`guard`: Host, Origin, CORS preflights). Requests over a Unix socket have no peer.
+    fn admit(&self, req: &Request<Incoming>, peer: Option<IpAddr>) -> Admission {
+        if let Err(e) = check_head(req.uri(), req.headers()) {
+            return Admission::Refuse(e);
+        }
+        self.guard
+            .admit(req.method(), req.version(), req.headers(), peer.is_none())
     }
 
     async fn forward(
@@ -133,7 +170,6 @@ impl Proxy {
         if parts.method == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed(parts.method));
         }
-        check_head(&parts)?;
         let normalized = normalize_path(parts.uri.path());
         if let Some(a) = access.as_deref_mut() {
             a.set_path(&parts.uri, normalized.as_deref().ok());
@@ -179,7 +215,13 @@ impl Proxy {
             return Err(ProxyError::BodyTooLarge { limit });
         }
 
-        let uri = backend_uri(&parts.uri, &forward_path, &bc.scheme, &bc.authority)?;
+        let uri = backend_uri(
+            &parts.uri,
+            &forward_path,
+            bc.strips_query_keys(),
+            &bc.scheme,
+            &bc.authority,
+        )?;
         drop(forward_path);
         drop(path);
         parts.uri = uri;
@@ -187,6 +229,7 @@ impl Proxy {
         headers::rewrite_request(
             &mut parts.headers,
             &bc.auth,
+            &self.extra_secrets,
             peer,
             rid,
             backend.host.as_ref(),
@@ -225,7 +268,11 @@ impl Proxy {
         let (res, lease) = res;
         let (mut rparts, rbody) = res.into_parts();
         rparts.version = Version::HTTP_11;
-        headers::rewrite_response(&mut rparts.headers, &backend.header);
+        headers::rewrite_response(
+            &mut rparts.headers,
+            &backend.header,
+            bc.takes_client_credentials(),
+        );
         let mut body = ResponseBody::upstream(rbody, bc.idle_timeout);
         body.set_lease(lease);
         Ok(Response::from_parts(rparts, body))
@@ -249,13 +296,12 @@ pub const MAX_URI_LEN: usize = 8 << 10;
 /// that does not end in `chunked`; it accepts `gzip, chunked` and repeated `chunked`, which
 /// only a confused client or a smuggling attempt sends, so anything but one plain `chunked` is
 /// refused here (and the connection closed).
-fn check_head(parts: &http::request::Parts) -> Result<(), ProxyError> {
-    if parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len()) > MAX_URI_LEN {
+fn check_head(uri: &Uri, headers: &http::HeaderMap) -> Result<(), ProxyError> {
+    if uri.path_and_query().map_or(0, |pq| pq.as_str().len()) > MAX_URI_LEN {
         return Err(ProxyError::UriTooLong(MAX_URI_LEN));
     }
-    if let Some(te) = parts.headers.get(header::TRANSFER_ENCODING) {
-        let repeated = parts
-            .headers
+    if let Some(te) = headers.get(header::TRANSFER_ENCODING) {
+        let repeated = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
             .nth(1)
@@ -285,19 +331,29 @@ fn check_client_token(
 }
 
 /// The URL a request goes to: the backend's scheme and authority, `forward_path`, and the
-/// client's query string. When the path is forwarded as the client sent it (the usual case:
-/// already normal, no rewrite, no base path), the client's path-and-query is reused as is,
-/// which copies nothing.
+/// client's query string, without its key parameters when `strip_keys`
+/// ([`headers::without_key_params`]). When the path and query are forwarded as the client
+/// sent them (the usual case: already normal, no rewrite, no base path, no key in the query),
+/// the client's path-and-query is reused as is, which copies nothing.
 pub fn backend_uri(
     client: &Uri,
     forward_path: &str,
+    strip_keys: bool,
     scheme: &Scheme,
     authority: &Authority,
 ) -> Result<Uri, ProxyError> {
-    let pq = match client.path_and_query() {
-        Some(pq) if pq.path() == forward_path => pq.clone(),
+    let stripped = match client.query() {
+        Some(q) if strip_keys => headers::without_key_params(q),
+        _ => None,
+    };
+    let pq = match (client.path_and_query(), &stripped) {
+        (Some(pq), None) if pq.path() == forward_path => pq.clone(),
         _ => {
-            let pq = match client.query() {
+            let query = match &stripped {
+                Some(q) => Some(q.as_str()).filter(|q| !q.is_empty()),
+                None => client.query(),
+            };
+            let pq = match query {
                 Some(q) => format!("{forward_path}?{q}"),
                 None => forward_path.to_string(),
             };
@@ -443,7 +499,7 @@ mod tests {
         let scheme = Scheme::HTTP;
         let authority = Authority::from_static("127.0.0.1:11434");
         let uri = |client: &'static str, fwd: &str| {
-            backend_uri(&Uri::from_static(client), fwd, &scheme, &authority)
+            backend_uri(&Uri::from_static(client), fwd, true, &scheme, &authority)
                 .unwrap()
                 .to_string()
         };
@@ -459,5 +515,24 @@ mod tests {
             uri("/v1/audio/transcriptions", "/inference"),
             "http://127.0.0.1:11434/inference"
         );
+        // Key parameters are removed (the query too when nothing else is left), unless the
+        // backend keeps them.
+        assert_eq!(
+            uri("/v1/models?key=sk-x&limit=2", "/v1/models"),
+            "http://127.0.0.1:11434/v1/models?limit=2"
+        );
+        assert_eq!(
+            uri("/v1/models?api-key=sk-x", "/v1/models"),
+            "http://127.0.0.1:11434/v1/models"
+        );
+        let kept = backend_uri(
+            &Uri::from_static("/v1/models?key=k"),
+            "/v1/models",
+            false,
+            &scheme,
+            &authority,
+        )
+        .unwrap();
+        assert_eq!(kept.to_string(), "http://127.0.0.1:11434/v1/models?key=k");
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::listeners::StdListener;
+use crate::parse_errors::JsonErrors;
 use crate::proxy::Proxy;
 use crate::workers;
 
@@ -380,6 +381,9 @@ async fn serve_connection<I>(
         // number of header lines is capped by hyper's default of 100 (also 431).
         .max_header_size(max_header_size)
         .keep_alive(true);
+    // hyper answers requests it cannot parse itself; `JsonErrors` makes those answers JSON
+    // (it needs the connection's polls counted).
+    let (io, polls) = JsonErrors::new(io);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     // The connection, switched to a graceful shutdown when the server stops. The stop future
@@ -388,7 +392,7 @@ async fn serve_connection<I>(
     let probe = stop.clone();
     let mut stop_signal = std::pin::pin!(stopped(&mut stop));
     let (mut registered, mut draining) = (false, false);
-    let result = std::future::poll_fn(|cx| {
+    let serving = std::future::poll_fn(|cx| {
         if !draining && (!registered || probe.has_changed().unwrap_or(true)) {
             registered = true;
             if stop_signal.as_mut().poll(cx).is_ready() {
@@ -397,8 +401,8 @@ async fn serve_connection<I>(
             }
         }
         conn.as_mut().poll(cx)
-    })
-    .await;
+    });
+    let result = polls.count(std::pin::pin!(serving)).await;
     if let Err(e) = result {
         tracing::debug!("connection ended with an error: {e}");
     }

@@ -232,3 +232,73 @@ fn embedded_default_is_the_documented_example_and_valid() {
     }
     assert_eq!(cfg.server.listen[0].to_string(), "127.0.0.1:2020");
 }
+
+/// A config where `value` stands in each place a message could repeat it.
+fn with_huge_value(value: &str) -> Vec<(&'static str, String)> {
+    let route = "[[route]]\npath = \"/v1\"\nbackend = \"b\"\n";
+    let backend =
+        |extra: &str| format!("[backends.b]\nurl = \"http://127.0.0.1:9\"\n{extra}\n{route}");
+    vec![
+        ("url", format!("[backends.b]\nurl = \"{value}\"\n{route}")),
+        ("url with a scheme", format!("[backends.b]\nurl = \"http://{value}\"\n{route}")),
+        ("backend name", format!("[backends.{value}]\nurl = \"http://127.0.0.1:9\"\n{route}")),
+        ("route's backend", format!("[backends.b]\nurl = \"http://127.0.0.1:9\"\n[[route]]\npath = \"/v1\"\nbackend = \"{value}\"\n")),
+        ("route path", format!("[backends.b]\nurl = \"http://127.0.0.1:9\"\n[[route]]\npath = \"{value}\"\nbackend = \"b\"\n")),
+        ("unknown key", format!("[server]\n{value} = 1\n{}", backend(""))),
+        ("listen", format!("[server]\nlisten = [\"{value}\"]\n{}", backend(""))),
+        ("duration", format!("[server]\nshutdown_timeout = \"{value}\"\n{}", backend(""))),
+        ("size", format!("[server]\nmax_body_size = \"1{value}\"\n{}", backend(""))),
+        ("log level", format!("[log]\nlevel = \"{value}\"\n{}", backend(""))),
+        ("environment variable", backend(&format!("api_key_env = \"{value}\""))),
+        ("key file", backend(&format!("api_key_file = \"/nonexistent/{value}\""))),
+        ("tokens file", format!("[server]\nclient_tokens_file = \"/{value}\"\n{}", backend(""))),
+        ("allowed host", format!("[server]\nallowed_hosts = [\"a b {value}\"]\n{}", backend(""))),
+        ("web origin", format!("[server]\ncors_origins = [\"{value}\"]\n{}", backend(""))),
+        ("secret header", format!("[server]\nsecret_headers = [\"a b {value}\"]\n{}", backend(""))),
+    ]
+}
+
+#[test]
+fn a_huge_value_makes_a_short_message() {
+    let huge = "x".repeat(10 << 20);
+    // 10 MB where the value is parsed by the proxy, by serde, or is a key (parsing 10 MB
+    // takes seconds in a debug build, so not every place).
+    let some = [
+        "url",
+        "backend name",
+        "log level",
+        "environment variable",
+        "web origin",
+    ];
+    for (what, text) in with_huge_value(&huge) {
+        if !some.contains(&what) {
+            continue;
+        }
+        let err = openai_proxy::Config::from_toml(&text)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: accepted"));
+        let message = err.to_string();
+        for line in message.lines() {
+            assert!(
+                line.len() < 1000,
+                "{what}: a line of {} bytes:\n{}",
+                line.len(),
+                &line[..line.len().min(2000)]
+            );
+        }
+        assert!(message.contains("bytes)"), "{what}: {message}");
+    }
+    // Every place, through the binary: a file may hold at most 1 MiB, so 900 kB it is.
+    let dir = tempfile::tempdir().unwrap();
+    let big = "x".repeat(900_000);
+    for (what, text) in with_huge_value(&big) {
+        let (code, stderr, file) = run_with(dir.path(), &text, |f| {
+            ["check-config", f].map(String::from).to_vec()
+        });
+        assert_eq!(code, Some(78), "{what}");
+        assert!(stderr.contains(&file), "{what}: {stderr}");
+        for line in stderr.lines() {
+            assert!(line.len() < 1000, "{what}: a line of {} bytes", line.len());
+        }
+    }
+}

@@ -214,7 +214,8 @@ async fn unsafe_paths_are_400_and_never_forwarded() {
     ] {
         let reply = raw(
             proxy.addr,
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
             Duration::from_secs(2),
         )
         .await;

@@ -2,63 +2,9 @@
 //! fail without the protection it names. (Slow clients and the malformed-request flood are in
 //! `load.rs`, which runs on its own.)
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
+use crate::support::client::{ask, assert_status};
 use crate::support::mock::Mock;
 use crate::support::{default_routes, start_proxy, TestProxy};
-
-/// What came back for raw bytes: everything read, and whether the server closed the
-/// connection (as opposed to going quiet).
-struct Exchange {
-    pub text: String,
-    pub closed: bool,
-}
-
-impl Exchange {
-    fn status(&self) -> Option<u16> {
-        let line = self.text.lines().next()?;
-        line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
-    }
-
-    /// Number of responses (status lines) in the reply.
-    fn responses(&self) -> usize {
-        self.text.matches("HTTP/1.1 ").count()
-    }
-}
-
-/// Asserts the reply's status, showing the start of the reply otherwise.
-fn assert_status(r: &Exchange, code: u16) {
-    assert_eq!(
-        r.status(),
-        Some(code),
-        "{}",
-        &r.text[..r.text.len().min(300)]
-    );
-}
-
-/// Sends raw bytes; reads until the server closes the connection or is quiet for 5 s.
-async fn ask(addr: SocketAddr, request: &[u8]) -> Exchange {
-    let quiet = Duration::from_secs(5);
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let _ = s.write_all(request).await;
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 16384];
-    let closed = loop {
-        match tokio::time::timeout(quiet, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break true,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => break false,
-        }
-    };
-    Exchange {
-        text: String::from_utf8_lossy(&out).into_owned(),
-        closed,
-    }
-}
 
 const ONE_BACKEND: &str =
     "[backends.b]\nurl = \"URL\"\n[[route]]\npath = \"/v1\"\nbackend = \"b\"\n";
@@ -71,7 +17,7 @@ fn one_backend(url: &str, server: &str) -> String {
 // Oversized heads
 
 fn get_with_headers(path: &str, headers: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").into_bytes()
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n").into_bytes()
 }
 
 #[tokio::test]
@@ -166,10 +112,10 @@ async fn request_line_too_long_is_414_or_431() {
 
 /// A request whose framing is ambiguous, with a second request hidden where one reading of
 /// the framing puts it.
-const SMUGGLED: &str = "GET /v1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+const SMUGGLED: &str = "GET /v1/smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
 async fn assert_refused_and_closed(proxy: &TestProxy, m: &Mock, head: &str, body: &str) {
-    let req = format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{head}\r\n{body}");
+    let req = format!("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n{head}\r\n{body}");
     let r = ask(proxy.addr, req.as_bytes()).await;
     assert_eq!(r.status(), Some(400), "{head:?}: {}", r.text);
     assert!(r.closed, "{head:?}: the connection must be closed");
@@ -259,7 +205,7 @@ async fn smuggling_attempts_are_400_closed_and_never_forwarded() {
         format!("4 ;\r\nabcd\r\n0x0\r\n\r\n{SMUGGLED}"),
     ] {
         let req = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
         );
         let r = ask(proxy.addr, req.as_bytes()).await;
         assert!(r.closed, "{body:?}: {}", r.text);
@@ -284,7 +230,7 @@ async fn content_length_with_chunked_never_lets_a_second_request_through() {
         "Content-Length: 5\r\nTransfer-Encoding: CHUNKED\r\n",
     ] {
         let req = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{head}\r\n0\r\n\r\n{SMUGGLED}"
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n{head}\r\n0\r\n\r\n{SMUGGLED}"
         );
         let r = ask(proxy.addr, req.as_bytes()).await;
         assert!(r.closed, "{head:?}: the connection must be closed");
@@ -303,8 +249,8 @@ async fn content_length_with_chunked_never_lets_a_second_request_through() {
     // Two identical Content-Lengths are one length (RFC 9110 §8.6): no ambiguity, and a
     // pipelined request after the body is its own request.
     let before = m.requests().len();
-    let req = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd\
-         GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let req = "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd\
+         GET /v1/models HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     let r = ask(proxy.addr, req.as_bytes()).await;
     assert_eq!(r.responses(), 2, "{}", r.text);
     let seen = m.requests();
@@ -398,6 +344,7 @@ enum Expect {
 async fn route_confusion_never_reaches_another_route() {
     let r = Routes::start().await;
     let speech_host = r.kokoro.addr.to_string();
+    let speech_host_header = format!("Host: {speech_host}\r\n");
     let cases: Vec<(String, &str, Expect)> = vec![
         (
             "GET /v1/chat/completions/../../audio/speech".into(),
@@ -493,11 +440,12 @@ async fn route_confusion_never_reaches_another_route() {
             "",
             Expect::To("kokoro", "/v1/audio/voices"),
         ),
-        // Host tricks: Host is never used for routing.
+        // Host tricks: Host is never used for routing; a name that is not the proxy's is
+        // refused, and so are two Hosts.
         (
             "GET /v1/models".into(),
             "Host: api.openai.com\r\n",
-            Expect::To("openai", "/v1/models"),
+            Expect::Refused(403),
         ),
         (
             "GET /v1/audio/transcriptions".into(),
@@ -505,9 +453,14 @@ async fn route_confusion_never_reaches_another_route() {
             Expect::To("whisper", "/v1/audio/transcriptions"),
         ),
         (
-            "GET /v1/models".into(),
-            "Host: a\r\nHost: b\r\n",
+            format!("GET http://{speech_host}/v1/models"),
+            &speech_host_header,
             Expect::To("openai", "/v1/models"),
+        ),
+        (
+            "GET /v1/models".into(),
+            "Host: localhost\r\nHost: 127.0.0.1\r\n",
+            Expect::Refused(400),
         ),
         (
             "GET /v1/models".into(),
@@ -530,10 +483,10 @@ async fn route_confusion_never_reaches_another_route() {
         } else {
             format!("{line} HTTP/1.1")
         };
-        let host = if extra.contains("Host:") {
+        let host = if extra.lines().any(|l| l.starts_with("Host:")) {
             String::new()
         } else {
-            "Host: proxy.local\r\n".to_string()
+            "Host: localhost\r\n".to_string()
         };
         let req = format!("{line}\r\n{host}{extra}Connection: close\r\n\r\n");
         let before = r.total();

@@ -104,7 +104,7 @@ async fn slowloris_does_not_starve_normal_clients_and_is_cut_off_run() {
     let mut slow = Vec::with_capacity(SLOW);
     for _ in 0..SLOW {
         let mut s = TcpStream::connect(addr).await.expect("connect");
-        s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
             .await
             .unwrap();
         let closed = closed.clone();
@@ -193,14 +193,14 @@ impl Rng {
 }
 
 const TEMPLATES: &[&str] = &[
-    "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
-    "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"stream\":true}",
-    "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-    "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    "GET /v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"stream\":true}",
+    "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     "PUT /v1/files/a%20b?x=1 HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc",
-    "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}",
-    "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-    "DELETE /v1/models/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-x\r\nX-Request-ID: abc\r\n\r\n",
+    "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}",
+    "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    "DELETE /v1/models/x HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer sk-x\r\nX-Request-ID: abc\r\n\r\n",
 ];
 
 const TOKENS: &[&str] = &[

@@ -302,7 +302,7 @@ async fn client_keep_alive_and_pooled_backend_connections() {
     let mut replies = 0;
     for i in 0..3 {
         let req = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n{{{i}}}"
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\n{{{i}}}"
         );
         tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
             .await
@@ -350,7 +350,7 @@ async fn slow_headers_are_cut_off_after_header_read_timeout() {
     );
     let proxy = start_proxy(&cfg).await;
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n")
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
     let t = tokio::time::Instant::now();

@@ -19,9 +19,11 @@ async fn sigterm_drains_the_stream_in_flight_and_refuses_new_connections() {
     let addr = proc.addr;
 
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
-        .await
-        .unwrap();
+    s.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
     let mut buf = [0u8; 4096];
     // Headers and the first event may arrive in separate reads.

@@ -102,7 +102,7 @@ fn idle_exit_only_after_the_last_connection_closed() {
     let mut act = Activated::start(&[format!("127.0.0.1:{port}")], &notify, &cfg);
     // A keep-alive connection that stays open longer than idle_exit keeps the proxy up.
     let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut buf = [0u8; 1024];
     conn.set_read_timeout(Some(Duration::from_secs(10)))

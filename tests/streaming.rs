@@ -294,7 +294,7 @@ async fn client_disconnect_mid_stream_closes_the_backend_connection() {
     let proxy = start_proxy(&routes_to(&ollama.url())).await;
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
           Content-Length: 15\r\n\r\n{\"stream\":true}",
     )
     .await
@@ -351,9 +351,11 @@ async fn client_disconnect_before_response_headers_cancels_the_backend_request()
     .await;
     let proxy = start_proxy(&routes_to(&ollama.url())).await;
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
-        .await
-        .unwrap();
+    s.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(s);
     let gone = Instant::now();

@@ -201,7 +201,7 @@ pub fn headers(data: &[u8]) {
         let rid = headers::request_id(&original);
         // What the proxy runs on every request: one pass for hop-by-hop headers, the auth
         // policy, X-Forwarded-* and the request id.
-        headers::rewrite_request(&mut h, &policy, Some(peer), &rid, None);
+        headers::rewrite_request(&mut h, &policy, &[], Some(peer), &rid, None);
         let injects = matches!(policy, AuthPolicy::Inject { .. });
         for name in HOP_BY_HOP
             .iter()

@@ -81,6 +81,30 @@ fn describe(c: &Config) -> String {
         ),
         _ => writeln!(s, "Clients:     no token needed (no client_tokens_file)"),
     };
+    let names: Vec<String> = c
+        .server
+        .allowed_hosts
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    let _ = writeln!(
+        s,
+        "Hosts:       localhost, *.localhost, IP addresses, this machine's name{}{} \
+         (another Host gets 403)",
+        if names.is_empty() { "" } else { ", " },
+        names.join(", ")
+    );
+    let origins: Vec<String> = c
+        .server
+        .cors_origins
+        .iter()
+        .map(|o| o.to_string())
+        .collect();
+    let _ = if origins.is_empty() {
+        writeln!(s, "Web pages:   none may use the proxy (no cors_origins)")
+    } else {
+        writeln!(s, "Web pages:   from {} (CORS)", origins.join(", "))
+    };
     let _ = writeln!(
         s,
         "Log:         level {}, target {target}, access_log {}",

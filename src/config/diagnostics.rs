@@ -48,7 +48,7 @@ impl fmt::Display for ConfigError {
             if i > 0 {
                 f.write_str("\n")?;
             }
-            f.write_str(&self.file)?;
+            f.write_str(&cut(&self.file))?;
             if let Some((line, col)) = issue.position {
                 write!(f, ":{line}:{col}")?;
             }
@@ -74,9 +74,19 @@ pub fn quote(value: &str) -> String {
     }
 }
 
-/// A message cut to a sane length: serde's messages quote values in full.
+/// A name for a message, unquoted (a path, a key, a variable name): at most [`QUOTE_CHARS`]
+/// characters of it, then `… (N bytes)`.
+pub fn cut(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.char_indices().nth(QUOTE_CHARS) {
+        None => std::borrow::Cow::Borrowed(name),
+        Some((at, _)) => format!("{}… ({} bytes)", &name[..at], name.len()).into(),
+    }
+}
+
+/// A message cut to a sane length: serde's messages quote values in full. With a cut key and
+/// the file's name, a whole line stays under 1 kB.
 pub fn bounded(message: &str) -> String {
-    const MAX: usize = 4 * QUOTE_CHARS;
+    const MAX: usize = 500;
     match message.char_indices().nth(MAX) {
         None => message.to_string(),
         Some((cut, _)) => format!("{}… ({} bytes)", &message[..cut], message.len()),
@@ -97,17 +107,19 @@ impl<'a> Issues<'a> {
         }
     }
 
-    /// A problem with `key`, at `span` of the text when known.
+    /// A problem with `key`, at `span` of the text when known. Key and message are cut to a
+    /// bounded length, whatever the values they were made from.
     pub fn add(
         &mut self,
         key: impl Into<String>,
         span: Option<Range<usize>>,
         message: impl Into<String>,
     ) {
+        let (key, message) = (key.into(), message.into());
         self.found.push(ConfigIssue {
             position: span.map(|s| line_col(self.text, s.start)),
-            key: key.into(),
-            message: message.into(),
+            key: cut(&key).into_owned(),
+            message: bounded(&message),
         });
     }
 
@@ -132,7 +144,7 @@ pub fn parse_error(text: &str, e: &toml::de::Error) -> ConfigIssue {
     };
     ConfigIssue {
         position,
-        key,
+        key: cut(&key).into_owned(),
         message: bounded(e.message().trim_end()),
     }
 }

@@ -8,6 +8,7 @@ use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use super::diagnostics::cut;
 use super::units::format_size;
 
 /// Key, token and CA files are small; a larger one (or `/dev/zero`) is a mistake.
@@ -38,8 +39,10 @@ impl FileProblem {
     /// I/O error, `key file PATH is not a regular file` otherwise.
     pub fn about(&self, what: &str, path: &Path) -> String {
         match self {
-            FileProblem::Io(e) => format!("cannot read {what} {}: {e}", path.display()),
-            other => format!("{what} {} is {other}", path.display()),
+            FileProblem::Io(e) => {
+                format!("cannot read {what} {}: {e}", cut(&path.to_string_lossy()))
+            }
+            other => format!("{what} {} is {other}", cut(&path.to_string_lossy())),
         }
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! Secrets read here (API keys) are held as [`Secret`], which never prints its value.
 
+mod browsers;
 mod diagnostics;
 mod files;
 mod lookup;
@@ -18,13 +19,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
 use crate::tokens::ClientTokens;
 
-pub use diagnostics::{ConfigError, ConfigIssue};
+pub use browsers::{HostRule, OriginRule};
+pub use diagnostics::{quote, ConfigError, ConfigIssue};
 pub use files::readable_by_others;
 pub use lookup::{locate, Origin, Source, CONFIG_ENV, EMBEDDED_DEFAULT};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
@@ -119,6 +121,14 @@ pub struct ServerConfig {
     /// Tokens clients must present (`Authorization: Bearer TOKEN`) when the proxy is exposed;
     /// empty: no client authentication.
     pub client_tokens: ClientTokens,
+    /// Names the proxy answers to besides localhost, IP addresses and the machine's name
+    /// (`Host` checked against DNS rebinding).
+    pub allowed_hosts: Vec<HostRule>,
+    /// Web origins whose pages may use the proxy (CORS); empty: no web page may.
+    pub cors_origins: Vec<OriginRule>,
+    /// Headers treated as secrets on top of the built-in ones (`headers::SECRET_HEADERS`),
+    /// lowercase, none of them built in.
+    pub secret_headers: Vec<HeaderName>,
     /// How long SIGTERM waits for in-flight requests before giving up on them.
     pub shutdown_timeout: Duration,
     /// Socket-activated only: exit after this long without a connection (zero: never).
@@ -281,7 +291,8 @@ impl fmt::Display for KeySource {
 /// What happens to the client's credentials on the way to a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthPolicy {
-    /// Remove `Authorization`, `api-key`, `x-api-key`, `OpenAI-Organization`, `OpenAI-Project`.
+    /// Remove the secret headers (`Authorization`, `Cookie`, vendors' key headers and
+    /// `server.secret_headers`).
     Strip,
     /// Pass the client's credentials through unchanged.
     Forward,
@@ -320,6 +331,9 @@ pub struct BackendConfig {
     /// Prefixed to every forwarded path; empty or `/something` without a trailing `/`.
     pub base_path: String,
     pub auth: AuthPolicy,
+    /// Remove `key`, `api-key` and `api_key` query parameters (client credentials some APIs
+    /// take in the URL); applies only when the backend does not take the client's credentials.
+    pub strip_query_keys: bool,
     /// Extra trust anchors for an HTTPS backend (e.g. a private CA).
     pub ca_certs: Vec<CertificateDer<'static>>,
     pub ca_file: Option<PathBuf>,
@@ -335,6 +349,16 @@ pub struct BackendConfig {
 impl BackendConfig {
     pub fn is_https(&self) -> bool {
         self.scheme == Scheme::HTTPS
+    }
+
+    /// Whether the client's credentials (secret headers, cookies) reach this backend.
+    pub fn takes_client_credentials(&self) -> bool {
+        self.auth == AuthPolicy::Forward
+    }
+
+    /// Whether key-bearing query parameters are removed on the way to this backend.
+    pub fn strips_query_keys(&self) -> bool {
+        self.strip_query_keys && !self.takes_client_credentials()
     }
 }
 

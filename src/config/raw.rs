@@ -33,6 +33,9 @@ pub struct RawServer {
     pub header_read_timeout: Option<Spanned<Dur>>,
     pub max_header_size: Option<Spanned<Size>>,
     pub client_tokens_file: Option<Spanned<PathBuf>>,
+    pub allowed_hosts: Option<Vec<Spanned<String>>>,
+    pub cors_origins: Option<Vec<Spanned<String>>>,
+    pub secret_headers: Option<Vec<Spanned<String>>>,
     pub shutdown_timeout: Option<Dur>,
     pub idle_exit: Option<Dur>,
     pub workers: Option<Spanned<RawWorkers>>,
@@ -107,6 +110,7 @@ pub struct RawLog {
 pub struct RawBackend {
     pub url: Option<Spanned<String>>,
     pub forward_client_auth: Option<bool>,
+    pub strip_query_keys: Option<Spanned<bool>>,
     pub api_key_env: Option<Spanned<String>>,
     pub api_key_file: Option<Spanned<PathBuf>>,
     pub api_key_credential: Option<Spanned<String>>,

@@ -12,7 +12,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use toml::Spanned;
 
-use super::diagnostics::{quote, Issues};
+use super::browsers::{HostRule, OriginRule};
+use super::diagnostics::{cut, quote, Issues};
 use super::files::{self, MAX_SECRET_FILE};
 use super::raw::{RawBackend, RawConfig, RawLog, RawRoute, RawServer, RawWorkers};
 use super::units::format_size;
@@ -158,12 +159,18 @@ fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
             }
         },
     };
+    let allowed_hosts = rules::<HostRule>("server.allowed_hosts", &raw.allowed_hosts, issues);
+    let cors_origins = rules::<OriginRule>("server.cors_origins", &raw.cors_origins, issues);
+    let secret_headers = secret_headers(&raw.secret_headers, issues);
     ServerConfig {
         listen,
         max_body_size,
         header_read_timeout,
         max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
         client_tokens,
+        allowed_hosts,
+        cors_origins,
+        secret_headers,
         shutdown_timeout: raw
             .shutdown_timeout
             .map_or(defaults::SHUTDOWN_TIMEOUT, |d| d.0),
@@ -172,12 +179,68 @@ fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
     }
 }
 
+/// A list of rules (`server.allowed_hosts`, `server.cors_origins`), each parsed with its
+/// `FromStr`, whose message follows the quoted value.
+fn rules<T: std::str::FromStr<Err = String>>(
+    key: &str,
+    raw: &Option<Vec<Spanned<String>>>,
+    issues: &mut Issues<'_>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for (i, s) in raw.iter().flatten().enumerate() {
+        match s.get_ref().parse() {
+            Ok(rule) => out.push(rule),
+            Err(e) => issues.add(
+                format!("{key}[{i}]"),
+                Some(s.span()),
+                format!("{}: {e}", quote(s.get_ref())),
+            ),
+        }
+    }
+    out
+}
+
+/// Headers the proxy needs to forward a request: never removed as secrets.
+const NOT_SECRETS: [&str; 3] = ["host", "content-length", "transfer-encoding"];
+
+/// `server.secret_headers`: valid header names, lowercase, each once.
+fn secret_headers(
+    raw: &Option<Vec<Spanned<String>>>,
+    issues: &mut Issues<'_>,
+) -> Vec<http::HeaderName> {
+    let mut out: Vec<http::HeaderName> = Vec::new();
+    for (i, s) in raw.iter().flatten().enumerate() {
+        let key = format!("server.secret_headers[{i}]");
+        match http::HeaderName::from_bytes(s.get_ref().trim().as_bytes()) {
+            Ok(name) if NOT_SECRETS.contains(&name.as_str()) => issues.add(
+                key,
+                Some(s.span()),
+                format!(
+                    "{} cannot be a secret: the proxy needs it to forward the request",
+                    quote(s.get_ref())
+                ),
+            ),
+            Ok(name) => {
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+            Err(_) => issues.add(
+                key,
+                Some(s.span()),
+                format!("{} is not a valid header name", quote(s.get_ref())),
+            ),
+        }
+    }
+    out
+}
+
 /// Reads `server.client_tokens_file`. Messages name the file and line, never a token.
 fn read_tokens(path: &Path) -> Result<ClientTokens, String> {
     const WHAT: &str = "client tokens file";
     let text = files::read_text(path, MAX_SECRET_FILE).map_err(|e| e.about(WHAT, path))?;
-    let mut tokens =
-        ClientTokens::parse(&text).map_err(|e| format!("{WHAT} {}: {e}", path.display()))?;
+    let mut tokens = ClientTokens::parse(&text)
+        .map_err(|e| format!("{WHAT} {}: {e}", cut(&path.to_string_lossy())))?;
     tokens.file = Some(path.to_path_buf());
     Ok(tokens)
 }
@@ -204,10 +267,10 @@ fn validate_backend(
     issues: &mut Issues<'_>,
 ) -> Option<BackendConfig> {
     let before = issues.count();
-    let key = |k: &str| format!("backends.{}.{k}", name.get_ref());
+    let key = |k: &str| format!("backends.{}.{k}", cut(name.get_ref()));
     if !valid_name(name.get_ref()) {
         issues.add(
-            format!("backends.{}", name.get_ref()),
+            format!("backends.{}", cut(name.get_ref())),
             Some(name.span()),
             "backend names may use only letters, digits, '-' and '_' (at most 64)",
         );
@@ -230,6 +293,14 @@ fn validate_backend(
         },
     };
     let auth = validate_auth(name.get_ref(), &raw, issues);
+    if let (Some(flag), Some(AuthPolicy::Forward)) = (&raw.strip_query_keys, &auth) {
+        issues.add(
+            key("strip_query_keys"),
+            Some(flag.span()),
+            "only applies to backends that do not take the client's credentials \
+             (this one has forward_client_auth = true, so its query parameters pass unchanged)",
+        );
+    }
     let mut ca_certs = Vec::new();
     if let Some(path) = &raw.ca_file {
         match read_ca_file(path.get_ref()) {
@@ -285,6 +356,7 @@ fn validate_backend(
         authority,
         base_path,
         auth: auth?,
+        strip_query_keys: value(&raw.strip_query_keys).unwrap_or(true),
         ca_certs,
         ca_file: value(&raw.ca_file),
         tls_insecure,
@@ -344,7 +416,7 @@ fn parse_backend_url(url: &str) -> Result<(Scheme, Authority, String), String> {
 }
 
 fn validate_auth(name: &str, raw: &RawBackend, issues: &mut Issues<'_>) -> Option<AuthPolicy> {
-    let key = |k: &str| format!("backends.{name}.{k}");
+    let key = |k: &str| format!("backends.{}.{k}", cut(name));
     let given: Vec<(&str, Option<Range<usize>>)> = [
         ("api_key_env", span(&raw.api_key_env)),
         ("api_key_file", span(&raw.api_key_file)),
@@ -367,8 +439,11 @@ fn validate_auth(name: &str, raw: &RawBackend, issues: &mut Issues<'_>) -> Optio
         match std::env::var(var_name) {
             Ok(v) => Secret::from_key(&v)
                 .map(|k| (k, KeySource::Env(var_name.clone())))
-                .map_err(|e| format!("environment variable ${var_name}: {e}")),
-            Err(_) => Err(format!("environment variable ${var_name} is not set")),
+                .map_err(|e| format!("environment variable ${}: {e}", cut(var_name))),
+            Err(_) => Err(format!(
+                "environment variable ${} is not set",
+                cut(var_name)
+            )),
         }
         .map_err(|e| ("api_key_env", var.span(), e))
     } else if let Some(file) = &raw.api_key_file {
@@ -409,17 +484,17 @@ fn load_credential(name: &str) -> Result<(Secret, KeySource), String> {
 fn read_key_file(path: &Path) -> Result<Secret, String> {
     const WHAT: &str = "key file";
     let text = files::read_text(path, MAX_SECRET_FILE).map_err(|e| e.about(WHAT, path))?;
-    Secret::from_key(&text).map_err(|e| format!("{WHAT} {}: {e}", path.display()))
+    Secret::from_key(&text).map_err(|e| format!("{WHAT} {}: {e}", cut(&path.to_string_lossy())))
 }
 
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let bytes = files::read_regular(path, MAX_SECRET_FILE).map_err(|e| e.about("CA file", path))?;
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
-    let certs = certs.map_err(|e| format!("CA file {} is not valid PEM: {e}", path.display()))?;
+    let shown = cut(&path.to_string_lossy()).into_owned();
+    let certs = certs.map_err(|e| format!("CA file {shown} is not valid PEM: {e}"))?;
     if certs.is_empty() {
         return Err(format!(
-            "CA file {} contains no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            path.display()
+            "CA file {shown} contains no PEM certificate (-----BEGIN CERTIFICATE-----)"
         ));
     }
     Ok(certs)
@@ -475,7 +550,7 @@ fn validate_route(
                 let known = if backends.is_empty() {
                     "none is defined".to_string()
                 } else {
-                    format!("defined: {}", backends.join(", "))
+                    format!("defined: {}", cut(&backends.join(", ")))
                 };
                 issues.add(
                     key("backend"),

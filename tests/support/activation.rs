@@ -186,7 +186,7 @@ impl Drop for Activated {
 /// `GET /health` over TCP or a Unix socket with plain blocking I/O; the status line.
 pub fn get_health(addr: &str) -> String {
     use std::io::{Read, Write};
-    let req = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let req = b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     let mut out = String::new();
     if let Some(path) = addr.strip_prefix("unix:") {
         let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();

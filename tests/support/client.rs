@@ -72,3 +72,52 @@ pub fn raw_status(reply: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {reply:?}"))
 }
+
+/// What came back for raw bytes: everything read, and whether the server closed the
+/// connection (as opposed to going quiet).
+pub struct Exchange {
+    pub text: String,
+    pub closed: bool,
+}
+
+impl Exchange {
+    pub fn status(&self) -> Option<u16> {
+        let line = self.text.lines().next()?;
+        line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    }
+
+    /// Number of responses (status lines) in the reply.
+    pub fn responses(&self) -> usize {
+        self.text.matches("HTTP/1.1 ").count()
+    }
+}
+
+/// Asserts the reply's status, showing the start of the reply otherwise.
+pub fn assert_status(r: &Exchange, code: u16) {
+    assert_eq!(
+        r.status(),
+        Some(code),
+        "{}",
+        &r.text[..r.text.len().min(300)]
+    );
+}
+
+/// Sends raw bytes; reads until the server closes the connection or is quiet for 5 s.
+pub async fn ask(addr: SocketAddr, request: &[u8]) -> Exchange {
+    let quiet = Duration::from_secs(5);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(request).await;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 16384];
+    let closed = loop {
+        match tokio::time::timeout(quiet, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    Exchange {
+        text: String::from_utf8_lossy(&out).into_owned(),
+        closed,
+    }
+}
