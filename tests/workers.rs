@@ -77,7 +77,7 @@ async fn a_stop_drains_the_streams_of_every_worker() {
         assert!(streams.len() < 200, "no stream reached one of the workers");
         let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
         s.write_all(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}",
         )
         .await
         .unwrap();
@@ -138,7 +138,7 @@ fn idle_exit_with_several_workers() {
     for _ in 0..6 {
         let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
         let mut buf = [0u8; 512];
         let n = c.read(&mut buf).unwrap();
