@@ -149,7 +149,9 @@ pub fn document(d: &DocInput) -> String {
          whole-segment prefix matching, path normalization (`normalize-uri`), X-Forwarded-For, \
          -Proto and -Host, X-Request-ID (kept or made, and returned), X-Backend, Host set to the \
          backend, client credentials removed for the local backends, and \
-         `option http-no-delay` (without it HAProxy holds SSE events back for up to 200 ms).\n\
+         `option http-no-delay` (without it HAProxy holds SSE events back for up to 200 ms). \
+         openai-proxy also checks `Host` and `Origin` (its guard against web pages), which \
+         HAProxy's config does not.\n\
          - Requests/s and latency: `wrk -t1 -c64 -d{dur}s` and `wrk -t1 -c1 -d{dur}s` sending a \
          small `POST /v1/chat/completions` (JSON, with an `Authorization` header) to nginx, which \
          answers a fixed 300-byte chat.completion; direct means wrk → nginx. One warm-up second \
