@@ -1,19 +1,23 @@
 //! Streaming bodies. Nothing here buffers: each frame is passed on as it arrives.
 //!
 //! - [`RequestBody`]: the client's upload on its way to a backend, cut off with an error when it
-//!   passes `server.max_body_size` or stalls longer than the backend's `idle_timeout`.
+//!   passes `server.max_body_size` or stalls longer than the backend's `idle_timeout`. Its
+//!   first frames can be read before it is sent (to find the request's `model`) and are then
+//!   sent first, as they came or with a span replaced (an alias).
 //! - [`ResponseBody`]: either a backend's response on its way back (ended with an error, never
 //!   a clean end, when the backend fails or stalls mid-stream) or a small body of our own. It
 //!   carries the request's access-log record and writes it when the response is done.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
@@ -122,6 +126,8 @@ pin_project! {
         // None: an empty body (a request sent again without the client's body).
         #[pin]
         inner: Option<Incoming>,
+        // Frames already read from `inner` (and counted), sent before the rest of it.
+        replay: VecDeque<Frame<Bytes>>,
         idle: IdleTimer,
         seen: u64,
         limit: u64,
@@ -139,6 +145,7 @@ impl RequestBody {
     ) -> Self {
         RequestBody {
             inner: Some(inner),
+            replay: VecDeque::new(),
             idle: IdleTimer::new(idle_timeout),
             seen: 0,
             limit,
@@ -150,11 +157,85 @@ impl RequestBody {
     pub fn empty() -> Self {
         RequestBody {
             inner: None,
+            replay: VecDeque::new(),
             idle: IdleTimer::new(Duration::MAX),
             seen: 0,
             limit: 0,
             counter: None,
         }
+    }
+
+    /// The longest silence allowed from now on (the backend's, once it is chosen).
+    pub fn set_idle_timeout(&mut self, timeout: Duration) {
+        self.idle.timeout = timeout;
+    }
+
+    /// Reads frames until `look` has seen enough of the data (`Some`) or the body ends
+    /// (`None`), then puts them back to be sent first. Limits and the idle time-out apply as
+    /// when the body is sent.
+    pub async fn peek<R>(
+        &mut self,
+        mut look: impl FnMut(&[u8]) -> Option<R>,
+    ) -> Result<Option<R>, BodyError> {
+        use http_body_util::BodyExt as _;
+        let mut read = Vec::new();
+        let result = loop {
+            match self.frame().await {
+                None => break Ok(None),
+                Some(Err(e)) => break Err(e),
+                Some(Ok(frame)) => {
+                    let seen = frame.data_ref().and_then(|d| look(d));
+                    read.push(frame);
+                    if seen.is_some() {
+                        break Ok(seen);
+                    }
+                }
+            }
+        };
+        self.unread(read);
+        result
+    }
+
+    /// Puts frames back, in order: they are sent first (and not counted again).
+    fn unread(&mut self, frames: Vec<Frame<Bytes>>) {
+        if self.replay.is_empty() {
+            // Takes the vector's buffer as it is.
+            self.replay = frames.into();
+            return;
+        }
+        for f in frames.into_iter().rev() {
+            self.replay.push_front(f);
+        }
+    }
+
+    /// Replaces `span` of the data read by [`RequestBody::peek`] (offsets from the
+    /// start of the body) by `with`: the frames that hold the span become one. `span` must lie
+    /// within that data.
+    pub fn splice(&mut self, span: Range<usize>, with: &[u8]) {
+        let mut joined = BytesMut::new();
+        let mut pos = 0;
+        let mut kept = VecDeque::with_capacity(self.replay.len());
+        for frame in self.replay.drain(..) {
+            let Some(data) = frame.data_ref() else {
+                kept.push_back(frame);
+                continue;
+            };
+            let (start, end) = (pos, pos + data.len());
+            pos = end;
+            if end <= span.start || start >= span.end {
+                kept.push_back(frame);
+                continue;
+            }
+            if span.start >= start {
+                joined.extend_from_slice(&data[..span.start - start]);
+                joined.extend_from_slice(with);
+            }
+            if span.end <= end {
+                joined.extend_from_slice(&data[span.end - start..]);
+                kept.push_back(Frame::data(std::mem::take(&mut joined).freeze()));
+            }
+        }
+        self.replay = kept;
     }
 }
 
@@ -167,6 +248,9 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.project();
+        if let Some(frame) = this.replay.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
         let Some(inner) = this.inner.as_pin_mut() else {
             return Poll::Ready(None);
         };
@@ -185,13 +269,28 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().map_or(true, Incoming::is_end_stream)
+        self.replay.is_empty() && self.inner.as_ref().map_or(true, Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
+        let rest = self
+            .inner
             .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint);
+        if self.replay.is_empty() {
+            return rest;
+        }
+        let replay: u64 = self
+            .replay
+            .iter()
+            .map(|f| f.data_ref().map_or(0, |d| d.len() as u64))
+            .sum();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + replay);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + replay);
+        }
+        hint
     }
 }
 
@@ -332,5 +431,51 @@ mod tests {
         let after = std::future::poll_fn(|cx| t.poll_expired(cx)).await;
         assert_eq!(after, timeout);
         assert!(start.elapsed() >= timeout);
+    }
+
+    fn replayed(pieces: &[&[u8]], span: Range<usize>, with: &[u8]) -> Vec<Vec<u8>> {
+        let mut b = RequestBody::empty();
+        b.unread(
+            pieces
+                .iter()
+                .map(|p| Frame::data(Bytes::copy_from_slice(p)))
+                .collect(),
+        );
+        b.splice(span, with);
+        b.replay
+            .into_iter()
+            .map(|f| f.into_data().map(|d| d.to_vec()).unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn a_splice_joins_only_the_frames_it_touches() {
+        // Within one frame.
+        assert_eq!(
+            replayed(&[b"ab", b"c\"x\"d", b"ef"], 3..6, b"\"yy\""),
+            [b"ab".to_vec(), b"c\"yy\"d".to_vec(), b"ef".to_vec()]
+        );
+        // Across three frames, at their edges.
+        assert_eq!(
+            replayed(
+                &[b"{\"m\":\"", b"gpt", b"\"}", b"rest"],
+                5..10,
+                b"\"llama\""
+            ),
+            [b"{\"m\":\"llama\"}".to_vec(), b"rest".to_vec()]
+        );
+        // At the very start and end.
+        assert_eq!(replayed(&[b"abc"], 0..3, b"x"), [b"x".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn what_was_peeked_is_sent_first_and_counted_once() {
+        use http_body_util::BodyExt as _;
+        let mut b = RequestBody::empty();
+        b.unread(vec![Frame::data(Bytes::from_static(b"head"))]);
+        assert!(!b.is_end_stream());
+        assert_eq!(b.size_hint().exact(), Some(4));
+        let all = b.collect().await.unwrap().to_bytes();
+        assert_eq!(&all[..], b"head");
     }
 }

@@ -12,6 +12,7 @@ use crate::commands::check_endpoints::{self, CheckName};
 use crate::commands::client::{parse_proxy_url, ProxyUrl};
 use crate::commands::container;
 use crate::commands::container::DEFAULT_IMAGE;
+use crate::commands::init;
 use crate::config::{parse_duration, ListenAddr};
 
 const ABOUT: &str = "Route OpenAI-API requests to self-hosted services";
@@ -50,11 +51,17 @@ Talks to the proxy the way an OpenAI client does and runs these checks, in this 
                  clip built into the binary (\"huge manatees\"); answers JSON with a non-empty
                  \"text\", which is compared word by word with what was spoken
 
+  model          for each --model NAME, after the others: the request that NAME's route
+                 serves reaches the backend the config sends NAME to, with a well-formed
+                 answer
+
 A check passes only when the status is 200 and the body is well formed and of the right kind.
 Each line shows ✓ or ✗, the check, the backend that answered (the X-Backend response header),
 the status and the time taken, then what was found; a summary line counts the passed, failed
 and skipped checks. A check is skipped, with the reason, when it cannot run: the proxy has no
-route for its path (it answers 404 no_route), or there is no model to chat with.
+route for its path (it answers 404 no_route), or there is no model to chat with. The chat checks
+use --chat-model, or else the first model that the chat route's own backend lists
+(GET /v1/models?backend=NAME, the backend found in the config).
 
 The proxy is found at --url, else $OPENAI_BASE_URL (a trailing /v1 is removed), else the first
 IP:PORT in server.listen of the config (see --config), else its first unix: socket. $OPENAI_API_KEY, when set, is sent as
@@ -113,6 +120,17 @@ pub enum Command {
     /// Test each route of a running proxy with real requests, and report truthfully.
     #[command(long_about = CHECK_ENDPOINTS_LONG_ABOUT)]
     CheckEndpoints(CheckEndpointsArgs),
+
+    /// Write the example config where the service looks for it, and look for local services.
+    ///
+    /// Writes the documented example config (the built-in default) to
+    /// /etc/openai-proxy/config.toml, with --user to ~/.config/openai-proxy/config.toml
+    /// ($XDG_CONFIG_HOME/openai-proxy/config.toml), or to --config PATH. An existing file is
+    /// never replaced without --force (which keeps the old one as config.toml.bak). Then it
+    /// asks the ports the config expects whether Ollama (11434), whisper.cpp (2022) and
+    /// Kokoro-FastAPI (8880) answer, says which did, and prints the command to run next
+    /// (enable, then check-endpoints).
+    Init(InitArgs),
 
     /// Start serving through the service manager.
     ///
@@ -264,6 +282,27 @@ pub struct ManageArgs {
 }
 
 #[derive(Debug, Clone, Default, Args)]
+pub struct InitArgs {
+    /// Write the per-user config (~/.config/openai-proxy/config.toml) for the user service,
+    /// instead of /etc/openai-proxy/config.toml.
+    #[arg(long)]
+    pub user: bool,
+
+    /// Replace an existing config file (the old one is kept beside it as config.toml.bak).
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl From<&InitArgs> for init::Options {
+    fn from(a: &InitArgs) -> Self {
+        init::Options {
+            user: a.user,
+            force: a.force,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
     /// Listen on ADDR instead of server.listen; repeat for several.
     ///
@@ -329,11 +368,21 @@ pub struct CheckEndpointsArgs {
 
     /// The model for the chat checks.
     ///
-    /// Default: the first model /v1/models lists (fetched even when the models check is not
-    /// selected). That list comes from whichever backend serves /v1/models (OpenAI with the
-    /// default routes), so name your Ollama model here, e.g. --chat-model llama3.2.
+    /// Default: the first model that the backend of the chat route lists and that route takes
+    /// (asked for with GET /v1/models?backend=NAME; the route is found in the config, see
+    /// --config). Without a readable config: the first model /v1/models lists.
     #[arg(long, value_name = "MODEL")]
     pub chat_model: Option<String>,
+
+    /// Also check that the model NAME reaches the backend the config sends it to (repeat for
+    /// several).
+    ///
+    /// Sends the request its route serves (a chat completion, a transcription, speech or an
+    /// embedding; a chat completion when no route names the model) and passes when the
+    /// backend the config sends NAME to answers (X-Backend) with a well-formed answer. These
+    /// checks run after the others, whatever --only says.
+    #[arg(long, value_name = "NAME")]
+    pub model: Vec<String>,
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -358,6 +407,8 @@ impl ValueEnum for CheckName {
             }
             CheckName::Speech => "POST /v1/audio/speech: audio",
             CheckName::Transcription => "POST /v1/audio/transcriptions: JSON with the text",
+            // Not a value of --only: it runs for each --model.
+            CheckName::Model => return None,
         };
         Some(PossibleValue::new(self.as_str()).help(help))
     }
@@ -372,6 +423,7 @@ impl From<&CheckEndpointsArgs> for check_endpoints::Options {
             only: a.only.clone(),
             timeout: a.timeout,
             chat_model: a.chat_model.clone(),
+            models: a.model.clone(),
         }
     }
 }

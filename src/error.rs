@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
+use crate::body::BodyError;
 use crate::config::format_duration;
 
 /// A request that could not be (fully) proxied.
@@ -35,6 +36,24 @@ pub enum ProxyError {
     NotFound(String),
     #[error("method {0} is not supported by this proxy")]
     MethodNotAllowed(http::Method),
+    #[error(
+        "the model {model} is not served here: no route for {path} takes it (see / for the routes)"
+    )]
+    ModelNotFound {
+        /// Quoted, and cut short when long.
+        model: String,
+        path: String,
+    },
+    #[error("cannot choose a backend for {path}, whose routes go by model: {why}")]
+    NoModel {
+        path: String,
+        why: String,
+        code: &'static str,
+    },
+    #[error("no backend listed its models: {0}")]
+    NoModelList(String),
+    #[error("no backend named {0} takes part in the model list (its list_models is false, or it does not exist)")]
+    UnknownListBackend(String),
     #[error("request body is larger than the limit of {limit} bytes (server.max_body_size)")]
     BodyTooLarge { limit: u64 },
     #[error("the client stopped sending the request body for {}", format_duration(*.0))]
@@ -81,20 +100,25 @@ impl ProxyError {
             ProxyError::BadPath(_)
             | ProxyError::ClientBody(_)
             | ProxyError::BadFraming(_)
-            | ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
+            | ProxyError::BadHost(_)
+            | ProxyError::NoModel { .. } => StatusCode::BAD_REQUEST,
             ProxyError::HostNotAllowed(_)
             | ProxyError::OriginNotAllowed(_)
             | ProxyError::CrossSite(_) => StatusCode::FORBIDDEN,
             ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ProxyError::NoRoute(_) | ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
+            ProxyError::NoRoute(_)
+            | ProxyError::NotFound(_)
+            | ProxyError::ModelNotFound { .. }
+            | ProxyError::UnknownListBackend(_) => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Refused { .. }
             | ProxyError::Unreachable { .. }
             | ProxyError::Tls { .. }
-            | ProxyError::BackendFailed { .. } => StatusCode::BAD_GATEWAY,
+            | ProxyError::BackendFailed { .. }
+            | ProxyError::NoModelList(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -125,7 +149,9 @@ impl ProxyError {
             ProxyError::OriginNotAllowed(_) | ProxyError::CrossSite(_) => "origin_not_allowed",
             ProxyError::Unauthorized => "invalid_api_key",
             ProxyError::NoRoute(_) => "no_route",
-            ProxyError::NotFound(_) => "not_found",
+            ProxyError::NotFound(_) | ProxyError::UnknownListBackend(_) => "not_found",
+            ProxyError::ModelNotFound { .. } => "model_not_found",
+            ProxyError::NoModel { code, .. } => code,
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
             ProxyError::BodyTooLarge { .. } => "request_too_large",
             ProxyError::ClientStalled(_) => "client_timeout",
@@ -135,7 +161,7 @@ impl ProxyError {
                 "backend_timeout"
             }
             ProxyError::Tls { .. } => "backend_tls_error",
-            ProxyError::BackendFailed { .. } => "backend_error",
+            ProxyError::BackendFailed { .. } | ProxyError::NoModelList(_) => "backend_error",
         }
     }
 
@@ -182,6 +208,17 @@ impl ProxyError {
             _ => {}
         }
         res
+    }
+}
+
+/// A client's body that could not be read.
+impl From<&BodyError> for ProxyError {
+    fn from(b: &BodyError) -> Self {
+        match b {
+            BodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit: *limit },
+            BodyError::Idle(d) => ProxyError::ClientStalled(*d),
+            BodyError::Hyper(h) => ProxyError::ClientBody(h.to_string()),
+        }
     }
 }
 

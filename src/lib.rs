@@ -15,10 +15,13 @@
 //!   - `guard`: `Host` and `Origin` checks before routing (DNS rebinding, cross-site pages).
 //!   - `cors`: preflight answers and response headers for the web origins allowed.
 //!   - `tokens`: client tokens, checked in constant time.
-//!   - `router`: path normalization and longest-prefix routing; pure.
+//!   - `router`: path normalization, longest-prefix routing, routes by model; pure.
+//!   - `model`: the request's `model` in a JSON prefix, a multipart head or the path; pure.
+//!   - `models`: `GET /v1/models` answered by the proxy: every backend's list, merged.
 //!   - `headers`: hop-by-hop stripping, `X-Forwarded-*`, request ids, secret headers,
 //!     key-bearing query parameters.
-//!   - `body`: streamed bodies with size limits, idle time-outs and byte counts.
+//!   - `body`: streamed bodies with size limits, idle time-outs, byte counts, and the
+//!     first frames read (to find the model) and sent first.
 //!   - `upstream`: the client of each backend: `pool` (plain HTTP/1 connections, one pool
 //!     per worker) or hyper-util's client (HTTPS: rustls, HTTP/2 via ALPN).
 //!   - `error`: `ProxyError` → status code + OpenAI-shaped JSON.
@@ -35,8 +38,8 @@
 //! [`Workers`] beside it.
 //!
 //! The tools, apart from the daemon: [`cli`] (the command line, clap types only; `main`
-//! turns them into plain values) and [`commands`] (`check-config`, `check-endpoints`,
-//! start/stop/status..., `container ...`, the man page and completions).
+//! turns them into plain values) and [`commands`] (`init`, `check-config`,
+//! `check-endpoints`, start/stop/status..., `container ...`, the man page and completions).
 
 mod access;
 mod body;
@@ -48,6 +51,8 @@ mod headers;
 mod lifecycle;
 mod listeners;
 mod logging;
+mod model;
+mod models;
 mod notify;
 mod parse_errors;
 mod pool;
@@ -73,8 +78,8 @@ pub use tokens::{ClientTokens, MIN_CLIENT_TOKEN_LEN};
 pub use workers::Workers;
 
 /// The per-request pure code, for the micro-benchmarks (`benches/`) and the fuzz targets
-/// (`fuzz/`): path normalization and routing, header rewriting, value parsing, the access
-/// line.
+/// (`fuzz/`): path normalization and routing, header rewriting, value parsing, finding a
+/// body's model, the access line.
 pub mod hot_path {
     pub use crate::access::AccessRecord;
     pub use crate::config::{parse_duration, parse_size};
@@ -82,6 +87,7 @@ pub mod hot_path {
         extra_secrets, is_sane_request_id, new_request_id, request_id, rewrite_request,
         rewrite_response, without_key_params, SECRET_HEADERS,
     };
+    pub use crate::model::{Found, Scanner};
     pub use crate::proxy::backend_uri;
     pub use crate::router::{normalize_path, Router};
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use openai_proxy::cli::{Cli, Command, ManageArgs};
 use openai_proxy::commands::manage::{self, Action};
-use openai_proxy::commands::{check_config, check_endpoints, container, docs};
+use openai_proxy::commands::{check_config, check_endpoints, container, docs, init};
 use openai_proxy::{serve, ConfigError};
 
 /// EX_CONFIG from sysexits.h: what service managers and scripts expect for a bad config.
@@ -74,6 +74,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckEndpoints(args) => {
             check_endpoints::run(config, &args.into(), Box::new(stdout)).map(code)
+        }
+        Command::Init(args) => {
+            init::run(config, &args.into(), &mut stdout).map(|()| ExitCode::SUCCESS)
         }
         Command::Completions(a) => {
             stdout.write_all(&docs::completion(a.shell, Cli::command()))?;

@@ -59,13 +59,14 @@ impl UpstreamError {
     }
 }
 
+/// Says only what failed; the error it wraps (its `source`) says why, so an error chain
+/// reads `cannot connect: Connection refused (os error 111)`.
 impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UpstreamError::Connect(e) => write!(f, "tcp connect error: {e}"),
-            UpstreamError::Request(e) => e.fmt(f),
-            UpstreamError::Client(e) => e.fmt(f),
-        }
+        f.write_str(match self {
+            UpstreamError::Connect(_) => "cannot connect",
+            UpstreamError::Request(_) | UpstreamError::Client(_) => "request failed",
+        })
     }
 }
 

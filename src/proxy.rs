@@ -1,8 +1,15 @@
-//! One request: route it, rewrite it for its backend, forward it with the body streamed,
-//! and stream the backend's response back, or answer with an OpenAI-shaped error.
+//! One request: route it (by path, and by model where routes list `models`), rewrite it for
+//! its backend, forward it with the body streamed, and stream the backend's response back, or
+//! answer with an OpenAI-shaped error.
+//!
+//! Routing by model reads no more of the body than it needs: the `model` found in its first
+//! bytes ([`crate::model`]) picks the route, an alias is spliced in, and the bytes read go to
+//! the backend first, followed by the rest of the stream ([`RequestBody`]).
 //!
 //! A [`Proxy`] is an immutable snapshot built from one [`Config`]: routes, backends with their
 //! connection pools, limits. Reloading builds a new one; requests already running keep theirs.
+
+mod by_model;
 
 use std::error::Error as StdError;
 use std::io;
@@ -23,6 +30,7 @@ use crate::config::{BackendConfig, Config};
 use crate::error::ProxyError;
 use crate::guard::{Admission, Guard};
 use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
+use crate::models::Catalog;
 use crate::pool::UpstreamError;
 use crate::router::{normalize_path, Router};
 use crate::tokens::ClientTokens;
@@ -40,6 +48,8 @@ pub struct Target {
 pub struct Proxy {
     pub config: Arc<Config>,
     router: Router<Target>,
+    /// `GET /v1/models` answered by the proxy.
+    catalog: Arc<Catalog>,
     /// Host and Origin checks, CORS.
     guard: Guard,
     /// `server.secret_headers` beyond the built-in ones.
@@ -57,8 +67,7 @@ impl Proxy {
         for b in &config.backends {
             backends.push(Arc::new(Backend::new(b.clone(), workers)?));
         }
-        let mut table = Vec::with_capacity(config.routes.len());
-        for r in &config.routes {
+        let router = config.router(|r| {
             let backend = backends
                 .iter()
                 .find(|b| b.config.name == r.backend)
@@ -66,22 +75,23 @@ impl Proxy {
                 .ok_or_else(|| {
                     anyhow::anyhow!("route {} names unknown backend {}", r.path, r.backend)
                 })?;
-            table.push((
-                r.path.clone(),
-                r.rewrite.clone(),
-                Target {
-                    backend,
-                    route: Arc::from(r.path.as_str()),
-                },
-            ));
-        }
-        let router = Router::new(table);
-        let status_page = status_page(&router);
+            Ok(Target {
+                backend,
+                route: Arc::from(r.path.as_str()),
+            })
+        })?;
+        let catalog = Catalog::new(
+            by_model::members(&config, &router),
+            config.routes_by_model(),
+            headers::extra_secrets(&config.server.secret_headers),
+        );
+        let status_page = status_page(&router, &catalog);
         Ok(Proxy {
             guard: Guard::new(&config.server),
             extra_secrets: headers::extra_secrets(&config.server.secret_headers),
             config: Arc::new(config),
             router,
+            catalog,
             status_page,
         })
     }
@@ -193,26 +203,51 @@ impl Proxy {
             }
             _ => {}
         }
-        let Some(m) = self.router.find(&path) else {
+        if parts.method == Method::GET && &*path == "/v1/models" {
+            if let Some(res) = self.catalog.answer(&parts, peer, rid).await? {
+                if let Some(a) = access.as_deref_mut() {
+                    a.backend = res.headers().get(&X_BACKEND).cloned();
+                }
+                return Ok(res);
+            }
+        }
+        let Some(first) = self.router.find(&path) else {
             return Err(if path == "/v1" || path.starts_with("/v1/") {
                 ProxyError::NoRoute(path.into_owned())
             } else {
                 ProxyError::NotFound(path.into_owned())
             });
         };
-        let target = m.route.target.clone();
-        let backend = &target.backend;
-        let bc = &backend.config;
-        let forward_path = m.forward_path(&bc.base_path);
-        if let Some(a) = access.as_deref_mut() {
-            a.route = Some(target.route.clone());
-            a.backend = Some(backend.header.clone());
-        }
 
         let limit = self.config.server.max_body_size;
         // hyper's size hint is exactly the Content-Length, when there is one.
         if body.size_hint().lower() > limit {
             return Err(ProxyError::BodyTooLarge { limit });
+        }
+        let counter = access.as_deref().map(|a| a.bytes_in.clone());
+        let idle = first.route.target.backend.config.idle_timeout;
+        let mut body = RequestBody::new(body, limit, idle, counter);
+
+        let (m, model_path) = match self.by_path_model(&path) {
+            Some(found) => found,
+            None if first.route.models.is_none() => (first, None),
+            // Boxed: its state stays out of this future, which every request moves.
+            None => (
+                Box::pin(self.by_body_model(&path, &mut parts.headers, &mut body)).await?,
+                None,
+            ),
+        };
+        let target = m.route.target.clone();
+        let backend = &target.backend;
+        let bc = &backend.config;
+        body.set_idle_timeout(bc.idle_timeout);
+        let forward_path = match model_path {
+            Some(p) => std::borrow::Cow::Owned(format!("{}{p}", bc.base_path)),
+            None => m.forward_path(&bc.base_path),
+        };
+        if let Some(a) = access {
+            a.route = Some(target.route.clone());
+            a.backend = Some(backend.header.clone());
         }
 
         let uri = backend_uri(
@@ -239,8 +274,6 @@ impl Proxy {
         // it went out on turns out to have been closed by the backend (see `is_stale`).
         let replay = (parts.method.is_idempotent() && http_body::Body::is_end_stream(&body))
             .then(|| parts.clone());
-        let counter = access.as_deref().map(|a| a.bytes_in.clone());
-        let body = RequestBody::new(body, limit, bc.idle_timeout, counter);
         let deadline = Instant::now() + bc.response_timeout;
         let upstream = backend.send(Request::from_parts(parts, body));
         let mut result = tokio::time::timeout_at(deadline, upstream).await;
@@ -463,11 +496,12 @@ fn classify(err: &UpstreamError, bc: &BackendConfig) -> ProxyError {
     }
 }
 
-fn status_page(router: &Router<Target>) -> Bytes {
+fn status_page(router: &Router<Target>, catalog: &Catalog) -> Bytes {
     use std::fmt::Write;
     let mut s = format!(
         "openai-proxy {}\n\nPoint OpenAI clients here: OPENAI_BASE_URL=http://<this address>/v1\n\n\
-         Routes (longest matching prefix wins):\n",
+         Routes (longest matching prefix first, then in file order; the first that takes the \
+         request's model wins):\n",
         env!("CARGO_PKG_VERSION")
     );
     let width = router
@@ -476,17 +510,55 @@ fn status_page(router: &Router<Target>) -> Bytes {
         .map(|r| r.prefix.len())
         .max()
         .unwrap_or(0);
-    let mut routes: Vec<_> = router.routes().iter().collect();
-    routes.sort_by(|a, b| a.prefix.cmp(&b.prefix));
-    for r in routes {
+    for r in router.routes() {
         let b = &r.target.backend.config;
         let _ = write!(s, "  {:width$}  -> {} ({})", r.prefix, b.name, b.url);
         if let Some(rw) = &r.rewrite {
             let _ = write!(s, ", rewritten to {rw}");
         }
-        let _ = writeln!(s, ", auth: {}", b.auth.describe());
+        let _ = write!(s, ", auth: {}", b.auth.describe());
+        match &r.models {
+            Some(set) => {
+                let _ = writeln!(s, ", models: {}", set.patterns().join(", "));
+            }
+            None => s.push('\n'),
+        }
     }
-    s.push_str("\nHealth check: /health\n");
+    let mut aliases = String::new();
+    let mut shown: Vec<&str> = Vec::new();
+    for r in router.routes() {
+        let b = &r.target.backend.config;
+        if shown.contains(&b.name.as_str()) {
+            continue;
+        }
+        shown.push(&b.name);
+        for (from, to) in &b.aliases {
+            let _ = writeln!(aliases, "  {from} -> {to} on {}", b.name);
+        }
+    }
+    if !aliases.is_empty() {
+        s.push_str("\nAliases (the model a client names -> what its backend gets):\n");
+        s.push_str(&aliases);
+    }
+    let names: Vec<&str> = catalog
+        .members()
+        .map(|m| m.backend.config.name.as_str())
+        .collect();
+    let _ = writeln!(
+        s,
+        "\nModel list: GET /v1/models{}; GET /v1/models?backend=NAME for one of: {}",
+        if catalog.is_merged() {
+            " merges the lists of these backends"
+        } else {
+            " goes by path like any request"
+        },
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    );
+    s.push_str("Health check: /health\n");
     Bytes::from(s)
 }
 

@@ -1,4 +1,8 @@
-//! Path normalization and route matching: pure functions, no I/O.
+//! Path normalization and route matching, by path and by model: pure functions, no I/O.
+//!
+//! Routes are tried longest prefix first, then in file order. A route may list the models it
+//! takes ([`ModelSet`]: exact names and `*` globs); the first candidate that takes every model
+//! or takes the request's model wins ([`Router::find_for_model`]).
 //!
 //! A request is routed on its *normalized* path and forwarded with that same path, so what was
 //! routed is exactly what the backend sees. Normalization decodes percent-escapes of unreserved
@@ -127,6 +131,53 @@ fn utf8_len(first: u8) -> usize {
     }
 }
 
+/// The models a route takes: exact names and patterns where `*` stands for any run of
+/// characters (`"llama3*"`, `"qwen2.5:*"`, `"*-instruct"`). Case matters, as it does to the
+/// backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSet {
+    /// As written, for pages and messages.
+    patterns: Vec<String>,
+}
+
+impl ModelSet {
+    pub fn new(patterns: Vec<String>) -> Self {
+        ModelSet { patterns }
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    pub fn matches(&self, model: &str) -> bool {
+        self.patterns.iter().any(|p| glob_match(p, model))
+    }
+}
+
+/// Whether `name` matches `pattern`, in which `*` stands for any run of characters (none
+/// included) and every other character for itself.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let Some((head, rest)) = pattern.split_once('*') else {
+        return pattern == name;
+    };
+    let Some(mut name) = name.strip_prefix(head) else {
+        return false;
+    };
+    // `rest` is what follows the first `*`: pieces between stars, the last anchored at the end.
+    let mut pieces = rest.split('*').peekable();
+    while let Some(piece) = pieces.next() {
+        if pieces.peek().is_none() {
+            return name.ends_with(piece);
+        }
+        // Leftmost match of each middle piece leaves the most room for the rest.
+        match name.find(piece) {
+            Some(at) => name = &name[at + piece.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 /// One route: a path prefix and what to do with requests under it.
 #[derive(Debug, Clone)]
 pub struct Route<T> {
@@ -136,6 +187,27 @@ pub struct Route<T> {
     /// without a trailing `/`.
     forward_prefix: String,
     pub rewrite: Option<String>,
+    /// The models this route takes; `None`: every request on its path.
+    pub models: Option<ModelSet>,
+    pub target: T,
+}
+
+impl<T> Route<T> {
+    /// Whether this route takes a request for `model` (`None`: the model is unknown).
+    pub fn takes(&self, model: Option<&str>) -> bool {
+        match (&self.models, model) {
+            (None, _) => true,
+            (Some(set), Some(m)) => set.matches(m),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// A route as the table is built from it.
+pub struct RouteSpec<T> {
+    pub prefix: String,
+    pub rewrite: Option<String>,
+    pub models: Option<Vec<String>>,
     pub target: T,
 }
 
@@ -144,6 +216,40 @@ pub struct Route<T> {
 pub struct Router<T> {
     /// Longest prefix first, so the first match is the best one.
     routes: Vec<Route<T>>,
+    /// Some route lists `models`.
+    by_model: bool,
+}
+
+/// The routes whose prefix matches a path, best first ([`Router::candidates`]).
+pub struct Candidates<'r, 'p, T> {
+    routes: std::slice::Iter<'r, Route<T>>,
+    path: &'p str,
+}
+
+impl<'r, 'p, T> Iterator for Candidates<'r, 'p, T> {
+    type Item = Match<'r, 'p, T>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let path = self.path;
+        self.routes.find_map(|route| {
+            let p = route.prefix.as_str();
+            if p == "/" {
+                return Some(Match {
+                    route,
+                    rest: path,
+                    path,
+                    whole: false,
+                });
+            }
+            let rest = path.strip_prefix(p)?;
+            (rest.is_empty() || rest.starts_with('/')).then_some(Match {
+                route,
+                rest,
+                path,
+                whole: false,
+            })
+        })
+    }
 }
 
 /// A matched route and the part of the path after its prefix (empty or starting with `/`).
@@ -153,12 +259,20 @@ pub struct Match<'r, 'p, T> {
     pub rest: &'p str,
     /// The whole path that matched.
     path: &'p str,
+    /// Chosen by the model the path names, not by its prefix: forwarded as it is.
+    whole: bool,
 }
 
 impl<'p, T> Match<'_, 'p, T> {
     /// The path to send to the backend: base path, then the (rewritten) prefix, then the rest.
     /// Borrows the matched path when that is what it comes to (no base path, no rewrite).
     pub fn forward_path(&self, base_path: &str) -> Cow<'p, str> {
+        if self.whole {
+            return match base_path {
+                "" => Cow::Borrowed(self.path),
+                base => Cow::Owned(format!("{base}{}", self.path)),
+            };
+        }
         let fp = self.route.forward_prefix.as_str();
         if base_path.is_empty()
             && fp.len() + self.rest.len() == self.path.len()
@@ -178,39 +292,87 @@ impl<'p, T> Match<'_, 'p, T> {
 }
 
 impl<T> Router<T> {
-    /// Builds the table from `(prefix, rewrite, target)`; prefixes must already be normalized
-    /// and unique (the config validation ensures both).
+    /// Builds a table of routes that take every model from `(prefix, rewrite, target)`.
     pub fn new(routes: impl IntoIterator<Item = (String, Option<String>, T)>) -> Self {
-        let mut routes: Vec<Route<T>> = routes
-            .into_iter()
-            .map(|(prefix, rewrite, target)| {
-                let fp = rewrite.as_deref().unwrap_or(&prefix);
-                Route {
-                    forward_prefix: fp.trim_end_matches('/').to_string(),
+        Self::build(
+            routes
+                .into_iter()
+                .map(|(prefix, rewrite, target)| RouteSpec {
                     prefix,
                     rewrite,
+                    models: None,
                     target,
+                }),
+        )
+    }
+
+    /// Builds the table. Prefixes must already be normalized, and a prefix may repeat only
+    /// after routes with `models` (the config validation ensures both); routes of equal
+    /// prefix length keep their order.
+    pub fn build(routes: impl IntoIterator<Item = RouteSpec<T>>) -> Self {
+        let mut routes: Vec<Route<T>> = routes
+            .into_iter()
+            .map(|r| {
+                let fp = r.rewrite.as_deref().unwrap_or(&r.prefix);
+                Route {
+                    forward_prefix: fp.trim_end_matches('/').to_string(),
+                    prefix: r.prefix,
+                    rewrite: r.rewrite,
+                    models: r.models.map(ModelSet::new),
+                    target: r.target,
                 }
             })
             .collect();
+        // A stable sort: file order among equal lengths.
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        Router { routes }
+        let by_model = routes.iter().any(|r| r.models.is_some());
+        Router { routes, by_model }
     }
 
-    /// Finds the route for a normalized path.
+    /// The routes whose prefix matches a normalized path, best first.
+    pub fn candidates<'r, 'p>(&'r self, path: &'p str) -> Candidates<'r, 'p, T> {
+        Candidates {
+            routes: self.routes.iter(),
+            path,
+        }
+    }
+
+    /// The best route for a normalized path, whatever models it takes.
     pub fn find<'r, 'p>(&'r self, path: &'p str) -> Option<Match<'r, 'p, T>> {
-        self.routes.iter().find_map(|route| {
-            let p = route.prefix.as_str();
-            if p == "/" {
-                return Some(Match {
-                    route,
-                    rest: path,
-                    path,
-                });
-            }
-            let rest = path.strip_prefix(p)?;
-            (rest.is_empty() || rest.starts_with('/')).then_some(Match { route, rest, path })
-        })
+        self.candidates(path).next()
+    }
+
+    /// The first route for a normalized path that takes `model` (`None`: the request's model
+    /// is unknown, so only routes that take every model are left).
+    pub fn find_for_model<'r, 'p>(
+        &'r self,
+        path: &'p str,
+        model: Option<&str>,
+    ) -> Option<Match<'r, 'p, T>> {
+        self.candidates(path).find(|m| m.route.takes(model))
+    }
+
+    /// For a path that names a model (`/v1/models/{id}`): the first route, on any path, whose
+    /// `models` take it. Its backend gets the path as it is.
+    pub fn find_model_route<'r, 'p>(
+        &'r self,
+        path: &'p str,
+        model: &str,
+    ) -> Option<Match<'r, 'p, T>> {
+        self.routes
+            .iter()
+            .find(|r| r.models.as_ref().is_some_and(|set| set.matches(model)))
+            .map(|route| Match {
+                route,
+                rest: path,
+                path,
+                whole: true,
+            })
+    }
+
+    /// Whether any route lists `models`.
+    pub fn has_model_routes(&self) -> bool {
+        self.by_model
     }
 
     /// Routes, longest prefix first.
@@ -340,5 +502,94 @@ mod tests {
             "/models"
         );
         assert_eq!(strip.find("/v1").unwrap().forward_path(""), "/");
+    }
+
+    #[test]
+    fn globs_have_only_stars() {
+        for (p, n) in [
+            ("llama3", "llama3"),
+            ("llama3*", "llama3"),
+            ("llama3*", "llama3.2:3b"),
+            ("qwen2.5:*", "qwen2.5:7b"),
+            ("*-instruct", "mistral-7b-instruct"),
+            ("*", ""),
+            ("a*b*c", "abc"),
+            ("a*b*c", "a-b-b-c"),
+            ("*:*", "x:y"),
+            ("a**b", "ab"),
+        ] {
+            assert!(glob_match(p, n), "{p} should match {n}");
+        }
+        for (p, n) in [
+            ("llama3", "llama3.2"),
+            ("llama3*", "Llama3"),
+            ("qwen2.5:*", "qwen2.5"),
+            ("*-instruct", "instruct"),
+            ("a*b*c", "acb"),
+            ("a?c", "abc"),
+            ("a*b", "a-b-"),
+            ("ab*ba", "aba"),
+        ] {
+            assert!(!glob_match(p, n), "{p} should not match {n}");
+        }
+    }
+
+    fn models_table() -> Router<&'static str> {
+        let spec = |prefix: &str, models: Option<&[&str]>, target| RouteSpec {
+            prefix: prefix.to_string(),
+            rewrite: None,
+            models: models.map(|m| m.iter().map(|s| s.to_string()).collect()),
+            target,
+        };
+        Router::build([
+            spec("/v1", None, "openai"),
+            spec("/v1/chat/completions", Some(&["llama*"]), "ollama"),
+            spec("/v1/chat/completions", Some(&["qwen*"]), "vllm"),
+            spec("/v1/audio/transcriptions", Some(&["whisper-1"]), "whisper"),
+        ])
+    }
+
+    #[test]
+    fn the_first_candidate_that_takes_the_model_wins() {
+        let r = models_table();
+        let t = |p: &str, m: Option<&str>| r.find_for_model(p, m).map(|m| m.route.target);
+        assert_eq!(t("/v1/chat/completions", Some("llama3.2")), Some("ollama"));
+        assert_eq!(t("/v1/chat/completions", Some("qwen2.5")), Some("vllm"));
+        assert_eq!(t("/v1/chat/completions", Some("gpt-4o")), Some("openai"));
+        assert_eq!(t("/v1/chat/completions", None), Some("openai"));
+        assert_eq!(t("/v1/embeddings", Some("llama3")), Some("openai"));
+        assert_eq!(t("/v2/chat/completions", Some("llama3")), None);
+        // Longest prefix first, whatever the file order; then file order.
+        let order: Vec<_> = r
+            .candidates("/v1/chat/completions")
+            .map(|m| m.route.target)
+            .collect();
+        assert_eq!(order, ["ollama", "vllm", "openai"]);
+        // Without a catch-all, no candidate.
+        let only = Router::build([RouteSpec {
+            prefix: "/v1/chat/completions".to_string(),
+            rewrite: None,
+            models: Some(vec!["llama*".to_string()]),
+            target: (),
+        }]);
+        assert!(only
+            .find_for_model("/v1/chat/completions", Some("gpt-4o"))
+            .is_none());
+        assert!(only.find_for_model("/v1/chat/completions", None).is_none());
+        assert!(only.find("/v1/chat/completions").is_some());
+    }
+
+    #[test]
+    fn a_path_naming_a_model_goes_to_its_route_as_it_is() {
+        let r = models_table();
+        let m = r
+            .find_model_route("/v1/models/whisper-1", "whisper-1")
+            .unwrap();
+        assert_eq!(m.route.target, "whisper");
+        assert_eq!(m.forward_path(""), "/v1/models/whisper-1");
+        assert_eq!(m.forward_path("/base"), "/base/v1/models/whisper-1");
+        assert!(r.find_model_route("/v1/models/gpt-4o", "gpt-4o").is_none());
+        assert!(r.has_model_routes());
+        assert!(!table().has_model_routes());
     }
 }

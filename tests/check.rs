@@ -18,7 +18,7 @@ const KEY: &str = "sk-check-never-print-me";
 
 /// What the mock backends get wrong (at most one thing per test).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Fault {
+pub(crate) enum Fault {
     /// Chat (plain and streamed) answers 500.
     Chat500,
     /// `/v1/models` answers 500.
@@ -52,7 +52,7 @@ fn reply(
 /// streamed), OpenAI (models), Kokoro (speech) and whisper.cpp (transcription: it "hears"
 /// the text last sent to speech, else the bundled clip's words). Each answer echoes the
 /// request's `Authorization` in `x-echo-auth`.
-async fn services(fault: Option<Fault>) -> Mock {
+pub(crate) async fn services(fault: Option<Fault>) -> Mock {
     let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));
     let spoken = Arc::new(Mutex::new(None::<String>));
     let log = seen.clone();
@@ -152,15 +152,15 @@ async fn setup(fault: Option<Fault>) -> (Mock, TestProxy) {
 }
 
 /// The result of one run of the binary.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl Run {
     /// The result line of one check.
-    fn line(&self, check: &str) -> &str {
+    pub fn line(&self, check: &str) -> &str {
         self.stdout
             .lines()
             .find(|l| {
@@ -171,7 +171,7 @@ impl Run {
     }
 
     /// Asserts the exit status and the summary line at the end.
-    fn assert_outcome(&self, code: i32, summary: &str) {
+    pub fn assert_outcome(&self, code: i32, summary: &str) {
         assert_eq!(self.code, Some(code), "{}\n{}", self.stdout, self.stderr);
         assert!(
             self.stdout.ends_with(&format!("\n{summary}\n")),
@@ -181,13 +181,13 @@ impl Run {
     }
 
     /// Asserts that stdout (or stderr) contains `text`.
-    fn assert_says(&self, text: &str) {
+    pub fn assert_says(&self, text: &str) {
         let all = format!("{}\n{}", self.stdout, self.stderr);
         assert!(all.contains(text), "expected `{text}` in:\n{all}");
     }
 
     /// Asserts a check's mark and that its line contains each of `parts`.
-    fn assert_line(&self, mark: &str, check: &str, parts: &[&str]) {
+    pub fn assert_line(&self, mark: &str, check: &str, parts: &[&str]) {
         let line = self.line(check);
         assert!(
             line.starts_with(mark),
@@ -209,7 +209,7 @@ fn finished(out: Output) -> Run {
 
 /// Runs `openai-proxy ARGS` (off the runtime, which serves the proxy meanwhile) without the
 /// developer's OpenAI settings, plus `env`.
-async fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
+pub(crate) async fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = command();
     cmd.env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")

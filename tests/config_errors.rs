@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use openai_proxy::Config;
+
 use crate::support::bin::{self, command};
 
 const GOOD_BACKENDS: &str = "[backends.ollama]\nurl = \"http://127.0.0.1:11434\"\n";
@@ -233,6 +235,48 @@ fn embedded_default_is_the_documented_example_and_valid() {
     assert_eq!(cfg.server.listen[0].to_string(), "127.0.0.1:2020");
 }
 
+#[test]
+fn model_routing_mistakes_name_their_key_and_place() {
+    let routes =
+        "[backends.a]\nurl = \"http://127.0.0.1:9\"\n[backends.b]\nurl = \"http://127.0.0.1:9\"\n";
+    let cases = [
+        (
+            format!("{routes}[[route]]\npath = \"/v1\"\nbackend = \"a\"\nmodels = []\n"),
+            "<string>:8:10: route[0].models: an empty list takes no request",
+        ),
+        (
+            format!("{routes}[[route]]\npath = \"/v1\"\nbackend = \"a\"\nmodels = [\"x\", \"\"]\n"),
+            "<string>:8:16: route[0].models[1]: an empty model name matches no request",
+        ),
+        (
+            "[backends.a]\nurl = \"http://127.0.0.1:9\"\n[backends.a.aliases]\n\"x\" = \"x\"\n[[route]]\npath = \"/v1\"\nbackend = \"a\"\n".to_string(),
+            "<string>:4:7: backends.a.aliases.x: \"x\" is an alias of itself",
+        ),
+        (
+            "[backends.a]\nurl = \"http://127.0.0.1:9\"\naliases = { \"x\" = \"a\\u0007\" }\n[[route]]\npath = \"/v1\"\nbackend = \"a\"\n".to_string(),
+            "backends.a.aliases.x: model name \"a\\u{7}\" contains a control character",
+        ),
+        (
+            format!("[server]\nmax_json_peek = \"100B\"\n{routes}[[route]]\npath = \"/v1\"\nbackend = \"a\"\n"),
+            "<string>:2:17: server.max_json_peek: must be between 1KiB and 64MiB",
+        ),
+        (
+            format!("{routes}[[route]]\npath = \"/v1\"\nbackend = \"a\"\n[[route]]\npath = \"/v1\"\nbackend = \"b\"\nmodels = [\"m\"]\n"),
+            "<string>:9:8: route[1].path: duplicate route path \"/v1\": an earlier route on it has no `models`",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains(want), "expected `{want}` in:\n{err}");
+    }
+    // A path may repeat after routes on it that list models.
+    let ok = format!(
+        "{routes}[[route]]\npath = \"/v1\"\nbackend = \"a\"\nmodels = [\"m*\"]\n\
+         [[route]]\npath = \"/v1\"\nbackend = \"b\"\n"
+    );
+    Config::from_toml(&ok).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A config where `value` stands in each place a message could repeat it.
 fn with_huge_value(value: &str) -> Vec<(&'static str, String)> {
     let route = "[[route]]\npath = \"/v1\"\nbackend = \"b\"\n";
@@ -255,6 +299,8 @@ fn with_huge_value(value: &str) -> Vec<(&'static str, String)> {
         ("allowed host", format!("[server]\nallowed_hosts = [\"a b {value}\"]\n{}", backend(""))),
         ("web origin", format!("[server]\ncors_origins = [\"{value}\"]\n{}", backend(""))),
         ("secret header", format!("[server]\nsecret_headers = [\"a b {value}\"]\n{}", backend(""))),
+        ("route's model", format!("[backends.b]\nurl = \"http://127.0.0.1:9\"\n{route}models = [\"{value}\"]\n")),
+        ("alias", backend(&format!("aliases = {{ \"{value}\" = \"m\" }}"))),
     ]
 }
 

@@ -46,3 +46,8 @@ fn route_inputs() {
 fn header_inputs() {
     check("headers", checks::headers);
 }
+
+#[test]
+fn model_inputs() {
+    check("model", checks::model);
+}

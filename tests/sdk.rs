@@ -59,8 +59,9 @@ fn chat_reply(s: &Seen) -> Response<mock::MockBody> {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_python_sdk_works_through_the_proxy() {
+/// Runs `tests/SCRIPT` (the bundled mp3 as its argument) with the official OpenAI Python SDK
+/// against `base`, and returns the JSON it prints.
+async fn run_sdk(script: &str, base: String) -> serde_json::Value {
     let python_has_sdk = Command::new("python3")
         .args(["-c", "import openai"])
         .status()
@@ -69,6 +70,35 @@ async fn official_python_sdk_works_through_the_proxy() {
         python_has_sdk,
         "this test needs the official OpenAI Python SDK: python3 -m pip install openai (.ci/run does)"
     );
+    let script = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .arg(MP3)
+            .env("OPENAI_BASE_URL", base)
+            .env("OPENAI_API_KEY", CLIENT_KEY)
+            .env_remove("OPENAI_ORG_ID")
+            .env_remove("OPENAI_PROJECT_ID")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const MP3: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/huge-manatees.mp3"
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdk_works_through_the_proxy() {
     let ca = test_ca();
     let mut ca_file = tempfile::NamedTempFile::new().unwrap();
     ca_file.write_all(ca.ca_pem.as_bytes()).unwrap();
@@ -113,40 +143,14 @@ async fn official_python_sdk_works_through_the_proxy() {
     ))
     .await;
 
-    let base = proxy.url("/v1");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk_client.py"))
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/huge-manatees.mp3"
-            ))
-            .env("OPENAI_BASE_URL", base)
-            .env("OPENAI_API_KEY", CLIENT_KEY)
-            .env_remove("OPENAI_ORG_ID")
-            .env_remove("OPENAI_PROJECT_ID")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "SDK script failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_sdk("sdk_client.py", proxy.url("/v1")).await;
     assert_eq!(v["models"], serde_json::json!(["gpt-4o", "whisper-1"]));
     assert_eq!(v["chat"], "hello from ollama");
     assert_eq!(v["stream"], serde_json::json!(["huge", " manatees"]));
     assert_eq!(v["transcription"], "Huge manatees.");
     assert_eq!(v["speech_head"], "ID3");
 
-    let mp3 = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/huge-manatees.mp3"
-    ))
-    .unwrap();
+    let mp3 = std::fs::read(MP3).unwrap();
     let w = whisper.requests();
     assert_eq!(w.len(), 1);
     assert_eq!(w[0].uri.path(), "/v1/audio/transcriptions");
@@ -168,5 +172,125 @@ async fn official_python_sdk_works_through_the_proxy() {
             .iter()
             .all(|s| s.header("authorization").is_none()));
     }
+    proxy.stop().await;
+}
+
+/// Ollama's answers: its model list, one model, chat (streamed or not) naming the model asked.
+fn ollama_reply(s: &Seen) -> Response<mock::MockBody> {
+    let path = s.uri.path();
+    if path == "/v1/models" {
+        return json_response(serde_json::json!({"object": "list", "data": [
+            {"id": "llama3.2:3b", "object": "model", "created": 1, "owned_by": "library"},
+            {"id": "qwen2.5:7b", "object": "model", "created": 2, "owned_by": "library"}]}));
+    }
+    if let Some(id) = path.strip_prefix("/v1/models/") {
+        return json_response(
+            serde_json::json!({"id": id, "object": "model", "created": 1, "owned_by": "library"}),
+        );
+    }
+    chat_reply(s)
+}
+
+/// OpenAI's answers: its model list, and chat.
+fn openai_reply(s: &Seen) -> Response<mock::MockBody> {
+    if s.uri.path() == "/v1/models" {
+        return json_response(serde_json::json!({"object": "list", "data": [
+            {"id": "gpt-4o", "object": "model", "created": 3, "owned_by": "system"}]}));
+    }
+    json_response(
+        serde_json::json!({"id":"c1","object":"chat.completion","created":1,"model":"gpt-4o",
+        "choices":[{"index":0,"message":{"role":"assistant","content":"hello from openai"},"finish_reason":"stop"}],
+        "usage":{"prompt_tokens":1,"completion_tokens":3,"total_tokens":4}}),
+    )
+}
+
+fn model_of(s: &Seen) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(&s.body).ok()?;
+    v["model"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdk_gets_local_and_openai_models_through_one_base_url() {
+    let ollama = recording("ollama", ollama_reply).await;
+    let whisper = recording("whisper", |_| {
+        json_response(serde_json::json!({"text": "Huge manatees."}))
+    })
+    .await;
+    let openai = recording("openai", openai_reply).await;
+    let proxy = start_proxy(&crate::model_routing::example_with(
+        &ollama.url(),
+        &whisper.url(),
+        &openai.url(),
+    ))
+    .await;
+
+    let v = run_sdk("sdk_models.py", proxy.url("/v1")).await;
+    assert_eq!(
+        v["models"],
+        serde_json::json!([
+            "llama3.2:3b",
+            "qwen2.5:7b",
+            "gpt-4o-mini",
+            "whisper-1",
+            "gpt-4o"
+        ])
+    );
+    assert_eq!(v["retrieve"], "llama3.2:3b");
+    assert_eq!(v["local"], "hello from ollama");
+    assert_eq!(v["cloud"], "hello from openai");
+    assert_eq!(v["stream"], serde_json::json!(["huge", " manatees"]));
+    assert_eq!(v["transcription"], "Huge manatees.");
+
+    // Each model reached its backend; the key reached OpenAI only.
+    let chats = |m: &Mock| -> Vec<String> {
+        m.requests()
+            .iter()
+            .filter(|s| s.uri.path() == "/v1/chat/completions")
+            .filter_map(model_of)
+            .collect()
+    };
+    assert_eq!(chats(&ollama), ["llama3.2", "qwen2.5:7b"]);
+    assert_eq!(chats(&openai), ["gpt-4o"]);
+    let paths: Vec<String> = ollama
+        .requests()
+        .iter()
+        .map(|s| s.uri.path().to_string())
+        .collect();
+    assert!(
+        paths.contains(&"/v1/models/llama3.2:3b".to_string()),
+        "{paths:?}"
+    );
+    assert!(openai
+        .requests()
+        .iter()
+        .all(|s| s.header("authorization") == Some(&*format!("Bearer {CLIENT_KEY}"))));
+    assert!(ollama
+        .requests()
+        .iter()
+        .all(|s| s.header("authorization").is_none()));
+
+    // The SDK's multipart upload: whisper-1 became base.en, the audio intact, the length right.
+    let mp3 = std::fs::read(MP3).unwrap();
+    let w = whisper.requests();
+    let upload = w
+        .iter()
+        .find(|s| s.uri.path() == "/v1/audio/transcriptions")
+        .expect("the transcription reached whisper");
+    assert!(
+        upload.body.windows(mp3.len()).any(|win| win == mp3),
+        "the mp3 arrived intact"
+    );
+    let text = String::from_utf8_lossy(&upload.body);
+    assert!(
+        text.contains("name=\"model\"\r\n\r\nbase.en\r\n"),
+        "{}",
+        &text[..300]
+    );
+    assert!(!text.contains("whisper-1"));
+    assert_eq!(
+        upload.header("content-length"),
+        Some(upload.body.len().to_string().as_str())
+    );
+    assert!(upload.header("authorization").is_none());
     proxy.stop().await;
 }

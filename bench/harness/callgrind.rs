@@ -37,6 +37,7 @@ pub fn callgrind(args: &CallgrindArgs) -> anyhow::Result<()> {
             kind: SubjectKind::Proxy {
                 bin: std::fs::canonicalize(bin)?,
                 access_log: args.access_log,
+                model_routes: args.model_routes,
             },
         },
         _ => Subject {

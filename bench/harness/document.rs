@@ -54,6 +54,11 @@ pub fn mem_total() -> String {
         .map_or("?".into(), |kb| format!("{:.1} GiB", kb / 1048576.0))
 }
 
+/// What the `openai-proxy+models` columns are.
+const MODELS_NOTE: &str = "`openai-proxy+models` routes chat and transcriptions by model \
+    (`models` on both routes): it reads each request's `model` before forwarding, and its \
+    upload is multipart with the `model` field first.";
+
 pub fn document(d: &DocInput) -> String {
     let s = d.s;
     let date = procs::version_of("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
@@ -83,12 +88,13 @@ pub fn document(d: &DocInput) -> String {
          round. `ours ÷ HAProxy` is openai-proxy's median over HAProxy's; for requests/s and \
          throughput higher is better, for everything else lower. `met` judges openai-proxy \
          against issue 14's goal (issue 6's where 14 set none). `min–max` is the spread of openai-proxy's per-round values: \
-         the noise. MB and GB are 10⁶ and 10⁹ bytes. {}\n\n",
+         the noise. MB and GB are 10⁶ and 10⁹ bytes. {}{}\n\n",
         if d.s.log_run {
-            "Rows marked \"logs on\" compare HAProxy with `option httplog` and openai-proxy with its access log (see Method)."
+            "Rows marked \"logs on\" compare HAProxy with `option httplog` and openai-proxy with its access log (see Method). "
         } else {
             ""
-        }
+        },
+        MODELS_NOTE,
     ));
     if !d.warnings.is_empty() {
         doc.push_str("Warnings from this run:\n\n");

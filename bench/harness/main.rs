@@ -92,6 +92,9 @@ struct CallgrindArgs {
     /// Run with access_log = true.
     #[arg(long)]
     access_log: bool,
+    /// Route chat and transcriptions by model (the `openai-proxy+models` subject).
+    #[arg(long)]
+    model_routes: bool,
     /// Count SSE streams of this many events (1 ms apart) instead of chat requests; the
     /// result is then per event.
     #[arg(long, default_value_t = 0)]
@@ -286,6 +289,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         kind: SubjectKind::Proxy {
             bin: bin.to_path_buf(),
             access_log,
+            model_routes: name == report::PROXY_MODELS,
         },
     };
     let mut subjects = vec![haproxy(false), ours(PROXY, &proxy_bin, false)];
@@ -300,6 +304,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         rate_subjects.push(haproxy(true));
         rate_subjects.push(ours(&format!("{PROXY}{LOG}"), &proxy_bin, true));
     }
+    // Routing by model: the same requests, each read for its `model` first.
+    let by_model = ours(report::PROXY_MODELS, &proxy_bin, false);
+    rate_subjects.push(by_model.clone());
+    let mut upload_subjects = subjects.clone();
+    upload_subjects.push(by_model);
     let phases = if args.only.is_empty() {
         vec![
             Phase::Memory,
@@ -371,7 +380,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         eprintln!("bench: {phase:?} ({} rounds)", s.rounds);
         match phase {
             Phase::Memory => phases::memory(&job(&env, &subjects, fixed, nginx_addr), &mut r)?,
-            Phase::Upload => phases::upload(&job(&env, &subjects, fixed, backend_addr), &mut r)?,
+            Phase::Upload => {
+                let j = job(&env, &upload_subjects, fixed, backend_addr);
+                phases::upload(&j, &mut r)?;
+            }
             Phase::Rate => {
                 let j = job(&env, &rate_subjects, fixed, nginx_addr);
                 phases::rate(&j, 64, false, &mut r)?;
@@ -407,10 +419,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut names: Vec<String> = vec![DIRECT.into()];
     names.extend(rate_subjects.iter().map(|s| s.name.clone()));
     let cols = Columns {
-        extra: subjects
+        extra: rate_subjects
             .iter()
             .map(|s| s.name.clone())
-            .filter(|n| n != HAPROXY && n != PROXY)
+            .filter(|n| n != HAPROXY && n != PROXY && !n.ends_with(LOG))
             .collect(),
         counts: vec![
             ("N open", format!("{} open", s.connections)),

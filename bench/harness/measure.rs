@@ -152,16 +152,31 @@ pub fn sse_stream(conn: &mut Conn, events: u64, gap_ms: u64) -> anyhow::Result<S
 
 /// Streams `bytes` to `/v1/audio/transcriptions`; returns bytes per second, from the first
 /// byte sent to the response.
-pub fn upload(addr: SocketAddr, bytes: u64) -> anyhow::Result<f64> {
+///
+/// With `multipart`, the body (still `bytes` long in all, so it stays within the proxy's
+/// default `max_body_size` of 1 GiB) is a `multipart/form-data` upload whose `model` field
+/// comes first, as the SDKs send it (routing by model reads that field).
+pub fn upload(addr: SocketAddr, bytes: u64, multipart: bool) -> anyhow::Result<f64> {
     let mut conn = Conn::connect(addr)?;
+    let (ctype, open, close) = if multipart {
+        (
+            "multipart/form-data; boundary=bench-b0undary",
+            "--bench-b0undary\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n\
+             --bench-b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\
+             Content-Type: audio/wav\r\n\r\n",
+            "\r\n--bench-b0undary--\r\n",
+        )
+    } else {
+        ("application/octet-stream", "", "")
+    };
     let head = format!(
         "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer sk-bench\r\n\
-         Content-Type: application/octet-stream\r\nContent-Length: {bytes}\r\n\r\n"
+         Content-Type: {ctype}\r\nContent-Length: {bytes}\r\n\r\n{open}"
     );
     let block: Vec<u8> = (0..1u32 << 20).map(|i| ((i * 31) >> 3) as u8).collect();
     let t0 = Instant::now();
     conn.send(head.as_bytes())?;
-    let mut left = bytes;
+    let mut left = bytes - (open.len() + close.len()) as u64;
     while left > 0 {
         let n = left.min(block.len() as u64) as usize;
         conn.stream
@@ -169,6 +184,9 @@ pub fn upload(addr: SocketAddr, bytes: u64) -> anyhow::Result<f64> {
             .context("upload interrupted")?;
         left -= n as u64;
     }
+    conn.stream
+        .write_all(close.as_bytes())
+        .context("upload interrupted")?;
     let (status, body) = conn.read_response()?;
     let secs = t0.elapsed().as_secs_f64();
     ensure!(

@@ -103,7 +103,8 @@ pub fn upload(job: &Job, r: &mut Results) -> anyhow::Result<()> {
             if let Some(p) = proc {
                 p.proc.reset_peak()?;
             }
-            let bps = measure::upload(t.addr, s.upload_bytes)
+            let multipart = t.name == crate::report::PROXY_MODELS;
+            let bps = measure::upload(t.addr, s.upload_bytes, multipart)
                 .with_context(|| format!("upload through {}", t.name))?;
             r.push(Metric::Upload, &t.name, bps / 1e9);
             if let Some(p) = proc {

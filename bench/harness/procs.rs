@@ -306,9 +306,34 @@ http {{
 }
 
 /// The proxy's config: the shipped default (the seed's routing, OpenAI over HTTPS) with the
-/// listen address, the log settings and the local backends' URLs replaced.
-pub fn proxy_config(listen: SocketAddr, up: Upstreams, access_log: bool) -> anyhow::Result<String> {
+/// listen address, the log settings and the local backends' URLs replaced; with
+/// `model_routes`, chat and transcriptions routed by model (the chat request's `llama3.2`
+/// and the upload's `whisper-1` still reach the same backends, everything else OpenAI).
+pub fn proxy_config(
+    listen: SocketAddr,
+    up: Upstreams,
+    access_log: bool,
+    model_routes: bool,
+) -> anyhow::Result<String> {
     let mut text = include_str!("../../config/openai-proxy.toml").to_string();
+    if model_routes {
+        for (from, to) in [
+            (
+                "# models = [\"llama*\", \"qwen*\"]",
+                "models = [\"llama*\", \"qwen*\"]",
+            ),
+            (
+                "backend = \"whisper\"\n",
+                "backend = \"whisper\"\nmodels = [\"whisper-1\"]\n",
+            ),
+        ] {
+            ensure!(
+                text.matches(from).count() == 1,
+                "config/openai-proxy.toml no longer has exactly one {from}; update bench/harness/procs.rs"
+            );
+            text = text.replace(from, to);
+        }
+    }
     for (from, to) in [
         (
             "listen = [\"127.0.0.1:2020\"]".to_string(),
@@ -438,8 +463,12 @@ pub struct Subject {
 pub enum SubjectKind {
     /// HAProxy, with `option httplog` to the run's syslog socket or without logging.
     Haproxy { log: bool },
-    /// An openai-proxy binary, with or without access logging.
-    Proxy { bin: PathBuf, access_log: bool },
+    /// An openai-proxy binary, with or without access logging, routing by path or by model.
+    Proxy {
+        bin: PathBuf,
+        access_log: bool,
+        model_routes: bool,
+    },
 }
 
 /// Settings every run shares.
@@ -511,13 +540,17 @@ impl Env {
                 let syslog = self.syslog.as_deref().filter(|_| *log);
                 (haproxy_config(&bind, up, syslog), "cfg")
             }
-            SubjectKind::Proxy { access_log, .. } => {
+            SubjectKind::Proxy {
+                access_log,
+                model_routes,
+                ..
+            } => {
                 // Under socket activation the inherited socket wins over `listen`.
                 let addr = match listen {
                     Some(a) => a,
                     None => free_addr()?,
                 };
-                (proxy_config(addr, up, *access_log)?, "toml")
+                (proxy_config(addr, up, *access_log, *model_routes)?, "toml")
             }
         };
         let path = self

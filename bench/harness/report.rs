@@ -10,6 +10,8 @@ use crate::measure::PERCENTILES;
 pub const DIRECT: &str = "direct";
 pub const HAPROXY: &str = "HAProxy";
 pub const PROXY: &str = "openai-proxy";
+/// openai-proxy with chat and transcriptions routed by model.
+pub const PROXY_MODELS: &str = "openai-proxy+models";
 /// The suffix of a subject that logs every request (HAProxy `option httplog` to syslog,
 /// openai-proxy's access log as shipped).
 pub const LOG: &str = "+log";

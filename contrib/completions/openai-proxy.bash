@@ -37,6 +37,9 @@ _openai__proxy() {
             openai__proxy,help)
                 cmd="openai__proxy__subcmd__help"
                 ;;
+            openai__proxy,init)
+                cmd="openai__proxy__subcmd__init"
+                ;;
             openai__proxy,reload)
                 cmd="openai__proxy__subcmd__reload"
                 ;;
@@ -118,6 +121,9 @@ _openai__proxy() {
             openai__proxy__subcmd__help,help)
                 cmd="openai__proxy__subcmd__help__subcmd__help"
                 ;;
+            openai__proxy__subcmd__help,init)
+                cmd="openai__proxy__subcmd__help__subcmd__init"
+                ;;
             openai__proxy__subcmd__help,reload)
                 cmd="openai__proxy__subcmd__help__subcmd__reload"
                 ;;
@@ -161,7 +167,7 @@ _openai__proxy() {
 
     case "${cmd}" in
         openai__proxy)
-            opts="-c -h -V --config --help --version serve check-config check-endpoints start stop restart reload status enable disable completions container help"
+            opts="-c -h -V --config --help --version serve check-config check-endpoints init start stop restart reload status enable disable completions container help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -205,7 +211,7 @@ _openai__proxy() {
             return 0
             ;;
         openai__proxy__subcmd__check__subcmd__endpoints)
-            opts="-v -H -c -h --url --verbose --headers --only --timeout --chat-model --config --help"
+            opts="-v -H -c -h --url --verbose --headers --only --timeout --chat-model --model --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -224,6 +230,10 @@ _openai__proxy() {
                     return 0
                     ;;
                 --chat-model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --model)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -583,7 +593,7 @@ _openai__proxy() {
             return 0
             ;;
         openai__proxy__subcmd__help)
-            opts="serve check-config check-endpoints start stop restart reload status enable disable completions container help"
+            opts="serve check-config check-endpoints init start stop restart reload status enable disable completions container help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -778,6 +788,20 @@ _openai__proxy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        openai__proxy__subcmd__help__subcmd__init)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         openai__proxy__subcmd__help__subcmd__reload)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -855,6 +879,28 @@ _openai__proxy() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__init)
+            opts="-c -h --user --force --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -9,12 +9,14 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use openai_proxy::hot_path::{self as headers, normalize_path, parse_duration, parse_size, Router};
+use openai_proxy::hot_path::{
+    self as headers, normalize_path, parse_duration, parse_size, Found, Router, Scanner,
+};
 use openai_proxy::{AuthPolicy, ClientTokens, Config, MIN_CLIENT_TOKEN_LEN};
 
 /// Config text: parsing and validation never panic; every problem is reported with a
-/// position inside the text; a valid config has only normalized, unique routes that name
-/// existing backends.
+/// position inside the text; a valid config has only normalized routes that name existing
+/// backends, a path repeated only after routes on it that list models.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -22,9 +24,16 @@ pub fn config(data: &[u8]) {
     let lines = text.split('\n').count();
     match Config::from_toml(text) {
         Ok(c) => {
-            let mut seen = std::collections::HashSet::new();
+            let mut takes_all = std::collections::HashSet::new();
             for r in &c.routes {
-                assert!(seen.insert(r.path.clone()), "duplicate route {:?}", r.path);
+                assert!(
+                    !takes_all.contains(&r.path),
+                    "unreachable route {:?}",
+                    r.path
+                );
+                if r.models.is_none() {
+                    takes_all.insert(r.path.clone());
+                }
                 assert_eq!(normalize_path(&r.path).as_deref(), Ok(r.path.as_str()));
                 assert!(c.backend(&r.backend).is_some(), "route to unknown backend");
             }
@@ -259,4 +268,47 @@ pub fn headers(data: &[u8]) {
     });
     assert_eq!(tokens().allows(&original), expected);
     assert!(FUZZ_TOKEN.len() >= MIN_CLIENT_TOKEN_LEN);
+}
+
+/// A request body scanned for its model: the first byte says JSON or multipart (boundary
+/// `b`), the second where it is split in two frames. Scanning never panics, reads no further
+/// than its limit, gives the same answer however the body is split, and a model it finds
+/// stands in the body where it says: as a JSON string that decodes to it, or as the
+/// multipart field's bytes.
+pub fn model(data: &[u8]) {
+    let [kind, cut, body @ ..] = data else {
+        return;
+    };
+    let multipart = kind & 1 == 1;
+    let ct: &[u8] = if multipart {
+        b"multipart/form-data; boundary=b"
+    } else {
+        b"application/json"
+    };
+    let limit = 64 + usize::from(*kind);
+    let scan = |pieces: &[&[u8]]| {
+        let mut s = Scanner::new(Some(ct), limit).expect("a boundary is given");
+        for p in pieces {
+            if let Some(f) = s.feed(p) {
+                return f;
+            }
+        }
+        s.finish()
+    };
+    let whole = scan(&[body]);
+    let at = usize::from(*cut).min(body.len());
+    assert_eq!(scan(&[&body[..at], &body[at..]]), whole, "split at {at}");
+    if let Found::Model { name, span } = whole {
+        assert!(
+            span.end <= body.len().min(limit),
+            "{span:?} beyond the limit"
+        );
+        let raw = &body[span];
+        if multipart {
+            assert_eq!(raw, name.as_bytes());
+        } else {
+            let decoded: String = serde_json::from_slice(raw).expect("a JSON string");
+            assert_eq!(decoded, name);
+        }
+    }
 }

@@ -63,12 +63,13 @@ fn describe(c: &Config) -> String {
     let _ = writeln!(
         s,
         "Server:      max_body_size {}, max_header_size {}, header_read_timeout {}, \
-         shutdown_timeout {}, idle_exit {}, workers {}",
+         shutdown_timeout {}, idle_exit {}, max_json_peek {}, workers {}",
         format_size(c.server.max_body_size),
         format_size(c.server.max_header_size as u64),
         format_duration(c.server.header_read_timeout),
         format_duration(c.server.shutdown_timeout),
         format_duration(c.server.idle_exit),
+        format_size(c.server.max_json_peek),
         c.server.workers,
     );
     let tokens = &c.server.client_tokens;
@@ -111,7 +112,10 @@ fn describe(c: &Config) -> String {
         c.log.level.as_str().to_ascii_lowercase(),
         if c.log.access_log { "on" } else { "off" },
     );
-    s.push_str("\nRoutes (longest matching prefix wins):\n");
+    s.push_str(
+        "\nRoutes (longest matching prefix first, then in file order; the first that takes the \
+         request's model wins):\n",
+    );
     let mut rows = vec![[
         "ROUTE", "BACKEND", "URL", "REWRITE", "CONNECT", "RESPONSE", "IDLE", "AUTH",
     ]
@@ -132,6 +136,23 @@ fn describe(c: &Config) -> String {
         ]);
     }
     s.push_str(&table(&rows));
+    for (i, r) in c.routes.iter().enumerate() {
+        if let Some(models) = &r.models {
+            let _ = writeln!(
+                s,
+                "Route {} (route[{i}]) to {} takes only the models {}",
+                r.path,
+                r.backend,
+                models.join(", ")
+            );
+        }
+    }
+    for b in &c.backends {
+        for (from, to) in &b.aliases {
+            let _ = writeln!(s, "Backend {}: alias {from} -> {to}", b.name);
+        }
+    }
+    s.push_str(&model_list(c));
     for b in &c.backends {
         if let Some(ca) = &b.ca_file {
             let _ = writeln!(
@@ -153,6 +174,24 @@ fn describe(c: &Config) -> String {
         }
     }
     s
+}
+
+/// How `GET /v1/models` is answered.
+fn model_list(c: &Config) -> String {
+    // In the order of their first route, as the list is merged.
+    let mut listed: Vec<&str> = Vec::new();
+    for r in &c.routes {
+        let listing = c.backend(&r.backend).is_some_and(|b| b.list_models);
+        if listing && !listed.contains(&r.backend.as_str()) {
+            listed.push(&r.backend);
+        }
+    }
+    let how = if c.routes_by_model() {
+        format!("merges the lists of {}", listed.join(", "))
+    } else {
+        "goes by path like any request (no route lists models, no backend has aliases)".to_string()
+    };
+    format!("Model list:  GET /v1/models {how}\n")
 }
 
 /// Lays rows out in columns two spaces apart (the last column unpadded).

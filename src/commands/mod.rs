@@ -1,5 +1,5 @@
-//! The tools around the daemon, each a command of the binary: checking a config or a running
-//! proxy, driving the service manager or Podman, and generating the man page and completions.
+//! The tools around the daemon, each a command of the binary: writing the first config
+//! (`init`), checking a config or a running proxy, driving the service manager or Podman, and generating the man page and completions.
 //! They share one client of a running proxy ([`client`]), one way to run other programs
 //! ([`process`]) and one `status` report ([`status`]).
 
@@ -8,6 +8,7 @@ pub mod check_endpoints;
 pub mod client;
 pub mod container;
 pub mod docs;
+pub mod init;
 pub mod manage;
 mod process;
 mod status;

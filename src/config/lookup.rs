@@ -90,7 +90,7 @@ pub fn locate(flag: Option<&Path>) -> Source {
 }
 
 /// `$XDG_CONFIG_HOME/openai-proxy/config.toml`, or `~/.config/openai-proxy/config.toml`.
-fn user_config_path() -> Option<PathBuf> {
+pub fn user_config_path() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

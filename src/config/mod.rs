@@ -13,6 +13,7 @@ mod raw;
 mod units;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,12 +24,15 @@ use http::{HeaderName, HeaderValue};
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
+use crate::router::{RouteSpec, Router};
 use crate::tokens::ClientTokens;
 
 pub use browsers::{HostRule, OriginRule};
 pub use diagnostics::{quote, ConfigError, ConfigIssue};
 pub use files::readable_by_others;
-pub use lookup::{locate, Origin, Source, CONFIG_ENV, EMBEDDED_DEFAULT};
+pub use lookup::{
+    locate, user_config_path, Origin, Source, CONFIG_ENV, EMBEDDED_DEFAULT, SYSTEM_PATH,
+};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 
 /// Largest config file read: a real one is a few kB; `/dev/zero` or a log file named by
@@ -62,6 +66,7 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+    pub const MAX_JSON_PEEK: u64 = 1 << 20;
 }
 
 /// A validated configuration.
@@ -106,6 +111,41 @@ impl Config {
     pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
         self.backends.iter().find(|b| b.name == name)
     }
+
+    /// The models a route takes, for routing: its `models` patterns plus the aliases of its
+    /// backend (an alias name counts as a model of that backend). `None`: every model.
+    pub fn route_models(&self, route: &RouteConfig) -> Option<Vec<String>> {
+        let mut models = route.models.clone()?;
+        if let Some(b) = self.backend(&route.backend) {
+            models.extend(b.aliases.keys().cloned());
+        }
+        Some(models)
+    }
+
+    /// The routing table, each route's target made by `target`; the models a route takes
+    /// include its backend's aliases ([`Config::route_models`]).
+    pub fn router<T>(
+        &self,
+        mut target: impl FnMut(&RouteConfig) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Router<T>> {
+        let mut specs = Vec::with_capacity(self.routes.len());
+        for r in &self.routes {
+            specs.push(RouteSpec {
+                prefix: r.path.clone(),
+                rewrite: r.rewrite.clone(),
+                models: self.route_models(r),
+                target: target(r)?,
+            });
+        }
+        Ok(Router::build(specs))
+    }
+
+    /// Whether requests are routed by their model anywhere: some route lists `models` or
+    /// some backend has `aliases`. Then `GET /v1/models` is answered with the merged list.
+    pub fn routes_by_model(&self) -> bool {
+        self.routes.iter().any(|r| r.models.is_some())
+            || self.backends.iter().any(|b| !b.aliases.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +173,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Socket-activated only: exit after this long without a connection (zero: never).
     pub idle_exit: Duration,
+    /// How much of a request body is read, at most, to find its `model` when a route needs
+    /// it (a JSON body, or a multipart body up to its `model` field).
+    pub max_json_peek: u64,
     /// Worker threads serving connections, each with its own event loop.
     pub workers: Workers,
 }
@@ -344,6 +387,11 @@ pub struct BackendConfig {
     pub response_timeout: Duration,
     /// Longest silence inside a body, either way.
     pub idle_timeout: Duration,
+    /// Takes part in the merged `GET /v1/models`.
+    pub list_models: bool,
+    /// Model names clients send → the names this backend knows; the request's `model` is
+    /// rewritten before forwarding.
+    pub aliases: BTreeMap<String, String>,
 }
 
 impl BackendConfig {
@@ -369,4 +417,6 @@ pub struct RouteConfig {
     pub backend: String,
     /// Replaces the matched prefix when forwarding.
     pub rewrite: Option<String>,
+    /// Model names and `*` globs this route takes; `None`: every request on its path.
+    pub models: Option<Vec<String>>,
 }

@@ -38,6 +38,7 @@ pub struct RawServer {
     pub secret_headers: Option<Vec<Spanned<String>>>,
     pub shutdown_timeout: Option<Dur>,
     pub idle_exit: Option<Dur>,
+    pub max_json_peek: Option<Spanned<Size>>,
     pub workers: Option<Spanned<RawWorkers>>,
 }
 
@@ -119,6 +120,9 @@ pub struct RawBackend {
     pub connect_timeout: Option<Spanned<Dur>>,
     pub response_timeout: Option<Spanned<Dur>>,
     pub idle_timeout: Option<Spanned<Dur>>,
+    pub list_models: Option<bool>,
+    /// `"name the client sends" = "name the backend knows"`.
+    pub aliases: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,4 +131,5 @@ pub struct RawRoute {
     pub path: Option<Spanned<String>>,
     pub backend: Option<Spanned<String>>,
     pub rewrite: Option<Spanned<String>>,
+    pub models: Option<Spanned<Vec<Spanned<String>>>>,
 }

@@ -1,7 +1,7 @@
 //! From the file as written ([`RawConfig`]) to a [`Config`] the proxy can run: every value
 //! checked, defaults filled in, key files read, every problem collected (not only the first).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -50,7 +50,7 @@ pub fn validate(raw: RawConfig, source: Source, issues: &mut Issues<'_>) -> Conf
     }
     let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
     let mut routes = Vec::new();
-    let mut seen = HashSet::new();
+    let mut seen = HashMap::new();
     for (i, r) in raw.route.into_iter().enumerate() {
         if let Some(r) = validate_route(i, r, &names, &mut seen, issues) {
             routes.push(r);
@@ -175,8 +175,30 @@ fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
             .shutdown_timeout
             .map_or(defaults::SHUTDOWN_TIMEOUT, |d| d.0),
         idle_exit: raw.idle_exit.map_or(defaults::IDLE_EXIT, |d| d.0),
+        max_json_peek: max_json_peek(&raw, issues),
         workers,
     }
+}
+
+/// Bounds of `server.max_json_peek`: below 1 KiB a model after a short system prompt would
+/// be missed; above 64 MiB one request could hold that much memory while it is read.
+const MIN_JSON_PEEK: u64 = 1 << 10;
+const MAX_JSON_PEEK: u64 = 64 << 20;
+
+fn max_json_peek(raw: &RawServer, issues: &mut Issues<'_>) -> u64 {
+    let peek = value(&raw.max_json_peek).map_or(defaults::MAX_JSON_PEEK, |s| s.0);
+    if !(MIN_JSON_PEEK..=MAX_JSON_PEEK).contains(&peek) {
+        issues.add(
+            "server.max_json_peek",
+            span(&raw.max_json_peek),
+            format!(
+                "must be between {} and {} (how much of a body is read to find its \"model\")",
+                format_size(MIN_JSON_PEEK),
+                format_size(MAX_JSON_PEEK)
+            ),
+        );
+    }
+    peek
 }
 
 /// A list of rules (`server.allowed_hosts`, `server.cors_origins`), each parsed with its
@@ -345,6 +367,7 @@ fn validate_backend(
         defaults::RESPONSE_TIMEOUT,
     );
     let idle_timeout = timeout("idle_timeout", &raw.idle_timeout, defaults::IDLE_TIMEOUT);
+    let aliases = validate_aliases(&key("aliases"), raw.aliases.as_ref(), issues);
     let (scheme, authority, base_path) = parsed?;
     if issues.count() != before {
         return None;
@@ -363,7 +386,60 @@ fn validate_backend(
         connect_timeout,
         response_timeout,
         idle_timeout,
+        list_models: raw.list_models.unwrap_or(true),
+        aliases,
     })
+}
+
+/// Longest model name or pattern accepted (OpenAI's longest ids are under 100 characters).
+const MAX_MODEL_NAME: usize = 256;
+
+/// What is wrong with a model name or pattern, if anything.
+fn check_model_name(name: &str, what: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("an empty {what} matches no request"));
+    }
+    if name.len() > MAX_MODEL_NAME {
+        return Err(format!(
+            "{what} {} is longer than {MAX_MODEL_NAME} bytes",
+            quote(name)
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!(
+            "{what} {} contains a control character",
+            quote(name)
+        ));
+    }
+    Ok(())
+}
+
+fn validate_aliases(
+    key: &str,
+    raw: Option<&BTreeMap<Spanned<String>, Spanned<String>>>,
+    issues: &mut Issues<'_>,
+) -> BTreeMap<String, String> {
+    let mut aliases = BTreeMap::new();
+    for (from, to) in raw.into_iter().flatten() {
+        let here = format!("{key}.{}", from.get_ref());
+        let problem = check_model_name(from.get_ref(), "alias name")
+            .map_err(|e| (from.span(), e))
+            .and_then(|()| {
+                check_model_name(to.get_ref(), "model name").map_err(|e| (to.span(), e))
+            });
+        match problem {
+            Err((at, e)) => issues.add(here, Some(at), e),
+            Ok(()) if from.get_ref() == to.get_ref() => issues.add(
+                here,
+                Some(to.span()),
+                format!("{} is an alias of itself; remove it", quote(to.get_ref())),
+            ),
+            Ok(()) => {
+                aliases.insert(from.get_ref().clone(), to.get_ref().clone());
+            }
+        }
+    }
+    aliases
 }
 
 fn parse_backend_url(url: &str) -> Result<(Scheme, Authority, String), String> {
@@ -500,11 +576,14 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// Routes seen so far by path: `true` when one of them takes every model on it.
+type SeenPaths = HashMap<String, bool>;
+
 fn validate_route(
     i: usize,
     raw: Spanned<RawRoute>,
     backends: &[&str],
-    seen: &mut HashSet<String>,
+    seen: &mut SeenPaths,
     issues: &mut Issues<'_>,
 ) -> Option<RouteConfig> {
     let before = issues.count();
@@ -521,17 +600,22 @@ fn validate_route(
             String::new()
         }
         Some(p) => {
+            let takes_all = raw.models.is_none();
             match check_route_path(p.get_ref()) {
                 Err(e) => issues.add(key("path"), Some(p.span()), e),
-                Ok(()) if !seen.insert(p.get_ref().clone()) => issues.add(
+                Ok(()) if seen.get(p.get_ref()) == Some(&true) => issues.add(
                     key("path"),
                     Some(p.span()),
                     format!(
-                        "duplicate route path {}: each path may appear once",
+                        "duplicate route path {}: an earlier route on it has no `models`, so it \
+                         takes every request and this one would never be used (a path may \
+                         appear again only after routes that list `models`)",
                         quote(p.get_ref())
                     ),
                 ),
-                Ok(()) => {}
+                Ok(()) => {
+                    seen.insert(p.get_ref().clone(), takes_all);
+                }
             }
             p.into_inner()
         }
@@ -566,10 +650,29 @@ fn validate_route(
             issues.add(key("rewrite"), Some(r.span()), e);
         }
     }
+    let models = raw.models.as_ref().map(|list| {
+        if list.get_ref().is_empty() {
+            issues.add(
+                key("models"),
+                Some(list.span()),
+                "an empty list takes no request; list model names or globs such as \
+                 \"llama3*\", or remove the key to take every model",
+            );
+        }
+        let mut models = Vec::new();
+        for (j, m) in list.get_ref().iter().enumerate() {
+            match check_model_name(m.get_ref(), "model name") {
+                Ok(()) => models.push(m.get_ref().clone()),
+                Err(e) => issues.add(format!("route[{i}].models[{j}]"), Some(m.span()), e),
+            }
+        }
+        models
+    });
     (issues.count() == before).then_some(RouteConfig {
         path,
         backend,
         rewrite: value(&raw.rewrite),
+        models,
     })
 }
 

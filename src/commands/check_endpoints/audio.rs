@@ -64,8 +64,9 @@ pub fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A `multipart/form-data` upload of `audio`, as the SDKs send it: its content type and body.
-pub fn multipart(file_name: &str, mime: &str, audio: &[u8]) -> (String, Bytes) {
+/// A `multipart/form-data` upload of `audio` for `model`, as the SDKs send it (the model
+/// first): its content type and body.
+pub fn multipart(file_name: &str, mime: &str, audio: &[u8], model: &str) -> (String, Bytes) {
     let mut boundary = String::from("openai-proxy-check-5f0c9e2a7b");
     while audio
         .windows(boundary.len())
@@ -74,7 +75,7 @@ pub fn multipart(file_name: &str, mime: &str, audio: &[u8]) -> (String, Bytes) {
         boundary.push('x');
     }
     let mut body = Vec::with_capacity(audio.len() + 512);
-    for (name, value) in [("model", TRANSCRIPTION_MODEL), ("response_format", "json")] {
+    for (name, value) in [("model", model), ("response_format", "json")] {
         body.extend_from_slice(
             format!(
                 "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
@@ -145,7 +146,7 @@ mod tests {
     #[test]
     fn multipart_boundary_never_occurs_in_the_audio() {
         let audio = b"--openai-proxy-check-5f0c9e2a7b in the data".to_vec();
-        let (ct, body) = multipart("a.mp3", "audio/mpeg", &audio);
+        let (ct, body) = multipart("a.mp3", "audio/mpeg", &audio, TRANSCRIPTION_MODEL);
         let boundary = ct.split("boundary=").nth(1).unwrap();
         assert_eq!(boundary, "openai-proxy-check-5f0c9e2a7bx");
         let text = String::from_utf8_lossy(&body);

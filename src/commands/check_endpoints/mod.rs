@@ -8,6 +8,7 @@
 
 mod audio;
 mod report;
+mod routing;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -22,10 +23,13 @@ use serde_json::{json, Value};
 
 use self::audio::{
     audio_format, multipart, words, Clip, MP3, SAMPLE_CLIP, SAMPLE_CLIP_NAME, SAMPLE_CLIP_TEXT,
+    TRANSCRIPTION_MODEL,
 };
 use self::report::{human_size, snippet, Answer, Ask, Output, Report, Verdict};
+use self::routing::Picked;
 use super::client::{parse_proxy_url, Client, ProxyUrl, SendError, MAX_CONNECT_TIMEOUT};
 use crate::config::{self, format_duration};
+use crate::router::Router;
 
 /// What one run checks and how (the command line, as plain values).
 #[derive(Debug, Clone)]
@@ -40,8 +44,10 @@ pub struct Options {
     pub only: Vec<CheckName>,
     /// For each exchange, from connecting to the last byte.
     pub timeout: Duration,
-    /// The model for the chat checks; `None`: the first `/v1/models` lists.
+    /// The model for the chat checks; `None`: the first that the chat route's backend lists.
     pub chat_model: Option<String>,
+    /// Models to check: each must reach the backend the config sends it to.
+    pub models: Vec<String>,
 }
 
 /// The checks, in the order they run.
@@ -59,6 +65,9 @@ pub enum CheckName {
     Speech,
     /// POST /v1/audio/transcriptions: JSON with the text
     Transcription,
+    /// `--model NAME`: that model reaches the backend the config sends it to (not in
+    /// [`CheckName::ALL`]: it runs for each `--model`).
+    Model,
 }
 
 impl CheckName {
@@ -80,6 +89,7 @@ impl CheckName {
             CheckName::ChatStream => "chat-stream",
             CheckName::Speech => "speech",
             CheckName::Transcription => "transcription",
+            CheckName::Model => "model",
         }
     }
 }
@@ -163,12 +173,14 @@ pub fn run(
         auth,
         timeout: options.timeout,
         out: Output::new(out, options.verbose, options.headers, secret),
+        routes: routing::routes(config_flag),
     };
     checker.out.line(&format!(
         "Checking the proxy at {} ({from})",
         checker.client.url()
     ))?;
-    let reports = runtime.block_on(checker.run(&selected, options.chat_model.as_deref()))?;
+    let reports =
+        runtime.block_on(checker.run(&selected, options.chat_model.as_deref(), &options.models))?;
     let count = |f: fn(&Verdict) -> bool| reports.iter().filter(|r| f(&r.verdict)).count();
     let passed = count(|v| matches!(v, Verdict::Pass(_)));
     let failed = count(|v| matches!(v, Verdict::Fail(_)));
@@ -194,6 +206,9 @@ struct Checker {
     /// For each exchange, from connecting to the last byte.
     timeout: Duration,
     out: Output,
+    /// The config's routes (targets: backend names), to know where a model should go; or
+    /// why the config could not be read.
+    routes: Result<Router<String>, String>,
 }
 
 impl Checker {
@@ -203,37 +218,37 @@ impl Checker {
         &self,
         selected: &[CheckName],
         chat_model: Option<&str>,
+        check_models: &[String],
     ) -> anyhow::Result<Vec<Report>> {
         let mut reports = Vec::new();
         let mut models: Option<ModelList> = None;
+        let mut picked: Option<Picked> = None;
         let mut speech: Option<Clip> = None;
         for &name in selected {
             let report = match name {
                 CheckName::Health => self.health().await?,
                 CheckName::Models => {
-                    let (report, list) = self.models().await?;
+                    let (report, list) = self.models(None).await?;
                     models = Some(list);
                     report
                 }
                 CheckName::Chat | CheckName::ChatStream => {
-                    let model = match (chat_model, &models) {
-                        (Some(m), _) => Ok((m.to_string(), false)),
-                        (None, Some(list)) => pick_model(list),
+                    let model = match (chat_model, &picked) {
+                        (Some(m), _) => Ok((m.to_string(), None)),
+                        (None, Some(p)) => p.clone(),
                         (None, None) => {
-                            // Not selected: ask quietly, only for a model name.
-                            let list = self.models().await?.1;
-                            let picked = pick_model(&list);
-                            models = Some(list);
-                            picked
+                            let p = self.pick_chat_model(&mut models).await?;
+                            picked = Some(p.clone());
+                            p
                         }
                     };
                     match model {
-                        Ok((model, guessed)) => self.chat(name, &model, guessed).await?,
+                        Ok((model, guessed)) => self.chat(name, &model, guessed.as_deref()).await?,
                         Err(reason) => Report::skip(name, reason),
                     }
                 }
                 CheckName::Speech => {
-                    let report = self.speech().await?;
+                    let report = self.speech(SPEECH_MODEL).await?;
                     speech = report.answer.as_ref().filter(|_| report.passed()).map(|a| {
                         let format = audio_format(&a.body).unwrap_or(MP3);
                         Clip {
@@ -247,16 +262,16 @@ impl Checker {
                     report
                 }
                 CheckName::Transcription => {
-                    let clip = speech.take().unwrap_or_else(|| Clip {
-                        audio: Bytes::from_static(SAMPLE_CLIP),
-                        file_name: SAMPLE_CLIP_NAME.into(),
-                        mime: MP3.mime,
-                        text: SAMPLE_CLIP_TEXT,
-                        origin: "built-in clip",
-                    });
-                    self.transcription(&clip).await?
+                    let clip = speech.take().unwrap_or_else(built_in_clip);
+                    self.transcription(&clip, TRANSCRIPTION_MODEL).await?
                 }
+                CheckName::Model => continue,
             };
+            self.out.report(&report)?;
+            reports.push(report);
+        }
+        for model in check_models {
+            let report = self.model_check(model).await?;
             self.out.report(&report)?;
             reports.push(report);
         }
@@ -335,13 +350,14 @@ impl Checker {
         ask: Ask<'_>,
         judge: impl FnOnce(&Answer) -> Result<String, String>,
     ) -> anyhow::Result<Report> {
-        let path = ask.path;
+        let path = ask.path.to_string();
         let answer = match self.send(ask).await {
             Ok(a) => a,
             Err(SendError::Connect(msg)) => return Err(anyhow!(msg)),
             Err(SendError::Failed(msg)) => {
                 return Ok(Report {
                     name,
+                    label: None,
                     verdict: Verdict::Fail(msg),
                     answer: None,
                 })
@@ -362,6 +378,7 @@ impl Checker {
         };
         Ok(Report {
             name,
+            label: None,
             verdict,
             answer: Some(answer),
         })
@@ -380,10 +397,15 @@ impl Checker {
         .await
     }
 
-    async fn models(&self) -> anyhow::Result<(Report, ModelList)> {
+    /// `GET /v1/models`, or with `backend` one backend's list (`?backend=NAME`).
+    async fn models(&self, backend: Option<&str>) -> anyhow::Result<(Report, ModelList)> {
+        let path = match backend {
+            Some(b) => format!("/v1/models?backend={b}"),
+            None => "/v1/models".to_string(),
+        };
         let mut ids = Vec::new();
         let report = self
-            .check(CheckName::Models, Ask::get("/v1/models"), |a| {
+            .check(CheckName::Models, Ask::get(&path), |a| {
                 let v = a.json()?;
                 let data = v["data"]
                     .as_array()
@@ -401,18 +423,29 @@ impl Checker {
                     let more = if ids.len() > 3 { ", …" } else { "" };
                     let _ = write!(detail, ": {}{more}", shown.join(", "));
                 }
+                // The merged list names the backends it had to leave out.
+                if let Some(skipped) = a.headers.get("x-models-skipped") {
+                    let _ = write!(detail, "; left out: {}", skipped.to_str().unwrap_or("?"));
+                }
                 Ok(detail)
             })
             .await?;
         let list = match &report.verdict {
             Verdict::Pass(_) => Ok(ids),
-            Verdict::Fail(why) => Err(format!("/v1/models failed ({})", snippet(why, 80))),
+            Verdict::Fail(why) => Err(format!("{path} failed ({})", snippet(why, 120))),
             Verdict::Skip { reason, .. } => Err(reason.clone()),
         };
         Ok((report, list))
     }
 
-    async fn chat(&self, name: CheckName, model: &str, guessed: bool) -> anyhow::Result<Report> {
+    /// A chat check with `model`; `guessed`: where the model came from, when it was not
+    /// named (said when the check fails).
+    async fn chat(
+        &self,
+        name: CheckName,
+        model: &str,
+        guessed: Option<&str>,
+    ) -> anyhow::Result<Report> {
         let stream = name == CheckName::ChatStream;
         let mut body = json!({
             "model": model,
@@ -436,19 +469,19 @@ impl Checker {
                 Ok(format!("model {model}: {said}"))
             })
             .await?;
-        if let (Verdict::Fail(why), true) = (&mut report.verdict, guessed) {
+        if let (Verdict::Fail(why), Some(from)) = (&mut report.verdict, guessed) {
             let _ = write!(
                 why,
-                " (model \"{model}\" is the first that /v1/models lists; name yours with \
+                " (model \"{model}\" is the first that {from} lists; name yours with \
                  --chat-model)"
             );
         }
         Ok(report)
     }
 
-    async fn speech(&self) -> anyhow::Result<Report> {
+    async fn speech(&self, model: &str) -> anyhow::Result<Report> {
         let body = json!({
-            "model": SPEECH_MODEL,
+            "model": model,
             "input": SPEECH_TEXT,
             "voice": SPEECH_VOICE,
             "response_format": "mp3",
@@ -483,8 +516,8 @@ impl Checker {
         .await
     }
 
-    async fn transcription(&self, clip: &Clip) -> anyhow::Result<Report> {
-        let (content_type, body) = multipart(&clip.file_name, clip.mime, &clip.audio);
+    async fn transcription(&self, clip: &Clip, model: &str) -> anyhow::Result<Report> {
+        let (content_type, body) = multipart(&clip.file_name, clip.mime, &clip.audio, model);
         let ask = Ask {
             method: Method::POST,
             path: "/v1/audio/transcriptions",
@@ -514,15 +547,14 @@ impl Checker {
     }
 }
 
-/// The model for the chat checks when none was named: the first listed. `true`: a guess.
-fn pick_model(list: &ModelList) -> Result<(String, bool), String> {
-    match list {
-        Ok(ids) => ids.first().map(|m| (m.clone(), true)).ok_or_else(|| {
-            "no model to chat with: /v1/models lists none; name one with --chat-model".into()
-        }),
-        Err(why) => Err(format!(
-            "no model to chat with: {why}; name one with --chat-model"
-        )),
+/// The clip built into the binary, for a transcription without fresh speech.
+fn built_in_clip() -> Clip {
+    Clip {
+        audio: Bytes::from_static(SAMPLE_CLIP),
+        file_name: SAMPLE_CLIP_NAME.into(),
+        mime: MP3.mime,
+        text: SAMPLE_CLIP_TEXT,
+        origin: "built-in clip",
     }
 }
 

@@ -87,7 +87,7 @@ impl Output {
 
     /// Prints one check's result line, and with `-H`/`-v` the headers and body.
     pub fn report(&self, r: &Report) -> std::io::Result<()> {
-        let name = r.name.as_str();
+        let name = r.label.as_deref().unwrap_or(r.name.as_str());
         let (mark, detail) = match &r.verdict {
             Verdict::Pass(d) => ("✓", Cow::Borrowed(d.as_str())),
             Verdict::Fail(d) => ("✗", Cow::Borrowed(d.as_str())),
@@ -225,6 +225,8 @@ pub enum Verdict {
 
 pub struct Report {
     pub name: CheckName,
+    /// What the result line calls it, when not its name (`model NAME`).
+    pub label: Option<String>,
     pub verdict: Verdict,
     /// The answer the verdict is about, when one came.
     pub answer: Option<Answer>,
@@ -234,6 +236,7 @@ impl Report {
     pub fn skip(name: CheckName, reason: String) -> Report {
         Report {
             name,
+            label: None,
             verdict: Verdict::Skip {
                 reason,
                 no_route: false,
@@ -250,14 +253,14 @@ impl Report {
 /// A request one check sends.
 pub struct Ask<'a> {
     pub method: Method,
-    pub path: &'static str,
+    pub path: &'a str,
     pub accept: &'static str,
     pub content_type: Option<&'a str>,
     pub body: Bytes,
 }
 
-impl Ask<'_> {
-    pub fn get(path: &'static str) -> Ask<'static> {
+impl<'a> Ask<'a> {
+    pub fn get(path: &'a str) -> Ask<'a> {
         Ask {
             method: Method::GET,
             path,
@@ -267,7 +270,7 @@ impl Ask<'_> {
         }
     }
 
-    pub fn post_json(path: &'static str, accept: &'static str, body: &Value) -> Ask<'static> {
+    pub fn post_json(path: &'a str, accept: &'static str, body: &Value) -> Ask<'a> {
         Ask {
             method: Method::POST,
             path,

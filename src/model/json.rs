@@ -1,0 +1,410 @@
+//! The JSON scanner: the first top-level `"model"` string of a body read frame by frame,
+//! tracking strings (escapes included) and nesting, so that a `"model"` key inside a nested
+//! object does not count. It keeps nothing of the body but the key it is in and the model.
+
+use super::{Found, Missing};
+
+/// Where the JSON scanner stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum J {
+    /// Before the opening `{`.
+    #[default]
+    Start,
+    /// After `{`: a key or `}`.
+    KeyOrEnd,
+    /// After `,`: a key.
+    Key,
+    /// Inside a top-level key.
+    InKey,
+    /// After a key: `:`.
+    Colon,
+    /// After `:`: a value.
+    Value,
+    /// Inside the model's string.
+    InModel,
+    /// Inside a value that is not the model.
+    Skip,
+    /// After a value: `,` or `}`.
+    Next,
+}
+
+/// A JSON string being decoded (escapes and `\u` surrogate pairs included).
+#[derive(Debug, Default)]
+struct JsonStr {
+    out: Vec<u8>,
+    /// At most this many bytes are kept (0: no limit); `over` when there were more.
+    cap: usize,
+    over: bool,
+    esc: Esc,
+    /// A `\uD800`–`\uDBFF` waiting for its low half.
+    high: Option<u32>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+enum Esc {
+    #[default]
+    No,
+    Backslash,
+    Unicode {
+        digits: u8,
+        value: u32,
+    },
+}
+
+impl JsonStr {
+    fn start(&mut self, cap: usize) {
+        self.out.clear();
+        self.cap = cap;
+        self.over = false;
+        self.esc = Esc::No;
+        self.high = None;
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        if self.cap != 0 && self.out.len() + bytes.len() > self.cap {
+            self.over = true;
+        } else {
+            self.out.extend_from_slice(bytes);
+        }
+    }
+
+    fn append_char(&mut self, c: u32) -> Result<(), &'static str> {
+        let c = char::from_u32(c).ok_or("an invalid \\u escape")?;
+        let mut buf = [0u8; 4];
+        self.append(c.encode_utf8(&mut buf).as_bytes());
+        Ok(())
+    }
+
+    /// One byte of the string (after its opening quote); `Ok(true)` at its closing quote.
+    fn push(&mut self, b: u8) -> Result<bool, &'static str> {
+        match self.esc {
+            Esc::No => {
+                if self.high.is_some() && b != b'\\' {
+                    return Err("a lone surrogate escape");
+                }
+                match b {
+                    b'"' => return Ok(true),
+                    b'\\' => self.esc = Esc::Backslash,
+                    0..=0x1f => return Err("a control character in a string"),
+                    _ => self.append(&[b]),
+                }
+            }
+            Esc::Backslash => {
+                self.esc = Esc::No;
+                if self.high.is_some() && b != b'u' {
+                    return Err("a lone surrogate escape");
+                }
+                let c = match b {
+                    b'"' | b'\\' | b'/' => b,
+                    b'b' => 8,
+                    b'f' => 12,
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'u' => {
+                        self.esc = Esc::Unicode {
+                            digits: 0,
+                            value: 0,
+                        };
+                        return Ok(false);
+                    }
+                    _ => return Err("an invalid escape"),
+                };
+                self.append(&[c]);
+            }
+            Esc::Unicode { digits, value } => {
+                let d = (b as char).to_digit(16).ok_or("an invalid \\u escape")?;
+                let value = value << 4 | d;
+                if digits < 3 {
+                    self.esc = Esc::Unicode {
+                        digits: digits + 1,
+                        value,
+                    };
+                    return Ok(false);
+                }
+                self.esc = Esc::No;
+                match (value, self.high.take()) {
+                    (0xD800..=0xDBFF, None) => self.high = Some(value),
+                    (0xDC00..=0xDFFF, Some(high)) => {
+                        self.append_char(0x10000 + ((high - 0xD800) << 10) + (value - 0xDC00))?
+                    }
+                    (0xD800..=0xDFFF, _) | (_, Some(_)) => return Err("a lone surrogate escape"),
+                    (c, None) => self.append_char(c)?,
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Skipping a value that is not the model.
+#[derive(Debug, Default)]
+struct Skip {
+    /// Open `{` and `[`, innermost last.
+    open: Vec<u8>,
+    in_string: bool,
+    escaped: bool,
+    /// A number, `true`, `false` or `null`.
+    scalar: bool,
+}
+
+/// The incremental JSON scanner.
+#[derive(Debug, Default)]
+pub(super) struct JsonScan {
+    state: J,
+    /// Bytes consumed before the current chunk.
+    pos: usize,
+    key: JsonStr,
+    /// The current key is `model`.
+    is_model: bool,
+    model: JsonStr,
+    /// Where the model's string (its opening quote) starts.
+    model_at: usize,
+    skip: Skip,
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+impl JsonScan {
+    /// Whether anything but white space came yet.
+    pub(super) fn started(&self) -> bool {
+        self.state != J::Start
+    }
+
+    pub(super) fn feed(&mut self, chunk: &[u8]) -> Option<Found> {
+        let found = self.scan(chunk);
+        self.pos += chunk.len();
+        found
+    }
+
+    fn scan(&mut self, chunk: &[u8]) -> Option<Found> {
+        let bad = |at: usize, what| Some(Found::Missing(Missing::NotJson { at, what }));
+        let mut i = 0;
+        while i < chunk.len() {
+            let b = chunk[i];
+            let at = self.pos + i;
+            match self.state {
+                J::Start | J::KeyOrEnd | J::Key | J::Colon | J::Value | J::Next if is_ws(b) => {}
+                J::Start if b == b'{' => self.state = J::KeyOrEnd,
+                J::Start => return bad(at, "expected a JSON object"),
+                J::KeyOrEnd | J::Key if b == b'"' => {
+                    // Only "model" matters: longer keys need not be kept.
+                    self.key.start(8);
+                    self.state = J::InKey;
+                }
+                J::KeyOrEnd if b == b'}' => return Some(Found::Missing(Missing::NoModel)),
+                J::KeyOrEnd | J::Key => return bad(at, "expected a key"),
+                J::InKey => match self.key.push(b) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        self.is_model = !self.key.over && self.key.out == b"model";
+                        self.state = J::Colon;
+                    }
+                    Err(what) => return bad(at, what),
+                },
+                J::Colon if b == b':' => self.state = J::Value,
+                J::Colon => return bad(at, "expected ':'"),
+                J::Value if self.is_model => {
+                    if b != b'"' {
+                        return Some(Found::Missing(Missing::NotString));
+                    }
+                    self.model.start(0);
+                    self.model_at = at;
+                    self.state = J::InModel;
+                }
+                J::Value => {
+                    let s = &mut self.skip;
+                    match b {
+                        b'"' => s.in_string = true,
+                        b'{' | b'[' => s.open.push(b),
+                        b'-' | b'0'..=b'9' | b'a'..=b'z' => s.scalar = true,
+                        _ => return bad(at, "expected a value"),
+                    }
+                    self.state = J::Skip;
+                }
+                J::InModel => match self.model.push(b) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        return Some(
+                            match String::from_utf8(std::mem::take(&mut self.model.out)) {
+                                Ok(name) => Found::Model {
+                                    name,
+                                    span: self.model_at..at + 1,
+                                },
+                                Err(_) => Found::Missing(Missing::NotJson {
+                                    at,
+                                    what: "a string that is not UTF-8",
+                                }),
+                            },
+                        );
+                    }
+                    Err(what) => return bad(at, what),
+                },
+                J::Skip => {
+                    let s = &mut self.skip;
+                    if s.scalar {
+                        if !matches!(b, b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'+' | b'-' | b'.')
+                        {
+                            // The scalar ended: this byte belongs to what follows it.
+                            s.scalar = false;
+                            self.state = J::Next;
+                            continue;
+                        }
+                    } else if s.in_string {
+                        if s.escaped {
+                            s.escaped = false;
+                        } else if b == b'"' {
+                            s.in_string = false;
+                            if s.open.is_empty() {
+                                self.state = J::Next;
+                            }
+                        } else if b == b'\\' {
+                            s.escaped = true;
+                        } else {
+                            // The string's plain bytes: jump to its next quote or backslash
+                            // (long messages are most of a chat body).
+                            i += memchr::memchr2(b'"', b'\\', &chunk[i..])
+                                .unwrap_or(chunk.len() - i);
+                            continue;
+                        }
+                    } else {
+                        match b {
+                            b'"' => s.in_string = true,
+                            b'{' | b'[' => s.open.push(b),
+                            b'}' | b']' => {
+                                let want = if b == b'}' { b'{' } else { b'[' };
+                                if s.open.pop() != Some(want) {
+                                    return bad(at, "mismatched brackets");
+                                }
+                                if s.open.is_empty() {
+                                    self.state = J::Next;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                J::Next if b == b',' => self.state = J::Key,
+                J::Next if b == b'}' => return Some(Found::Missing(Missing::NoModel)),
+                J::Next => return bad(at, "expected ',' or '}'"),
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{scan_in, Found, Missing};
+
+    /// Scans `body` whole and in every split into pieces of 1 to 7 bytes: the answer must not
+    /// depend on how the body arrives.
+    fn json(body: &str) -> Found {
+        let whole = scan_in(body.as_bytes(), body.len(), 1 << 20, None);
+        for piece in 1..8 {
+            assert_eq!(
+                scan_in(body.as_bytes(), piece, 1 << 20, Some("application/json")),
+                whole,
+                "{body} in pieces of {piece}"
+            );
+        }
+        whole
+    }
+
+    fn model(body: &str) -> String {
+        match json(body) {
+            Found::Model { name, span } => {
+                let raw = &body[span];
+                assert!(raw.starts_with('"') && raw.ends_with('"'), "{raw}");
+                assert_eq!(serde_json::from_str::<String>(raw).unwrap(), name);
+                name
+            }
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    fn missing(body: &str) -> Missing {
+        match json(body) {
+            Found::Missing(m) => m,
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn finds_the_top_level_model_wherever_it_stands() {
+        assert_eq!(model(r#"{"model":"llama3.2","messages":[]}"#), "llama3.2");
+        assert_eq!(
+            model(
+                r#" { "messages" : [ {"role":"user","content":"a \"model\": \"x\" {"}], "stream":true, "n":-1.5e3, "x":null, "model" : "gpt-4o" }"#
+            ),
+            "gpt-4o"
+        );
+        assert_eq!(
+            model(r#"{"metadata":{"model":"nested"},"tools":[{"model":"no"}],"model":"yes"}"#),
+            "yes"
+        );
+        assert_eq!(
+            model(r#"{"model":"qwen\u0032.5:7b\/x\\y"}"#),
+            "qwen2.5:7b/x\\y"
+        );
+        assert_eq!(model(r#"{"m\u006fdel":"escaped-key"}"#), "escaped-key");
+        assert_eq!(model(r#"{"model":"\ud83e\udd99 caf\u00e9"}"#), "🦙 café");
+        assert_eq!(model("{\"model\":\"llamä\"}"), "llamä");
+        // The first of two wins; the scan stops there.
+        assert_eq!(model(r#"{"model":"first","model":"second"}"#), "first");
+        assert_eq!(model(r#"{"model":"x"  garbage after"#), "x");
+    }
+    #[test]
+    fn says_why_there_is_no_model() {
+        assert_eq!(
+            missing(r#"{"messages":[{"model":"nested"}]}"#),
+            Missing::NoModel
+        );
+        assert_eq!(missing("{}"), Missing::NoModel);
+        assert_eq!(missing(r#"{"model":3}"#), Missing::NotString);
+        assert_eq!(missing(r#"{"model":null}"#), Missing::NotString);
+        assert_eq!(missing(r#"{"model":["a"]}"#), Missing::NotString);
+        assert_eq!(missing(""), Missing::Empty);
+        assert_eq!(missing("  \n"), Missing::Empty);
+        for (body, at) in [
+            ("[1]", 0),
+            ("model=x", 0),
+            (r#"{"a" "model":"x"}"#, 5),
+            (r#"{"a":1 "model":"x"}"#, 7),
+            (r#"{"a":[1}, "model":"x"}"#, 7),
+            (r#"{"a":"x"}"#.trim_end_matches('}'), 8),
+            ("{\"model\":\"\u{1}\"}", 10),
+            (r#"{"model":"\x"}"#, 11),
+            (r#"{"model":"\ud800"}"#, 16),
+            (r#"{"model":"\ud800\u0041"}"#, 21),
+            (r#"{model:"x"}"#, 1),
+            (r#"{"a":#}"#, 5),
+        ] {
+            match missing(body) {
+                Missing::NotJson { at: got, .. } => assert_eq!(got, at, "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+    #[test]
+    fn reads_no_further_than_the_limit() {
+        let filler = "x".repeat(4096);
+        let late = format!(r#"{{"messages":["{filler}"],"model":"late"}}"#);
+        assert_eq!(
+            scan_in(late.as_bytes(), 1000, 4096, None),
+            Found::Missing(Missing::Beyond(4096))
+        );
+        assert!(matches!(
+            scan_in(late.as_bytes(), 1000, 8192, None),
+            Found::Model { .. }
+        ));
+        let early = format!(r#"{{"model":"early","messages":["{filler}"]}}"#);
+        assert!(matches!(
+            scan_in(early.as_bytes(), 4096, 64, None),
+            Found::Model { .. }
+        ));
+    }
+}

@@ -1,0 +1,125 @@
+//! Routing by model, for one request: the route a path naming a model goes to, and the route
+//! the model in a body picks (read with [`crate::model`] as far as needed, an alias spliced
+//! in); and, for each config, the backends that take part in the model list.
+
+use http::header::{self, HeaderMap, HeaderValue};
+
+use super::{Proxy, Target};
+use crate::body::RequestBody;
+use crate::config::{quote, Config};
+use crate::error::ProxyError;
+use crate::model::{self, Found, Scanner};
+use crate::models::Member;
+use crate::router::{Match, ModelSet, Router};
+
+impl Proxy {
+    /// For a path that names a model (`/v1/models/{id}`) that a route's `models` take: that
+    /// route, and the path with an alias's model in place of the id.
+    pub(super) fn by_path_model<'p>(
+        &self,
+        path: &'p str,
+    ) -> Option<(Match<'_, 'p, Target>, Option<String>)> {
+        if !self.router.has_model_routes() {
+            return None;
+        }
+        let id = model::path_model(path)?;
+        let m = self.router.find_model_route(path, &id)?;
+        let alias = m.route.target.backend.config.aliases.get(&*id);
+        Some((m, alias.map(|to| model::model_path(to))))
+    }
+
+    /// Reads as much of the body as it takes to find its `model`, and picks the first route
+    /// that takes it (or, without a model, the first that takes every model). An alias is
+    /// spliced into the body, and the Content-Length fixed.
+    pub(super) async fn by_body_model<'p>(
+        &self,
+        path: &'p str,
+        headers: &mut HeaderMap,
+        body: &mut RequestBody,
+    ) -> Result<Match<'_, 'p, Target>, ProxyError> {
+        let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+        let peek = usize::try_from(self.config.server.max_json_peek).unwrap_or(usize::MAX);
+        let (found, kind) = match Scanner::new(content_type, peek) {
+            Err(why) => (Found::Missing(why), model::Kind::Json),
+            Ok(mut scanner) => {
+                let found = body
+                    .peek(|data| scanner.feed(data))
+                    .await
+                    .map_err(|e| ProxyError::from(&e))?;
+                (found.unwrap_or_else(|| scanner.finish()), scanner.kind())
+            }
+        };
+        let (name, span) = match found {
+            Found::Model { name, span } => (name, span),
+            Found::Missing(why) => {
+                return self
+                    .router
+                    .find_for_model(path, None)
+                    .ok_or_else(|| ProxyError::NoModel {
+                        path: path.to_string(),
+                        why: why.to_string(),
+                        code: why.code(),
+                    })
+            }
+        };
+        let m = self
+            .router
+            .find_for_model(path, Some(&name))
+            .ok_or_else(|| ProxyError::ModelNotFound {
+                model: quote(&name),
+                path: path.to_string(),
+            })?;
+        if let Some(to) = m.route.target.backend.config.aliases.get(&name) {
+            let with = kind.encode(to);
+            let length = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if let Some(n) = length {
+                let n = n.saturating_sub(span.len() as u64) + with.len() as u64;
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            }
+            body.splice(span, &with);
+        }
+        Ok(m)
+    }
+}
+
+/// The backends that take part in the model list, in the order their first route comes in
+/// the config: those a route uses, unless `list_models = false`.
+pub(super) fn members(config: &Config, router: &Router<Target>) -> Vec<Member> {
+    let mut members: Vec<Member> = Vec::new();
+    for r in &config.routes {
+        let Some(route) = router
+            .routes()
+            .iter()
+            .find(|t| t.target.backend.config.name == r.backend)
+        else {
+            continue;
+        };
+        let backend = &route.target.backend;
+        let bc = &backend.config;
+        if !bc.list_models || members.iter().any(|m| m.backend.config.name == bc.name) {
+            continue;
+        }
+        // Every route to it takes only some models: only those are listed.
+        let routes_to_it = config.routes.iter().filter(|t| t.backend == bc.name);
+        let filter = routes_to_it
+            .map(|t| config.route_models(t))
+            .collect::<Option<Vec<Vec<String>>>>()
+            .map(|sets| ModelSet::new(sets.concat()));
+        // Where a request for /v1/models would go through a route to it.
+        let path = router
+            .candidates("/v1/models")
+            .find(|m| m.route.target.backend.config.name == bc.name)
+            .map_or_else(
+                || format!("{}/v1/models", bc.base_path),
+                |m| m.forward_path(&bc.base_path).into_owned(),
+            );
+        members.push(Member {
+            backend: backend.clone(),
+            path,
+            filter,
+        });
+    }
+    members
+}
