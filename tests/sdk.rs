@@ -61,14 +61,7 @@ fn chat_reply(s: &Seen) -> Response<mock::MockBody> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_works_through_the_proxy() {
-    let python_has_sdk = Command::new("python3")
-        .args(["-c", "import openai"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        python_has_sdk,
-        "this test needs the official OpenAI Python SDK: python3 -m pip install openai (.ci/run does)"
-    );
+    crate::support::tools::require_python_module("openai");
     let ca = test_ca();
     let mut ca_file = tempfile::NamedTempFile::new().unwrap();
     ca_file.write_all(ca.ca_pem.as_bytes()).unwrap();
@@ -115,7 +108,7 @@ async fn official_python_sdk_works_through_the_proxy() {
 
     let base = proxy.url("/v1");
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
+        Command::new(crate::support::tools::python())
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk_client.py"))
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
