@@ -30,17 +30,29 @@ old_pid=$(prop MainPID openai-proxy.service)
 
 step "/health, asked all through the upgrade and the restart"
 : > "$DIR/polls"
+# The poller asks until $DIR/stop appears, and for 10 minutes at most. Its output goes to
+# files, not to the test's pipe, and it is stopped however this script ends (a failed step
+# included): each round takes 10 s at most (curl -m 10), so it ends soon after the stop file.
 (
+    deadline=$((SECONDS + 600))
     while [ ! -e "$DIR/stop" ]; do
+        if [ "$SECONDS" -ge "$deadline" ]; then echo "poller: deadline reached" >> "$DIR/polls"; break; fi
         if curl -fsS -m 10 -o /dev/null "$U/health" 2>>"$DIR/poll-errors"; then
             echo ok >> "$DIR/polls"
         else
-            echo "failed ($?)" >> "$DIR/polls"
+            echo "failed ($?) at $(date +%T.%N)" >> "$DIR/polls"
         fi
         sleep 0.05
     done
-) &
+) </dev/null >/dev/null 2>&1 &
 poller=$!
+stop_poller() {
+    [ -n "$poller" ] || return 0
+    touch "$DIR/stop"
+    wait "$poller" || true
+    poller=
+}
+trap stop_poller EXIT
 sleep 0.5
 
 step "upgrade"
@@ -68,8 +80,7 @@ tr -d '\r' < "$DIR/headers" | grep -qix "x-backend: $BACKEND" ||
     fail "the kept config does not route to $BACKEND: $(cat "$DIR/headers")"
 sleep 0.5
 
-touch "$DIR/stop"
-wait "$poller"
+stop_poller
 answered=$(grep -c '^ok$' "$DIR/polls" || true)
 if grep -v '^ok$' "$DIR/polls"; then
     fail "$(grep -vc '^ok$' "$DIR/polls") of the /health requests failed: $(cat "$DIR/poll-errors")"
