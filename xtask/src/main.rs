@@ -135,12 +135,13 @@ fn run(task: Task) -> Result {
             setup,
             cargo_test_args,
         } => {
-            if setup {
-                setup::run(&project, &mut steps)?;
+            let ready = if setup {
+                setup::run(&project, &mut steps)
             } else {
                 say!("(--no-setup: nothing is installed or checked before the checks)");
-            }
-            checks::run(&project, &mut steps, &cargo_test_args)
+                Ok(())
+            };
+            ready.and_then(|()| checks::run(&project, &mut steps, &cargo_test_args))
         }
         Task::Help => Ok(()),
     };

@@ -176,7 +176,7 @@ pub fn install(project: &Project) -> Result {
 fn cannot_install(missing: &[&str], why: &str) -> Error {
     Error::new(format!(
         "the tests need these Debian packages, which are not installed:\n    {}\n\
-         {why}.\nInstall them with:\n    sudo apt-get install --no-install-recommends {}\n\
+         {why}.\nInstall them as root:\n    sudo apt-get install --no-install-recommends {}\n\
          then run `cargo xtask test` again.",
         missing.join(" "),
         missing.join(" ")
