@@ -72,9 +72,16 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
-/// The command as a person would type it (program and arguments; no environment).
+/// The command as a person would type it (program and arguments; no environment). The cargo
+/// that runs the task (`$CARGO`, a long path) is shown as `cargo`.
 pub fn shown(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
+    let cargo = std::env::var_os("CARGO");
+    let program = if cargo.as_deref() == Some(cmd.get_program()) {
+        std::ffi::OsStr::new("cargo")
+    } else {
+        cmd.get_program()
+    };
+    std::iter::once(program)
         .chain(cmd.get_args())
         .map(|a| {
             let a = a.to_string_lossy();
