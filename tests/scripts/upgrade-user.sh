@@ -59,9 +59,14 @@ step "upgrade"
 bash "$UPGRADE" > "$DIR/upgrade.log" 2>&1 || { cat "$DIR/upgrade.log"; fail "the upgrade failed"; }
 [ "$(/usr/bin/openai-proxy --version)" = "openai-proxy $NEW" ] || fail "not $NEW after the upgrade"
 [ "$(prop MainPID openai-proxy.service)" = "$old_pid" ] || fail "the upgrade itself restarted the service"
-# The old process still runs, and its binary is the replaced one.
-[ "$(readlink "/proc/$old_pid/exe")" = "/usr/bin/openai-proxy (deleted)" ] ||
-    fail "the running binary was not replaced: $(readlink "/proc/$old_pid/exe")"
+# The old process still runs, and its binary is the replaced one: deleted, and not the file
+# now at /usr/bin/openai-proxy. (Compared by identity, -ef, and by the end of the link: the
+# link reads as a path from the root of the mount namespace the service runs in, the user
+# manager's own, which is / on a machine but not under a chroot.)
+old_exe=$(readlink "/proc/$old_pid/exe")
+{ [ "${old_exe%/usr/bin/openai-proxy (deleted)}" != "$old_exe" ] &&
+    ! [ "/proc/$old_pid/exe" -ef /usr/bin/openai-proxy ]; } ||
+    fail "the running binary was not replaced: $old_exe"
 curl -fsS "$U/health" | grep -q '"ok"' || fail "/health after the upgrade, before the restart"
 
 step "try-restart openai-proxy.service (the socket is not restarted)"
@@ -69,8 +74,8 @@ socket_since=$(prop ActiveEnterTimestampMonotonic openai-proxy.socket)
 systemctl --user try-restart openai-proxy.service
 new_pid=$(prop MainPID openai-proxy.service)
 { [ "$new_pid" != 0 ] && [ "$new_pid" != "$old_pid" ]; } || fail "not restarted: MainPID $new_pid"
-[ "$(readlink "/proc/$new_pid/exe")" = /usr/bin/openai-proxy ] ||
-    fail "the restarted service runs $(readlink "/proc/$new_pid/exe")"
+[ "/proc/$new_pid/exe" -ef /usr/bin/openai-proxy ] ||
+    fail "the restarted service runs $(readlink "/proc/$new_pid/exe"), not /usr/bin/openai-proxy"
 [ "$(prop ActiveEnterTimestampMonotonic openai-proxy.socket)" = "$socket_since" ] ||
     fail "the socket was restarted"
 curl -fsS "$U/health" | grep -q '"ok"' || fail "/health after the restart"
