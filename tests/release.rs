@@ -803,6 +803,7 @@ async fn apt_repository_installs_upgrades_keeping_the_config_and_refuses_a_tampe
         ("curl", "curl"),
         ("unshare", "util-linux"),
         ("gpgv", "gpgv"),
+        ("systemctl", "systemd"),
     ] {
         require(tool, package);
     }
