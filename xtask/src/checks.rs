@@ -1,5 +1,6 @@
-//! The checks CI runs, in order: formatting, clippy (xtask included), the release build the
-//! packaging tests package, and the tests, whose counts end the output.
+//! The checks CI runs, in order: formatting, clippy, the release build the packaging tests
+//! package, and the tests, whose counts end the output. Clippy and the tests cover the whole
+//! workspace: the proxy and xtask itself.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
@@ -39,7 +40,7 @@ pub fn run(project: &Project, steps: &mut Steps, cargo_test_args: &[String]) -> 
              or mount in a private namespace need root, and fail saying so."
         );
     }
-    let mut cargo_test = project.cargo(&["test"]);
+    let mut cargo_test = project.cargo(&["test", "--workspace"]);
     cargo_test.args(cargo_test_args);
     let python = project.venv().join("bin").join("python3");
     if python.is_file() {
@@ -47,7 +48,7 @@ pub fn run(project: &Project, steps: &mut Steps, cargo_test_args: &[String]) -> 
     }
     let title = shown(
         std::process::Command::new("cargo")
-            .arg("test")
+            .args(["test", "--workspace"])
             .args(cargo_test_args),
     );
     let mut counts = None;

@@ -31,7 +31,7 @@ use project::Project;
 use step::Steps;
 
 const USAGE: &str = "\
-usage: cargo xtask test [--no-setup] [-- CARGO-TEST-ARGS...]
+usage: cargo xtask test [--no-setup] [-- ARGS...]
        cargo xtask setup
        cargo xtask help
 
@@ -39,7 +39,7 @@ test    Sets up what the tests need (as `setup` does), then runs what CI runs:
         cargo fmt --all -- --check
         cargo clippy --workspace --all-targets -- -D warnings
         cargo build --release --locked     (the packaging tests package this binary)
-        cargo test [CARGO-TEST-ARGS...]    (e.g. `-- sdk` runs the tests named *sdk*)
+        cargo test --workspace [ARGS...]   (e.g. `-- sdk` runs the tests named *sdk*)
         --no-setup skips the set-up (nothing is installed or checked).
 setup   Installs what the tests need and is missing:
         - Debian packages (systemd, lintian, rpm, wrk, haproxy, ...) with apt-get: as root,
