@@ -47,7 +47,7 @@ impl Steps {
         say!("\n==> summary");
         for (title, took, passed) in &self.done {
             let mark = if *passed { "ok    " } else { "FAILED" };
-            say!("  {mark} {:>8}  {title}", duration(*took));
+            say!("  {mark} {:>10}  {title}", duration(*took));
         }
         let verdict = if ok { "all passed" } else { "failed" };
         say!(
