@@ -492,6 +492,7 @@ fn rpm_repository_and_packages_are_signed_with_the_release_key() {
     run(Command::new("sha256sum")
         .args(["--check", "--quiet", "SHA256SUMS"])
         .current_dir(published.dist()));
+    require("gpgv", "gpgv");
     let gpgv = |sig: &Path, data: &Path| {
         Command::new("gpgv")
             .arg("--keyring")

@@ -47,8 +47,10 @@ const NEEDS: &[Need] = &[
     program("fish", "fish"),
     program("man-db", "man"),
     program("git", "git"),
-    // The release tests: signing, the APT and RPM repositories.
+    // The release tests: signing, checking signatures (Debian 13's apt no longer brings gpgv),
+    // the APT and RPM repositories.
     program("gnupg", "gpg"),
+    program("gpgv", "gpgv"),
     program("reprepro", "reprepro"),
     program("createrepo-c", "createrepo_c"),
     // The load test (wrk) and the benchmark harness's smoke test (wrk, haproxy, nginx).
