@@ -60,26 +60,9 @@ fn harness_arguments() {
 
 #[test]
 fn smoke_run_writes_the_table_and_chart() {
-    let missing: Vec<&str> = [
-        ("haproxy", "haproxy"),
-        ("wrk", "wrk"),
-        ("nginx", "nginx-light"),
-    ]
-    .into_iter()
-    .filter(|(cmd, _)| {
-        !Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {cmd}"))
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
-    .map(|(_, pkg)| pkg)
-    .collect();
-    assert!(
-        missing.is_empty(),
-        "the bench smoke test needs: apt-get install -y {}",
-        missing.join(" ")
-    );
+    for (program, package) in [("haproxy", "haproxy"), ("wrk", "wrk"), ("nginx", "nginx")] {
+        crate::support::tools::require(program, package);
+    }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bench.md");
     let run = Command::new(harness())

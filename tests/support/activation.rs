@@ -101,6 +101,7 @@ pub struct Activated {
 
 impl Activated {
     pub fn start(listen: &[String], notify: &NotifySocket, config: &Path) -> Activated {
+        super::tools::require("/usr/bin/systemd-socket-activate", "systemd");
         let mut cmd = Command::new("/usr/bin/systemd-socket-activate");
         for l in listen {
             cmd.arg("-l").arg(l);

@@ -7,6 +7,7 @@ pub mod client;
 pub mod machine;
 pub mod mock;
 pub mod tls;
+pub mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
