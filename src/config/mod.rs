@@ -176,6 +176,41 @@ pub struct ServerConfig {
     /// How much of a request body is read, at most, to find its `model` when a route needs
     /// it (a JSON body, or a multipart body up to its `model` field).
     pub max_json_peek: u64,
+    /// Worker threads serving connections, each with its own event loop.
+    pub workers: Workers,
+}
+
+/// `server.workers`: how many threads serve connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Workers {
+    /// One per CPU the process may run on (its affinity mask and cgroup CPU quota).
+    #[default]
+    Auto,
+    Count(usize),
+}
+
+impl Workers {
+    /// Most workers accepted: more threads than this only cost memory.
+    pub const MAX: usize = 1024;
+
+    /// The number of worker threads to start.
+    pub fn resolve(self) -> usize {
+        match self {
+            Workers::Count(n) => n.clamp(1, Self::MAX),
+            Workers::Auto => std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(Self::MAX),
+        }
+    }
+}
+
+impl fmt::Display for Workers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Workers::Auto => write!(f, "auto ({})", self.resolve()),
+            Workers::Count(n) => write!(f, "{n}"),
+        }
+    }
 }
 
 /// A place to listen on.
