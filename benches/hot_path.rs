@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the per-request pure code: path normalization, routing, the backend
-//! URL, request ids and header rewriting. `cargo bench --bench hot_path`; regressions here
-//! show without the full harness (`bench/run`).
+//! URL, request ids, header rewriting and the access line. `cargo bench --bench hot_path`;
+//! regressions here show without the full harness (`bench/run`).
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -146,5 +146,29 @@ fn header_rewriting(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, paths, routing, header_rewriting);
+/// One access line, formatted into a reused buffer (the record as a chat request leaves it).
+fn access_line(c: &mut Criterion) {
+    let uri = Uri::from_static("/v1/chat/completions");
+    let mut record = headers::AccessRecord::new(
+        headers::new_request_id(),
+        http::Method::POST,
+        tokio::time::Instant::now(),
+    );
+    record.set_path(&uri, Some("/v1/chat/completions"));
+    record.route = Some("/v1/chat/completions".into());
+    record.backend = Some(HeaderValue::from_static("ollama"));
+    record.status = 200;
+    record.bytes_out = 312;
+    record.completed = true;
+    let mut buf = Vec::with_capacity(512);
+    c.bench_function("access_line", |b| {
+        b.iter(|| {
+            buf.clear();
+            record.text(&mut buf);
+            black_box(buf.len())
+        })
+    });
+}
+
+criterion_group!(benches, paths, routing, header_rewriting, access_line);
 criterion_main!(benches);

@@ -3,15 +3,21 @@
 //!
 //! What is never logged: header values (so no key, token or cookie), request and response
 //! bodies, and query strings (some clients put keys there).
+//!
+//! A line is formatted here by hand, into a buffer the caller reuses: as text, exactly as
+//! `tracing`'s formatter wrote it before (`MESSAGE key=value ...`), or as a journald entry
+//! with one field per value. Where it goes, and when, is [`crate::logging`]'s business.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Method};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method, Uri};
 use tokio::time::Instant;
 
-/// The `tracing` target of access lines.
+/// The `tracing` target access lines had, still their journald `TARGET`.
 pub const ACCESS_TARGET: &str = "openai_proxy::access";
 
 /// What one access line says. Filled in as the request goes; written when dropped, which is
@@ -21,7 +27,7 @@ pub struct AccessRecord {
     pub request_id: HeaderValue,
     pub method: Method,
     /// Normalized path, without the query string.
-    pub path: String,
+    path: LoggedPath,
     pub route: Option<Arc<str>>,
     pub backend: Option<HeaderValue>,
     pub status: u16,
@@ -42,7 +48,7 @@ impl AccessRecord {
         AccessRecord {
             request_id,
             method,
-            path: String::new(),
+            path: LoggedPath::Owned(String::new()),
             route: None,
             backend: None,
             status: 0,
@@ -54,32 +60,331 @@ impl AccessRecord {
             error: None,
         }
     }
+
+    /// Sets the path: `normalized`, or the client's when it could not be normalized. A path
+    /// that normalizing left as it was is kept as a reference to the request's URI (no copy).
+    pub fn set_path(&mut self, uri: &Uri, normalized: Option<&str>) {
+        self.path = match (uri.path_and_query(), normalized) {
+            (Some(pq), Some(n)) if pq.path() == n => LoggedPath::Uri(pq.clone()),
+            (Some(pq), None) => LoggedPath::Uri(pq.clone()),
+            (_, n) => LoggedPath::Owned(n.unwrap_or_else(|| uri.path()).to_string()),
+        };
+    }
+
+    fn outcome(&self) -> &str {
+        match (&self.error, self.completed) {
+            (Some(e), _) => e.as_str(),
+            (None, true) => "ok",
+            (None, false) => "client went away before the response was complete",
+        }
+    }
+
+    /// The values of one line, as they are when the request is done.
+    fn line(&self) -> Line<'_> {
+        Line {
+            request_id: self.request_id.as_bytes(),
+            method: self.method.as_str(),
+            path: match &self.path {
+                LoggedPath::Uri(pq) => pq.path(),
+                LoggedPath::Owned(p) => p,
+            },
+            route: self.route.as_deref().unwrap_or("-"),
+            backend: self.backend.as_ref().map_or(b"-", |b| b.as_bytes()),
+            status: self.status,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out,
+            headers: self.headers_after,
+            total: self.start.elapsed(),
+            outcome: self.outcome(),
+        }
+    }
+}
+
+impl AccessRecord {
+    /// Appends the line as text (`GET /path 200 request_id="..." ...`, without time and
+    /// level) to `buf`.
+    pub fn text(&self, buf: &mut Vec<u8>) {
+        self.line().text(buf);
+    }
 }
 
 impl Drop for AccessRecord {
     fn drop(&mut self) {
-        let outcome = match (&self.error, self.completed) {
-            (Some(e), _) => e.as_str(),
-            (None, true) => "ok",
-            (None, false) => "client went away before the response was complete",
-        };
-        tracing::info!(
-            target: ACCESS_TARGET,
-            request_id = self.request_id.to_str().unwrap_or("-"),
-            method = %self.method,
-            path = %self.path,
-            route = self.route.as_deref().unwrap_or("-"),
-            backend = self.backend.as_ref().and_then(|b| b.to_str().ok()).unwrap_or("-"),
-            status = self.status,
-            bytes_in = self.bytes_in.load(Ordering::Relaxed),
-            bytes_out = self.bytes_out,
-            headers_ms = %format_args!("{:.3}", self.headers_after.as_secs_f64() * 1000.0),
-            total_ms = %format_args!("{:.3}", self.start.elapsed().as_secs_f64() * 1000.0),
+        crate::logging::access(|out| match out {
+            crate::logging::Format::Text(buf) => self.text(buf),
+            crate::logging::Format::Journal(buf) => self.line().journal(buf),
+        });
+    }
+}
+
+/// The path an access line shows.
+#[derive(Debug)]
+enum LoggedPath {
+    /// The path of the request's own URI.
+    Uri(PathAndQuery),
+    Owned(String),
+}
+
+/// One access line's values. The request id (kept only when it is plain ASCII, else made
+/// anew) and the backend name (validated) need no escaping.
+struct Line<'a> {
+    request_id: &'a [u8],
+    method: &'a str,
+    path: &'a str,
+    route: &'a str,
+    backend: &'a [u8],
+    status: u16,
+    bytes_in: u64,
+    bytes_out: u64,
+    headers: Duration,
+    total: Duration,
+    outcome: &'a str,
+}
+
+impl Line<'_> {
+    /// `GET /path 200 request_id="..." method=GET ... outcome="ok"`: the message, then every
+    /// field (strings quoted as `{:?}` quotes them, the rest as they are).
+    fn text(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(self.method.as_bytes());
+        buf.push(b' ');
+        buf.extend_from_slice(self.path.as_bytes());
+        buf.push(b' ');
+        put_u64(buf, u64::from(self.status));
+        buf.extend_from_slice(b" request_id=");
+        put_plain_quoted(buf, self.request_id);
+        buf.extend_from_slice(b" method=");
+        buf.extend_from_slice(self.method.as_bytes());
+        buf.extend_from_slice(b" path=");
+        buf.extend_from_slice(self.path.as_bytes());
+        buf.extend_from_slice(b" route=");
+        put_quoted(buf, self.route);
+        buf.extend_from_slice(b" backend=");
+        put_plain_quoted(buf, self.backend);
+        buf.extend_from_slice(b" status=");
+        put_u64(buf, u64::from(self.status));
+        buf.extend_from_slice(b" bytes_in=");
+        put_u64(buf, self.bytes_in);
+        buf.extend_from_slice(b" bytes_out=");
+        put_u64(buf, self.bytes_out);
+        buf.extend_from_slice(b" headers_ms=");
+        put_ms(buf, self.headers);
+        buf.extend_from_slice(b" total_ms=");
+        put_ms(buf, self.total);
+        buf.extend_from_slice(b" outcome=");
+        put_quoted(buf, self.outcome);
+    }
+
+    /// A journald entry (native protocol, every value length-prefixed): the fields
+    /// `tracing-journald` sent, upper-cased, and `MESSAGE`.
+    fn journal(&self, buf: &mut Vec<u8>) {
+        field(buf, "PRIORITY", |b| b.push(b'5'));
+        field(buf, "TARGET", |b| {
+            b.extend_from_slice(ACCESS_TARGET.as_bytes())
+        });
+        field(buf, "SYSLOG_IDENTIFIER", |b| {
+            b.extend_from_slice(crate::logging::IDENTIFIER.as_bytes())
+        });
+        field(buf, "MESSAGE", |b| {
+            b.extend_from_slice(self.method.as_bytes());
+            b.push(b' ');
+            b.extend_from_slice(self.path.as_bytes());
+            b.push(b' ');
+            put_u64(b, u64::from(self.status));
+        });
+        let strings: [(&str, &[u8]); 5] = [
+            ("REQUEST_ID", self.request_id),
+            ("METHOD", self.method.as_bytes()),
+            ("PATH", self.path.as_bytes()),
+            ("ROUTE", self.route.as_bytes()),
+            ("BACKEND", self.backend),
+        ];
+        for (name, value) in strings {
+            field(buf, name, |b| b.extend_from_slice(value));
+        }
+        let numbers = [
+            ("STATUS", u64::from(self.status)),
+            ("BYTES_IN", self.bytes_in),
+            ("BYTES_OUT", self.bytes_out),
+        ];
+        for (name, value) in numbers {
+            field(buf, name, |b| put_u64(b, value));
+        }
+        field(buf, "HEADERS_MS", |b| put_ms(b, self.headers));
+        field(buf, "TOTAL_MS", |b| put_ms(b, self.total));
+        field(buf, "OUTCOME", |b| {
+            b.extend_from_slice(self.outcome.as_bytes())
+        });
+    }
+}
+
+/// `NAME\n`, the value's length (64-bit little endian), the value, `\n`.
+fn field(buf: &mut Vec<u8>, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
+    buf.extend_from_slice(name.as_bytes());
+    buf.push(b'\n');
+    let at = buf.len();
+    buf.extend_from_slice(&[0; 8]);
+    value(buf);
+    let len = (buf.len() - at - 8) as u64;
+    buf[at..at + 8].copy_from_slice(&len.to_le_bytes());
+    buf.push(b'\n');
+}
+
+/// A number in decimal.
+pub fn put_u64(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+/// Milliseconds with three decimals (`{:.3}`), rounded to the nearest microsecond.
+fn put_ms(buf: &mut Vec<u8>, d: Duration) {
+    let micros = d
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from((d.subsec_nanos() + 500) / 1000));
+    put_u64(buf, micros / 1000);
+    let frac = micros % 1000;
+    buf.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+/// Bytes known to need no escaping, in double quotes.
+fn put_plain_quoted(buf: &mut Vec<u8>, s: &[u8]) {
+    buf.push(b'"');
+    buf.extend_from_slice(s);
+    buf.push(b'"');
+}
+
+/// A string in double quotes, escaped as `{:?}` escapes it. Plain printable ASCII (every
+/// request id, route and backend name, most outcomes) is copied as it is.
+fn put_quoted(buf: &mut Vec<u8>, s: &str) {
+    /// Bytes `{:?}` leaves alone: printable ASCII but `"` and `\`.
+    static PLAIN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = b' ';
+        while b <= b'~' {
+            t[b as usize] = b != b'"' && b != b'\\';
+            b += 1;
+        }
+        t
+    };
+    if s.bytes().all(|b| PLAIN[b as usize]) {
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else {
+        let mut quoted = String::with_capacity(s.len() + 8);
+        let _ = write!(quoted, "{s:?}");
+        buf.extend_from_slice(quoted.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(outcome: &str) -> Line<'_> {
+        Line {
+            request_id: b"rid-1",
+            method: "POST",
+            path: "/v1/chat/completions",
+            route: "/v1/chat/completions",
+            backend: b"ollama",
+            status: 200,
+            bytes_in: 28,
+            bytes_out: 0,
+            headers: Duration::from_micros(1234),
+            total: Duration::from_nanos(98_765_432),
             outcome,
-            "{} {} {}",
-            self.method,
-            self.path,
-            self.status,
+        }
+    }
+
+    #[test]
+    fn text_is_what_the_tracing_formatter_wrote() {
+        let mut buf = Vec::new();
+        line("ok").text(&mut buf);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "POST /v1/chat/completions 200 request_id=\"rid-1\" method=POST \
+             path=/v1/chat/completions route=\"/v1/chat/completions\" backend=\"ollama\" \
+             status=200 bytes_in=28 bytes_out=0 headers_ms=1.234 total_ms=98.765 outcome=\"ok\""
         );
+        let mut buf = Vec::new();
+        line("said \"no\"\n").text(&mut buf);
+        let text = String::from_utf8(buf).unwrap();
+        assert!(
+            text.ends_with(r#" outcome="said \"no\"\n""#),
+            "escaped as {{:?}} does: {text}"
+        );
+    }
+
+    #[test]
+    fn numbers() {
+        for (n, s) in [
+            (0, "0"),
+            (7, "7"),
+            (10, "10"),
+            (u64::MAX, "18446744073709551615"),
+        ] {
+            let mut buf = Vec::new();
+            put_u64(&mut buf, n);
+            assert_eq!(buf, s.as_bytes());
+        }
+        for (d, s) in [
+            (Duration::ZERO, "0.000"),
+            (Duration::from_nanos(499), "0.000"),
+            (Duration::from_nanos(500), "0.001"),
+            (Duration::from_micros(12_345_678), "12345.678"),
+        ] {
+            let mut buf = Vec::new();
+            put_ms(&mut buf, d);
+            assert_eq!(buf, s.as_bytes());
+            assert_eq!(format!("{:.3}", d.as_secs_f64() * 1000.0).len(), s.len());
+        }
+    }
+
+    #[test]
+    fn journal_entries_have_one_field_per_value() {
+        let mut buf = Vec::new();
+        line("ok").journal(&mut buf);
+        let text = String::from_utf8_lossy(&buf);
+        for name in [
+            "PRIORITY",
+            "TARGET",
+            "SYSLOG_IDENTIFIER",
+            "MESSAGE",
+            "REQUEST_ID",
+            "METHOD",
+            "PATH",
+            "ROUTE",
+            "BACKEND",
+            "STATUS",
+            "BYTES_IN",
+            "BYTES_OUT",
+            "HEADERS_MS",
+            "TOTAL_MS",
+            "OUTCOME",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name}\n")) || text.starts_with(name),
+                "{name}"
+            );
+        }
+        // MESSAGE: its length, then the value.
+        let at = buf.windows(8).position(|w| w == b"MESSAGE\n").unwrap() + 8;
+        let len = u64::from_le_bytes(buf[at..at + 8].try_into().unwrap()) as usize;
+        assert_eq!(&buf[at + 8..at + 8 + len], b"POST /v1/chat/completions 200");
     }
 }

@@ -24,6 +24,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::access::AccessRecord;
+use crate::pool::Lease;
 
 /// Why a streamed body was cut off.
 #[derive(Debug, thiserror::Error)]
@@ -302,6 +303,11 @@ pin_project! {
         full: Option<Bytes>,
         // Written to the log when the response is dropped: finished, failed or abandoned.
         access: Option<Box<AccessRecord>>,
+        // The backend connection, back to its pool once the body has been read to its end.
+        lease: Option<Lease>,
+        // The upstream body returned its end (a chunked body ends so, without ever saying so
+        // in `is_end_stream`).
+        ended: bool,
     }
 
     impl PinnedDrop for ResponseBody {
@@ -309,8 +315,12 @@ pin_project! {
             // hyper stops polling once `is_end_stream` says so, so a body can be complete
             // without ever having returned its end.
             let done = this.is_end_stream();
-            if let Some(access) = this.project().access {
+            let this = this.project();
+            if let Some(access) = this.access {
                 access.completed |= done;
+            }
+            if let (true, Some(lease)) = (done || *this.ended, this.lease.take()) {
+                lease.release();
             }
         }
     }
@@ -324,7 +334,14 @@ impl ResponseBody {
             idle: IdleTimer::new(idle_timeout),
             full: None,
             access: None,
+            lease: None,
+            ended: false,
         }
+    }
+
+    /// Gives the backend connection back to its pool when this body is done (read to the end).
+    pub fn set_lease(&mut self, lease: Option<Lease>) {
+        self.lease = lease;
     }
 
     /// A complete body of our own.
@@ -335,6 +352,8 @@ impl ResponseBody {
             idle: IdleTimer::new(Duration::MAX),
             full: (!data.is_empty()).then_some(data),
             access: None,
+            lease: None,
+            ended: false,
         }
     }
 
@@ -363,6 +382,7 @@ impl Body for ResponseBody {
             None => this.full.take().map(|d| Ok(Frame::data(d))),
             Some(inner) => ready!(poll_with_idle(inner, this.idle, cx)),
         };
+        *this.ended |= r.is_none();
         if let Some(access) = this.access {
             match &r {
                 Some(Ok(frame)) => access.bytes_out += data_len(frame),

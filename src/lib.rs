@@ -6,7 +6,9 @@
 //! The daemon, in the order a request flows through it:
 //!
 //! - `listeners`: listening sockets inherited from systemd/launchd, or bound (TCP, Unix).
-//! - `server`: the accept loop on given listeners, one connection task each, graceful drain.
+//! - `workers`: `server.workers` threads, each a single-threaded event loop.
+//! - `server`: the accept loop on given listeners, one connection task each, graceful drain;
+//!   the state every worker shares.
 //!   - `parse_errors`: hyper's own answers to requests it cannot parse, rewritten as JSON.
 //! - `proxy`: one request: who sent it, client token, route, rewrite, auth policy, forward,
 //!   map errors.
@@ -20,7 +22,8 @@
 //!     key-bearing query parameters.
 //!   - `body`: streamed bodies with size limits, idle time-outs, byte counts, and the
 //!     first frames read (to find the model) and sent first.
-//!   - `upstream`: one pooled HTTP(S) client per backend (rustls, HTTP/2 via ALPN).
+//!   - `upstream`: the client of each backend: `pool` (plain HTTP/1 connections, one pool
+//!     per worker) or hyper-util's client (HTTPS: rustls, HTTP/2 via ALPN).
 //!   - `error`: `ProxyError` → status code + OpenAI-shaped JSON.
 //! - `access`: the access-log line, written when the response is done.
 //!
@@ -31,7 +34,8 @@
 //! activation).
 //!
 //! The surface: [`serve`] (what `main` runs), and for the tests [`server::run`] on
-//! listeners they bound ([`bind`]) with a [`Proxy`] built from a [`Config`].
+//! listeners they bound ([`bind`]) with a [`Proxy`] built from a [`Config`], and more
+//! [`Workers`] beside it.
 //!
 //! The tools, apart from the daemon: [`cli`] (the command line, clap types only; `main`
 //! turns them into plain values) and [`commands`] (`init`, `check-config`,
@@ -51,6 +55,7 @@ mod model;
 mod models;
 mod notify;
 mod parse_errors;
+mod pool;
 mod proxy;
 mod reload;
 mod router;
@@ -58,6 +63,7 @@ mod tls;
 mod tokens;
 mod upgrade;
 mod upstream;
+mod workers;
 
 mod launchd;
 
@@ -71,11 +77,13 @@ pub use lifecycle::serve;
 pub use listeners::{bind, StdListener};
 pub use proxy::{Peer, Proxy};
 pub use tokens::{ClientTokens, MIN_CLIENT_TOKEN_LEN};
+pub use workers::Workers;
 
 /// The per-request pure code, for the micro-benchmarks (`benches/`) and the fuzz targets
 /// (`fuzz/`): path normalization and routing, header rewriting, value parsing, finding a
-/// body's model.
+/// body's model, the access line.
 pub mod hot_path {
+    pub use crate::access::AccessRecord;
     pub use crate::config::{parse_duration, parse_size};
     pub use crate::headers::{
         extra_secrets, is_sane_request_id, new_request_id, request_id, rewrite_request,

@@ -28,6 +28,7 @@ use crate::notify::{self, Notifier};
 use crate::proxy::Proxy;
 use crate::reload::{self, Loader, Reloader};
 use crate::server::{Server, State};
+use crate::workers::{self, Workers};
 
 /// Runs the proxy in the foreground until SIGTERM or SIGINT (or idle exit). `listen`, when
 /// not empty, replaces `server.listen` (at start and on every reload).
@@ -60,21 +61,18 @@ pub fn serve(config_flag: Option<&Path>, listen: &[ListenAddr]) -> anyhow::Resul
     } else {
         listeners::bind(&config.server.listen)?
     };
-    // One thread: forwarding is I/O, not computation, and one core carries tens of thousands
-    // of requests a second. A single-threaded runtime needs less CPU per request (no work
-    // stealing, no cross-thread wake-ups) and less memory than a multi-threaded one
-    // (docs/benchmarks.md).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(run(
+    // The main thread is worker 0; `server.workers` - 1 more threads each run their own
+    // single-threaded loop (see `workers`).
+    let runtime = workers::runtime()?;
+    let result = runtime.block_on(run(
         Reloader::new(loader),
         config,
         listeners,
         activated,
         notifier,
-    ))
+    ));
+    logging::flush();
+    result
 }
 
 async fn run(
@@ -109,7 +107,11 @@ async fn run(
             "server.idle_exit applies only when socket-activated; not exiting when idle"
         );
     }
+    let worker_count = config.server.workers.resolve();
     let state = State::new(Proxy::new(config)?);
+    state.cache_on_this_worker();
+    let workers = Workers::spawn(worker_count - 1, &listeners, &state)?;
+    tracing::debug!("serving with {worker_count} worker thread(s)");
     let server = Server::new(listeners, state.clone())?;
     let status = Arc::new(Status {
         state: state.clone(),
@@ -161,8 +163,10 @@ async fn run(
             notify::State::Status(&format!("Stopping ({why})")),
         ]);
         tracing::info!("{why}: no longer accepting connections; finishing requests in flight");
+        workers.stop();
     };
     let result = server.run(shutdown).await;
+    let result = result.and(workers.join().await);
     background.abort();
     tracing::info!("stopped");
     result
@@ -195,7 +199,7 @@ struct Status {
 impl Status {
     fn line(&self) -> String {
         let routes = self.state.proxy().config.routes.len();
-        let requests = self.state.requests.load(Ordering::Relaxed);
+        let requests = self.state.requests.get();
         let base = format!(
             "Serving {routes} routes on {}; {requests} requests",
             self.addresses
@@ -222,14 +226,14 @@ fn spawn_reporting(notifier: &Arc<Notifier>, status: &Arc<Status>) -> tokio::tas
             .map_or(STATUS_EVERY, |w| w.min(STATUS_EVERY));
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_requests = status.state.requests.load(Ordering::Relaxed);
+        let mut last_requests = status.state.requests.get();
         let mut last_status = tokio::time::Instant::now();
         loop {
             interval.tick().await;
             if notifier.watchdog_interval.is_some() {
                 notifier.send(&[notify::State::Watchdog]);
             }
-            let requests = status.state.requests.load(Ordering::Relaxed);
+            let requests = status.state.requests.get();
             if requests != last_requests && last_status.elapsed() >= STATUS_EVERY {
                 last_requests = requests;
                 last_status = tokio::time::Instant::now();
@@ -279,6 +283,9 @@ impl Reload {
             let old = state.proxy();
             if config.server.listen != old.config.server.listen {
                 tracing::warn!("server.listen changed: that takes effect only after a restart");
+            }
+            if config.server.workers != old.config.server.workers {
+                tracing::warn!("server.workers changed: that takes effect only after a restart");
             }
             match (&config.server.tls, &old.config.server.tls) {
                 (Some(tls), _) => tracing::info!(

@@ -31,6 +31,18 @@ pub enum StdListener {
 }
 
 impl StdListener {
+    /// Another descriptor for the same socket, for another worker to accept from. The copy
+    /// never removes the socket file.
+    pub fn try_clone(&self) -> io::Result<StdListener> {
+        Ok(match self {
+            StdListener::Tcp(l) => StdListener::Tcp(l.try_clone()?),
+            StdListener::Unix { listener, .. } => StdListener::Unix {
+                listener: listener.try_clone()?,
+                cleanup: None,
+            },
+        })
+    }
+
     /// What the socket is bound to (for logs and tests).
     pub fn describe(&self) -> String {
         match self {

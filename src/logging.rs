@@ -1,12 +1,25 @@
-//! Logging with `tracing`: the daemon's own messages at `[log] level`, and one access line per
-//! request when `[log] access_log = true` (independent of the level), to journald, syslog or
-//! stderr (`[log] target`).
+//! Where log lines go: the daemon's own messages (with `tracing`, at `[log] level`) and one
+//! access line per request when `[log] access_log = true` (independent of the level), to
+//! journald, syslog or stderr (`[log] target`).
 //!
-//! The access line itself is made in [`crate::access`]. Other crates' messages are capped at
-//! `warn`. Level and access log follow a reload; the target needs a restart.
+//! Access lines skip `tracing`: [`crate::access`] formats each by hand into a reused buffer.
+//! To stderr (a terminal, a file, a pipe, the journal's stream) they are written in batches:
+//! when a worker's event loop runs out of work ([`flush_idle`], its runtime's park hook), at
+//! the latest 100 ms after the oldest line waiting, at 64 KiB, with the next daemon message,
+//! and when the daemon stops ([`flush`]). So a stop by SIGTERM or SIGINT loses nothing; a
+//! SIGKILL (or a crash) loses the lines still waiting: those of requests that finished since
+//! the workers last ran out of work, never more than 100 ms or 64 KiB of them. journald gets
+//! one datagram per line (its protocol has no batches); syslog one message per line.
+//!
+//! Other crates' messages are capped at `warn`. Level and access log follow a reload; the
+//! target needs a restart.
 
+use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use tracing::level_filters::LevelFilter;
 use tracing::{Level, Metadata};
@@ -16,25 +29,16 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, Layer, Registry};
 
-use crate::access::ACCESS_TARGET;
 use crate::config::{LogConfig, LogTarget};
 
 /// The identifier log lines carry in journald and syslog.
-const IDENTIFIER: &str = "openai-proxy";
+pub const IDENTIFIER: &str = "openai-proxy";
 
 fn filter(cfg: &LogConfig) -> Targets {
     let level = LevelFilter::from_level(cfg.level);
     Targets::new()
         .with_default(level.min(LevelFilter::WARN))
         .with_target("openai_proxy", level)
-        .with_target(
-            ACCESS_TARGET,
-            if cfg.access_log {
-                LevelFilter::INFO
-            } else {
-                LevelFilter::OFF
-            },
-        )
 }
 
 /// Changes the filter of the installed subscriber (on reload).
@@ -70,7 +74,7 @@ fn stderr_is_journal() -> bool {
 
 fn stderr_layer() -> BoxedLayer {
     tracing_subscriber::fmt::layer()
-        .with_writer(io::stderr)
+        .with_writer(Batched)
         .with_ansi(false)
         .with_target(false)
         .boxed()
@@ -80,25 +84,34 @@ fn stderr_layer() -> BoxedLayer {
 /// journald, so stderr is used). Calling it again is harmless: the first subscriber stays.
 pub fn init(cfg: &LogConfig) -> Vec<String> {
     let mut problems = Vec::new();
+    let mut sink = Sink::Stderr;
     let layer: BoxedLayer = match resolve_target(cfg.target) {
-        LogTarget::Journald => match tracing_journald::layer() {
-            Ok(l) => l
-                .with_syslog_identifier(IDENTIFIER.to_string())
-                .with_field_prefix(None)
-                .boxed(),
+        LogTarget::Journald => match tracing_journald::layer().and_then(|l| {
+            let socket = UnixDatagram::unbound()?;
+            Ok((l, socket))
+        }) {
+            Ok((l, socket)) => {
+                sink = Sink::Journald(socket);
+                l.with_syslog_identifier(IDENTIFIER.to_string())
+                    .with_field_prefix(None)
+                    .boxed()
+            }
             Err(e) => {
                 problems.push(format!("cannot reach journald ({e}); logging to stderr"));
                 stderr_layer()
             }
         },
         LogTarget::Syslog => match SyslogWriter::connect() {
-            Ok(w) => tracing_subscriber::fmt::layer()
-                .with_writer(w)
-                .with_ansi(false)
-                .with_target(false)
-                .with_level(false)
-                .without_time()
-                .boxed(),
+            Ok(w) => {
+                sink = Sink::Syslog(w.clone());
+                tracing_subscriber::fmt::layer()
+                    .with_writer(w)
+                    .with_ansi(false)
+                    .with_target(false)
+                    .with_level(false)
+                    .without_time()
+                    .boxed()
+            }
             Err(e) => {
                 problems.push(format!("cannot reach syslog ({e}); logging to stderr"));
                 stderr_layer()
@@ -113,6 +126,7 @@ pub fn init(cfg: &LogConfig) -> Vec<String> {
         .is_ok()
     {
         let _ = FILTER.set(handle);
+        let _ = SINK.set(sink);
     }
     problems
 }
@@ -208,6 +222,13 @@ impl<'a> MakeWriter<'a> for SyslogWriter {
 }
 
 impl SyslogWriter {
+    /// Sends one access line (info).
+    fn send_info(&self, line: &str) {
+        if let Ok(mut l) = self.logger.lock() {
+            let _ = l.info(line);
+        }
+    }
+
     fn line(&self, level: Level) -> SyslogLine {
         SyslogLine {
             logger: self.logger.clone(),
@@ -217,11 +238,276 @@ impl SyslogWriter {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Access lines
+
+/// Where access lines go: the target the daemon's messages use.
+enum Sink {
+    Stderr,
+    Journald(UnixDatagram),
+    Syslog(SyslogWriter),
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// The journal's native socket.
+const JOURNALD_PATH: &str = "/run/systemd/journal/socket";
+
+/// Longest a line waits in a batch, and the size that writes a batch at once.
+const FLUSH_AFTER: Duration = Duration::from_millis(100);
+const FLUSH_AT: usize = 64 << 10;
+
+/// How [`access`] wants a line: text (stderr, syslog) or a journald entry.
+pub enum Format<'a> {
+    Text(&'a mut Vec<u8>),
+    Journal(&'a mut Vec<u8>),
+}
+
+/// The lines waiting for stderr, from every worker, in the order their requests finished.
+/// (One buffer for all: a line is added before the last byte of its response goes out, so a
+/// client that sends its next request to another worker finds that one's line after it.)
+struct Batch {
+    out: Vec<u8>,
+    /// When the oldest line in `out` was added (since the epoch: the time its line shows).
+    since: Option<Duration>,
+    /// A thread is writing a batch out (without the lock); others only add lines meanwhile,
+    /// so batches go out one at a time, in order, and no worker waits for another's write.
+    writing: bool,
+    /// Lines that must go out as soon as the current write is done (a daemon message, exit).
+    urgent: bool,
+    /// The buffer of the last write, reused.
+    spare: Vec<u8>,
+}
+
+static BATCH: Mutex<Batch> = Mutex::new(Batch {
+    out: Vec::new(),
+    since: None,
+    writing: false,
+    urgent: false,
+    spare: Vec::new(),
+});
+
+/// Whether [`BATCH`] holds anything (checked without the lock when a loop goes idle).
+static PENDING: AtomicBool = AtomicBool::new(false);
+
+/// A thread's scratch space: one line being formatted.
+#[derive(Default)]
+struct Scratch {
+    line: Vec<u8>,
+    /// The `2026-11-30T01:58:18` of the last line, and its second since the epoch.
+    stamp: (u64, [u8; 19]),
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// Set on worker threads, whose runtime flushes when idle; elsewhere lines go at once.
+    static BATCHING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes this thread's access lines wait for [`flush_idle`] (call on a worker thread whose
+/// runtime calls it when parking).
+pub fn batch_on_this_thread() {
+    BATCHING.with(|b| b.set(true));
+}
+
+/// Logs one access line; `write` formats it into the buffer given. Does nothing before
+/// [`init`] (tests running the server in-process).
+pub fn access(write: impl FnOnce(Format<'_>)) {
+    let Some(sink) = SINK.get() else {
+        return;
+    };
+    let _ = SCRATCH.try_with(|scratch| {
+        let Ok(mut scratch) = scratch.try_borrow_mut() else {
+            return;
+        };
+        let scratch = &mut *scratch;
+        scratch.line.clear();
+        match sink {
+            Sink::Stderr => {
+                let at = put_time(scratch);
+                scratch.line.extend_from_slice(b"  INFO ");
+                write(Format::Text(&mut scratch.line));
+                scratch.line.push(b'\n');
+                queue(&scratch.line, !BATCHING.with(Cell::get), at);
+            }
+            Sink::Journald(socket) => {
+                write(Format::Journal(&mut scratch.line));
+                let _ = socket.send_to(&scratch.line, JOURNALD_PATH);
+            }
+            Sink::Syslog(w) => {
+                write(Format::Text(&mut scratch.line));
+                w.send_info(&String::from_utf8_lossy(&scratch.line));
+            }
+        }
+    });
+}
+
+/// Adds `bytes` (stamped `at`) to the batch; writes the batch when `now`, when it is 64 KiB
+/// or more, or when its oldest line has waited 100 ms.
+fn queue(bytes: &[u8], now: bool, at: Duration) {
+    let Ok(mut batch) = BATCH.lock() else {
+        let _ = io::stderr().write_all(bytes);
+        return;
+    };
+    let since = *batch.since.get_or_insert(at);
+    batch.out.extend_from_slice(bytes);
+    if now || batch.out.len() >= FLUSH_AT || at.saturating_sub(since) >= FLUSH_AFTER {
+        write_out(batch, now);
+    } else {
+        PENDING.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Writes the waiting lines, if any: the workers' park hook (their loop has nothing else to
+/// do).
+pub fn flush_idle() {
+    if PENDING.load(Ordering::Relaxed) {
+        flush();
+    }
+}
+
+/// Writes the waiting lines now (when a worker stops, before exit).
+pub fn flush() {
+    if let Ok(batch) = BATCH.lock() {
+        if !batch.out.is_empty() {
+            write_out(batch, true);
+        }
+    }
+}
+
+/// Writes the batch with one `write`, outside the lock; when another thread is writing, leaves
+/// the lines to it (`urgent`: it writes them right after its own).
+fn write_out(mut batch: MutexGuard<'_, Batch>, urgent: bool) {
+    if batch.writing {
+        batch.urgent |= urgent;
+        PENDING.store(true, Ordering::Relaxed);
+        return;
+    }
+    batch.writing = true;
+    loop {
+        let spare = std::mem::take(&mut batch.spare);
+        let mut out = std::mem::replace(&mut batch.out, spare);
+        batch.since = None;
+        batch.urgent = false;
+        PENDING.store(false, Ordering::Relaxed);
+        drop(batch);
+        // A failure (stderr closed) drops the lines, as the formatter did.
+        let _ = io::stderr().lock().write_all(&out);
+        out.clear();
+        if out.capacity() > 4 * FLUSH_AT {
+            out = Vec::new();
+        }
+        batch = match BATCH.lock() {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        batch.spare = out;
+        if !batch.urgent || batch.out.is_empty() {
+            break;
+        }
+    }
+    batch.writing = false;
+    if !batch.out.is_empty() {
+        PENDING.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `2026-11-30T01:58:18.455222Z`, UTC, as `tracing`'s formatter writes it; returns the time.
+fn put_time(scratch: &mut Scratch) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    if scratch.stamp.0 != secs || scratch.stamp.1[0] == 0 {
+        scratch.stamp = (secs, date_time(secs));
+    }
+    scratch.line.extend_from_slice(&scratch.stamp.1);
+    let micros = now.subsec_micros();
+    let mut frac = [b'.', 0, 0, 0, 0, 0, 0, b'Z'];
+    for (i, d) in frac[1..7].iter_mut().enumerate() {
+        *d = b'0' + (micros / 10u32.pow(5 - i as u32) % 10) as u8;
+    }
+    scratch.line.extend_from_slice(&frac);
+    now
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix time (the civil-from-days algorithm).
+fn date_time(secs: u64) -> [u8; 19] {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut out = [0u8; 19];
+    let mut put = |at: usize, v: u64, width: usize| {
+        for i in 0..width {
+            out[at + i] = b'0' + (v / 10u64.pow((width - 1 - i) as u32) % 10) as u8;
+        }
+    };
+    put(0, year.clamp(0, 9999) as u64, 4);
+    put(5, month as u64, 2);
+    put(8, day as u64, 2);
+    put(11, rem / 3600, 2);
+    put(14, rem / 60 % 60, 2);
+    put(17, rem % 60, 2);
+    out[4] = b'-';
+    out[7] = b'-';
+    out[10] = b'T';
+    out[13] = b':';
+    out[16] = b':';
+    out
+}
+
+/// The daemon's messages to stderr: formatted whole, then written with the access lines
+/// waiting before them (so they keep their order).
+struct Batched;
+
+impl<'a> MakeWriter<'a> for Batched {
+    type Writer = BatchedLine;
+    fn make_writer(&'a self) -> BatchedLine {
+        BatchedLine::default()
+    }
+}
+
+/// One message; written (with the lines waiting before it) when dropped.
+#[derive(Default)]
+struct BatchedLine(Vec<u8>);
+
+impl Write for BatchedLine {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for BatchedLine {
+    fn drop(&mut self) {
+        queue(&self.0, true, Duration::ZERO);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::access::ACCESS_TARGET;
+
+    #[test]
+    fn timestamps_are_utc_like_the_formatter_writes_them() {
+        assert_eq!(&date_time(0), b"1970-01-01T00:00:00");
+        assert_eq!(&date_time(951_782_400), b"2000-02-29T00:00:00");
+        assert_eq!(&date_time(1_796_003_898), b"2026-11-30T01:58:18");
+    }
 
     #[test]
     fn syslog_lines_carry_their_level_as_severity() {

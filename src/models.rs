@@ -380,7 +380,7 @@ async fn fetch(m: &Member, req: Result<Request<RequestBody>, String>) -> Outcome
     let bc = &m.backend.config;
     let limit = LIST_TIMEOUT.min(bc.response_timeout);
     let exchange = async {
-        let res = match m.backend.client.request(req).await {
+        let (res, lease) = match m.backend.send(req).await {
             Ok(res) => res,
             Err(e) => {
                 let why = if e.is_connect() {
@@ -400,7 +400,13 @@ async fn fetch(m: &Member, req: Result<Request<RequestBody>, String>) -> Outcome
             .collect()
             .await
         {
-            Ok(b) => b.to_bytes(),
+            Ok(b) => {
+                // Read to its end: the connection can serve the next request.
+                if let Some(l) = lease {
+                    l.release();
+                }
+                b.to_bytes()
+            }
             Err(e) => return skip("failed", format!("reading the list: {e}")),
         };
         match serde_json::from_slice::<Value>(&body) {

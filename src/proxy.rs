@@ -32,6 +32,7 @@ use crate::error::ProxyError;
 use crate::guard::{Admission, Guard};
 use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
 use crate::models::Catalog;
+use crate::pool::UpstreamError;
 use crate::router::{normalize_path, Router};
 use crate::tokens::ClientTokens;
 use crate::upgrade;
@@ -71,9 +72,10 @@ impl Proxy {
     /// Builds the routes and a client per backend. Fails only on TLS set-up problems that the
     /// config validation could not see.
     pub fn new(config: Config) -> anyhow::Result<Proxy> {
+        let workers = config.server.workers.resolve();
         let mut backends = Vec::with_capacity(config.backends.len());
         for b in &config.backends {
-            backends.push(Arc::new(Backend::new(b.clone())?));
+            backends.push(Arc::new(Backend::new(b.clone(), workers)?));
         }
         let router = config.router(|r| {
             let backend = backends
@@ -115,8 +117,11 @@ impl Proxy {
             ))
         });
         let (result, cors) = match self.admit(&mut req, peer) {
+            // Boxed: the connection keeps room for this future as long as it lives (hyper
+            // holds a service future in place), so a small one costs an idle connection or a
+            // long stream little; the forwarding state lives only while the request does.
             Admission::Forward(cors) => (
-                self.forward(req, peer, &rid, access.as_deref_mut()).await,
+                Box::pin(self.forward(req, peer, &rid, access.as_deref_mut())).await,
                 cors,
             ),
             Admission::Preflight(headers) => {
@@ -127,7 +132,7 @@ impl Proxy {
             }
             Admission::Refuse(e) => {
                 if let Some(a) = access.as_deref_mut() {
-                    a.path = req.uri().path().to_string();
+                    a.set_path(req.uri(), None);
                 }
                 (Err(e), None)
             }
@@ -200,10 +205,7 @@ impl Proxy {
         }
         let normalized = normalize_path(parts.uri.path());
         if let Some(a) = access.as_deref_mut() {
-            a.path = match &normalized {
-                Ok(p) => p.to_string(),
-                Err(_) => parts.uri.path().to_string(),
-            };
+            a.set_path(&parts.uri, normalized.as_deref().ok());
         }
         let path = normalized.map_err(|e| ProxyError::BadPath(e.0))?;
         let websocket = upgrade::is_websocket(&parts.method, parts.version, &parts.headers);
@@ -307,7 +309,7 @@ impl Proxy {
         let replay = (parts.method.is_idempotent() && http_body::Body::is_end_stream(&body))
             .then(|| parts.clone());
         let deadline = Instant::now() + bc.response_timeout;
-        let upstream = backend.client.request(Request::from_parts(parts, body));
+        let upstream = backend.send(Request::from_parts(parts, body));
         let mut result = tokio::time::timeout_at(deadline, upstream).await;
         if let (Some(parts), Ok(Err(e))) = (replay, &result) {
             if is_stale(e) {
@@ -316,7 +318,7 @@ impl Proxy {
                     bc.name
                 );
                 let again = Request::from_parts(parts, RequestBody::empty());
-                result = tokio::time::timeout_at(deadline, backend.client.request(again)).await;
+                result = tokio::time::timeout_at(deadline, backend.send(again)).await;
             }
         }
         let res = match result {
@@ -330,6 +332,7 @@ impl Proxy {
             Ok(Err(e)) => return Err(classify(&e, e.is_connect(), bc)),
             Ok(Ok(res)) => res,
         };
+        let (res, lease) = res;
         let (mut rparts, rbody) = res.into_parts();
         rparts.version = Version::HTTP_11;
         headers::rewrite_response(
@@ -337,10 +340,9 @@ impl Proxy {
             &backend.header,
             bc.takes_client_credentials(),
         );
-        Ok(Response::from_parts(
-            rparts,
-            ResponseBody::upstream(rbody, bc.idle_timeout),
-        ))
+        let mut body = ResponseBody::upstream(rbody, bc.idle_timeout);
+        body.set_lease(lease);
+        Ok(Response::from_parts(rparts, body))
     }
 }
 
@@ -439,8 +441,8 @@ pub fn backend_uri(
 
 /// Whether a request failed because its connection was closed under it before any response:
 /// what a pooled keep-alive connection does when the backend closed it just as it was reused
-/// (hyper-util itself resends only when it notices before writing anything).
-fn is_stale(err: &hyper_util::client::legacy::Error) -> bool {
+/// (the pool itself resends only when it notices before writing anything).
+fn is_stale(err: &UpstreamError) -> bool {
     if err.is_connect() {
         return false;
     }

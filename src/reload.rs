@@ -1,7 +1,8 @@
 //! Reading the config for a reload without stopping the proxy.
 //!
-//! The proxy serves on one thread, so a reload that waited there for a file (a FIFO, a stuck
-//! network file system, a slow disk) would stop every request. The config is read, checked and
+//! The main thread serves requests too (it is worker 0, see `workers`), so a reload that
+//! waited there for a file (a FIFO, a stuck network file system, a slow disk) would stop its
+//! share of the requests. The config is read, checked and
 //! turned into a new [`Proxy`] on a blocking thread instead, and given up after
 //! [`RELOAD_LIMIT`]: the old config keeps serving and the reason is logged. A reload that was
 //! given up may still be stuck in its read; no other one starts until it has ended.

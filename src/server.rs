@@ -4,6 +4,7 @@
 //! [`run`] takes its listeners and its shutdown future from the caller, so `serve`, socket
 //! activation and the tests all use the same entry point.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
@@ -25,13 +26,21 @@ use crate::parse_errors::JsonErrors;
 use crate::proxy::{Peer, Proxy};
 use crate::tls;
 use crate::upgrade::{self, Session};
+use crate::workers;
 
-/// What the server shares between connections: the live [`Proxy`] (swapped on reload) and
-/// counters for status reports and idle exit.
+/// What every worker shares: the live [`Proxy`] (swapped on reload) and counters for status
+/// reports and idle exit. Counters written per request are sharded by worker, so workers on
+/// different cores never write the same cache line.
 pub struct State {
     proxy: RwLock<Arc<Proxy>>,
+    /// Bumped by every [`State::replace`]; workers drop their cached proxy when it changes.
+    generation: AtomicU64,
+    /// Tells the workers about a new generation.
+    replaced: watch::Sender<()>,
+    /// Tells this state apart from others in the workers' caches.
+    id: u64,
     /// Requests received since start.
-    pub requests: AtomicU64,
+    pub requests: Counter,
     /// Connections accepted since start (idle exit watches it).
     pub accepted: AtomicU64,
     /// Connections open right now.
@@ -42,9 +51,14 @@ pub struct State {
 
 impl State {
     pub fn new(proxy: Proxy) -> Arc<State> {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let shards = proxy.config.server.workers.resolve();
         Arc::new(State {
             proxy: RwLock::new(Arc::new(proxy)),
-            requests: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            replaced: watch::channel(()).0,
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            requests: Counter::new(shards),
             accepted: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
             all_closed: Notify::new(),
@@ -66,6 +80,120 @@ impl State {
             Ok(mut p) => *p = proxy,
             Err(poisoned) => *poisoned.into_inner() = proxy,
         }
+        self.generation.fetch_add(1, Ordering::Release);
+        self.replaced.send_replace(());
+    }
+
+    /// The proxy for a request on this thread. A worker keeps one handle per configuration,
+    /// so the reference count a request takes is the worker's own, not one that every core
+    /// writes; elsewhere (tests) each request takes the shared one.
+    fn current(&self) -> Current {
+        let generation = self.generation.load(Ordering::Acquire);
+        CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let Some(cache) = cache.as_mut() else {
+                return Current::Shared(self.proxy());
+            };
+            match cache {
+                Some(c) if c.state == self.id && c.generation == generation => {
+                    Current::Local(c.clone())
+                }
+                _ => {
+                    let c = Arc::new(Cached {
+                        state: self.id,
+                        generation,
+                        proxy: self.proxy(),
+                    });
+                    *cache = Some(c.clone());
+                    Current::Local(c)
+                }
+            }
+        })
+    }
+
+    /// Makes this thread (a worker) cache its proxy handle, and drop it as soon as a reload
+    /// replaces the proxy, so the old configuration is released when its last request ends.
+    /// Call inside the worker's runtime.
+    pub fn cache_on_this_worker(self: &Arc<Self>) {
+        CACHE.with(|c| *c.borrow_mut() = Some(None));
+        let mut changed = self.replaced.subscribe();
+        tokio::spawn(async move {
+            while changed.changed().await.is_ok() {
+                CACHE.with(|c| {
+                    if let Some(slot) = c.borrow_mut().as_mut() {
+                        *slot = None;
+                    }
+                });
+            }
+        });
+    }
+}
+
+thread_local! {
+    /// `None`: no caching on this thread; `Some(None)`: a worker with nothing cached yet.
+    static CACHE: RefCell<Option<Option<Arc<Cached>>>> = const { RefCell::new(None) };
+}
+
+/// A worker's handle on the proxy of one configuration.
+struct Cached {
+    state: u64,
+    generation: u64,
+    proxy: Arc<Proxy>,
+}
+
+/// The proxy a request runs with.
+enum Current {
+    Local(Arc<Cached>),
+    Shared(Arc<Proxy>),
+}
+
+impl std::ops::Deref for Current {
+    type Target = Proxy;
+    fn deref(&self) -> &Proxy {
+        match self {
+            Current::Local(c) => &c.proxy,
+            Current::Shared(p) => p,
+        }
+    }
+}
+
+/// A counter every worker adds to without contention: one cache line per worker, summed when
+/// read.
+pub struct Counter {
+    shards: Box<[Shard]>,
+}
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Shard(AtomicU64);
+
+impl Counter {
+    pub fn new(shards: usize) -> Counter {
+        Counter {
+            shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
+        }
+    }
+
+    /// Adds `n` on this worker's shard.
+    pub fn add(&self, n: u64) {
+        let i = workers::index() % self.shards.len();
+        self.shards[i].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The total over all workers.
+    pub fn get(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Each worker's part, worker 0 first.
+    pub fn per_worker(&self) -> Vec<u64> {
+        self.shards
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .collect()
     }
 }
 
@@ -191,7 +319,7 @@ async fn accept_loop(listener: Listener, state: Arc<State>, mut stop: watch::Rec
             Ok(Accepted::Tcp(stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let ip = Some(peer.ip());
-                match state.proxy().config.server.tls.as_ref() {
+                match state.current().config.server.tls.as_ref() {
                     Some(tls) => {
                         let tls = tls.server.clone();
                         tokio::spawn(serve_tls(stream, ip, tls, state.clone(), stop.clone()));
@@ -244,7 +372,7 @@ async fn serve_tls(
     state: Arc<State>,
     stop: watch::Receiver<bool>,
 ) {
-    let limit = state.proxy().config.server.header_read_timeout;
+    let limit = state.current().config.server.header_read_timeout;
     let stream = match tls::accept(stream, tls, limit).await {
         Ok(s) => s,
         Err(e) => {
@@ -274,18 +402,17 @@ fn service(
 > + Clone {
     let state = state.clone();
     let stop = stop.clone();
+    // Count and pick the proxy here, not in the future: no per-request clone of the state
+    // every worker shares.
     service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        let state = state.clone();
         if upgrade::is_websocket(req.method(), req.version(), req.headers()) {
             let open = Arc::new(ConnGuard::new(&state));
             req.extensions_mut()
                 .insert(Session::new(open, stop.clone()));
         }
-        async move {
-            state.requests.fetch_add(1, Ordering::Relaxed);
-            let proxy = state.proxy();
-            Ok::<_, Infallible>(proxy.handle(req, peer).await)
-        }
+        state.requests.add(1);
+        let proxy = state.current();
+        async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
     })
 }
 
@@ -295,7 +422,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _guard = ConnGuard::new(&state);
-    let max_header_size = state.proxy().config.server.max_header_size;
+    let max_header_size = state.current().config.server.max_header_size;
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
@@ -320,7 +447,7 @@ where
 {
     let _guard = ConnGuard::new(&state);
     let (header_read_timeout, max_header_size) = {
-        let server = &state.proxy().config.server;
+        let server = &state.current().config.server;
         (server.header_read_timeout, server.max_header_size)
     };
     let service = service(&state, peer, &stop);
@@ -340,13 +467,23 @@ where
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = polls.clone().count(conn.as_mut()) => r,
-        () = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            polls.count(conn).await
+    // The connection, switched to a graceful shutdown when the server stops. The stop future
+    // is polled once to register the task's waker, and again only when the channel changed
+    // (one atomic load per wake-up, instead of polling it each time).
+    let probe = stop.clone();
+    let mut stop_signal = std::pin::pin!(stopped(&mut stop));
+    let (mut registered, mut draining) = (false, false);
+    let serving = std::future::poll_fn(|cx| {
+        if !draining && (!registered || probe.has_changed().unwrap_or(true)) {
+            registered = true;
+            if stop_signal.as_mut().poll(cx).is_ready() {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
         }
-    };
+        conn.as_mut().poll(cx)
+    });
+    let result = polls.count(std::pin::pin!(serving)).await;
     if let Err(e) = result {
         tracing::debug!("connection ended with an error: {e}");
     }

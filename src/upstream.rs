@@ -1,16 +1,19 @@
-//! Connections to backends: one pooled hyper-util client per backend, with its own time-outs
-//! and TLS settings (rustls with the `ring` provider; bundled webpki roots plus `ca_file`; ALPN
-//! offers HTTP/2 and HTTP/1.1 to HTTPS backends).
+//! Connections to backends, with each backend's own time-outs: plain-HTTP backends through a
+//! small pool of HTTP/1 connections per worker ([`crate::pool`]); HTTPS backends through
+//! hyper-util's pooled client with TLS (rustls with the `ring` provider; bundled webpki roots
+//! plus `ca_file`; ALPN offers HTTP/2 and HTTP/1.1), built when the backend is first used, so
+//! a proxy that never talks to one never parses its trust store.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use http::{HeaderValue, Uri};
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
@@ -22,20 +25,26 @@ use tower_service::Service;
 
 use crate::body::RequestBody;
 use crate::config::BackendConfig;
+use crate::pool::{self, Lease, Pool, UpstreamError};
 use crate::tls::AcceptAnyCertificate;
 
 /// The client type every backend uses.
 pub type HttpClient = Client<NoInfo<HttpsConnector<HttpConnector>>, RequestBody>;
 
-/// How long an idle pooled connection to a backend is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// At most this many idle connections are kept per backend.
+/// At most this many idle connections are kept per HTTPS backend.
 const POOL_MAX_IDLE: usize = 256;
+
+/// How requests reach a backend.
+enum Upstream {
+    Plain(Pool),
+    /// Made on first use.
+    Tls(OnceLock<Result<HttpClient, String>>),
+}
 
 /// A backend: its settings and the client that talks to it.
 pub struct Backend {
     pub config: BackendConfig,
-    pub client: HttpClient,
+    client: Upstream,
     /// The `X-Backend` response header value, made once.
     pub header: HeaderValue,
     /// The `Host` request header for a plain-HTTP backend, made once (what hyper's client
@@ -54,16 +63,53 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
-    pub fn new(config: BackendConfig) -> anyhow::Result<Backend> {
+    /// `workers`: how many worker threads will use it (one pool shard each).
+    pub fn new(config: BackendConfig, workers: usize) -> anyhow::Result<Backend> {
         let header = HeaderValue::from_str(&config.name)
             .with_context(|| format!("backend name '{}' is not a header value", config.name))?;
-        let client = build_client(&config)?;
+        let client = if config.is_https() {
+            // What could fail later, found now (at start or reload).
+            ca_roots(&config)?;
+            Upstream::Tls(OnceLock::new())
+        } else {
+            let a = &config.authority;
+            Upstream::Plain(Pool::new(
+                a.host(),
+                a.port_u16().unwrap_or(80),
+                config.connect_timeout,
+                workers,
+            ))
+        };
         Ok(Backend {
             host: host_header(&config),
             config,
             client,
             header,
         })
+    }
+}
+
+impl Backend {
+    /// Sends a request; a response from a pooled connection comes with its lease, to be
+    /// released when the response body has been read to its end.
+    pub async fn send(
+        &self,
+        req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
+        match &self.client {
+            Upstream::Plain(pool) => pool.send(req).await.map(|(r, l)| (r, Some(l))),
+            Upstream::Tls(client) => {
+                let client = client
+                    .get_or_init(|| build_client(&self.config).map_err(|e| format!("{e:#}")))
+                    .as_ref()
+                    .map_err(|e| UpstreamError::Connect(io::Error::other(e.clone())))?;
+                client
+                    .request(req)
+                    .await
+                    .map(|r| (r, None))
+                    .map_err(UpstreamError::Client)
+            }
+        }
     }
 }
 
@@ -103,6 +149,13 @@ fn tls_config(cfg: &BackendConfig) -> anyhow::Result<ClientConfig> {
     }
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    roots.roots.extend(ca_roots(cfg)?.roots);
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// The CA certificates of `ca_file`, checked.
+fn ca_roots(cfg: &BackendConfig) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
     for cert in &cfg.ca_certs {
         roots.add(cert.clone()).with_context(|| {
             format!(
@@ -111,7 +164,7 @@ fn tls_config(cfg: &BackendConfig) -> anyhow::Result<ClientConfig> {
             )
         })?;
     }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    Ok(roots)
 }
 
 /// TCP connections to a backend: its connect time-out, no Nagle delay, keep-alive probes.
@@ -145,7 +198,7 @@ fn build_client(cfg: &BackendConfig) -> anyhow::Result<HttpClient> {
     Ok(Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_idle_timeout(pool::IDLE_TIMEOUT)
         .pool_max_idle_per_host(POOL_MAX_IDLE)
         // A pooled connection the backend has closed, found out only as a request starts on
         // it (nothing sent yet): send the request again on a fresh connection. (The default;

@@ -145,6 +145,7 @@ fn start_nginx(dir: &std::path::Path, port: u16, upstream: std::net::SocketAddr)
          fastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
          {block}\n}}\n"
     );
+    crate::support::tools::require("nginx", "nginx");
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
     let nginx = Command::new("nginx")
@@ -158,7 +159,7 @@ fn start_nginx(dir: &std::path::Path, port: u16, upstream: std::net::SocketAddr)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("this test needs nginx (apt-get install nginx-light; .ci/run installs it)");
+        .expect("start nginx");
     let nginx = Nginx(nginx);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -31,7 +31,15 @@ fn harness_arguments() {
         .unwrap();
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--smoke", "--rounds", "--proxy-cpus", "--variant", "--only"] {
+    for flag in [
+        "--smoke",
+        "--rounds",
+        "--proxy-cpus",
+        "--variant",
+        "--only",
+        "--streams",
+        "--idle-secs",
+    ] {
         assert!(text.contains(flag), "run --help lacks {flag}:\n{text}");
     }
 
@@ -52,26 +60,9 @@ fn harness_arguments() {
 
 #[test]
 fn smoke_run_writes_the_table_and_chart() {
-    let missing: Vec<&str> = [
-        ("haproxy", "haproxy"),
-        ("wrk", "wrk"),
-        ("nginx", "nginx-light"),
-    ]
-    .into_iter()
-    .filter(|(cmd, _)| {
-        !Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {cmd}"))
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
-    .map(|(_, pkg)| pkg)
-    .collect();
-    assert!(
-        missing.is_empty(),
-        "the bench smoke test needs: apt-get install -y {}",
-        missing.join(" ")
-    );
+    for (program, package) in [("haproxy", "haproxy"), ("wrk", "wrk"), ("nginx", "nginx")] {
+        crate::support::tools::require(program, package);
+    }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bench.md");
     let run = Command::new(harness())
@@ -83,13 +74,21 @@ fn smoke_run_writes_the_table_and_chart() {
     assert!(run.status.success(), "smoke run failed:\n{stderr}");
     let doc = std::fs::read_to_string(&out).unwrap();
     for row in [
-        "| POST chat, c=64: requests/s | req/s |",
-        "| POST chat, c=1: added p50 latency |",
+        "| POST chat, c=64, unpinned, default threading: requests/s, logs off | req/s |",
+        "| POST chat, c=64, unpinned, default threading: requests/s, logs on | req/s |",
+        "| POST chat, c=64, pinned to one CPU: requests/s, logs off | req/s |",
+        "| POST chat, c=64, pinned: proxy CPU time per request, logs on |",
+        "| POST chat, c=1: added p50 latency, logs off |",
         "| SSE: added time to first event (median) |",
+        "| 20 streams: proxy RSS per open stream |",
+        "| 20 streams: added per-event delay, p99 |",
+        "| 20 streams: failed streams | streams | 0 | 0 | **0** |",
         "| Streamed upload to transcriptions: throughput |",
         "| Idle RSS after start |",
         "| RSS with 20 open keep-alive connections |",
+        "| Idle after a proxied request: wake-ups in 1 s |",
         "| Cold start (",
+        "| Socket-activated: RSS after the first proxied request |",
     ] {
         assert!(doc.contains(row), "no {row:?} row in:\n{doc}");
     }

@@ -188,7 +188,7 @@ fn huge_files_and_devices_are_refused_without_reading_them() {
         assert_refused(&backend, &r, file, why);
     }
     // The limit is real: a program that takes 300 MiB under it fails.
-    let mut greedy = Command::new("python3");
+    let mut greedy = Command::new(crate::support::tools::python());
     greedy.args(["-c", "x = bytearray(300 << 20)"]);
     let r = run_limited(greedy);
     assert_ne!(r.code, Some(0), "RLIMIT_DATA did not limit: {}", r.stderr);

@@ -357,3 +357,45 @@ async fn check_endpoints_checks_an_https_proxy_with_its_ca() {
     r.assert_says("UnknownIssuer");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_speaks_https() {
+    let ca = test_ca();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = tls_files(dir.path(), &ca, "proxy");
+    let backend = Mock::echo("b").await;
+    let config = openai_proxy::Config::from_toml(&format!(
+        "{}workers = 2\n{}",
+        server_tls(&cert, &key),
+        routes_to(&backend.url())
+    ))
+    .unwrap();
+    let proxy = crate::support::start_proxy_with_workers(config, 1).await;
+    let url = format!("https://localhost:{}/v1/models", proxy.addr.port());
+    let mut connections = 0;
+    while proxy.state.requests.per_worker().contains(&0) {
+        assert!(
+            connections < 200,
+            "no connection reached one of the workers"
+        );
+        // A new client, so a new connection, each time; HTTP/1.1 and HTTP/2 by turns.
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_config(&[&ca], &[]))
+            .https_only();
+        let https = if connections % 2 == 0 {
+            https.enable_http1().build()
+        } else {
+            https.enable_http2().build()
+        };
+        let client: Client<_, crate::support::mock::MockBody> =
+            Client::builder(TokioExecutor::new()).build(https);
+        let res = client
+            .request(Request::get(&url).body(full("")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.into_body().collect().await.unwrap();
+        connections += 1;
+    }
+    proxy.stop().await;
+}

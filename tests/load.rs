@@ -428,7 +428,7 @@ fn wrk(base: &str, secs: u64, script: &std::path::Path) -> Wrk {
         .arg(script)
         .arg(base)
         .output()
-        .expect("wrk is needed for the load test (apt-get install wrk; .ci/run installs it)");
+        .expect("cannot run wrk");
     let output = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -579,6 +579,7 @@ fn load_config(plain: &str, sse: &str, slow: &str) -> String {
 /// and the proxy exits 0.
 #[test]
 fn a_minute_of_wrk_with_reloads_then_a_graceful_stop() {
+    support::tools::require("wrk", "wrk");
     heavy(load_run());
 }
 

@@ -34,6 +34,11 @@ fn fields(datagram: &[u8]) -> Vec<(String, String)> {
 
 #[test]
 fn journald_target_sends_structured_access_lines() {
+    crate::support::tools::require_root(
+        "mounts its own journald socket over /run/systemd in a private mount namespace",
+    );
+    crate::support::tools::require("unshare", "util-linux");
+    crate::support::tools::require_run_systemd();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("journal")).unwrap();
     let journal = UnixDatagram::bind(dir.path().join("journal/socket")).unwrap();

@@ -35,17 +35,6 @@ fn check_current(rel: &str, expected: &[u8]) {
     );
 }
 
-/// Fails with an install hint when `program` is missing (CI installs it: .ci/run).
-pub fn require(program: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
-    assert!(
-        found,
-        "`{program}` is not installed; this test needs it: apt-get install {package} \
-         (.ci/run installs it)"
-    );
-}
-
 #[test]
 fn man_page_is_current() {
     check_current("man/openai-proxy.1", &docs::man_page(Cli::command()));
@@ -79,7 +68,7 @@ fn completions_subcommand_prints_each_script() {
 
 /// `man --warnings -l FILE` at 80 columns: the rendered text; fails on any warning.
 fn render(file: &str) -> String {
-    require("man", "man-db");
+    crate::support::tools::require("man", "man-db");
     let out = Command::new("man")
         .args(["--warnings", "-l", file])
         .env("MANWIDTH", "80")
@@ -200,7 +189,7 @@ fn man_page_and_readme_cover_every_command_and_option() {
 
 #[test]
 fn completion_scripts_are_accepted_by_their_shells() {
-    require("bash", "bash");
+    crate::support::tools::require("bash", "bash");
     let bash = format!("{ROOT}/contrib/completions/openai-proxy.bash");
     let out = Command::new("bash").arg("-n").arg(&bash).output().unwrap();
     assert!(out.status.success(), "bash -n: {out:?}");
@@ -230,7 +219,7 @@ fn completion_scripts_are_accepted_by_their_shells() {
     );
     assert_eq!(complete("openai-proxy completions z"), "zsh");
 
-    require("zsh", "zsh");
+    crate::support::tools::require("zsh", "zsh");
     let out = Command::new("zsh")
         .arg("-n")
         .arg(format!("{ROOT}/contrib/completions/_openai-proxy"))
@@ -238,7 +227,7 @@ fn completion_scripts_are_accepted_by_their_shells() {
         .unwrap();
     assert!(out.status.success(), "zsh -n: {out:?}");
 
-    require("fish", "fish");
+    crate::support::tools::require("fish", "fish");
     let fish = format!("{ROOT}/contrib/completions/openai-proxy.fish");
     let out = Command::new("fish").arg("-n").arg(&fish).output().unwrap();
     assert!(out.status.success(), "fish -n: {out:?}");

@@ -10,19 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use crate::man_completions::require;
 use crate::support::activation::free_port;
 use crate::support::bin;
 use crate::support::machine::{apt_get, dpkg_status, in_user_manager, PackageSlot};
 use crate::support::mock::Mock;
+use crate::support::tools::{require, require_cargo_tool, require_root, require_run_systemd};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Runs `cmd`; fails the test with its output unless it exits 0.
 pub fn run(cmd: &mut Command) -> Output {
@@ -51,22 +46,15 @@ struct Dist {
 }
 
 /// Builds the packages once for all tests here (the release build takes minutes the first
-/// time; `.ci/run` builds it before `cargo test`).
+/// time; `cargo xtask test` builds it before `cargo test`).
 fn dist() -> &'static Dist {
     static DIST: OnceLock<Dist> = OnceLock::new();
     DIST.get_or_init(|| {
-        for (tool, crate_name) in [
-            ("cargo-deb", "cargo-deb"),
-            ("cargo-generate-rpm", "cargo-generate-rpm"),
-        ] {
-            let found = std::env::var_os("PATH")
-                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
-            assert!(
-                found,
-                "`{tool}` is not installed: cargo install --locked {crate_name} (.ci/run does)"
-            );
-        }
+        require_cargo_tool("cargo-deb");
+        require_cargo_tool("cargo-generate-rpm");
         require("dpkg-deb", "dpkg");
+        require("git", "git");
+        require("python3", "python3");
         let target = Path::new(bin::exe())
             .parent()
             .and_then(Path::parent)
@@ -357,10 +345,9 @@ fn maintainer_script_with(script: &str, args: &[&str], fakes: &[(&str, &str)]) -
 
 #[test]
 fn deb_maintainer_scripts_enable_and_start_only_the_socket() {
-    assert!(
-        is_root(),
-        "this test mounts over /run/systemd in a private namespace and needs root (CI has it)"
-    );
+    require_root("mounts over /run/systemd in a private namespace");
+    require_run_systemd();
+    require("deb-systemd-invoke", "init-system-helpers");
     assert_eq!(
         maintainer_script("postinst", &["configure", ""]),
         [
@@ -473,14 +460,12 @@ fn system_config(backend: &str, url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deb_installs_serves_through_the_installed_user_units_and_purges_cleanly() {
-    assert!(
-        is_root(),
-        "this test installs the .deb with apt-get and runs systemd --user: it needs root (CI has it)"
-    );
+    require_root("installs the .deb with apt-get and runs systemd --user");
     let dist = dist();
     require("apt-get", "apt");
     require("curl", "curl");
     require("man", "man-db");
+    require("systemd-analyze", "systemd");
     // Our turn with the machine's dpkg database (release.rs installs too); purged when dropped,
     // so the machine is left as it was however the test ends.
     let slot = PackageSlot::take();

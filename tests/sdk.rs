@@ -71,17 +71,10 @@ pub async fn run_sdk_trusting(
     base: String,
     ca: Option<std::path::PathBuf>,
 ) -> serde_json::Value {
-    let python_has_sdk = Command::new("python3")
-        .args(["-c", "import openai"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        python_has_sdk,
-        "this test needs the official OpenAI Python SDK: python3 -m pip install openai (.ci/run does)"
-    );
+    crate::support::tools::require_python_module("openai");
     let script = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
+        Command::new(crate::support::tools::python())
             .arg(script)
             .arg(MP3)
             .env("OPENAI_BASE_URL", base)

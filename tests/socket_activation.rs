@@ -110,19 +110,7 @@ fn idle_exit_only_after_the_last_connection_closed() {
     let n = conn.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     notify.wait_for("READY=1", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        act.child.try_wait().unwrap().is_none(),
-        "exited with a connection open"
-    );
-    drop(conn);
-    assert_eq!(
-        act.wait_exit(Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        act.log_text()
-    );
-    notify.wait_for("STOPPING=1", Duration::from_secs(5));
+    act.assert_idle_exit_after(&notify, Duration::from_millis(1500), || drop(conn));
 }
 
 fn routed_to(name: &str, url: &str) -> String {

@@ -11,11 +11,6 @@ use crate::support::mock::Mock;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Copies units from `contrib/systemd/<sub>` to a temp dir, with the built binary (and
 /// `--config CFG` when given) instead of /usr/bin/openai-proxy, and `port` instead of 2020.
 fn units(sub: &str, config: Option<&Path>, port: u16) -> tempfile::TempDir {
@@ -35,6 +30,7 @@ fn units(sub: &str, config: Option<&Path>, port: u16) -> tempfile::TempDir {
 }
 
 fn verify(dir: &Path, user: bool) {
+    crate::support::tools::require("systemd-analyze", "systemd");
     let mut cmd = Command::new("systemd-analyze");
     cmd.arg("verify").arg("--man=no");
     let runtime = tempfile::tempdir().unwrap();
@@ -63,6 +59,7 @@ fn unit_files_verify_cleanly() {
 
 #[test]
 fn system_service_is_hardened() {
+    crate::support::tools::require("systemd-analyze", "systemd");
     let system = units("", None, 2020);
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--threshold=15", "--no-pager"])
@@ -112,10 +109,7 @@ fn routes(a_or_b: (&str, &str), sse: &str, extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_units_in_a_real_systemd_user_manager() {
-    assert!(
-        is_root(),
-        "this test runs a systemd user manager and needs root (CI has it)"
-    );
+    crate::support::tools::require_user_manager();
     let a = Mock::echo("a").await;
     let b = Mock::echo("b").await;
     let sse = Mock::sse(5, Duration::from_millis(300)).await;
@@ -172,6 +166,7 @@ async fn user_units_in_a_real_systemd_user_manager() {
 
 #[test]
 fn service_commands_explain_a_missing_service_manager() {
+    crate::support::tools::require("systemctl", "systemd");
     let empty = tempfile::tempdir().unwrap();
     // No user manager behind $XDG_RUNTIME_DIR.
     let out = bin::command()

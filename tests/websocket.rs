@@ -357,3 +357,30 @@ async fn browsers_present_a_client_token_as_a_subprotocol_and_their_origin_is_ch
     assert_eq!(refused(e.unwrap_err()), 403);
     assert_eq!(echo.upgrades().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_joins_websockets() {
+    let echo = WsEcho::start().await;
+    let config = openai_proxy::Config::from_toml(&format!(
+        "[server]\nworkers = 2\n{}",
+        routes_to(&echo.url())
+    ))
+    .unwrap();
+    let proxy = crate::support::start_proxy_with_workers(config, 1).await;
+    let mut sessions = 0;
+    while proxy.state.requests.per_worker().contains(&0) {
+        assert!(sessions < 200, "no session reached one of the workers");
+        let (mut ws, _) = connect(proxy.addr, REALTIME, &[]).await.unwrap();
+        ws.send(Message::text(format!("s{sessions}")))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut ws).await,
+            Some(Message::text(format!("s{sessions}")))
+        );
+        ws.close(None).await.unwrap();
+        sessions += 1;
+    }
+    assert_eq!(echo.upgrades().len(), sessions);
+    proxy.stop().await;
+}

@@ -262,14 +262,36 @@ fn health_first_byte(s: &mut TcpStream, t0: Instant) -> anyhow::Result<f64> {
     Ok(secs)
 }
 
-/// One cold start of `subject`, in seconds. `Activate` fails (rather than hangs) when the
-/// process does not serve the inherited socket within a few seconds.
+/// What one cold start measured.
+pub struct Cold {
+    /// Connect (or spawn) to the first byte of `/health`.
+    pub secs: f64,
+    /// Socket-activated: RSS and its anonymous part (bytes) 0.3 s after a proxied chat
+    /// request that followed.
+    pub after_request: Option<(f64, f64)>,
+}
+
+/// RSS and the anonymous part of it (`/proc/PID/smaps_rollup`), in bytes.
+fn rss_and_anon(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    let kb = |field: &str| -> anyhow::Result<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|v| v * 1024.0)
+            .with_context(|| format!("no {field} in smaps_rollup"))
+    };
+    Ok((kb("Rss:")?, kb("Anonymous:")?))
+}
+
+/// One cold start of `subject`. `Activate` fails (rather than hangs) when the process does not
+/// serve the inherited socket within a few seconds.
 pub fn cold_start(
     env: &Env,
     subject: &Subject,
     mode: ColdMode,
     up: Upstreams,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Cold> {
     match mode {
         ColdMode::Spawn => {
             let addr = free_addr()?;
@@ -279,7 +301,10 @@ pub fn cold_start(
             loop {
                 if let Ok(mut s) = TcpStream::connect(addr) {
                     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                    return health_first_byte(&mut s, t0);
+                    return Ok(Cold {
+                        secs: health_first_byte(&mut s, t0)?,
+                        after_request: None,
+                    });
                 }
                 proc.check_alive()?;
                 ensure!(
@@ -316,7 +341,7 @@ pub fn cold_start(
                 .context("cannot run systemd-socket-activate")?;
             let mut child = child;
             let stderr = child.stderr.take().context("no stderr")?;
-            let _proc = Proc::adopt("systemd-socket-activate", child, log);
+            let proc = Proc::adopt("systemd-socket-activate", child, log);
             // Drain stderr for the process's whole life (a closed pipe would kill it), and
             // tell us when the socket is listening.
             let (tx, rx) = mpsc::channel();
@@ -334,7 +359,19 @@ pub fn cold_start(
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(Duration::from_secs(3)))?;
             match health_first_byte(&mut s, t0) {
-                Ok(secs) => Ok(secs),
+                Ok(secs) => {
+                    // The process systemd-socket-activate became, after its first proxied
+                    // request.
+                    let mut c = Conn::connect(addr)?;
+                    let (status, _) = c.roundtrip(&chat_request("/v1/chat/completions"))?;
+                    ensure!(status == 200, "proxied request answered {status}");
+                    drop(c);
+                    thread::sleep(Duration::from_millis(300));
+                    Ok(Cold {
+                        secs,
+                        after_request: Some(rss_and_anon(proc.pid())?),
+                    })
+                }
                 Err(e) => bail!(
                     "{} did not answer on the inherited socket (does it take LISTEN_FDS?): {e:#}",
                     subject.name

@@ -56,8 +56,11 @@ pub fn pin_self(cpus: &[usize]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Raises the open-file limit to the hard limit (for 1 000 connections; children inherit it).
+/// Raises the open-file limit (children inherit it): to 262 144 where allowed (root), so ten
+/// thousand streams through a proxy (two descriptors each, and as many on the load side) fit;
+/// else to the hard limit.
 pub fn raise_nofile() {
+    const WANT: libc::rlim_t = 1 << 18;
     // SAFETY: plain getrlimit/setrlimit on a local struct.
     unsafe {
         let mut lim = libc::rlimit {
@@ -65,10 +68,39 @@ pub fn raise_nofile() {
             rlim_max: 0,
         };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            let raised = libc::rlimit {
+                rlim_cur: WANT.max(lim.rlim_cur),
+                rlim_max: WANT.max(lim.rlim_max),
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
         }
     }
+}
+
+/// The open-file limit now.
+pub fn nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit on a local struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    lim.rlim_cur
+}
+
+/// A syslog socket (a Unix datagram socket in `dir`) that reads and discards what HAProxy logs
+/// to it, as a local syslog daemon would; returns its path.
+pub fn start_syslog(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("syslog.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path)?;
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while sock.recv(&mut buf).is_ok() {}
+    });
+    Ok(path)
 }
 
 /// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -150,6 +182,24 @@ impl Proc {
     /// Peak resident set size since start or the last [`Proc::reset_peak`], in bytes.
     pub fn peak_rss(&self) -> anyhow::Result<f64> {
         Ok(self.status_kb("VmHWM:")? as f64 * 1024.0)
+    }
+
+    /// Context switches so far (voluntary and not) of all the process's threads: how often it
+    /// woke up.
+    pub fn wakeups(&self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for task in fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            let status = fs::read_to_string(task?.path().join("status"))?;
+            for l in status.lines() {
+                if let Some(v) = l
+                    .strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                {
+                    total += v.trim().parse::<u64>().context("bad ctxt_switches")?;
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// CPU time used so far by all the process's threads, in nanoseconds (schedstat).
@@ -318,9 +368,19 @@ pub fn proxy_config(
 
 /// HAProxy doing the same work as openai-proxy: the same routes on whole path segments, path
 /// normalization, `/health`, X-Forwarded-For/-Proto/-Host, X-Request-ID, X-Backend, Host set
-/// to the backend, client credentials removed for the local backends. No logging. `bind` is
-/// `127.0.0.1:PORT`, or `fd@3` under systemd-socket-activate.
-pub fn haproxy_config(bind: &str, up: Upstreams) -> String {
+/// to the backend, client credentials removed for the local backends. Its default threading
+/// (a thread per CPU it may run on). With `log`, `option httplog` to that syslog socket; else
+/// no logging. `bind` is `127.0.0.1:PORT`, or `fd@3` under systemd-socket-activate.
+pub fn haproxy_config(bind: &str, up: Upstreams, log: Option<&Path>) -> String {
+    // As many connections as the open-file limit allows HAProxy (two descriptors each).
+    let maxconn = (nofile().saturating_sub(200) / 2).clamp(1000, 30_000);
+    let (global_log, defaults_log) = match log {
+        Some(p) => (
+            format!("    log {} local0 info\n", p.display()),
+            "    log global\n    option httplog\n",
+        ),
+        None => (String::new(), ""),
+    };
     let mut routes = String::new();
     let mut backends = String::new();
     for (acl, path, be, server) in [
@@ -350,10 +410,10 @@ pub fn haproxy_config(bind: &str, up: Upstreams) -> String {
     format!(
         r#"global
     expose-experimental-directives
-    nbthread 1
-    maxconn 4096
-defaults
+    maxconn {maxconn}
+{global_log}defaults
     mode http
+{defaults_log}
     timeout connect 10s
     timeout client 5m
     timeout server 10m
@@ -401,7 +461,8 @@ pub struct Subject {
 
 #[derive(Clone, Debug)]
 pub enum SubjectKind {
-    Haproxy,
+    /// HAProxy, with `option httplog` to the run's syslog socket or without logging.
+    Haproxy { log: bool },
     /// An openai-proxy binary, with or without access logging, routing by path or by model.
     Proxy {
         bin: PathBuf,
@@ -416,13 +477,15 @@ pub struct Env {
     pub dir: PathBuf,
     pub proxy_cpus: Vec<usize>,
     pub load_cpus: Vec<usize>,
+    /// Where HAProxy logs when it does.
+    pub syslog: Option<PathBuf>,
 }
 
 impl Env {
     /// The command that runs `subject` (for the stack and for cold starts).
     pub fn command(&self, s: &Subject, config: &Path) -> Command {
         match &s.kind {
-            SubjectKind::Haproxy => {
+            SubjectKind::Haproxy { .. } => {
                 let mut c = Command::new("haproxy");
                 c.arg("-db").arg("-f").arg(config);
                 c
@@ -432,8 +495,6 @@ impl Env {
                 c.arg("--config")
                     .arg(config)
                     .arg("serve")
-                    // One worker thread: the same as HAProxy's nbthread 1.
-                    .env("TOKIO_WORKER_THREADS", self.proxy_cpus.len().to_string())
                     .env_remove("LISTEN_FDS")
                     .env_remove("LISTEN_PID")
                     .env_remove("NOTIFY_SOCKET");
@@ -474,9 +535,10 @@ impl Env {
         up: Upstreams,
     ) -> anyhow::Result<PathBuf> {
         let (text, ext) = match &s.kind {
-            SubjectKind::Haproxy => {
+            SubjectKind::Haproxy { log } => {
                 let bind = listen.map_or_else(|| "fd@3".to_string(), |a| a.to_string());
-                (haproxy_config(&bind, up), "cfg")
+                let syslog = self.syslog.as_deref().filter(|_| *log);
+                (haproxy_config(&bind, up, syslog), "cfg")
             }
             SubjectKind::Proxy {
                 access_log,
@@ -556,6 +618,27 @@ pub fn start_backend(env: &Env) -> anyhow::Result<(Proc, SocketAddr)> {
     let mut proc = Proc::spawn("backend", &mut cmd, &env.load_cpus, &env.dir)?;
     wait_ready(&mut proc, addr, "/health")?;
     Ok((proc, addr))
+}
+
+/// The many-streams backend: this same executable, `stream-backend --listen ADDR`.
+pub fn start_stream_backend(env: &Env) -> anyhow::Result<(Proc, SocketAddr)> {
+    let addr = free_addr()?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("stream-backend")
+        .arg("--listen")
+        .arg(addr.to_string());
+    let mut proc = Proc::spawn("stream-backend", &mut cmd, &env.load_cpus, &env.dir)?;
+    wait_ready(&mut proc, addr, "/health")?;
+    Ok((proc, addr))
+}
+
+/// Every CPU of the machine.
+pub fn all_cpus() -> Vec<usize> {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The harness pins itself, so ask the system, not this process's affinity.
+    // SAFETY: sysconf has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    (0..usize::try_from(online).unwrap_or(n).max(1)).collect()
 }
 
 /// First line of a command's output (versions for the report).

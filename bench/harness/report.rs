@@ -10,12 +10,16 @@ use crate::measure::PERCENTILES;
 pub const DIRECT: &str = "direct";
 pub const HAPROXY: &str = "HAProxy";
 pub const PROXY: &str = "openai-proxy";
-pub const PROXY_LOG: &str = "openai-proxy+log";
 /// openai-proxy with chat and transcriptions routed by model.
 pub const PROXY_MODELS: &str = "openai-proxy+models";
+/// The suffix of a subject that logs every request (HAProxy `option httplog` to syslog,
+/// openai-proxy's access log as shipped).
+pub const LOG: &str = "+log";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Metric {
+    RpsUnpinned,
+    P99c64Unpinned,
     Rps,
     CpuPerReq,
     P50c64,
@@ -25,11 +29,19 @@ pub enum Metric {
     SseFirst,
     SseEventP50,
     SseEventP99,
+    StreamRss,
+    StreamCpu,
+    StreamEventP50,
+    StreamEventP99,
+    StreamErrors,
     Upload,
     UploadPeak,
     IdleRss,
     ConnRss,
+    IdleWakeups,
     ColdStart,
+    ActivatedRss,
+    ActivatedAnon,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -38,6 +50,8 @@ pub enum Goal {
     AtLeast(f64),
     /// openai-proxy ÷ HAProxy at least this.
     RatioAtLeast(f64),
+    /// openai-proxy ÷ HAProxy at most this.
+    RatioAtMost(f64),
 }
 
 pub struct Info {
@@ -48,7 +62,9 @@ pub struct Info {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 14] = [
+    pub const ALL: [Metric; 24] = [
+        Metric::RpsUnpinned,
+        Metric::P99c64Unpinned,
         Metric::Rps,
         Metric::CpuPerReq,
         Metric::P50c64,
@@ -58,29 +74,61 @@ impl Metric {
         Metric::SseFirst,
         Metric::SseEventP50,
         Metric::SseEventP99,
+        Metric::StreamRss,
+        Metric::StreamCpu,
+        Metric::StreamEventP50,
+        Metric::StreamEventP99,
+        Metric::StreamErrors,
         Metric::Upload,
         Metric::UploadPeak,
         Metric::IdleRss,
         Metric::ConnRss,
+        Metric::IdleWakeups,
         Metric::ColdStart,
+        Metric::ActivatedRss,
+        Metric::ActivatedAnon,
     ];
 
-    pub fn info(self) -> Info {
+    /// Label, unit, decimals and issue 14's goal (issue 6's where 14 set none). `logs`: the
+    /// row of the subjects that log every request.
+    pub fn info(self, logs: bool) -> Info {
         let (label, unit, decimals, goal) = match self {
-            Metric::Rps => (
-                "POST chat, c=64: requests/s",
+            Metric::RpsUnpinned => (
+                "POST chat, c=64, unpinned, default threading: requests/s",
                 "req/s",
                 0,
-                Some(Goal::RatioAtLeast(1.2)),
+                Some(Goal::RatioAtLeast(if logs { 1.2 } else { 1.15 })),
             ),
-            Metric::CpuPerReq => ("POST chat, c=64: proxy CPU time per request", "µs", 1, None),
-            Metric::P50c64 => ("POST chat, c=64: p50 latency", "ms", 2, None),
-            Metric::P99c64 => ("POST chat, c=64: p99 latency", "ms", 2, None),
+            Metric::P99c64Unpinned => (
+                "POST chat, c=64, unpinned: p99 latency",
+                "ms",
+                2,
+                Some(Goal::RatioAtMost(1.0)),
+            ),
+            Metric::Rps => (
+                "POST chat, c=64, pinned to one CPU: requests/s",
+                "req/s",
+                0,
+                None,
+            ),
+            Metric::CpuPerReq => (
+                "POST chat, c=64, pinned: proxy CPU time per request",
+                "µs",
+                1,
+                Some(Goal::RatioAtMost(0.85)),
+            ),
+            Metric::P50c64 => ("POST chat, c=64, pinned: p50 latency", "ms", 2, None),
+            Metric::P99c64 => (
+                "POST chat, c=64, pinned: p99 latency",
+                "ms",
+                2,
+                Some(Goal::RatioAtMost(1.0)),
+            ),
             Metric::AddedP50c1 => (
                 "POST chat, c=1: added p50 latency",
                 "µs",
                 1,
-                Some(Goal::AtMost(30.0)),
+                Some(Goal::AtMost(25.0)),
             ),
             Metric::AddedP99c1 => (
                 "POST chat, c=1: added p99 latency",
@@ -98,9 +146,29 @@ impl Metric {
                 "SSE: added per-event delay, p50",
                 "µs",
                 1,
-                Some(Goal::AtMost(50.0)),
+                Some(Goal::AtMost(40.0)),
             ),
             Metric::SseEventP99 => ("SSE: added per-event delay, p99", "µs", 1, None),
+            Metric::StreamRss => (
+                "N streams: proxy RSS per open stream",
+                "kB",
+                1,
+                Some(Goal::AtMost(12.0)),
+            ),
+            Metric::StreamCpu => ("N streams: proxy CPU", "% of a core", 1, None),
+            Metric::StreamEventP50 => ("N streams: added per-event delay, p50", "ms", 3, None),
+            Metric::StreamEventP99 => (
+                "N streams: added per-event delay, p99",
+                "ms",
+                3,
+                Some(Goal::AtMost(2.0)),
+            ),
+            Metric::StreamErrors => (
+                "N streams: failed streams",
+                "streams",
+                0,
+                Some(Goal::AtMost(0.0)),
+            ),
             Metric::Upload => (
                 "Streamed upload to transcriptions: throughput",
                 "GB/s",
@@ -113,14 +181,32 @@ impl Metric {
                 1,
                 Some(Goal::AtMost(20.0)),
             ),
-            Metric::IdleRss => ("Idle RSS after start", "MB", 1, Some(Goal::AtMost(5.0))),
+            Metric::IdleRss => ("Idle RSS after start", "MB", 1, None),
             Metric::ConnRss => (
                 "RSS with N open keep-alive connections",
                 "MB",
                 1,
                 Some(Goal::AtMost(30.0)),
             ),
+            Metric::IdleWakeups => (
+                "Idle after a proxied request: wake-ups in I s",
+                "wake-ups",
+                0,
+                Some(Goal::AtMost(0.0)),
+            ),
             Metric::ColdStart => ("Cold start", "ms", 2, Some(Goal::AtMost(10.0))),
+            Metric::ActivatedRss => (
+                "Socket-activated: RSS after the first proxied request",
+                "MB",
+                2,
+                Some(Goal::AtMost(3.0)),
+            ),
+            Metric::ActivatedAnon => (
+                "Socket-activated: of which anonymous (heap, stacks)",
+                "MB",
+                2,
+                None,
+            ),
         };
         Info {
             label,
@@ -132,7 +218,7 @@ impl Metric {
 
     /// Whether higher values are better (for the ratio's reading).
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Metric::Rps | Metric::Upload)
+        matches!(self, Metric::Rps | Metric::RpsUnpinned | Metric::Upload)
     }
 
     /// "Added" metrics are a subject minus direct; direct has none.
@@ -144,6 +230,8 @@ impl Metric {
                 | Metric::SseFirst
                 | Metric::SseEventP50
                 | Metric::SseEventP99
+                | Metric::StreamEventP50
+                | Metric::StreamEventP99
         )
     }
 }
@@ -207,9 +295,10 @@ impl Results {
 
 /// What the table needs to know about the run.
 pub struct Columns {
-    /// Subjects after direct, HAProxy and openai-proxy (the +log run, variants).
+    /// Other openai-proxy builds compared (`--variant`).
     pub extra: Vec<String>,
-    pub connections: usize,
+    /// What the "N" of some labels is: (N, its value).
+    pub counts: Vec<(&'static str, String)>,
     /// How the cold start was measured, for its row's label.
     pub cold: &'static str,
 }
@@ -221,17 +310,26 @@ fn fmt(v: Option<f64>, decimals: usize) -> String {
     }
 }
 
-/// Whether openai-proxy meets the goal of `m`.
-pub fn verdict(r: &Results, m: Metric) -> Option<bool> {
-    let ours = r.get(m, PROXY)?;
-    Some(match m.info().goal? {
+/// The subjects of a row: HAProxy's and ours, with or without logging.
+fn pair(logs: bool) -> (String, String) {
+    let suffix = if logs { LOG } else { "" };
+    (format!("{HAPROXY}{suffix}"), format!("{PROXY}{suffix}"))
+}
+
+/// Whether openai-proxy meets the goal of `m` (in the row with or without logging).
+pub fn verdict(r: &Results, m: Metric, logs: bool) -> Option<bool> {
+    let (theirs, ours) = pair(logs);
+    let ours = r.get(m, &ours)?;
+    Some(match m.info(logs).goal? {
         Goal::AtMost(x) => ours <= x,
         Goal::AtLeast(x) => ours >= x,
-        Goal::RatioAtLeast(x) => ours / r.get(m, HAPROXY)? >= x,
+        Goal::RatioAtLeast(x) => ours / r.get(m, &theirs)? >= x,
+        Goal::RatioAtMost(x) => ours / r.get(m, &theirs)? <= x,
     })
 }
 
-/// The results table (Markdown).
+/// The results table (Markdown): one row per measurement, and for those taken with and
+/// without logging, one row each.
 pub fn table(r: &Results, cols: &Columns) -> String {
     let mut out = String::new();
     let _ = write!(
@@ -248,57 +346,69 @@ pub fn table(r: &Results, cols: &Columns) -> String {
     }
     out.push_str("--:|---|---|---|\n");
     for m in Metric::ALL {
-        let info = m.info();
-        let d = info.decimals;
-        if !r.samples.keys().any(|(mm, _)| *mm == m) {
-            continue;
-        }
-        let label = match m {
-            Metric::ConnRss => info.label.replace('N', &cols.connections.to_string()),
-            Metric::ColdStart => format!("{} ({})", info.label, cols.cold),
-            _ => info.label.to_string(),
-        };
-        let direct = if m.is_added() {
-            "0 (base)".to_string()
-        } else {
-            fmt(r.get(m, DIRECT), d)
-        };
-        let _ = write!(
-            out,
-            "| {label} | {} | {direct} | {} | **{}** |",
-            info.unit,
-            fmt(r.get(m, HAPROXY), d),
-            fmt(r.get(m, PROXY), d)
-        );
-        for e in &cols.extra {
-            let _ = write!(out, " {} |", fmt(r.get(m, e), d));
-        }
-        let ratio = match (r.get(m, PROXY), r.get(m, HAPROXY)) {
-            (Some(a), Some(b)) if b.abs() > f64::EPSILON => {
-                let better = if m.higher_is_better() {
-                    "higher is better"
-                } else {
-                    "lower is better"
-                };
-                format!("{:.2}× ({better})", a / b)
+        for logs in [false, true] {
+            let (theirs, ours) = pair(logs);
+            if !r.samples.contains_key(&(m, ours.clone())) {
+                continue;
             }
-            _ => "–".into(),
-        };
-        let goal = match info.goal {
-            Some(Goal::AtMost(x)) => format!("≤ {x} {}", info.unit),
-            Some(Goal::AtLeast(x)) => format!("≥ {x} {}", info.unit),
-            Some(Goal::RatioAtLeast(x)) => format!("≥ {x}× HAProxy"),
-            None => "–".into(),
-        };
-        let met = match verdict(r, m) {
-            Some(true) => "yes",
-            Some(false) => "**no**",
-            None => "–",
-        };
-        let range = r
-            .range(m, PROXY)
-            .map_or("–".into(), |(lo, hi)| format!("{lo:.d$}–{hi:.d$}"));
-        let _ = writeln!(out, " {ratio} | {goal} | {met} | {range} |");
+            let info = m.info(logs);
+            let d = info.decimals;
+            let mut label = match m {
+                Metric::ColdStart => format!("{} ({})", info.label, cols.cold),
+                _ => info.label.to_string(),
+            };
+            for (n, v) in &cols.counts {
+                label = label.replace(n, v);
+            }
+            if r.samples.contains_key(&(m, format!("{PROXY}{LOG}"))) {
+                label.push_str(if logs { ", logs on" } else { ", logs off" });
+            }
+            let direct = if m.is_added() {
+                "0 (base)".to_string()
+            } else if logs {
+                "–".to_string()
+            } else {
+                fmt(r.get(m, DIRECT), d)
+            };
+            let _ = write!(
+                out,
+                "| {label} | {} | {direct} | {} | **{}** |",
+                info.unit,
+                fmt(r.get(m, &theirs), d),
+                fmt(r.get(m, &ours), d)
+            );
+            for e in &cols.extra {
+                let v = if logs { None } else { r.get(m, e) };
+                let _ = write!(out, " {} |", fmt(v, d));
+            }
+            let ratio = match (r.get(m, &ours), r.get(m, &theirs)) {
+                (Some(a), Some(b)) if b.abs() > f64::EPSILON => {
+                    let better = if m.higher_is_better() {
+                        "higher is better"
+                    } else {
+                        "lower is better"
+                    };
+                    format!("{:.2}× ({better})", a / b)
+                }
+                _ => "–".into(),
+            };
+            let goal = match info.goal {
+                Some(Goal::AtMost(x)) => format!("≤ {x} {}", info.unit),
+                Some(Goal::AtLeast(x)) => format!("≥ {x} {}", info.unit),
+                Some(Goal::RatioAtLeast(x)) => format!("≥ {x}× HAProxy"),
+                Some(Goal::RatioAtMost(x)) => format!("≤ {x}× HAProxy"),
+                None => "–".into(),
+            };
+            let met = match verdict(r, m, logs) {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "–",
+            };
+            let range = r
+                .range(m, &ours)
+                .map_or("–".into(), |(lo, hi)| format!("{lo:.d$}–{hi:.d$}"));
+            let _ = writeln!(out, " {ratio} | {goal} | {met} | {range} |");
+        }
     }
     out
 }
@@ -307,13 +417,13 @@ pub fn table(r: &Results, cols: &Columns) -> String {
 pub fn raw_table(r: &Results) -> String {
     let mut out = String::from("| Measurement | subject | per-round values |\n|---|---|---|\n");
     for ((m, subject), values) in &r.samples {
-        let d = m.info().decimals;
+        let d = m.info(false).decimals;
         let vals: Vec<String> = values.iter().map(|v| format!("{v:.d$}")).collect();
         let _ = writeln!(
             out,
             "| {} ({}) | {subject} | {} |",
-            m.info().label,
-            m.info().unit,
+            m.info(false).label,
+            m.info(false).unit,
             vals.join(", ")
         );
     }
@@ -370,9 +480,9 @@ pub fn svg(r: &Results, subjects: &[String]) -> String {
         let y_of = |v: f64| mt + ph - ph * ((v.max(1.0).log10() - lo) / (hi - lo)).clamp(0.0, 1.0);
         let _ = writeln!(
             s,
-            "<text x=\"{:.1}\" y=\"22\" font-size=\"14\" font-weight=\"bold\">Latency percentiles, POST chat, {c} connection{}</text>",
+            "<text x=\"{:.1}\" y=\"22\" font-size=\"14\" font-weight=\"bold\">Latency percentiles, POST chat, {}</text>",
             x0,
-            if *c == 1 { "" } else { "s" }
+            curve_title(*c)
         );
         for decade in lo as i32..=hi as i32 {
             let v = 10f64.powi(decade);
@@ -447,6 +557,15 @@ pub fn svg(r: &Results, subjects: &[String]) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// A chart panel's title: its connections (a key one above them: the unpinned run).
+fn curve_title(key: u32) -> String {
+    match key {
+        1 => "1 connection".into(),
+        k if k % 2 == 1 => format!("{} connections, unpinned", k - 1),
+        k => format!("{k} connections, pinned"),
+    }
 }
 
 /// A power of ten of microseconds as a short label: 1 µs, 10 µs, ..., 1 ms, ..., 1 s.

@@ -63,13 +63,14 @@ fn describe(c: &Config) -> String {
     let _ = writeln!(
         s,
         "Server:      max_body_size {}, max_header_size {}, header_read_timeout {}, \
-         shutdown_timeout {}, idle_exit {}, max_json_peek {}",
+         shutdown_timeout {}, idle_exit {}, max_json_peek {}, workers {}",
         format_size(c.server.max_body_size),
         format_size(c.server.max_header_size as u64),
         format_duration(c.server.header_read_timeout),
         format_duration(c.server.shutdown_timeout),
         format_duration(c.server.idle_exit),
         format_size(c.server.max_json_peek),
+        c.server.workers,
     );
     let tokens = &c.server.client_tokens;
     let _ = match &tokens.file {

@@ -184,6 +184,41 @@ pub struct ServerConfig {
     pub max_json_peek: u64,
     /// `tls_cert` and `tls_key`: TCP listeners speak HTTPS (HTTP/2 and HTTP/1.1 by ALPN).
     pub tls: Option<TlsFiles>,
+    /// Worker threads serving connections, each with its own event loop.
+    pub workers: Workers,
+}
+
+/// `server.workers`: how many threads serve connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Workers {
+    /// One per CPU the process may run on (its affinity mask and cgroup CPU quota).
+    #[default]
+    Auto,
+    Count(usize),
+}
+
+impl Workers {
+    /// Most workers accepted: more threads than this only cost memory.
+    pub const MAX: usize = 1024;
+
+    /// The number of worker threads to start.
+    pub fn resolve(self) -> usize {
+        match self {
+            Workers::Count(n) => n.clamp(1, Self::MAX),
+            Workers::Auto => std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(Self::MAX),
+        }
+    }
+}
+
+impl fmt::Display for Workers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Workers::Auto => write!(f, "auto ({})", self.resolve()),
+            Workers::Count(n) => write!(f, "{n}"),
+        }
+    }
 }
 
 /// The server's certificate and key (`server.tls_cert`, `server.tls_key`), read and checked

@@ -41,6 +41,40 @@ pub struct RawServer {
     pub max_json_peek: Option<Spanned<Size>>,
     pub tls_cert: Option<Spanned<PathBuf>>,
     pub tls_key: Option<Spanned<PathBuf>>,
+    pub workers: Option<Spanned<RawWorkers>>,
+}
+
+/// `server.workers` as written: `"auto"` or a number (checked in validation).
+#[derive(Debug, Clone, Copy)]
+pub enum RawWorkers {
+    Auto,
+    Count(i64),
+}
+
+impl<'de> Deserialize<'de> for RawWorkers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, Visitor};
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawWorkers;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"auto\" or a number of worker threads")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawWorkers, E> {
+                if v == "auto" {
+                    Ok(RawWorkers::Auto)
+                } else {
+                    Err(E::custom(
+                        "expected \"auto\" or a number of worker threads such as 2",
+                    ))
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawWorkers, E> {
+                Ok(RawWorkers::Count(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `[log] level`: the names `tracing` uses.

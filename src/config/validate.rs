@@ -15,11 +15,11 @@ use toml::Spanned;
 use super::browsers::{HostRule, OriginRule};
 use super::diagnostics::{cut, quote, Issues};
 use super::files::{self, MAX_SECRET_FILE};
-use super::raw::{RawBackend, RawConfig, RawLog, RawRoute, RawServer};
+use super::raw::{RawBackend, RawConfig, RawLog, RawRoute, RawServer, RawWorkers};
 use super::units::format_size;
 use super::{
     defaults, AuthPolicy, BackendConfig, Config, KeySource, ListenAddr, LogConfig, LogTarget,
-    RouteConfig, Secret, ServerConfig, Source,
+    RouteConfig, Secret, ServerConfig, Source, Workers,
 };
 use crate::router::normalize_path;
 use crate::tokens::ClientTokens;
@@ -142,6 +142,23 @@ fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
             }
         },
     };
+    let workers = match value(&raw.workers) {
+        None | Some(RawWorkers::Auto) => Workers::Auto,
+        Some(RawWorkers::Count(n)) => match usize::try_from(n) {
+            Ok(n) if (1..=Workers::MAX).contains(&n) => Workers::Count(n),
+            _ => {
+                issues.add(
+                    "server.workers",
+                    span(&raw.workers),
+                    format!(
+                        "must be \"auto\" or between 1 and {} (worker threads)",
+                        Workers::MAX
+                    ),
+                );
+                Workers::Auto
+            }
+        },
+    };
     let allowed_hosts = rules::<HostRule>("server.allowed_hosts", &raw.allowed_hosts, issues);
     let cors_origins = rules::<OriginRule>("server.cors_origins", &raw.cors_origins, issues);
     let secret_headers = secret_headers(&raw.secret_headers, issues);
@@ -160,6 +177,7 @@ fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
         idle_exit: raw.idle_exit.map_or(defaults::IDLE_EXIT, |d| d.0),
         max_json_peek: max_json_peek(&raw, issues),
         tls: tls_files(&raw, issues),
+        workers,
     }
 }
 

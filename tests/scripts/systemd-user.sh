@@ -58,12 +58,22 @@ step "stop drains a stream in flight"
 cp "$DIR/idle.toml" "$CFG"
 systemctl --user reload openai-proxy.service
 wait_until "good reload" bash -c "! systemctl --user show -p StatusText --value openai-proxy.service | grep -q FAILED"
-curl -sS -N -X POST -H 'Content-Type: application/json' -d '{"stream":true}' \
-    "$U/v1/chat/completions" > "$DIR/stream.out" &
+# In the background for 60 s at most (-m 60), and stopped however this script ends.
+curl -sS -N -m 60 -X POST -H 'Content-Type: application/json' -d '{"stream":true}' \
+    "$U/v1/chat/completions" </dev/null > "$DIR/stream.out" 2>"$DIR/stream.err" &
 CURL=$!
+stop_curl() {
+    [ -n "$CURL" ] || return 0
+    kill "$CURL" 2>/dev/null || true
+    wait "$CURL" 2>/dev/null || true
+    CURL=
+}
+trap stop_curl EXIT
 wait_until "the stream to start" grep -q 'data: 0' "$DIR/stream.out"
 systemctl --user stop openai-proxy.service
-wait $CURL || fail "curl of the stream failed"
+rc=0; wait "$CURL" || rc=$?
+CURL=
+[ $rc = 0 ] || fail "curl of the stream failed ($rc): $(cat "$DIR/stream.err")"
 grep -q 'data: \[DONE\]' "$DIR/stream.out" || fail "the stream was cut by stop: $(cat "$DIR/stream.out")"
 
 step "the socket stayed: the next request starts the service again"

@@ -30,26 +30,43 @@ old_pid=$(prop MainPID openai-proxy.service)
 
 step "/health, asked all through the upgrade and the restart"
 : > "$DIR/polls"
+# The poller asks until $DIR/stop appears, and for 10 minutes at most. Its output goes to
+# files, not to the test's pipe, and it is stopped however this script ends (a failed step
+# included): each round takes 10 s at most (curl -m 10), so it ends soon after the stop file.
 (
+    deadline=$((SECONDS + 600))
     while [ ! -e "$DIR/stop" ]; do
+        if [ "$SECONDS" -ge "$deadline" ]; then echo "poller: deadline reached" >> "$DIR/polls"; break; fi
         if curl -fsS -m 10 -o /dev/null "$U/health" 2>>"$DIR/poll-errors"; then
             echo ok >> "$DIR/polls"
         else
-            echo "failed ($?)" >> "$DIR/polls"
+            echo "failed ($?) at $(date +%T.%N)" >> "$DIR/polls"
         fi
         sleep 0.05
     done
-) &
+) </dev/null >/dev/null 2>&1 &
 poller=$!
+stop_poller() {
+    [ -n "$poller" ] || return 0
+    touch "$DIR/stop"
+    wait "$poller" || true
+    poller=
+}
+trap stop_poller EXIT
 sleep 0.5
 
 step "upgrade"
 bash "$UPGRADE" > "$DIR/upgrade.log" 2>&1 || { cat "$DIR/upgrade.log"; fail "the upgrade failed"; }
 [ "$(/usr/bin/openai-proxy --version)" = "openai-proxy $NEW" ] || fail "not $NEW after the upgrade"
 [ "$(prop MainPID openai-proxy.service)" = "$old_pid" ] || fail "the upgrade itself restarted the service"
-# The old process still runs, and its binary is the replaced one.
-[ "$(readlink "/proc/$old_pid/exe")" = "/usr/bin/openai-proxy (deleted)" ] ||
-    fail "the running binary was not replaced: $(readlink "/proc/$old_pid/exe")"
+# The old process still runs, and its binary is the replaced one: deleted, and not the file
+# now at /usr/bin/openai-proxy. (Compared by identity, -ef, and by the end of the link: the
+# link reads as a path from the root of the mount namespace the service runs in, the user
+# manager's own, which is / on a machine but not under a chroot.)
+old_exe=$(readlink "/proc/$old_pid/exe")
+{ [ "${old_exe%/usr/bin/openai-proxy (deleted)}" != "$old_exe" ] &&
+    ! [ "/proc/$old_pid/exe" -ef /usr/bin/openai-proxy ]; } ||
+    fail "the running binary was not replaced: $old_exe"
 curl -fsS "$U/health" | grep -q '"ok"' || fail "/health after the upgrade, before the restart"
 
 step "try-restart openai-proxy.service (the socket is not restarted)"
@@ -57,8 +74,8 @@ socket_since=$(prop ActiveEnterTimestampMonotonic openai-proxy.socket)
 systemctl --user try-restart openai-proxy.service
 new_pid=$(prop MainPID openai-proxy.service)
 { [ "$new_pid" != 0 ] && [ "$new_pid" != "$old_pid" ]; } || fail "not restarted: MainPID $new_pid"
-[ "$(readlink "/proc/$new_pid/exe")" = /usr/bin/openai-proxy ] ||
-    fail "the restarted service runs $(readlink "/proc/$new_pid/exe")"
+[ "/proc/$new_pid/exe" -ef /usr/bin/openai-proxy ] ||
+    fail "the restarted service runs $(readlink "/proc/$new_pid/exe"), not /usr/bin/openai-proxy"
 [ "$(prop ActiveEnterTimestampMonotonic openai-proxy.socket)" = "$socket_since" ] ||
     fail "the socket was restarted"
 curl -fsS "$U/health" | grep -q '"ok"' || fail "/health after the restart"
@@ -68,8 +85,7 @@ tr -d '\r' < "$DIR/headers" | grep -qix "x-backend: $BACKEND" ||
     fail "the kept config does not route to $BACKEND: $(cat "$DIR/headers")"
 sleep 0.5
 
-touch "$DIR/stop"
-wait "$poller"
+stop_poller
 answered=$(grep -c '^ok$' "$DIR/polls" || true)
 if grep -v '^ok$' "$DIR/polls"; then
     fail "$(grep -vc '^ok$' "$DIR/polls") of the /health requests failed: $(cat "$DIR/poll-errors")"

@@ -101,6 +101,7 @@ pub struct Activated {
 
 impl Activated {
     pub fn start(listen: &[String], notify: &NotifySocket, config: &Path) -> Activated {
+        super::tools::require("/usr/bin/systemd-socket-activate", "systemd");
         let mut cmd = Command::new("/usr/bin/systemd-socket-activate");
         for l in listen {
             cmd.arg("-l").arg(l);
@@ -148,6 +149,29 @@ impl Activated {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Asserts that the proxy stays up for `hold` (it has a connection open), then, once
+    /// `close` has closed what it holds, that it exits 0 by idle exit.
+    pub fn assert_idle_exit_after(
+        &mut self,
+        notify: &NotifySocket,
+        hold: Duration,
+        close: impl FnOnce(),
+    ) {
+        std::thread::sleep(hold);
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "exited with a connection open"
+        );
+        close();
+        assert_eq!(
+            self.wait_exit(Duration::from_secs(10)),
+            Some(0),
+            "{}",
+            self.log_text()
+        );
+        notify.wait_for("STOPPING=1", Duration::from_secs(5));
     }
 }
 

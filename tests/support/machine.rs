@@ -82,6 +82,7 @@ impl Drop for PackageSlot {
 /// /usr/lib/systemd/user, with `env`; fails the test with its output (and `DIR/upgrade.log`'s
 /// if `DIR` is set and holds one) unless the script says "ALL OK".
 pub async fn in_user_manager(script: &str, env: Vec<(&'static str, String)>) {
+    super::tools::require_user_manager();
     let root = env!("CARGO_MANIFEST_DIR");
     let units = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(format!("{root}/tests/tools/systemd-user-sandbox"));

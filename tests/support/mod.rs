@@ -7,13 +7,14 @@ pub mod client;
 pub mod machine;
 pub mod mock;
 pub mod tls;
+pub mod tools;
 pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use openai_proxy::server::{self, State};
-use openai_proxy::{Config, ListenAddr, Proxy, StdListener};
+use openai_proxy::{Config, ListenAddr, Proxy, StdListener, Workers};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -23,6 +24,8 @@ pub struct TestProxy {
     pub state: Arc<State>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
+    /// Worker threads beside the test runtime's server, if any.
+    workers: Option<Workers>,
 }
 
 impl TestProxy {
@@ -30,8 +33,12 @@ impl TestProxy {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Triggers the graceful shutdown and waits for `server::run` to return.
+    /// Triggers the graceful shutdown and waits for `server::run` (and every worker) to
+    /// return.
     pub async fn stop(mut self) {
+        if let Some(w) = &self.workers {
+            w.stop();
+        }
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -39,6 +46,9 @@ impl TestProxy {
             .await
             .expect("server task panicked")
             .expect("server::run failed");
+        if let Some(w) = self.workers.take() {
+            w.join().await.expect("a worker failed");
+        }
     }
 }
 
@@ -49,6 +59,12 @@ pub async fn start_proxy(toml: &str) -> TestProxy {
 }
 
 pub async fn start_proxy_with(config: Config) -> TestProxy {
+    start_proxy_with_workers(config, 0).await
+}
+
+/// A proxy whose server runs in the test's runtime (worker 0) with `extra` more worker
+/// threads beside it.
+pub async fn start_proxy_with_workers(config: Config, extra: usize) -> TestProxy {
     let listeners = openai_proxy::bind(&[ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())])
         .expect("bind 127.0.0.1:0");
     let addr = match &listeners[0] {
@@ -56,6 +72,8 @@ pub async fn start_proxy_with(config: Config) -> TestProxy {
         _ => unreachable!(),
     };
     let state = State::new(Proxy::new(config).expect("proxy"));
+    let workers =
+        (extra > 0).then(|| Workers::spawn(extra, &listeners, &state).expect("worker threads"));
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(server::run(listeners, state.clone(), async move {
         let _ = rx.await;
@@ -65,6 +83,7 @@ pub async fn start_proxy_with(config: Config) -> TestProxy {
         state,
         stop: Some(tx),
         task,
+        workers,
     }
 }
 

@@ -1,0 +1,105 @@
+//! What some tests need beyond Rust: programs from Debian packages, cargo's package builders,
+//! root, and Python with the OpenAI SDK. A test that lacks one fails at once, saying what is
+//! missing and the one command that sets everything up: `cargo xtask test` (xtask/), which
+//! installs all of it and then runs every test. The tests that need nothing run anywhere.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The command that installs what the tests need and runs them (the README's test command).
+pub const SETUP: &str = "cargo xtask test";
+
+/// Whether `program` is on PATH (or, given as a path, exists).
+pub fn installed(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// Fails the test unless `program` is installed, naming the Debian package that has it.
+pub fn require(program: &str, package: &str) {
+    assert!(
+        installed(program),
+        "`{program}` is not installed; this test needs it (Debian package {package}). \
+         `{SETUP}` installs everything the tests need, then runs them"
+    );
+}
+
+/// Fails the test unless `tool` (a cargo subcommand, from crates.io) is installed.
+pub fn require_cargo_tool(tool: &str) {
+    assert!(
+        installed(tool),
+        "`{tool}` is not installed; this test needs it (cargo install --locked {tool}). \
+         `{SETUP}` installs everything the tests need, then runs them"
+    );
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Fails the test unless it runs as root; `what` says what the test does that needs it.
+pub fn require_root(what: &str) {
+    assert!(
+        is_root(),
+        "this test {what}: it needs root. Run the tests as root with `{SETUP}`, which also \
+         installs what they need"
+    );
+}
+
+/// The Python the tests run: the virtual environment `cargo xtask test` makes, with the
+/// packages of tests/requirements.txt (it names it in $OPENAI_PROXY_TEST_PYTHON; a plain
+/// `cargo test` finds it in TARGET/venv), else the system's python3.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("OPENAI_PROXY_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = Path::new(super::bin::exe())
+        .parent()
+        .and_then(Path::parent)
+        .map(|target| target.join("venv/bin/python3"));
+    match venv {
+        Some(p) if p.is_file() => p,
+        _ => "python3".into(),
+    }
+}
+
+/// Fails the test unless [`python`] can import `module` (from tests/requirements.txt).
+pub fn require_python_module(module: &str) {
+    let python = python();
+    let found = Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{} cannot import {module}; this test needs it (tests/requirements.txt, in the \
+         virtual environment TARGET/venv). `{SETUP}` makes it, then runs the tests",
+        python.display()
+    );
+}
+
+/// Fails the test unless tests/tools/systemd-user-sandbox can run a real `systemd --user`
+/// here (root, systemd) for scripts that use curl.
+pub fn require_user_manager() {
+    require_root("runs a systemd user manager (tests/tools/systemd-user-sandbox)");
+    require("/usr/lib/systemd/systemd", "systemd");
+    require("systemctl", "systemd");
+    require("unshare", "util-linux");
+    require("curl", "curl");
+    require_run_systemd();
+}
+
+/// Fails the test unless /run/systemd exists (systemd makes it): the test mounts over it in a
+/// private mount namespace.
+pub fn require_run_systemd() {
+    assert!(
+        Path::new("/run/systemd").is_dir(),
+        "/run/systemd does not exist; this test mounts over it in a private mount namespace \
+         (Debian package systemd makes it). `{SETUP}` installs everything the tests need, then \
+         runs them"
+    );
+}
