@@ -109,6 +109,8 @@ impl WsEcho {
     }
 }
 
+/// (tungstenite's callback type returns its own large error response.)
+#[allow(clippy::result_large_err)]
 /// Accepts the upgrade (choosing the first offered subprotocol that is not a key, as OpenAI
 /// does), then echoes every message until the session ends.
 async fn echo<S>(stream: S, log: Arc<Mutex<Vec<Upgrade>>>, ended: mpsc::UnboundedSender<Instant>)
@@ -140,21 +142,19 @@ where
         return;
     };
     while let Some(Ok(msg)) = ws.next().await {
-        match msg {
+        let sent = match msg {
             Message::Text(t) if t.as_str() == CLOSE_PLEASE => {
-                let _ = ws
-                    .close(Some(CloseFrame {
-                        code: CloseCode::Normal,
-                        reason: "asked to".into(),
-                    }))
-                    .await;
+                ws.close(Some(CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "asked to".into(),
+                }))
+                .await
             }
-            m @ (Message::Text(_) | Message::Binary(_)) => {
-                if ws.send(m).await.is_err() {
-                    break;
-                }
-            }
-            _ => {}
+            m @ (Message::Text(_) | Message::Binary(_)) => ws.send(m).await,
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            break;
         }
     }
     let _ = ended.send(Instant::now());
