@@ -332,14 +332,20 @@ pub struct CheckConfigArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct CheckEndpointsArgs {
-    /// The proxy's base URL, e.g. http://127.0.0.1:2020.
+    /// The proxy's base URL, e.g. http://127.0.0.1:2020 or https://proxy.lan:2020.
     ///
-    /// Plain http:// only (the proxy speaks plain HTTP); a missing scheme means http://, and a
-    /// trailing /v1 is removed, so an OPENAI_BASE_URL value works too. Default:
+    /// http:// or https:// (a proxy with server.tls_cert); a missing scheme means http://, and
+    /// a trailing /v1 is removed, so an OPENAI_BASE_URL value works too. Default:
     /// $OPENAI_BASE_URL, else the first IP:PORT in the config's server.listen (0.0.0.0 and
-    /// [::] are reached through 127.0.0.1 and [::1]), else its first unix: socket.
+    /// [::] are reached through 127.0.0.1 and [::1]; https:// when the config has
+    /// server.tls_cert), else its first unix: socket.
     #[arg(long, value_name = "URL", value_parser = parse_proxy_url)]
     pub url: Option<ProxyUrl>,
+
+    /// CA certificates (PEM) to check an https:// proxy's certificate against, besides the
+    /// bundled web roots (e.g. the private CA that signed server.tls_cert).
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
 
     /// Also print each response body (text cut after 1000 characters; audio as its size).
     #[arg(long, short = 'v')]
@@ -424,6 +430,7 @@ impl From<&CheckEndpointsArgs> for check_endpoints::Options {
             timeout: a.timeout,
             chat_model: a.chat_model.clone(),
             models: a.model.clone(),
+            ca_file: a.ca_file.clone(),
         }
     }
 }

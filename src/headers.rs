@@ -176,8 +176,8 @@ pub fn rewrite_request(
             headers.insert(header::HOST, h.clone());
         }
     }
-    if let AuthPolicy::Inject { key, .. } = policy {
-        headers.insert(header::AUTHORIZATION, key.bearer().clone());
+    if let AuthPolicy::Inject { key, header, .. } = policy {
+        headers.insert(header.clone(), key.value().clone());
     }
     set_forwarded(headers, peer, client_host);
     headers.insert(&X_REQUEST_ID, request_id.clone());
@@ -197,6 +197,38 @@ pub fn rewrite_response(headers: &mut HeaderMap, backend: &HeaderValue, keep_coo
         },
     );
     headers.insert(&X_BACKEND, backend.clone());
+    if is_event_stream(headers) {
+        unbuffered(headers);
+    }
+}
+
+static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+/// Whether a response is a stream of server-sent events (`text/event-stream`).
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .get(..17)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
+    })
+}
+
+/// Tells a proxy in front of this one (nginx, Caddy, a CDN) to pass a stream on as it comes
+/// rather than buffer or cache it: `X-Accel-Buffering: no` and `Cache-Control: no-cache`,
+/// unless the backend said otherwise.
+fn unbuffered(headers: &mut HeaderMap) {
+    if let Entry::Vacant(e) = headers.entry(&X_ACCEL_BUFFERING) {
+        e.insert(HeaderValue::from_static("no"));
+    }
+    if let Entry::Vacant(e) = headers.entry(header::CACHE_CONTROL) {
+        e.insert(HeaderValue::from_static("no-cache"));
+    }
+}
+
+/// `X-Forwarded-Proto: https`, for a request that came over TLS ([`rewrite_request`] and
+/// [`set_forwarded`] say `http`).
+pub fn forwarded_https(headers: &mut HeaderMap) {
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
 }
 
 /// Query parameters that carry an API key in some APIs (Google's `key`, Azure's `api-key`).

@@ -59,7 +59,9 @@ mod pool;
 mod proxy;
 mod reload;
 mod router;
+mod tls;
 mod tokens;
+mod upgrade;
 mod upstream;
 mod workers;
 
@@ -73,7 +75,7 @@ pub mod server;
 pub use config::{AuthPolicy, Config, ConfigError, ConfigIssue, ListenAddr, EMBEDDED_DEFAULT};
 pub use lifecycle::serve;
 pub use listeners::{bind, StdListener};
-pub use proxy::Proxy;
+pub use proxy::{Peer, Proxy};
 pub use tokens::{ClientTokens, MIN_CLIENT_TOKEN_LEN};
 pub use workers::Workers;
 

@@ -287,6 +287,16 @@ impl Reload {
             if config.server.workers != old.config.server.workers {
                 tracing::warn!("server.workers changed: that takes effect only after a restart");
             }
+            match (&config.server.tls, &old.config.server.tls) {
+                (Some(tls), _) => tracing::info!(
+                    "new connections get the certificate of {}",
+                    tls.cert_file.display()
+                ),
+                (None, Some(_)) => {
+                    tracing::warn!("TLS turned off: new connections are plain HTTP")
+                }
+                (None, None) => {}
+            }
             if config.log.target != old.config.log.target {
                 tracing::warn!("log.target changed: that takes effect only after a restart");
             }
@@ -395,6 +405,12 @@ fn announce(config: &Config, listeners: &[StdListener]) {
     for l in listeners {
         tracing::info!("listening on {}", l.describe());
     }
+    if let Some(tls) = &config.server.tls {
+        tracing::info!(
+            "HTTPS (HTTP/2 and HTTP/1.1) on the TCP listeners with the certificate of {}",
+            tls.cert_file.display()
+        );
+    }
 }
 
 /// Warns when the proxy listens beyond loopback without asking clients for a token, and when
@@ -435,6 +451,14 @@ fn exposure_warnings(config: &Config, exposed: &[String]) -> Vec<String> {
         w.push(format!(
             "listening on {} beyond loopback without server.client_tokens_file: anyone who \
              can reach it can use every backend and any key the proxy injects",
+            exposed.join(", ")
+        ));
+    }
+    if !exposed.is_empty() && config.server.tls.is_none() {
+        w.push(format!(
+            "listening on {} beyond loopback without TLS (server.tls_cert, server.tls_key): \
+             requests, answers and any client token or key in them cross the network in \
+             clear text",
             exposed.join(", ")
         ));
     }
@@ -496,13 +520,19 @@ mod tests {
         .unwrap();
         let exposed = ["0.0.0.0:2020".to_string(), "[::]:2020".to_string()];
         let w = exposure_warnings(&open, &exposed);
-        assert_eq!(w.len(), 1);
+        assert_eq!(w.len(), 2);
         assert!(
             w[0].starts_with("listening on 0.0.0.0:2020, [::]:2020 beyond loopback without server.client_tokens_file"),
             "{w:?}"
         );
+        assert!(
+            w[1].starts_with("listening on 0.0.0.0:2020, [::]:2020 beyond loopback without TLS"),
+            "{w:?}"
+        );
         assert!(exposure_warnings(&open, &[]).is_empty());
-        assert!(exposure_warnings(&guarded, &exposed).is_empty());
+        let w = exposure_warnings(&guarded, &exposed);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("without TLS"), "{w:?}");
         let any = Config::from_toml(&format!(
             "[server]\ncors_origins = [\"*\"]\nallowed_hosts = [\"*\"]\n{routes}"
         ))

@@ -27,7 +27,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -139,20 +139,29 @@ fn recognise(buf: &[u8]) -> Option<Found> {
 }
 
 /// How many times the connection's future was polled: what tells "hyper shuts down right
-/// after its answer" from "the connection goes on".
+/// after its answer" from "the connection goes on"; and whether that future has ended (after
+/// which the IO, if hyper handed it over to a WebSocket, passes everything unchanged).
 #[derive(Clone, Default)]
-pub struct Polls(Arc<AtomicU32>);
+pub struct Polls(Arc<(AtomicU32, AtomicBool)>);
 
 impl Polls {
     fn now(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
+        self.0 .0.load(Ordering::Relaxed)
+    }
+
+    fn ended(&self) -> bool {
+        self.0 .1.load(Ordering::Relaxed)
     }
 
     /// Polls `conn` to its end, counting each poll.
     pub fn count<F: Future + Unpin>(self, mut conn: F) -> impl Future<Output = F::Output> {
         std::future::poll_fn(move |cx| {
-            self.0.fetch_add(1, Ordering::Relaxed);
-            Pin::new(&mut conn).poll(cx)
+            self.0 .0.fetch_add(1, Ordering::Relaxed);
+            let r = Pin::new(&mut conn).poll(cx);
+            if r.is_ready() {
+                self.0 .1.store(true, Ordering::Relaxed);
+            }
+            r
         })
     }
 }
@@ -237,6 +246,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrors<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_release(cx))?;
+        if this.polls.ended() {
+            return Pin::new(&mut this.io).poll_write(cx, buf);
+        }
         let Some(found) = recognise(buf) else {
             return Pin::new(&mut this.io).poll_write(cx, buf);
         };

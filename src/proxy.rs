@@ -10,6 +10,7 @@
 //! connection pools, limits. Reloading builds a new one; requests already running keep theirs.
 
 mod by_model;
+mod websocket;
 
 use std::error::Error as StdError;
 use std::io;
@@ -34,7 +35,16 @@ use crate::models::Catalog;
 use crate::pool::UpstreamError;
 use crate::router::{normalize_path, Router};
 use crate::tokens::ClientTokens;
+use crate::upgrade;
 use crate::upstream::Backend;
+
+/// Who sent a request: the client's address (`None` over a Unix socket), and whether its
+/// connection is TLS (`X-Forwarded-Proto: https`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub ip: Option<IpAddr>,
+    pub https: bool,
+}
 
 /// What a route points at.
 #[derive(Debug, Clone)]
@@ -85,7 +95,7 @@ impl Proxy {
             config.routes_by_model(),
             headers::extra_secrets(&config.server.secret_headers),
         );
-        let status_page = status_page(&router, &catalog);
+        let status_page = status_page(&router, &catalog, config.server.tls.is_some());
         Ok(Proxy {
             guard: Guard::new(&config.server),
             extra_secrets: headers::extra_secrets(&config.server.secret_headers),
@@ -97,11 +107,7 @@ impl Proxy {
     }
 
     /// Handles one request; never fails (errors become responses).
-    pub async fn handle(
-        &self,
-        req: Request<Incoming>,
-        peer: Option<IpAddr>,
-    ) -> Response<ResponseBody> {
+    pub async fn handle(&self, mut req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
         let rid = headers::request_id(req.headers());
         let mut access = self.config.log.access_log.then(|| {
             Box::new(AccessRecord::new(
@@ -110,7 +116,7 @@ impl Proxy {
                 Instant::now(),
             ))
         });
-        let (result, cors) = match self.admit(&req, peer) {
+        let (result, cors) = match self.admit(&mut req, peer) {
             // Boxed: the connection keeps room for this future as long as it lives (hyper
             // holds a service future in place), so a small one costs an idle connection or a
             // long stream little; the forwarding state lives only while the request does.
@@ -151,28 +157,45 @@ impl Proxy {
         if let Some(cors) = cors {
             cors.apply(res.headers_mut());
         }
-        if let Some(mut a) = access {
+        if let Some(a) = access.as_deref_mut() {
             a.status = res.status().as_u16();
             a.headers_after = a.start.elapsed();
+        }
+        // A WebSocket: its access line is written when the session ends.
+        if let Some(session) = upgrade::Pending::take(&mut res) {
+            session.join(access.take());
+        }
+        if let Some(a) = access {
             res.body_mut().set_access(a);
         }
         res
     }
 
     /// Before anything else looks at a request: its head (length, framing), and who sent it
-    /// (`guard`: Host, Origin, CORS preflights). Requests over a Unix socket have no peer.
-    fn admit(&self, req: &Request<Incoming>, peer: Option<IpAddr>) -> Admission {
+    /// (`guard`: Host, Origin, CORS preflights). Requests over a Unix socket have no peer. An
+    /// HTTP/2 request names its host in `:authority`: that becomes its `Host`.
+    fn admit(&self, req: &mut Request<Incoming>, peer: Peer) -> Admission {
         if let Err(e) = check_head(req.uri(), req.headers()) {
             return Admission::Refuse(e);
         }
-        self.guard
-            .admit(req.method(), req.version(), req.headers(), peer.is_none())
+        if req.version() == Version::HTTP_2 && !req.headers().contains_key(header::HOST) {
+            let host = req.uri().authority().map(|a| a.as_str().to_owned());
+            if let Some(v) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        self.guard.admit(
+            req.method(),
+            req.version(),
+            req.headers(),
+            peer.ip.is_none(),
+        )
     }
 
     async fn forward(
         &self,
         req: Request<Incoming>,
-        peer: Option<IpAddr>,
+        peer: Peer,
         rid: &HeaderValue,
         mut access: Option<&mut AccessRecord>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -185,8 +208,13 @@ impl Proxy {
             a.set_path(&parts.uri, normalized.as_deref().ok());
         }
         let path = normalized.map_err(|e| ProxyError::BadPath(e.0))?;
+        let websocket = upgrade::is_websocket(&parts.method, parts.version, &parts.headers);
         if &*path != "/health" {
-            check_client_token(&self.config.server.client_tokens, &mut parts.headers)?;
+            check_client_token(
+                &self.config.server.client_tokens,
+                &mut parts.headers,
+                websocket,
+            )?;
         }
         match &*path {
             "/health" => {
@@ -204,7 +232,7 @@ impl Proxy {
             _ => {}
         }
         if parts.method == Method::GET && &*path == "/v1/models" {
-            if let Some(res) = self.catalog.answer(&parts, peer, rid).await? {
+            if let Some(res) = self.catalog.answer(&parts, peer.ip, rid).await? {
                 if let Some(a) = access.as_deref_mut() {
                     a.backend = res.headers().get(&X_BACKEND).cloned();
                 }
@@ -265,10 +293,16 @@ impl Proxy {
             &mut parts.headers,
             &bc.auth,
             &self.extra_secrets,
-            peer,
+            peer.ip,
             rid,
             backend.host.as_ref(),
         );
+        if peer.https {
+            headers::forwarded_https(&mut parts.headers);
+        }
+        if websocket {
+            return Box::pin(self.forward_websocket(parts, body, backend)).await;
+        }
 
         // Without a body, an idempotent request can be sent again when the pooled connection
         // it went out on turns out to have been closed by the backend (see `is_stale`).
@@ -295,7 +329,7 @@ impl Proxy {
                     after: bc.response_timeout,
                 })
             }
-            Ok(Err(e)) => return Err(classify(&e, bc)),
+            Ok(Err(e)) => return Err(classify(&e, e.is_connect(), bc)),
             Ok(Ok(res)) => res,
         };
         let (res, lease) = res;
@@ -349,16 +383,20 @@ fn check_head(uri: &Uri, headers: &http::HeaderMap) -> Result<(), ProxyError> {
 }
 
 /// With `server.client_tokens_file`, a request needs `Authorization: Bearer TOKEN` with one of
-/// its tokens; the header is then removed, so the token never reaches a backend.
+/// its tokens; the header is then removed, so the token never reaches a backend. A WebSocket
+/// request may present its token as a subprotocol instead (`openai-insecure-api-key.TOKEN`:
+/// browsers cannot set headers on a WebSocket), which is removed likewise.
 fn check_client_token(
     tokens: &ClientTokens,
     headers: &mut http::HeaderMap,
+    websocket: bool,
 ) -> Result<(), ProxyError> {
     if tokens.enabled() {
-        if !tokens.allows(headers) {
+        if tokens.allows(headers) {
+            headers.remove(header::AUTHORIZATION);
+        } else if !(websocket && upgrade::take_token(headers, |t| tokens.allows_token(t))) {
             return Err(ProxyError::Unauthorized);
         }
-        headers.remove(header::AUTHORIZATION);
     }
     Ok(())
 }
@@ -430,7 +468,8 @@ fn is_stale(err: &UpstreamError) -> bool {
 }
 
 /// Turns a client error into what the user needs to know: whose fault, which backend.
-fn classify(err: &UpstreamError, bc: &BackendConfig) -> ProxyError {
+/// `connect`: it happened while connecting (nothing was sent).
+fn classify(err: &(dyn StdError + 'static), connect: bool, bc: &BackendConfig) -> ProxyError {
     let backend = bc.name.clone();
     let url = bc.url.clone();
     let mut io_kind = None;
@@ -478,12 +517,12 @@ fn classify(err: &UpstreamError, bc: &BackendConfig) -> ProxyError {
     }
     match io_kind {
         Some(io::ErrorKind::ConnectionRefused) => ProxyError::Refused { backend, url },
-        Some(io::ErrorKind::TimedOut) if err.is_connect() => ProxyError::ConnectTimeout {
+        Some(io::ErrorKind::TimedOut) if connect => ProxyError::ConnectTimeout {
             backend,
             url,
             after: bc.connect_timeout,
         },
-        _ if err.is_connect() => ProxyError::Unreachable {
+        _ if connect => ProxyError::Unreachable {
             backend,
             url,
             detail: innermost,
@@ -496,13 +535,14 @@ fn classify(err: &UpstreamError, bc: &BackendConfig) -> ProxyError {
     }
 }
 
-fn status_page(router: &Router<Target>, catalog: &Catalog) -> Bytes {
+fn status_page(router: &Router<Target>, catalog: &Catalog, https: bool) -> Bytes {
     use std::fmt::Write;
     let mut s = format!(
-        "openai-proxy {}\n\nPoint OpenAI clients here: OPENAI_BASE_URL=http://<this address>/v1\n\n\
+        "openai-proxy {}\n\nPoint OpenAI clients here: OPENAI_BASE_URL={}://<this address>/v1\n\n\
          Routes (longest matching prefix first, then in file order; the first that takes the \
          request's model wins):\n",
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        if https { "https" } else { "http" }
     );
     let width = router
         .routes()
@@ -557,6 +597,10 @@ fn status_page(router: &Router<Target>, catalog: &Catalog) -> Bytes {
         } else {
             names.join(", ")
         }
+    );
+    s.push_str(
+        "WebSockets (Upgrade: websocket, e.g. GET /v1/realtime?model=...) go by path like any \
+         request and are joined to their backend when it answers 101.\n",
     );
     s.push_str("Health check: /health\n");
     Bytes::from(s)

@@ -133,6 +133,16 @@ pub fn file_warnings(config: &Config) -> Vec<String> {
             ));
         }
     }
+    if let Some(tls) = &config.server.tls {
+        if let Some(mode) = config::readable_by_others(&tls.key_file) {
+            out.push(format!(
+                "TLS key file {} (server.tls_key) is readable by other users (mode {mode:o}); \
+                 run `chmod o-rwx {}`",
+                tls.key_file.display(),
+                tls.key_file.display()
+            ));
+        }
+    }
     if let Some(file) = &config.server.client_tokens.file {
         if let Some(mode) = config::readable_by_others(file) {
             out.push(format!(

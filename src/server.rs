@@ -1,5 +1,5 @@
-//! The accept loop: serves HTTP/1.1 on already-open listeners until `shutdown` resolves, then
-//! stops accepting and drains.
+//! The accept loop: serves HTTP/1.1 (and, over TLS, HTTP/2 when ALPN agrees on it) on
+//! already-open listeners until `shutdown` resolves, then stops accepting and drains.
 //!
 //! [`run`] takes its listeners and its shutdown future from the caller, so `serve`, socket
 //! activation and the tests all use the same entry point.
@@ -13,9 +13,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify};
@@ -23,7 +23,9 @@ use tokio::task::JoinSet;
 
 use crate::listeners::StdListener;
 use crate::parse_errors::JsonErrors;
-use crate::proxy::Proxy;
+use crate::proxy::{Peer, Proxy};
+use crate::tls;
+use crate::upgrade::{self, Session};
 use crate::workers;
 
 /// What every worker shares: the live [`Proxy`] (swapped on reload) and counters for status
@@ -316,15 +318,24 @@ async fn accept_loop(listener: Listener, state: Arc<State>, mut stop: watch::Rec
         match accepted {
             Ok(Accepted::Tcp(stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(
-                    stream,
-                    Some(peer.ip()),
-                    state.clone(),
-                    stop.clone(),
-                ));
+                let ip = Some(peer.ip());
+                match state.current().config.server.tls.as_ref() {
+                    Some(tls) => {
+                        let tls = tls.server.clone();
+                        tokio::spawn(serve_tls(stream, ip, tls, state.clone(), stop.clone()));
+                    }
+                    None => {
+                        let peer = Peer { ip, https: false };
+                        tokio::spawn(serve_connection(stream, peer, state.clone(), stop.clone()));
+                    }
+                }
             }
             Ok(Accepted::Unix(stream)) => {
-                tokio::spawn(serve_connection(stream, None, state.clone(), stop.clone()));
+                let peer = Peer {
+                    ip: None,
+                    https: false,
+                };
+                tokio::spawn(serve_connection(stream, peer, state.clone(), stop.clone()));
             }
             Err(e) => {
                 // Out of file descriptors and the like: wait instead of spinning.
@@ -352,12 +363,86 @@ async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
     }
 }
 
-async fn serve_connection<I>(
-    io: I,
-    peer: Option<IpAddr>,
+/// A TLS connection: the handshake (within `server.header_read_timeout`), then HTTP/2 or
+/// HTTP/1.1 as ALPN agreed.
+async fn serve_tls(
+    stream: tokio::net::TcpStream,
+    ip: Option<IpAddr>,
+    tls: Arc<rustls::ServerConfig>,
     state: Arc<State>,
-    mut stop: watch::Receiver<bool>,
-) where
+    stop: watch::Receiver<bool>,
+) {
+    let limit = state.current().config.server.header_read_timeout;
+    let stream = match tls::accept(stream, tls, limit).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!("TLS handshake with {ip:?} failed: {e}");
+            return;
+        }
+    };
+    let peer = Peer { ip, https: true };
+    if tls::is_h2(&stream) {
+        serve_h2(stream, peer, state, stop).await;
+    } else {
+        serve_connection(stream, peer, state, stop).await;
+    }
+}
+
+/// The service of one connection: each request counted and handed to the live proxy. A
+/// WebSocket request also gets the [`Session`] its joined connections will hold.
+fn service(
+    state: &Arc<State>,
+    peer: Peer,
+    stop: &watch::Receiver<bool>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::body::ResponseBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<crate::body::ResponseBody>, Infallible>> + Send,
+> + Clone {
+    let state = state.clone();
+    let stop = stop.clone();
+    // Count and pick the proxy here, not in the future: no per-request clone of the state
+    // every worker shares.
+    service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        if upgrade::is_websocket(req.method(), req.version(), req.headers()) {
+            let open = Arc::new(ConnGuard::new(&state));
+            req.extensions_mut()
+                .insert(Session::new(open, stop.clone()));
+        }
+        state.requests.add(1);
+        let proxy = state.current();
+        async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+    })
+}
+
+/// An HTTP/2 connection (TLS with ALPN `h2`), until it ends or the server stops.
+async fn serve_h2<I>(io: I, peer: Peer, state: Arc<State>, mut stop: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _guard = ConnGuard::new(&state);
+    let max_header_size = state.current().config.server.max_header_size;
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection(TokioIo::new(io), service(&state, peer, &stop));
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("HTTP/2 connection ended with an error: {e}");
+    }
+}
+
+async fn serve_connection<I>(io: I, peer: Peer, state: Arc<State>, mut stop: watch::Receiver<bool>)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _guard = ConnGuard::new(&state);
@@ -365,14 +450,7 @@ async fn serve_connection<I>(
         let server = &state.current().config.server;
         (server.header_read_timeout, server.max_header_size)
     };
-    let svc_state = state.clone();
-    // Count and pick the proxy here, not in the future: no per-request clone of the state
-    // every worker shares.
-    let service = service_fn(move |req| {
-        svc_state.requests.add(1);
-        let proxy = svc_state.current();
-        async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
-    });
+    let service = service(&state, peer, &stop);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -382,9 +460,12 @@ async fn serve_connection<I>(
         .max_header_size(max_header_size)
         .keep_alive(true);
     // hyper answers requests it cannot parse itself; `JsonErrors` makes those answers JSON
-    // (it needs the connection's polls counted).
+    // (it needs the connection's polls counted). With upgrades: a WebSocket's connection is
+    // handed over once its `101` is out (`upgrade`).
     let (io, polls) = JsonErrors::new(io);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(conn);
     // The connection, switched to a graceful shutdown when the server stops. The stop future
     // is polled once to register the task's waker, and again only when the channel changed

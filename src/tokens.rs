@@ -88,6 +88,11 @@ impl ClientTokens {
         else {
             return false;
         };
+        self.allows_token(token)
+    }
+
+    /// Whether `token` is one of the tokens (compared as [`ClientTokens::allows`] does).
+    pub fn allows_token(&self, token: &[u8]) -> bool {
         let token = token.trim_ascii();
         if token.is_empty() {
             return false;

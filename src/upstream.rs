@@ -19,15 +19,14 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{ring, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore};
 use tower_service::Service;
 
 use crate::body::RequestBody;
 use crate::config::BackendConfig;
 use crate::pool::{self, Lease, Pool, UpstreamError};
+use crate::tls::AcceptAnyCertificate;
 
 /// The client type every backend uses.
 pub type HttpClient = Client<NoInfo<HttpsConnector<HttpConnector>>, RequestBody>;
@@ -168,12 +167,28 @@ fn ca_roots(cfg: &BackendConfig) -> anyhow::Result<RootCertStore> {
     Ok(roots)
 }
 
-fn build_client(cfg: &BackendConfig) -> anyhow::Result<HttpClient> {
+/// TCP connections to a backend: its connect time-out, no Nagle delay, keep-alive probes.
+fn tcp_connector(cfg: &BackendConfig) -> HttpConnector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(cfg.connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
+    http
+}
+
+/// Connections to a backend that speak HTTP/1.1 only (TLS without ALPN for `https://`), for a
+/// request that upgrades its connection (`crate::upgrade`).
+pub fn http1_connector(cfg: &BackendConfig) -> anyhow::Result<HttpsConnector<HttpConnector>> {
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(cfg)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp_connector(cfg)))
+}
+
+fn build_client(cfg: &BackendConfig) -> anyhow::Result<HttpClient> {
+    let http = tcp_connector(cfg);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config(cfg)?)
         .https_or_http()
@@ -276,55 +291,5 @@ impl<T: Write + Unpin> Write for NoInfo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-}
-
-/// `tls_insecure = true`: accepts any certificate (signatures are still checked, so the
-/// handshake itself is sound; only the identity is not).
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -89,6 +89,9 @@ fn smoke_run_writes_the_table_and_chart() {
         "| Idle after a proxied request: wake-ups in 1 s |",
         "| Cold start (",
         "| Socket-activated: RSS after the first proxied request |",
+        "| WebSocket echo: added p50 per message | µs | 0 (base) |",
+        "| HTTPS POST chat, c=64, keep-alive: requests/s | req/s |",
+        "| HTTPS, a TLS handshake per request (Connection: close), c=16: requests/s |",
     ] {
         assert!(doc.contains(row), "no {row:?} row in:\n{doc}");
     }

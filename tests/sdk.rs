@@ -12,14 +12,14 @@ use crate::support::{default_routes, start_proxy, tls::test_ca};
 
 const CLIENT_KEY: &str = "sk-sdk-test-key";
 
-fn json_response(v: serde_json::Value) -> Response<mock::MockBody> {
+pub fn json_response(v: serde_json::Value) -> Response<mock::MockBody> {
     Response::builder()
         .header("content-type", "application/json")
         .body(mock::full(v.to_string()))
         .unwrap()
 }
 
-async fn recording(name: &'static str, reply: fn(&Seen) -> Response<mock::MockBody>) -> Mock {
+pub async fn recording(name: &'static str, reply: fn(&Seen) -> Response<mock::MockBody>) -> Mock {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
     let mut m = Mock::start(handler(move |req| {
@@ -37,7 +37,7 @@ async fn recording(name: &'static str, reply: fn(&Seen) -> Response<mock::MockBo
     m
 }
 
-fn chat_reply(s: &Seen) -> Response<mock::MockBody> {
+pub fn chat_reply(s: &Seen) -> Response<mock::MockBody> {
     let req: serde_json::Value = serde_json::from_slice(&s.body).unwrap_or_default();
     if req["stream"] == true {
         let mut sse = String::new();
@@ -61,7 +61,16 @@ fn chat_reply(s: &Seen) -> Response<mock::MockBody> {
 
 /// Runs `tests/SCRIPT` (the bundled mp3 as its argument) with the official OpenAI Python SDK
 /// against `base`, and returns the JSON it prints.
-async fn run_sdk(script: &str, base: String) -> serde_json::Value {
+pub async fn run_sdk(script: &str, base: String) -> serde_json::Value {
+    run_sdk_trusting(script, base, None).await
+}
+
+/// [`run_sdk`] with the CA an `https://` proxy's certificate is checked against.
+pub async fn run_sdk_trusting(
+    script: &str,
+    base: String,
+    ca: Option<std::path::PathBuf>,
+) -> serde_json::Value {
     crate::support::tools::require_python_module("openai");
     let script = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = tokio::task::spawn_blocking(move || {
@@ -70,6 +79,7 @@ async fn run_sdk(script: &str, base: String) -> serde_json::Value {
             .arg(MP3)
             .env("OPENAI_BASE_URL", base)
             .env("OPENAI_API_KEY", CLIENT_KEY)
+            .envs(ca.map(|ca| ("TEST_PROXY_CA", ca)))
             .env_remove("OPENAI_ORG_ID")
             .env_remove("OPENAI_PROJECT_ID")
             .output()
@@ -85,7 +95,7 @@ async fn run_sdk(script: &str, base: String) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-const MP3: &str = concat!(
+pub const MP3: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/huge-manatees.mp3"
 );
@@ -185,7 +195,7 @@ fn ollama_reply(s: &Seen) -> Response<mock::MockBody> {
 }
 
 /// OpenAI's answers: its model list, and chat.
-fn openai_reply(s: &Seen) -> Response<mock::MockBody> {
+pub fn openai_reply(s: &Seen) -> Response<mock::MockBody> {
     if s.uri.path() == "/v1/models" {
         return json_response(serde_json::json!({"object": "list", "data": [
             {"id": "gpt-4o", "object": "model", "created": 3, "owned_by": "system"}]}));

@@ -2,9 +2,18 @@
 import json
 import sys
 
-from openai import OpenAI
+import os
+import ssl
 
-client = OpenAI()  # OPENAI_BASE_URL and OPENAI_API_KEY come from the environment
+from openai import DefaultHttpxClient, OpenAI
+
+# OPENAI_BASE_URL and OPENAI_API_KEY come from the environment; an https:// proxy with a
+# private CA is trusted as a user would: with an SSL context for that CA.
+ca = os.environ.get("TEST_PROXY_CA")
+if ca:
+    client = OpenAI(http_client=DefaultHttpxClient(verify=ssl.create_default_context(cafile=ca)))
+else:
+    client = OpenAI()
 out = {}
 
 out["models"] = [m.id for m in client.models.list()]

@@ -15,6 +15,7 @@
 //! - `measure.rs`: wrk runs, SSE streams, uploads, held connections, cold starts.
 //! - `phases.rs`: each phase of a run, round after round.
 //! - `callgrind.rs`: instruction counts per request.
+//! - `tls_ws.rs`: the WebSocket echo and HTTPS (TLS handshakes, keep-alive) cases.
 //! - `report.rs`: medians, the table, the SVG chart; `document.rs`: the whole report.
 
 mod backend;
@@ -26,6 +27,7 @@ mod phases;
 mod procs;
 mod report;
 mod streams;
+mod tls_ws;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -124,6 +126,10 @@ enum Phase {
     Idle,
     /// Cold start, and RSS after the first proxied request (socket-activated).
     Cold,
+    /// Added latency per WebSocket message (an echo session).
+    Websocket,
+    /// HTTPS: requests/s on keep-alive connections and with a TLS handshake per request.
+    Tls,
 }
 
 #[derive(Args, Debug)]
@@ -320,6 +326,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             Phase::Streams,
             Phase::Idle,
             Phase::Cold,
+            Phase::Websocket,
+            Phase::Tls,
         ]
     } else {
         args.only.clone()
@@ -411,6 +419,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 let j = job(&env, &subjects, fixed, nginx_addr);
                 cold_mode = phases::cold(&j, args.cold_start, &mut r)?;
             }
+            Phase::Websocket => {
+                procs::pin_self(&latency_cpus)?;
+                tls_ws::websocket(&job(&lat_env, &subjects, fixed, nginx_addr), &mut r)?;
+                procs::pin_self(&env.load_cpus)?;
+            }
+            Phase::Tls => tls_ws::tls(&job(&env, &subjects, fixed, nginx_addr), &mut r)?,
         }
         load.push(format!("after {phase:?}: {}", loadavg()));
     }

@@ -60,15 +60,28 @@ pub fn wrk(
     conns: u32,
     secs: u32,
 ) -> anyhow::Result<WrkRun> {
+    wrk_url(env, script, &format!("http://{addr}"), conns, secs, &[])
+}
+
+/// [`wrk`] against `base` (`http://ADDR` or `https://ADDR`), with `extra` arguments.
+pub fn wrk_url(
+    env: &Env,
+    script: &Path,
+    base: &str,
+    conns: u32,
+    secs: u32,
+    extra: &[&str],
+) -> anyhow::Result<WrkRun> {
     let mut cmd = Command::new("wrk");
     cmd.arg("-t1")
         .arg(format!("-c{conns}"))
         .arg(format!("-d{secs}s"))
         .arg("--timeout")
         .arg("10s")
+        .args(extra)
         .arg("-s")
         .arg(script)
-        .arg(format!("http://{addr}/v1/chat/completions"));
+        .arg(format!("{base}/v1/chat/completions"));
     pin(&mut cmd, &env.load_cpus);
     let out = cmd.output().context("cannot run wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);

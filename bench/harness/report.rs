@@ -42,6 +42,9 @@ pub enum Metric {
     ColdStart,
     ActivatedRss,
     ActivatedAnon,
+    WsAddedP50,
+    HttpsRps,
+    TlsHandshakeRps,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -62,7 +65,7 @@ pub struct Info {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 24] = [
+    pub const ALL: [Metric; 27] = [
         Metric::RpsUnpinned,
         Metric::P99c64Unpinned,
         Metric::Rps,
@@ -87,6 +90,9 @@ impl Metric {
         Metric::ColdStart,
         Metric::ActivatedRss,
         Metric::ActivatedAnon,
+        Metric::WsAddedP50,
+        Metric::HttpsRps,
+        Metric::TlsHandshakeRps,
     ];
 
     /// Label, unit, decimals and issue 14's goal (issue 6's where 14 set none). `logs`: the
@@ -207,6 +213,24 @@ impl Metric {
                 2,
                 None,
             ),
+            Metric::WsAddedP50 => (
+                "WebSocket echo: added p50 per message",
+                "µs",
+                1,
+                Some(Goal::AtMost(50.0)),
+            ),
+            Metric::HttpsRps => (
+                "HTTPS POST chat, c=64, keep-alive: requests/s",
+                "req/s",
+                0,
+                None,
+            ),
+            Metric::TlsHandshakeRps => (
+                "HTTPS, a TLS handshake per request (Connection: close), c=16: requests/s",
+                "req/s",
+                0,
+                None,
+            ),
         };
         Info {
             label,
@@ -218,7 +242,14 @@ impl Metric {
 
     /// Whether higher values are better (for the ratio's reading).
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Metric::Rps | Metric::RpsUnpinned | Metric::Upload)
+        matches!(
+            self,
+            Metric::Rps
+                | Metric::RpsUnpinned
+                | Metric::Upload
+                | Metric::HttpsRps
+                | Metric::TlsHandshakeRps
+        )
     }
 
     /// "Added" metrics are a subject minus direct; direct has none.
@@ -232,6 +263,7 @@ impl Metric {
                 | Metric::SseEventP99
                 | Metric::StreamEventP50
                 | Metric::StreamEventP99
+                | Metric::WsAddedP50
         )
     }
 }

@@ -211,13 +211,17 @@ _openai__proxy() {
             return 0
             ;;
         openai__proxy__subcmd__check__subcmd__endpoints)
-            opts="-v -H -c -h --url --verbose --headers --only --timeout --chat-model --model --config --help"
+            opts="-v -H -c -h --url --ca-file --verbose --headers --only --timeout --chat-model --model --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

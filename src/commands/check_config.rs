@@ -106,6 +106,27 @@ fn describe(c: &Config) -> String {
     } else {
         writeln!(s, "Web pages:   from {} (CORS)", origins.join(", "))
     };
+    let _ = match &c.server.tls {
+        Some(t) => writeln!(
+            s,
+            "HTTPS:       on the TCP listeners (HTTP/2 and HTTP/1.1 by ALPN), certificate {}, \
+             key {}",
+            t.cert_file.display(),
+            t.key_file.display()
+        ),
+        None => writeln!(s, "HTTPS:       off: plain HTTP (no tls_cert, tls_key)"),
+    };
+    let idle: Vec<String> = c
+        .backends
+        .iter()
+        .map(|b| format!("{} {}", b.name, format_duration(b.websocket_idle_timeout)))
+        .collect();
+    let _ = writeln!(
+        s,
+        "WebSockets:  joined to the route's backend on its 101; closed when idle for \
+         (websocket_idle_timeout) {}",
+        idle.join(", ")
+    );
     let _ = writeln!(
         s,
         "Log:         level {}, target {target}, access_log {}",

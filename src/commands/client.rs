@@ -6,6 +6,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
@@ -18,7 +19,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::ServerName;
+
 use crate::config::{Config, ListenAddr};
+use crate::tls::AcceptAnyCertificate;
 
 /// Connecting to the proxy (normally on loopback) takes no longer than this.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,10 +36,12 @@ enum Dial {
     Unix(PathBuf),
 }
 
-/// Where the proxy is: an address and a base path.
+/// Where the proxy is: an address, whether it speaks HTTPS, and a base path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyUrl {
     dial: Dial,
+    /// `https://` (the proxy has `server.tls_cert`); never over a Unix socket.
+    https: bool,
     /// Put in front of every request path: empty, or `/something` without a trailing `/` (and
     /// without the `/v1` an `OPENAI_BASE_URL` ends with, since request paths carry it).
     base_path: String,
@@ -43,6 +50,7 @@ pub struct ProxyUrl {
 impl fmt::Display for ProxyUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.dial {
+            Dial::Tcp(a) if self.https => write!(f, "https://{a}{}", self.base_path),
             Dial::Tcp(a) => write!(f, "http://{a}{}", self.base_path),
             Dial::Unix(p) => write!(f, "unix:{}{}", p.display(), self.base_path),
         }
@@ -72,20 +80,31 @@ impl ProxyUrl {
         };
         ProxyUrl {
             dial,
+            https: false,
             base_path: String::new(),
         }
     }
 
     /// The proxy a config describes: its first IP:PORT listen address (what HTTP clients
-    /// use), else its first Unix socket.
+    /// use), else its first Unix socket; HTTPS over TCP when the config has a certificate.
     pub fn from_config(config: &Config) -> anyhow::Result<ProxyUrl> {
         let listen = &config.server.listen;
         listen
             .iter()
             .find(|l| matches!(l, ListenAddr::Tcp(_)))
             .or_else(|| listen.first())
-            .map(ProxyUrl::listening_on)
+            .map(|l| ProxyUrl::listening_on(l).with_https(config.server.tls.is_some()))
             .ok_or_else(|| anyhow!("{} has no listen address", config.source.display_name()))
+    }
+
+    /// The same address, over HTTPS when `https` (and TCP).
+    pub fn with_https(mut self, https: bool) -> ProxyUrl {
+        self.https = https && matches!(self.dial, Dial::Tcp(_));
+        self
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.https
     }
 
     /// The address alone: `HOST:PORT` or `unix:PATH`.
@@ -122,11 +141,15 @@ pub fn parse_proxy_url(s: &str) -> Result<ProxyUrl, String> {
     let uri: Uri = full
         .parse()
         .map_err(|e| format!("\"{t}\" is not a valid URL: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "\"{t}\": only http:// URLs are supported (the proxy speaks plain HTTP)"
-        ));
-    }
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => {
+            return Err(format!(
+                "\"{t}\": only http:// and https:// URLs are supported"
+            ))
+        }
+    };
     let authority = uri
         .authority()
         .filter(|a| !a.host().is_empty())
@@ -144,6 +167,7 @@ pub fn parse_proxy_url(s: &str) -> Result<ProxyUrl, String> {
         .trim_end_matches('/');
     Ok(ProxyUrl {
         dial: Dial::Tcp(authority),
+        https,
         base_path: path.to_string(),
     })
 }
@@ -157,20 +181,39 @@ pub enum SendError {
     Failed(String),
 }
 
+/// How an `https://` proxy's certificate is checked.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Against the bundled web roots and these CA certificates (`--ca-file`).
+    Roots(Vec<rustls_pki_types::CertificateDer<'static>>),
+    /// Not at all: `status` asking the proxy of its own config for `/health`, which carries
+    /// no secret either way.
+    Anything,
+}
+
 /// Sends requests to one proxy.
 pub struct Client {
     url: ProxyUrl,
     host: HeaderValue,
     connect_timeout: Duration,
+    /// For an `https://` URL.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl Client {
-    pub fn new(url: ProxyUrl, connect_timeout: Duration) -> Client {
-        Client {
+    pub fn new(url: ProxyUrl, connect_timeout: Duration, trust: Trust) -> anyhow::Result<Client> {
+        let tls = match url.https {
+            true => Some(tokio_rustls::TlsConnector::from(Arc::new(tls_config(
+                trust,
+            )?))),
+            false => None,
+        };
+        Ok(Client {
             host: url.host(),
             url,
             connect_timeout,
-        }
+            tls,
+        })
     }
 
     pub fn url(&self) -> &ProxyUrl {
@@ -197,10 +240,18 @@ impl Client {
                 Dial::Tcp(a) => {
                     // Without a port, HTTP's; an IPv6 host without its brackets.
                     let host = a.host().trim_start_matches('[').trim_end_matches(']');
-                    let port = a.port_u16().unwrap_or(80);
+                    let default_port = if self.tls.is_some() { 443 } else { 80 };
+                    let port = a.port_u16().unwrap_or(default_port);
                     let s = tokio::net::TcpStream::connect((host, port)).await?;
                     s.set_nodelay(true)?;
-                    handshake(s).await
+                    match &self.tls {
+                        None => handshake(s).await,
+                        Some(tls) => {
+                            let name = ServerName::try_from(host.to_string())
+                                .map_err(std::io::Error::other)?;
+                            handshake(tls.connect(name, s).await?).await
+                        }
+                    }
                 }
                 Dial::Unix(p) => handshake(tokio::net::UnixStream::connect(p).await?).await,
             }
@@ -236,13 +287,55 @@ where
     Ok(sender)
 }
 
+/// TLS settings for talking to the proxy (HTTP/1.1, as the client speaks).
+fn tls_config(trust: Trust) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let mut config = match trust {
+        Trust::Anything => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth(),
+        Trust::Roots(extra) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            for cert in extra {
+                roots
+                    .add(cert)
+                    .context("a certificate of --ca-file is not a usable CA certificate")?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Reads `--ca-file`: PEM certificates (without blocking on a FIFO or reading a huge file).
+pub fn read_ca_file(path: &std::path::Path) -> anyhow::Result<Trust> {
+    let bytes = crate::config::read_small_file(path)
+        .map_err(|e| anyhow!("{}", e.about("CA file", path)))?;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("CA file {}: not valid PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "CA file {} contains no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        );
+    }
+    Ok(Trust::Roots(certs))
+}
+
 /// `GET /health`: the status code and how long it took.
 pub fn health(url: &ProxyUrl, timeout: Duration) -> anyhow::Result<(u16, Duration)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let client = Client::new(url.clone(), timeout);
+    let client = Client::new(url.clone(), timeout, Trust::Anything)?;
     let start = Instant::now();
     runtime.block_on(async {
         let req = Request::get("/health")
@@ -279,9 +372,12 @@ mod tests {
         assert_eq!(u.to_string(), "http://localhost:2020");
         let u = parse_proxy_url("http://[::1]:2020/base/v1").unwrap();
         assert_eq!(u.to_string(), "http://[::1]:2020/base");
-        assert!(parse_proxy_url("https://api.openai.com/v1")
+        let u = parse_proxy_url("https://proxy.lan:2020/v1").unwrap();
+        assert_eq!(u.to_string(), "https://proxy.lan:2020");
+        assert!(u.is_https());
+        assert!(parse_proxy_url("ftp://proxy.lan")
             .unwrap_err()
-            .contains("only http://"));
+            .contains("only http:// and https://"));
         let e = parse_proxy_url("http://user:secret@host").unwrap_err();
         assert!(!e.contains("secret"), "{e}");
         assert!(parse_proxy_url("http://h/?q=1").is_err());

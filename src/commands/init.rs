@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt as _, Full};
 
-use super::client::{parse_proxy_url, Client, SendError};
+use super::client::{parse_proxy_url, Client, SendError, Trust};
 use crate::config::{user_config_path, EMBEDDED_DEFAULT, SYSTEM_PATH};
 
 /// How long a local service may take to answer the probe.
@@ -214,7 +214,8 @@ fn probe_all() -> anyhow::Result<Vec<Probed>> {
 
 async fn probe(port: u16, path: &'static str) -> Result<u16, String> {
     let url = parse_proxy_url(&format!("http://127.0.0.1:{port}"))?;
-    let client = Client::new(url, PROBE_TIMEOUT);
+    let client =
+        Client::new(url, PROBE_TIMEOUT, Trust::Roots(Vec::new())).map_err(|e| e.to_string())?;
     let req = Request::get(path)
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;

@@ -33,7 +33,9 @@ pub fn run(
         address = address.or(found);
     }
     let url = match address {
-        Some(a) => ProxyUrl::listening_on(&a),
+        // HTTPS when the config has a certificate (a config that does not load: plain).
+        Some(a) => ProxyUrl::listening_on(&a)
+            .with_https(config::load(config_flag).is_ok_and(|c| c.server.tls.is_some())),
         None => ProxyUrl::from_config(&config::load(config_flag)?)?,
     };
     report_health(out, &url)

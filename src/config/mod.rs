@@ -29,7 +29,7 @@ use crate::tokens::ClientTokens;
 
 pub use browsers::{HostRule, OriginRule};
 pub use diagnostics::{quote, ConfigError, ConfigIssue};
-pub use files::readable_by_others;
+pub use files::{readable_by_others, FileProblem};
 pub use lookup::{
     locate, user_config_path, Origin, Source, CONFIG_ENV, EMBEDDED_DEFAULT, SYSTEM_PATH,
 };
@@ -54,6 +54,11 @@ pub fn load(flag: Option<&Path>) -> Result<Config, ConfigError> {
     }
 }
 
+/// Reads a small file a tool is given (a CA file): regular, at most 1 MiB, without blocking.
+pub fn read_small_file(path: &Path) -> Result<Vec<u8>, FileProblem> {
+    files::read_regular(path, files::MAX_SECRET_FILE)
+}
+
 /// Defaults, shared by the code and the documentation.
 pub mod defaults {
     use std::time::Duration;
@@ -67,6 +72,7 @@ pub mod defaults {
     pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
     pub const MAX_JSON_PEEK: u64 = 1 << 20;
+    pub const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 }
 
 /// A validated configuration.
@@ -176,6 +182,8 @@ pub struct ServerConfig {
     /// How much of a request body is read, at most, to find its `model` when a route needs
     /// it (a JSON body, or a multipart body up to its `model` field).
     pub max_json_peek: u64,
+    /// `tls_cert` and `tls_key`: TCP listeners speak HTTPS (HTTP/2 and HTTP/1.1 by ALPN).
+    pub tls: Option<TlsFiles>,
     /// Worker threads serving connections, each with its own event loop.
     pub workers: Workers,
 }
@@ -212,6 +220,34 @@ impl fmt::Display for Workers {
         }
     }
 }
+
+/// The server's certificate and key (`server.tls_cert`, `server.tls_key`), read and checked
+/// to match, as the TLS settings every new connection is accepted with.
+#[derive(Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+}
+
+impl fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Two settings are the same when they name the same files (the files' contents may have
+/// changed: a reload reads them again either way).
+impl PartialEq for TlsFiles {
+    fn eq(&self, other: &Self) -> bool {
+        self.cert_file == other.cert_file && self.key_file == other.key_file
+    }
+}
+
+impl Eq for TlsFiles {}
 
 /// A place to listen on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,18 +315,19 @@ pub struct LogConfig {
     pub access_log: bool,
 }
 
-/// An API key. Its `Debug` never shows the value, and the header it becomes is marked
-/// sensitive.
+/// An API key, as the value of the header it is sent in. Its `Debug` never shows the value,
+/// and the header value is marked sensitive.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(HeaderValue);
 
 impl Secret {
-    /// The `Authorization: Bearer ...` value for this key.
-    pub fn bearer(&self) -> &HeaderValue {
+    /// The header value: `Bearer KEY` for `Authorization`, the bare key for any other header
+    /// (`x-api-key`, `api-key`, ...).
+    pub fn value(&self) -> &HeaderValue {
         &self.0
     }
 
-    fn from_key(key: &str) -> Result<Secret, String> {
+    fn from_key(key: &str, header: &HeaderName) -> Result<Secret, String> {
         let key = key.trim();
         if key.is_empty() {
             return Err("the key is empty".into());
@@ -300,7 +337,12 @@ impl Secret {
                 "the key contains spaces or characters not allowed in an HTTP header".into(),
             );
         }
-        let mut v = HeaderValue::from_str(&format!("Bearer {key}"))
+        let value = if header == http::header::AUTHORIZATION {
+            format!("Bearer {key}")
+        } else {
+            key.to_string()
+        };
+        let mut v = HeaderValue::from_str(&value)
             .map_err(|_| "the key is not a valid HTTP header value".to_string())?;
         v.set_sensitive(true);
         Ok(Secret(v))
@@ -339,8 +381,13 @@ pub enum AuthPolicy {
     Strip,
     /// Pass the client's credentials through unchanged.
     Forward,
-    /// Remove the client's credentials and send this key as `Authorization: Bearer`.
-    Inject { key: Secret, source: KeySource },
+    /// Remove the client's credentials and send this key in `header` (`api_key_header`:
+    /// `Authorization: Bearer KEY` unless set).
+    Inject {
+        key: Secret,
+        header: HeaderName,
+        source: KeySource,
+    },
 }
 
 impl AuthPolicy {
@@ -359,7 +406,12 @@ impl fmt::Display for AuthPolicy {
         match self {
             AuthPolicy::Strip => f.write_str("strip"),
             AuthPolicy::Forward => f.write_str("forward"),
-            AuthPolicy::Inject { source, .. } => write!(f, "inject from {source}"),
+            AuthPolicy::Inject { source, header, .. } if header == http::header::AUTHORIZATION => {
+                write!(f, "inject from {source}")
+            }
+            AuthPolicy::Inject { source, header, .. } => {
+                write!(f, "inject as {header} from {source}")
+            }
         }
     }
 }
@@ -387,6 +439,8 @@ pub struct BackendConfig {
     pub response_timeout: Duration,
     /// Longest silence inside a body, either way.
     pub idle_timeout: Duration,
+    /// Longest silence, both ways, of a WebSocket session joined through this backend.
+    pub websocket_idle_timeout: Duration,
     /// Takes part in the merged `GET /v1/models`.
     pub list_models: bool,
     /// Model names clients send → the names this backend knows; the request's `model` is

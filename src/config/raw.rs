@@ -39,6 +39,8 @@ pub struct RawServer {
     pub shutdown_timeout: Option<Dur>,
     pub idle_exit: Option<Dur>,
     pub max_json_peek: Option<Spanned<Size>>,
+    pub tls_cert: Option<Spanned<PathBuf>>,
+    pub tls_key: Option<Spanned<PathBuf>>,
     pub workers: Option<Spanned<RawWorkers>>,
 }
 
@@ -115,11 +117,13 @@ pub struct RawBackend {
     pub api_key_env: Option<Spanned<String>>,
     pub api_key_file: Option<Spanned<PathBuf>>,
     pub api_key_credential: Option<Spanned<String>>,
+    pub api_key_header: Option<Spanned<String>>,
     pub ca_file: Option<Spanned<PathBuf>>,
     pub tls_insecure: Option<Spanned<bool>>,
     pub connect_timeout: Option<Spanned<Dur>>,
     pub response_timeout: Option<Spanned<Dur>>,
     pub idle_timeout: Option<Spanned<Dur>>,
+    pub websocket_idle_timeout: Option<Spanned<Dur>>,
     pub list_models: Option<bool>,
     /// `"name the client sends" = "name the backend knows"`.
     pub aliases: Option<BTreeMap<Spanned<String>, Spanned<String>>>,

@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use http::uri::{Authority, Scheme};
-use http::Uri;
+use http::{HeaderName, Uri};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use toml::Spanned;
@@ -176,7 +176,85 @@ fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
             .map_or(defaults::SHUTDOWN_TIMEOUT, |d| d.0),
         idle_exit: raw.idle_exit.map_or(defaults::IDLE_EXIT, |d| d.0),
         max_json_peek: max_json_peek(&raw, issues),
+        tls: tls_files(&raw, issues),
         workers,
+    }
+}
+
+/// `server.tls_cert` and `server.tls_key`: both or neither; PEM files, read without blocking,
+/// whose key matches the certificate.
+fn tls_files(raw: &RawServer, issues: &mut Issues<'_>) -> Option<super::TlsFiles> {
+    let (cert, key) = match (&raw.tls_cert, &raw.tls_key) {
+        (None, None) => return None,
+        (Some(c), Some(k)) => (c, k),
+        (Some(c), None) => {
+            issues.add(
+                "server.tls_cert",
+                Some(c.span()),
+                "needs server.tls_key too (the certificate's private key, PEM)",
+            );
+            return None;
+        }
+        (None, Some(k)) => {
+            issues.add(
+                "server.tls_key",
+                Some(k.span()),
+                "needs server.tls_cert too (the certificate chain, PEM)",
+            );
+            return None;
+        }
+    };
+    let cert_pem = files::read_regular(cert.get_ref(), MAX_SECRET_FILE)
+        .map_err(|e| {
+            issues.add(
+                "server.tls_cert",
+                Some(cert.span()),
+                e.about("certificate file", cert.get_ref()),
+            )
+        })
+        .ok();
+    let key_pem = files::read_regular(key.get_ref(), MAX_SECRET_FILE)
+        .map_err(|e| {
+            issues.add(
+                "server.tls_key",
+                Some(key.span()),
+                e.about("key file", key.get_ref()),
+            )
+        })
+        .ok();
+    let (cert_pem, key_pem) = (cert_pem?, key_pem?);
+    match crate::tls::server_config(&cert_pem, &key_pem) {
+        Ok(server) => Some(super::TlsFiles {
+            cert_file: cert.get_ref().clone(),
+            key_file: key.get_ref().clone(),
+            server: std::sync::Arc::new(server),
+        }),
+        Err(crate::tls::PemProblem::Cert(e)) => {
+            let shown = cut(&cert.get_ref().to_string_lossy()).into_owned();
+            issues.add(
+                "server.tls_cert",
+                Some(cert.span()),
+                format!("{shown}: {e}"),
+            );
+            None
+        }
+        Err(crate::tls::PemProblem::Key(e)) => {
+            let shown = cut(&key.get_ref().to_string_lossy()).into_owned();
+            issues.add("server.tls_key", Some(key.span()), format!("{shown}: {e}"));
+            None
+        }
+        Err(crate::tls::PemProblem::Pair(e)) => {
+            issues.add(
+                "server.tls_key",
+                Some(key.span()),
+                format!(
+                    "the key in {} does not go with the certificate in {}: {e}",
+                    cut(&key.get_ref().to_string_lossy()),
+                    cut(&cert.get_ref().to_string_lossy())
+                ),
+            );
+            None
+        }
     }
 }
 
@@ -367,6 +445,11 @@ fn validate_backend(
         defaults::RESPONSE_TIMEOUT,
     );
     let idle_timeout = timeout("idle_timeout", &raw.idle_timeout, defaults::IDLE_TIMEOUT);
+    let websocket_idle_timeout = timeout(
+        "websocket_idle_timeout",
+        &raw.websocket_idle_timeout,
+        defaults::WEBSOCKET_IDLE_TIMEOUT,
+    );
     let aliases = validate_aliases(&key("aliases"), raw.aliases.as_ref(), issues);
     let (scheme, authority, base_path) = parsed?;
     if issues.count() != before {
@@ -386,6 +469,7 @@ fn validate_backend(
         connect_timeout,
         response_timeout,
         idle_timeout,
+        websocket_idle_timeout,
         list_models: raw.list_models.unwrap_or(true),
         aliases,
     })
@@ -510,10 +594,11 @@ fn validate_auth(name: &str, raw: &RawBackend, issues: &mut Issues<'_>) -> Optio
         );
         return None;
     }
+    let header = api_key_header(&key, raw, given.is_empty(), issues)?;
     let loaded = if let Some(var) = &raw.api_key_env {
         let var_name = var.get_ref();
         match std::env::var(var_name) {
-            Ok(v) => Secret::from_key(&v)
+            Ok(v) => Secret::from_key(&v, &header)
                 .map(|k| (k, KeySource::Env(var_name.clone())))
                 .map_err(|e| format!("environment variable ${}: {e}", cut(var_name))),
             Err(_) => Err(format!(
@@ -523,11 +608,11 @@ fn validate_auth(name: &str, raw: &RawBackend, issues: &mut Issues<'_>) -> Optio
         }
         .map_err(|e| ("api_key_env", var.span(), e))
     } else if let Some(file) = &raw.api_key_file {
-        read_key_file(file.get_ref())
+        read_key_file(file.get_ref(), &header)
             .map(|k| (k, KeySource::File(file.get_ref().clone())))
             .map_err(|e| ("api_key_file", file.span(), e))
     } else if let Some(cred) = &raw.api_key_credential {
-        load_credential(cred.get_ref()).map_err(|e| ("api_key_credential", cred.span(), e))
+        load_credential(cred.get_ref(), &header).map_err(|e| ("api_key_credential", cred.span(), e))
     } else {
         return Some(if raw.forward_client_auth.unwrap_or(false) {
             AuthPolicy::Forward
@@ -536,7 +621,11 @@ fn validate_auth(name: &str, raw: &RawBackend, issues: &mut Issues<'_>) -> Optio
         });
     };
     match loaded {
-        Ok((key, source)) => Some(AuthPolicy::Inject { key, source }),
+        Ok((key, source)) => Some(AuthPolicy::Inject {
+            key,
+            header,
+            source,
+        }),
         Err((k, span, msg)) => {
             issues.add(key(k), Some(span), msg);
             None
@@ -544,8 +633,50 @@ fn validate_auth(name: &str, raw: &RawBackend, issues: &mut Issues<'_>) -> Optio
     }
 }
 
+/// `api_key_header`: the header the injected key goes in (`Authorization`, as `Bearer KEY`,
+/// unless set; any other header gets the bare key). Only with a key source; not a header the
+/// proxy needs or removes as hop-by-hop.
+fn api_key_header(
+    key: &impl Fn(&str) -> String,
+    raw: &RawBackend,
+    no_key: bool,
+    issues: &mut Issues<'_>,
+) -> Option<HeaderName> {
+    let Some(h) = &raw.api_key_header else {
+        return Some(http::header::AUTHORIZATION);
+    };
+    let problem = match HeaderName::from_bytes(h.get_ref().trim().as_bytes()) {
+        Err(_) => format!("{} is not a valid header name", quote(h.get_ref())),
+        Ok(_) if no_key => "only applies with a key to inject (api_key_file, api_key_env or \
+                            api_key_credential)"
+            .to_string(),
+        Ok(name) if NOT_SECRETS.contains(&name.as_str()) || HOP_BY_HOP.contains(&name.as_str()) => {
+            format!(
+                "{} cannot carry the key: the proxy sets or removes that header itself",
+                quote(h.get_ref())
+            )
+        }
+        Ok(name) => return Some(name),
+    };
+    issues.add(key("api_key_header"), Some(h.span()), problem);
+    None
+}
+
+/// Headers that describe a connection, not a request: the proxy removes them.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+];
+
 /// A key from systemd's `LoadCredential=` (`$CREDENTIALS_DIRECTORY/NAME`).
-fn load_credential(name: &str) -> Result<(Secret, KeySource), String> {
+fn load_credential(name: &str, header: &HeaderName) -> Result<(Secret, KeySource), String> {
     if !valid_name(name) {
         return Err("credential names may use only letters, digits, '-' and '_'".into());
     }
@@ -553,14 +684,15 @@ fn load_credential(name: &str) -> Result<(Secret, KeySource), String> {
         "$CREDENTIALS_DIRECTORY is not set (systemd sets it when the unit has LoadCredential=)",
     )?;
     let file = PathBuf::from(dir).join(name);
-    let key = read_key_file(&file)?;
+    let key = read_key_file(&file, header)?;
     Ok((key, KeySource::Credential(name.to_string(), file)))
 }
 
-fn read_key_file(path: &Path) -> Result<Secret, String> {
+fn read_key_file(path: &Path, header: &HeaderName) -> Result<Secret, String> {
     const WHAT: &str = "key file";
     let text = files::read_text(path, MAX_SECRET_FILE).map_err(|e| e.about(WHAT, path))?;
-    Secret::from_key(&text).map_err(|e| format!("{WHAT} {}: {e}", cut(&path.to_string_lossy())))
+    Secret::from_key(&text, header)
+        .map_err(|e| format!("{WHAT} {}: {e}", cut(&path.to_string_lossy())))
 }
 
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

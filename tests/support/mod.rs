@@ -8,6 +8,7 @@ pub mod machine;
 pub mod mock;
 pub mod tls;
 pub mod tools;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

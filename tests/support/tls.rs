@@ -10,6 +10,10 @@ pub struct TestCa {
     pub ca_pem: String,
     /// A server config presenting a certificate signed by the CA, offering h2 and http/1.1.
     pub server: Arc<rustls::ServerConfig>,
+    /// That certificate (then the CA's) and its private key in PEM, for `server.tls_cert`
+    /// and `server.tls_key`.
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 pub fn test_ca() -> TestCa {
@@ -39,6 +43,8 @@ pub fn test_ca() -> TestCa {
     .unwrap();
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     TestCa {
+        cert_pem: format!("{}{}", leaf.pem(), ca_cert.pem()),
+        key_pem: leaf_key.serialize_pem(),
         ca_pem: ca_cert.pem(),
         server: Arc::new(server),
     }

@@ -27,7 +27,9 @@ use self::audio::{
 };
 use self::report::{human_size, snippet, Answer, Ask, Output, Report, Verdict};
 use self::routing::Picked;
-use super::client::{parse_proxy_url, Client, ProxyUrl, SendError, MAX_CONNECT_TIMEOUT};
+use super::client::{
+    self, parse_proxy_url, Client, ProxyUrl, SendError, Trust, MAX_CONNECT_TIMEOUT,
+};
 use crate::config::{self, format_duration};
 use crate::router::Router;
 
@@ -48,6 +50,9 @@ pub struct Options {
     pub chat_model: Option<String>,
     /// Models to check: each must reach the backend the config sends it to.
     pub models: Vec<String>,
+    /// CA certificates (PEM) an `https://` proxy's certificate is checked against, besides
+    /// the bundled web roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The checks, in the order they run.
@@ -158,6 +163,10 @@ pub fn run(
     out: Box<dyn std::io::Write>,
 ) -> anyhow::Result<bool> {
     let (url, from) = locate_proxy(config_flag, options.url.as_ref())?;
+    let trust = match &options.ca_file {
+        Some(path) => client::read_ca_file(path)?,
+        None => Trust::Roots(Vec::new()),
+    };
     let key = api_key()?;
     let selected: Vec<CheckName> = CheckName::ALL
         .into_iter()
@@ -169,7 +178,7 @@ pub fn run(
         .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
     let (auth, secret) = key.unzip();
     let checker = Checker {
-        client: Client::new(url, options.timeout.min(MAX_CONNECT_TIMEOUT)),
+        client: Client::new(url, options.timeout.min(MAX_CONNECT_TIMEOUT), trust)?,
         auth,
         timeout: options.timeout,
         out: Output::new(out, options.verbose, options.headers, secret),

@@ -1,0 +1,64 @@
+//! The step of a WebSocket request (`Upgrade: websocket`) after routing and the usual header
+//! rewrite: sent to its backend on a connection of its own ([`crate::upgrade`]); a `101` is
+//! answered with the join pending, anything else passed back as it came.
+
+use http::request::Parts;
+use http::{Request, Response, Version};
+use hyper::upgrade::OnUpgrade;
+use tokio::time::Instant;
+
+use super::{classify, Proxy};
+use crate::body::{RequestBody, ResponseBody};
+use crate::error::ProxyError;
+use crate::headers;
+use crate::upgrade::{self, Session};
+use crate::upstream::Backend;
+
+impl Proxy {
+    pub(super) async fn forward_websocket(
+        &self,
+        mut parts: Parts,
+        body: RequestBody,
+        backend: &Backend,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let bc = &backend.config;
+        let client = parts.extensions.remove::<OnUpgrade>();
+        let session = parts.extensions.remove::<Session>();
+        upgrade::prepare(&mut parts.headers, bc);
+        let deadline = Instant::now() + bc.response_timeout;
+        let sent = upgrade::send(bc, Request::from_parts(parts, body));
+        let mut res = match tokio::time::timeout_at(deadline, sent).await {
+            Err(_) => {
+                return Err(ProxyError::ResponseTimeout {
+                    backend: bc.name.clone(),
+                    url: bc.url.clone(),
+                    after: bc.response_timeout,
+                })
+            }
+            Ok(Err(e)) => return Err(classify(&*e.error, e.connect, bc)),
+            Ok(Ok(res)) => res,
+        };
+        headers::rewrite_response(
+            res.headers_mut(),
+            &backend.header,
+            bc.takes_client_credentials(),
+        );
+        if !upgrade::switched(&res) {
+            // Refused (or answered some other way): back to the client as it came.
+            let (mut parts, body) = res.into_parts();
+            parts.version = Version::HTTP_11;
+            return Ok(Response::from_parts(
+                parts,
+                ResponseBody::upstream(body, bc.idle_timeout),
+            ));
+        }
+        let shutdown = self.config.server.shutdown_timeout;
+        upgrade::switching(res, client, session, bc, shutdown).ok_or_else(|| {
+            ProxyError::BackendFailed {
+                backend: bc.name.clone(),
+                url: bc.url.clone(),
+                detail: "the client's connection cannot be upgraded".into(),
+            }
+        })
+    }
+}
