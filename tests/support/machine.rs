@@ -29,6 +29,31 @@ pub fn dpkg_status() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A run killed while dpkg worked (a test stopped half-way through `apt-get install`, say) leaves
+/// dpkg "interrupted": every later apt-get refuses until `dpkg --configure -a` has finished the
+/// job. The package tests hold the machine's dpkg through the slot, so they finish it first.
+fn finish_an_interrupted_dpkg() {
+    let audit = Command::new("dpkg").arg("--audit").output().unwrap();
+    if audit.stdout.is_empty() {
+        return;
+    }
+    eprintln!(
+        "dpkg was interrupted; finishing with dpkg --configure -a:\n{}",
+        String::from_utf8_lossy(&audit.stdout)
+    );
+    let out = Command::new("dpkg")
+        .args(["--configure", "-a"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dpkg --configure -a failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The right to install the package on this machine, while it is held. Taking it waits for
 /// the other holders, removes a leftover of an interrupted run (the package is ours), and
 /// checks that nothing else is in the way; dropping it purges the package.
@@ -49,6 +74,7 @@ impl PackageSlot {
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
         assert_eq!(rc, 0, "flock {LOCK}: {}", std::io::Error::last_os_error());
         let slot = PackageSlot { _lock: file };
+        finish_an_interrupted_dpkg();
         if !matches!(dpkg_status().as_str(), "" | "not-installed") {
             slot.purge();
         }
