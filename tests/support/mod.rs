@@ -132,10 +132,16 @@ pub fn routes_to(url: &str) -> String {
     default_routes(url, url, url, url, "")
 }
 
-/// A loopback address nothing listens on (bound, then closed).
+/// A loopback address nothing listens on, and nothing will while the tests run.
 pub fn dead_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    // Bound but never listening: connecting gets a reset, and as the socket stays open for the
+    // rest of the test process, no other test's listener can take the port meanwhile (which
+    // a port freed right away would allow).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::mem::forget(socket);
+    addr
 }
 
 /// Deterministic test data: byte `i` of a stream.
