@@ -304,7 +304,7 @@ pin_project! {
         // Written to the log when the response is dropped: finished, failed or abandoned.
         access: Option<Box<AccessRecord>>,
         // The backend connection, back to its pool once the body has been read to its end.
-        lease: Option<Lease>,
+        lease: Option<Lease<RequestBody>>,
         // The upstream body returned its end (a chunked body ends so, without ever saying so
         // in `is_end_stream`).
         ended: bool,
@@ -340,7 +340,7 @@ impl ResponseBody {
     }
 
     /// Gives the backend connection back to its pool when this body is done (read to the end).
-    pub fn set_lease(&mut self, lease: Option<Lease>) {
+    pub fn set_lease(&mut self, lease: Option<Lease<RequestBody>>) {
         self.lease = lease;
     }
 

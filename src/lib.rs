@@ -59,6 +59,7 @@ mod pool;
 mod proxy;
 mod reload;
 mod router;
+mod shard;
 mod tls;
 mod tokens;
 mod upgrade;

@@ -20,13 +20,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::body::RequestBody;
-use crate::workers;
+use crate::shard;
 
 /// How long an idle pooled connection is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -80,19 +79,18 @@ impl StdError for UpstreamError {
     }
 }
 
-/// The pool of one plain-HTTP backend.
-pub struct Pool {
+/// The pool of one plain-HTTP backend, whose requests carry bodies of type `B`.
+pub struct Pool<B> {
     host: String,
     port: u16,
     connect_timeout: Duration,
     builder: http1::Builder,
-    shards: Box<[Arc<Shard>]>,
+    shards: Box<[Arc<Shard<B>>]>,
 }
 
 /// One worker's idle connections.
-#[derive(Default)]
-pub struct Shard {
-    idle: Mutex<Vec<Idle>>,
+pub struct Shard<B> {
+    idle: Mutex<Vec<Idle<B>>>,
     /// A task is closing expired connections of this shard.
     reaping: AtomicBool,
     /// Counts the reaper's rounds: a connection idle since an earlier round has been idle for
@@ -100,21 +98,36 @@ pub struct Shard {
     round: AtomicU64,
 }
 
-struct Idle {
-    tx: SendRequest<RequestBody>,
+struct Idle<B> {
+    tx: SendRequest<B>,
     /// The reaper's round when it became idle.
     round: u64,
 }
 
 /// A pooled connection lent to one request; [`Lease::release`] gives it back.
-pub struct Lease {
-    tx: SendRequest<RequestBody>,
-    shard: Arc<Shard>,
+pub struct Lease<B> {
+    tx: SendRequest<B>,
+    shard: Arc<Shard<B>>,
 }
 
-impl Pool {
+impl<B> Default for Shard<B> {
+    fn default() -> Self {
+        Shard {
+            idle: Mutex::default(),
+            reaping: AtomicBool::default(),
+            round: AtomicU64::default(),
+        }
+    }
+}
+
+impl<B> Pool<B>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
     /// A pool for `host:port` with one shard per worker.
-    pub fn new(host: &str, port: u16, connect_timeout: Duration, workers: usize) -> Pool {
+    pub fn new(host: &str, port: u16, connect_timeout: Duration, workers: usize) -> Pool<B> {
         Pool {
             // IPv6 literals come bracketed in URLs.
             host: host
@@ -136,14 +149,14 @@ impl Pool {
     /// of its connection, to be released when the body has been read.
     pub async fn send(
         &self,
-        mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+        mut req: Request<B>,
+    ) -> Result<(Response<Incoming>, Lease<B>), UpstreamError> {
         // HTTP/1 to an origin server: the request line carries the path and query only
         // (RFC 9112 §3.2.1), never the absolute form hyper would write from a full URI.
         if let Some(pq) = req.uri().path_and_query().cloned() {
             *req.uri_mut() = Uri::from(pq);
         }
-        let shard = &self.shards[workers::index() % self.shards.len()];
+        let shard = &self.shards[shard::index() % self.shards.len()];
         while let Some(mut tx) = shard.checkout() {
             match tx.try_send_request(req).await {
                 Ok(res) => {
@@ -170,7 +183,7 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<RequestBody>, UpstreamError> {
+    async fn connect(&self) -> Result<SendRequest<B>, UpstreamError> {
         let stream = tokio::time::timeout(self.connect_timeout, self.tcp())
             .await
             .map_err(|_| {
@@ -210,9 +223,9 @@ impl Pool {
     }
 }
 
-impl Shard {
+impl<B> Shard<B> {
     /// The most recently used idle connection that is still open and ready.
-    fn checkout(&self) -> Option<SendRequest<RequestBody>> {
+    fn checkout(&self) -> Option<SendRequest<B>> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(c) = idle.pop() {
             if c.tx.is_ready() {
@@ -224,7 +237,7 @@ impl Shard {
     }
 }
 
-impl Lease {
+impl<B: Send + 'static> Lease<B> {
     /// Gives the connection back to its worker's pool (its response was read to the end).
     pub fn release(self) {
         if self.tx.is_closed() {
@@ -251,7 +264,7 @@ impl Lease {
 /// Every [`IDLE_TIMEOUT`], closes the shard's connections that were already idle at the
 /// previous round; ends when none is left, or when the pool is gone (a reload replaced its
 /// backend: dropping the pool closes its idle connections at once).
-fn reap(shard: Weak<Shard>) {
+fn reap<B: Send + 'static>(shard: Weak<Shard<B>>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(IDLE_TIMEOUT).await;

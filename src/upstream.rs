@@ -36,7 +36,7 @@ const POOL_MAX_IDLE: usize = 256;
 
 /// How requests reach a backend.
 enum Upstream {
-    Plain(Pool),
+    Plain(Pool<RequestBody>),
     /// Made on first use.
     Tls(OnceLock<Result<HttpClient, String>>),
 }
@@ -95,7 +95,7 @@ impl Backend {
     pub async fn send(
         &self,
         req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<Lease<RequestBody>>), UpstreamError> {
         match &self.client {
             Upstream::Plain(pool) => pool.send(req).await.map(|(r, l)| (r, Some(l))),
             Upstream::Tls(client) => {
