@@ -7,16 +7,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http::{Request, Response};
-use http_body_util::BodyExt;
+use http::Request;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::activation::free_port;
 use crate::support::bin::{signal, wait_exit};
 use crate::support::client::{body_bytes, full, send};
-use crate::support::mock::{self, handler, Mock};
+use crate::support::mock::Mock;
+use crate::support::sse::{self, Events};
 use crate::support::ws::{connect, WsEcho};
 use crate::support::{default_routes, routes_to, start_proxy};
 
@@ -26,28 +25,10 @@ async fn sse(
     headers: &'static [(&'static str, &'static str)],
     sent: Arc<Mutex<Vec<Instant>>>,
 ) -> Mock {
-    Mock::start(handler(move |req| {
-        let sent = sent.clone();
-        async move {
-            mock::collect(req).await;
-            let (tx, body) = mock::channel_body();
-            tokio::spawn(async move {
-                for i in 0..5 {
-                    if i > 0 {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                    }
-                    sent.lock().unwrap().push(Instant::now());
-                    let _ = tx.send(Ok(Bytes::from(format!("data: {i}\n\n")))).await;
-                }
-            });
-            let mut res = Response::builder().header("content-type", "text/event-stream");
-            for (k, v) in headers {
-                res = res.header(*k, *v);
-            }
-            res.body(body).unwrap()
-        }
-    }))
-    .await
+    let mut events = Events::numbered(5, Duration::from_millis(300));
+    events.headers = headers.to_vec();
+    events.done = false;
+    sse::backend(events, sent).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,25 +176,11 @@ async fn behind_the_readmes_nginx_tokens_stream_and_websockets_pass() {
     .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-backend"], "sse");
-    let mut body = res.into_body();
-    let (mut text, mut arrived) = (String::new(), Vec::new());
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.unwrap().into_data() {
-            text.push_str(std::str::from_utf8(&data).unwrap());
-            while arrived.len() < 5 && text.contains(&format!("data: {}\n\n", arrived.len())) {
-                arrived.push(Instant::now());
-            }
-        }
-    }
+    let numbered: Vec<String> = (0..5).map(|i| format!("data: {i}\n\n")).collect();
+    let (text, arrived) = sse::read_timed(res.into_body(), &numbered).await;
     assert_eq!(arrived.len(), 5, "{text}");
     let sent = sent.lock().unwrap().clone();
-    for i in 0..4 {
-        assert!(
-            arrived[i] < sent[i + 1],
-            "event {i} arrived after event {} was sent: buffered on the way",
-            i + 1
-        );
-    }
+    sse::assert_each_arrived_before_the_next_was_sent(&arrived, &sent, "nginx or the proxy");
 
     // A WebSocket through nginx and the proxy.
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));

@@ -31,8 +31,9 @@ fn tls_files(dir: &Path, ca: &TestCa, name: &str) -> (PathBuf, PathBuf, PathBuf)
     (cert, key, ca_file)
 }
 
-fn server_tls(cert: &Path, key: &Path) -> String {
-    format!("[server]\ntls_cert = {cert:?}\ntls_key = {key:?}\n")
+/// A config whose `[server]` serves TLS with `cert` and `key`, then `rest`.
+fn tls_config(cert: &Path, key: &Path, rest: &str) -> String {
+    format!("[server]\ntls_cert = {cert:?}\ntls_key = {key:?}\n{rest}")
 }
 
 fn roots(cas: &[&TestCa]) -> rustls::RootCertStore {
@@ -102,16 +103,16 @@ async fn the_openai_python_sdk_works_over_https() {
     })
     .await;
     let openai = recording("openai", openai_reply).await;
-    let proxy = start_proxy(&format!(
-        "{}{}",
-        server_tls(&cert, &key),
-        default_routes(
+    let proxy = start_proxy(&tls_config(
+        &cert,
+        &key,
+        &default_routes(
             &whisper.url(),
             &ollama.url(),
             &kokoro.url(),
             &openai.url(),
-            "forward_client_auth = true"
-        )
+            "forward_client_auth = true",
+        ),
     ))
     .await;
     let base = format!("https://localhost:{}/v1", proxy.addr.port());
@@ -141,12 +142,7 @@ async fn http2_is_offered_by_alpn_and_serves_requests() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, _) = tls_files(dir.path(), &ca, "proxy");
     let backend = Mock::echo("b").await;
-    let proxy = start_proxy(&format!(
-        "{}{}",
-        server_tls(&cert, &key),
-        routes_to(&backend.url())
-    ))
-    .await;
+    let proxy = start_proxy(&tls_config(&cert, &key, &routes_to(&backend.url()))).await;
     let (_, alpn) = handshake(proxy.addr, &[&ca]).await;
     assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
 
@@ -196,11 +192,7 @@ async fn sighup_serves_a_new_certificate_and_keeps_it_when_the_next_pair_is_wron
     let (cert, key, _) = tls_files(dir.path(), &first, "proxy");
     let backend = Mock::echo("b").await;
     let cfg = dir.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!("{}{}", server_tls(&cert, &key), routes_to(&backend.url())),
-    )
-    .unwrap();
+    std::fs::write(&cfg, tls_config(&cert, &key, &routes_to(&backend.url()))).unwrap();
     let proc = Proc::start(&cfg, &[]);
     let all = [&first, &second, &third];
     assert_eq!(handshake(proc.addr, &all).await.0, leaf(&first));
@@ -250,11 +242,7 @@ fn a_key_that_does_not_match_the_certificate_is_refused_at_start() {
     let cfg = dir.path().join("config.toml");
     std::fs::write(
         &cfg,
-        format!(
-            "{}{}",
-            server_tls(&cert, &key),
-            routes_to("http://127.0.0.1:9")
-        ),
+        tls_config(&cert, &key, &routes_to("http://127.0.0.1:9")),
     )
     .unwrap();
     let cfg_arg = cfg.to_string_lossy().into_owned();
@@ -289,11 +277,7 @@ fn a_key_that_does_not_match_the_certificate_is_refused_at_start() {
     std::fs::write(&key, "not a key\n").unwrap();
     std::fs::write(
         &cfg,
-        format!(
-            "{}{}",
-            server_tls(&cert, &key),
-            routes_to("http://127.0.0.1:9")
-        ),
+        tls_config(&cert, &key, &routes_to("http://127.0.0.1:9")),
     )
     .unwrap();
     let out = bin::run(&["--config", &cfg_arg, "check-config"]);
@@ -307,16 +291,16 @@ async fn check_endpoints_checks_an_https_proxy_with_its_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, ca_file) = tls_files(dir.path(), &ca, "proxy");
     let m = services(None).await;
-    let proxy = start_proxy(&format!(
-        "{}{}",
-        server_tls(&cert, &key),
-        default_routes(
+    let proxy = start_proxy(&tls_config(
+        &cert,
+        &key,
+        &default_routes(
             &m.url(),
             &m.url(),
             &m.url(),
             &m.url(),
-            "forward_client_auth = true"
-        )
+            "forward_client_auth = true",
+        ),
     ))
     .await;
     let url = format!("https://localhost:{}/v1", proxy.addr.port());
@@ -364,10 +348,10 @@ async fn every_worker_speaks_https() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, _) = tls_files(dir.path(), &ca, "proxy");
     let backend = Mock::echo("b").await;
-    let config = openai_proxy::Config::from_toml(&format!(
-        "{}workers = 2\n{}",
-        server_tls(&cert, &key),
-        routes_to(&backend.url())
+    let config = openai_proxy::Config::from_toml(&tls_config(
+        &cert,
+        &key,
+        &format!("workers = 2\n{}", routes_to(&backend.url())),
     ))
     .unwrap();
     let proxy = crate::support::start_proxy_with_workers(config, 1).await;

@@ -178,7 +178,7 @@ async fn the_lists_are_merged_failures_named_aliases_added() {
     let v = json(res).await;
     assert_eq!(v["object"], "list");
     let data = v["data"].as_array().unwrap();
-    let ids: Vec<&str> = data.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids = model_ids(&v);
     // Ollama's models that its route takes (not mistral), its alias, whisper's alias (its
     // backend lists nothing), then OpenAI's, each id once.
     assert_eq!(
@@ -223,12 +223,7 @@ async fn the_lists_are_merged_failures_named_aliases_added() {
     // the cache, failures included.
     let res = list(&s.proxy, "", "sk-bob").await;
     let v = json(res).await;
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&v);
     assert!(
         ids.contains(&"ft:gpt-4o:bob") && !ids.contains(&"ft:gpt-4o:alice"),
         "{ids:?}"
@@ -262,12 +257,7 @@ async fn one_backends_list_on_request() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["x-backend"], "ollama");
     let v = json(res).await;
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&v);
     assert_eq!(ids, ["llama3.2:3b", "qwen2.5:7b", "gpt-4o-mini"]);
     assert!(models_requests(&s.openai).is_empty());
 
@@ -336,4 +326,14 @@ async fn backends_are_asked_in_parallel_with_a_short_time_out() {
         "{took:?}"
     );
     proxy.stop().await;
+}
+
+/// The ids of a model list, in its order.
+fn model_ids(list: &serde_json::Value) -> Vec<&str> {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect()
 }

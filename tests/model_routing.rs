@@ -2,19 +2,16 @@
 //! forwarded byte for byte (or with an alias spliced in), paths that name a model, the
 //! fallback, and the errors when no route can be chosen.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::support::client::{self, body_bytes, full, json, send};
-use crate::support::mock::{self, handler, Mock, MockBody};
+use crate::support::mock::{self, handler, Mock};
 use crate::support::{pattern, pattern_byte, start_proxy};
 
 /// The README's example config (`config/examples/local-and-openai.toml`).
@@ -59,6 +56,20 @@ async fn post(
     .await
 }
 
+/// Posts `body` as a chat request and checks that `backend` answered it, reading the answer.
+async fn chat_answered_by(proxy: &crate::support::TestProxy, body: &str, backend: &str) {
+    let res = post(
+        proxy,
+        "/v1/chat/completions",
+        "application/json",
+        body.as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK, "{body:.80}");
+    assert_eq!(res.headers()["x-backend"], backend, "{body:.80}");
+    body_bytes(res).await;
+}
+
 #[tokio::test]
 async fn the_readme_example_parses_as_written_and_is_in_the_readme() {
     let readme =
@@ -83,16 +94,7 @@ async fn json_bodies_go_where_their_model_says_byte_for_byte() {
             "{{\"messages\": [{{\"role\":\"user\",\"content\":\"say \\\"model\\\": \\\"x\\\"\"}}],\n \"model\" : \"{model}\", \"stream\": false}}"
         );
         let before = mock.requests().len();
-        let res = post(
-            &proxy,
-            "/v1/chat/completions",
-            "application/json",
-            body.clone().into_bytes(),
-        )
-        .await;
-        assert_eq!(res.status(), StatusCode::OK, "{model}");
-        assert_eq!(res.headers()["x-backend"], to, "{model}");
-        body_bytes(res).await;
+        chat_answered_by(&proxy, &body, to).await;
         let seen = mock.requests();
         assert_eq!(seen.len(), before + 1, "{model}");
         let got = seen.last().unwrap();
@@ -129,16 +131,7 @@ async fn a_model_past_the_peek_limit_goes_to_the_fallback_one_before_it_does_not
         format!(r#"{{"model":"llama3.2","messages":[{{"role":"user","content":"{filler}"}}]}}"#);
     assert!(late.len() > 4 << 20 && late.len() < 5 << 20);
     for (body, mock, name) in [(&late, &openai, "openai"), (&early, &ollama, "ollama")] {
-        let res = post(
-            &proxy,
-            "/v1/chat/completions",
-            "application/json",
-            body.clone().into_bytes(),
-        )
-        .await;
-        assert_eq!(res.status(), StatusCode::OK);
-        assert_eq!(res.headers()["x-backend"], name);
-        body_bytes(res).await;
+        chat_answered_by(&proxy, body, name).await;
         let got = mock.requests().pop().unwrap();
         assert!(
             got.body == body.as_bytes(),
@@ -444,27 +437,6 @@ async fn paths_that_name_a_model_go_to_its_route() {
 // ---------------------------------------------------------------------------------------------
 // A 100 MB upload is routed by its model while the client is still sending.
 
-/// A request body fed from a channel that announces its length, so the client sends a
-/// Content-Length (the Python SDK's way) rather than chunks.
-struct Sized {
-    rx: mpsc::Receiver<Bytes>,
-    len: u64,
-}
-
-impl Body for Sized {
-    type Data = Bytes;
-    type Error = std::io::Error;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
-    }
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.len)
-    }
-}
-
 const AUDIO: u64 = 100_000_000;
 
 /// A whisper-like backend that checks the upload byte by byte against `expected` as it
@@ -523,20 +495,11 @@ async fn a_100_mb_upload_is_routed_by_model_while_it_is_still_being_sent() {
         cfg = cfg.replace("\"whisper-1\" = \"base.en\"", "");
         let proxy = start_proxy(&cfg).await;
 
-        let (tx, rx) = mpsc::channel::<Bytes>(4);
-        let body: MockBody = if sized {
-            Sized { rx, len: total }.boxed()
+        // With a Content-Length (the Python SDK's way) or in chunks.
+        let (tx, body) = if sized {
+            mock::sized_channel_body(total)
         } else {
-            let (ctx, b) = client::streamed();
-            let mut rx = rx;
-            tokio::spawn(async move {
-                while let Some(chunk) = rx.recv().await {
-                    if ctx.send(Ok(chunk)).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            b
+            client::streamed()
         };
         let req = Request::post(proxy.url("/v1/audio/transcriptions"))
             .header("content-type", "multipart/form-data; boundary=xyzzy")
@@ -547,7 +510,7 @@ async fn a_100_mb_upload_is_routed_by_model_while_it_is_still_being_sent() {
         let mut first = head.clone();
         first.extend(pattern(0, FIRST));
         let first_len = first.len() as u64;
-        tx.send(Bytes::from(first)).await.unwrap();
+        tx.send(Ok(Bytes::from(first))).await.unwrap();
         tokio::time::timeout(Duration::from_secs(10), progress.wait_for(|&n| n >= first_len))
             .await
             .expect("the backend got nothing while the client was still sending: the proxy holds the upload back")
@@ -555,12 +518,12 @@ async fn a_100_mb_upload_is_routed_by_model_while_it_is_still_being_sent() {
         let mut off = FIRST as u64;
         while off < AUDIO {
             let len = (256 << 10).min(AUDIO - off);
-            tx.send(Bytes::from(pattern(off, len as usize)))
+            tx.send(Ok(Bytes::from(pattern(off, len as usize))))
                 .await
                 .unwrap();
             off += len;
         }
-        tx.send(Bytes::from(tail.clone())).await.unwrap();
+        tx.send(Ok(Bytes::from(tail.clone()))).await.unwrap();
         drop(tx);
         let res = pending.await.unwrap().unwrap();
         assert_eq!(res.status(), StatusCode::OK, "sized: {sized}");

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::support::bin::Proc;
 use crate::support::client::{self, body_bytes, full, json, send};
 use crate::support::mock::{self, handler, Mock, MockFuture};
+use crate::support::sse::{self, Events};
 use crate::support::{pattern, pattern_byte, routes_to, start_proxy};
 
 const EVENTS: usize = 5;
@@ -26,33 +27,14 @@ fn event(i: usize) -> String {
 }
 
 /// An Ollama-like backend streaming `EVENTS` events `gap` apart, noting when each was sent.
-async fn sse_backend(gap: Duration, sent: Arc<Mutex<Vec<Instant>>>) -> Mock {
-    Mock::start(handler(move |req| {
-        let sent = sent.clone();
-        async move {
-            mock::collect(req).await;
-            let (tx, body) = mock::channel_body();
-            tokio::spawn(async move {
-                for i in 0..EVENTS {
-                    if i > 0 {
-                        tokio::time::sleep(gap).await;
-                    }
-                    sent.lock().unwrap().push(Instant::now());
-                    if tx.send(Ok(Bytes::from(event(i)))).await.is_err() {
-                        return;
-                    }
-                }
-                tokio::time::sleep(gap).await;
-                let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
-            });
-            Response::builder()
-                .header("content-type", "text/event-stream")
-                .header("cache-control", "no-cache")
-                .body(body)
-                .unwrap()
-        }
-    }))
-    .await
+async fn sse_backend(gap: Duration, sent: Arc<Mutex<Vec<std::time::Instant>>>) -> Mock {
+    let events = Events {
+        events: (0..EVENTS).map(event).collect(),
+        gap,
+        headers: vec![("cache-control", "no-cache")],
+        done: true,
+    };
+    sse::backend(events, sent).await
 }
 
 #[tokio::test]
@@ -73,30 +55,12 @@ async fn sse_events_arrive_before_the_next_is_sent() {
     .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
-    let mut body = res.into_body();
-    let mut text = String::new();
-    let mut arrived = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.expect("stream ends cleanly");
-        if let Ok(data) = frame.into_data() {
-            text.push_str(std::str::from_utf8(&data).unwrap());
-            while arrived.len() < EVENTS && text.contains(&event(arrived.len())) {
-                arrived.push(Instant::now());
-            }
-        }
-    }
-    let expected: String = (0..EVENTS).map(event).collect::<String>() + "data: [DONE]\n\n";
-    assert_eq!(text, expected);
+    let events: Vec<String> = (0..EVENTS).map(event).collect();
+    let (text, arrived) = sse::read_timed(res.into_body(), &events).await;
+    assert_eq!(text, events.concat() + "data: [DONE]\n\n");
     let sent = sent.lock().unwrap().clone();
     assert_eq!(sent.len(), EVENTS);
-    for i in 0..EVENTS - 1 {
-        assert!(
-            arrived[i] < sent[i + 1],
-            "event {i} arrived {:?} after event {} was sent: the proxy buffered",
-            arrived[i] - sent[i + 1],
-            i + 1
-        );
-    }
+    sse::assert_each_arrived_before_the_next_was_sent(&arrived, &sent, "the proxy");
     proxy.stop().await;
 }
 

@@ -13,7 +13,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -66,10 +66,17 @@ pub fn full(data: impl Into<Bytes>) -> MockBody {
 /// A response body fed from a channel: each `Ok` is one chunk, an `Err` aborts the body.
 pub fn channel_body() -> (mpsc::Sender<Result<Bytes, std::io::Error>>, MockBody) {
     let (tx, rx) = mpsc::channel(16);
-    (tx, ChannelBody(rx).boxed())
+    (tx, ChannelBody(rx, None).boxed())
 }
 
-struct ChannelBody(mpsc::Receiver<Result<Bytes, std::io::Error>>);
+/// [`channel_body`] that says it will carry exactly `len` bytes, so it goes out with a
+/// Content-Length (as the Python SDK sends uploads) instead of in chunks.
+pub fn sized_channel_body(len: u64) -> (mpsc::Sender<Result<Bytes, std::io::Error>>, MockBody) {
+    let (tx, rx) = mpsc::channel(16);
+    (tx, ChannelBody(rx, Some(len)).boxed())
+}
+
+struct ChannelBody(mpsc::Receiver<Result<Bytes, std::io::Error>>, Option<u64>);
 
 impl Body for ChannelBody {
     type Data = Bytes;
@@ -79,6 +86,9 @@ impl Body for ChannelBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.0.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.1.map(SizeHint::with_exact).unwrap_or_default()
     }
 }
 
@@ -158,22 +168,7 @@ impl Mock {
     /// An Ollama-like backend that answers every request with `count` SSE events
     /// (`data: 0` …) `gap` apart, then `data: [DONE]`.
     pub async fn sse(count: usize, gap: std::time::Duration) -> Mock {
-        Self::start(handler(move |req| async move {
-            collect(req).await;
-            let (tx, body) = channel_body();
-            tokio::spawn(async move {
-                for i in 0..count {
-                    let _ = tx.send(Ok(Bytes::from(format!("data: {i}\n\n")))).await;
-                    tokio::time::sleep(gap).await;
-                }
-                let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
-            });
-            Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(body)
-                .unwrap()
-        }))
-        .await
+        super::sse::backend(super::sse::Events::numbered(count, gap), Arc::default()).await
     }
 
     pub async fn start(h: Handler) -> Mock {

@@ -6,6 +6,7 @@ pub mod bin;
 pub mod client;
 pub mod machine;
 pub mod mock;
+pub mod sse;
 pub mod tls;
 pub mod tools;
 pub mod ws;
