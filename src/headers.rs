@@ -20,7 +20,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
 /// non-standard ones proxies also treat that way. Their order is the bit order of
 /// [`header_bit`].
-static HOP_BY_HOP: [HeaderName; 9] = [
+pub static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

@@ -88,7 +88,7 @@ pub mod hot_path {
     pub use crate::config::{parse_duration, parse_size};
     pub use crate::headers::{
         extra_secrets, is_sane_request_id, new_request_id, request_id, rewrite_request,
-        rewrite_response, without_key_params, SECRET_HEADERS,
+        rewrite_response, without_key_params, HOP_BY_HOP, SECRET_HEADERS,
     };
     pub use crate::model::{Found, Scanner};
     pub use crate::proxy::backend_uri;

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use openai_proxy::hot_path::{
-    self as headers, normalize_path, parse_duration, parse_size, Found, Router, Scanner,
+    self as headers, normalize_path, parse_duration, parse_size, Found, Router, Scanner, HOP_BY_HOP,
 };
 use openai_proxy::{AuthPolicy, ClientTokens, Config, MIN_CLIENT_TOKEN_LEN};
 
@@ -165,18 +165,6 @@ pub fn header_map(data: &[u8]) -> HeaderMap {
     h
 }
 
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 /// Headers the request rewrite sets on its own, after removing what `Connection` names
 /// (and `Authorization` too, when it injects a key).
 const SET_BY_PROXY: [&str; 4] = [
@@ -214,7 +202,7 @@ pub fn headers(data: &[u8]) {
         let injects = matches!(policy, AuthPolicy::Inject { .. });
         for name in HOP_BY_HOP
             .iter()
-            .map(|s| s.to_string())
+            .map(|n| n.as_str().to_string())
             .chain(named.clone())
         {
             let set_again = SET_BY_PROXY.contains(&name.as_str())
