@@ -301,7 +301,9 @@ impl Line<'_> {
         }
         if let Some((from, why)) = self.fallback {
             field(buf, "FALLBACK_FROM", |b| b.extend_from_slice(from));
-            field(buf, "FALLBACK_REASON", |b| b.extend_from_slice(why.as_bytes()));
+            field(buf, "FALLBACK_REASON", |b| {
+                b.extend_from_slice(why.as_bytes())
+            });
         }
         let numbers = [
             ("STATUS", u64::from(self.status)),

@@ -160,9 +160,9 @@ impl ProxyError {
             ProxyError::OriginNotAllowed(_) | ProxyError::CrossSite(_) => "origin_not_allowed",
             ProxyError::Unauthorized => "invalid_api_key",
             ProxyError::NoRoute(_) => "no_route",
-            ProxyError::NotFound(_)
-            | ProxyError::UnknownListBackend(_)
-            | ProxyError::NoMetrics => "not_found",
+            ProxyError::NotFound(_) | ProxyError::UnknownListBackend(_) | ProxyError::NoMetrics => {
+                "not_found"
+            }
             ProxyError::ModelNotFound { .. } => "model_not_found",
             ProxyError::NoModel { code, .. } => code,
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",

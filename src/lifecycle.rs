@@ -71,11 +71,7 @@ pub fn serve(config_flag: Option<&Path>, listen: &[ListenAddr]) -> anyhow::Resul
     // The main thread is worker 0; `server.workers` - 1 more threads each run their own
     // single-threaded loop (see `workers`).
     let runtime = workers::runtime()?;
-    let lasting = Lasting::new(
-        metrics
-            .is_some()
-            .then(|| config.server.workers.resolve()),
-    );
+    let lasting = Lasting::new(metrics.is_some().then(|| config.server.workers.resolve()));
     let result = runtime.block_on(run(
         Reloader::new(loader, lasting.clone()),
         Sockets {
@@ -142,7 +138,9 @@ async fn run(
     state.cache_on_this_worker();
     let scraping = match metrics {
         Some(l) => {
-            let addr = l.local_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+            let addr = l
+                .local_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string());
             tracing::info!("metrics: http://{addr}/metrics");
             let open = !matches!(l.local_addr(), Ok(a) if a.ip().to_canonical().is_loopback());
             if open && !state.proxy().config.server.client_tokens.enabled() {

@@ -110,7 +110,8 @@ impl Proxy {
                 route: Arc::from(r.path.as_str()),
                 fallback_on_5xx: r.fallback_on_5xx,
                 tally: metrics.map(|m| m.tally(&r.path, &r.backend)),
-                fallback_tally: metrics.and_then(|m| Some(m.tally(&r.path, r.fallback.as_deref()?))),
+                fallback_tally: metrics
+                    .and_then(|m| Some(m.tally(&r.path, r.fallback.as_deref()?))),
                 fallback,
             })
         })?;

@@ -241,7 +241,9 @@ mod tests {
     #[tokio::test]
     async fn every_attempt_reads_the_body_from_the_start_with_its_own_alias() {
         let r = Replay::new(peeked(&[b"{\"model\":", b"\"gpt\"", b",\"x\":1}"]), 1 << 20);
-        let first = r.attempt(Some((9..14, b"\"llama\"")), Duration::MAX).unwrap();
+        let first = r
+            .attempt(Some((9..14, b"\"llama\"")), Duration::MAX)
+            .unwrap();
         assert_eq!(all(first).await, b"{\"model\":\"llama\",\"x\":1}");
         let second = r.attempt(None, Duration::MAX).unwrap();
         assert_eq!(all(second).await, b"{\"model\":\"gpt\",\"x\":1}");

@@ -167,19 +167,15 @@ impl Collector for Exposition {
             MetricType::Gauge,
         )?;
         for t in &routed {
-            m.encode_family(&route_labels(t))?.encode_gauge(&t.streams())?;
+            m.encode_family(&route_labels(t))?
+                .encode_gauge(&t.streams())?;
         }
 
-        let hist = |m: &mut prometheus_client::encoding::MetricEncoder<'_>,
-                    t: &Tally,
-                    h: HistTotal| {
-            m.encode_family(&route_labels(t))?.encode_histogram::<NoLabelSet>(
-                h.sum,
-                h.count,
-                &h.buckets,
-                None,
-            )
-        };
+        let hist =
+            |m: &mut prometheus_client::encoding::MetricEncoder<'_>, t: &Tally, h: HistTotal| {
+                m.encode_family(&route_labels(t))?
+                    .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)
+            };
         let mut m = enc.encode_descriptor(
             "openai_proxy_time_to_headers",
             "From a request's arrival until its backend's response headers (fallbacks and other servers tried included)",
@@ -221,13 +217,12 @@ impl Collector for Exposition {
             }
         }
 
-        let server_labels =
-            |s: &'_ ServerSeries| -> Vec<(&'static str, String)> {
-                vec![
-                    ("backend", s.backend.to_string()),
-                    ("server", s.state.url.to_string()),
-                ]
-            };
+        let server_labels = |s: &'_ ServerSeries| -> Vec<(&'static str, String)> {
+            vec![
+                ("backend", s.backend.to_string()),
+                ("server", s.state.url.to_string()),
+            ]
+        };
         let mut m = enc.encode_descriptor(
             "openai_proxy_server_up",
             "1 while a backend server is in (not out after failures, not failing its health check)",

@@ -56,13 +56,14 @@ impl Proxy {
         let (name, span) = match found {
             Found::Model { name, span } => (name, span),
             Found::Missing(why) => {
-                let m = self.router.find_for_model(path, None).ok_or_else(|| {
-                    ProxyError::NoModel {
-                        path: path.to_string(),
-                        why: why.to_string(),
-                        code: why.code(),
-                    }
-                })?;
+                let m =
+                    self.router
+                        .find_for_model(path, None)
+                        .ok_or_else(|| ProxyError::NoModel {
+                            path: path.to_string(),
+                            why: why.to_string(),
+                            code: why.code(),
+                        })?;
                 return Ok((m, None));
             }
         };

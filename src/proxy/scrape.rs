@@ -46,12 +46,15 @@ impl Proxy {
             return Err(ProxyError::Unauthorized);
         }
         if req.uri().path() != "/metrics" {
-            return Err(ProxyError::NotFound(req.uri().path().chars().take(200).collect()));
+            return Err(ProxyError::NotFound(
+                req.uri().path().chars().take(200).collect(),
+            ));
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(ProxyError::MethodNotAllowed(req.method().clone()));
         }
-        let format = Format::from_accept(req.headers().get(header::ACCEPT).map(HeaderValue::as_bytes));
+        let format =
+            Format::from_accept(req.headers().get(header::ACCEPT).map(HeaderValue::as_bytes));
         let text = metrics::render(self.exposition().ok_or(ProxyError::NoMetrics)?, format)
             .map_err(|_| ProxyError::NoMetrics)?;
         Ok((format, text))
@@ -75,7 +78,8 @@ impl Proxy {
             // Two routes on one path and backend share counters: shown once.
             let seen = routes.iter().any(|s| {
                 std::sync::Arc::ptr_eq(&s.tally, tally)
-                    && s.fallback.as_ref().map(|f| &f.backend) == fallback.as_ref().map(|f| &f.backend)
+                    && s.fallback.as_ref().map(|f| &f.backend)
+                        == fallback.as_ref().map(|f| &f.backend)
             });
             if !seen {
                 routes.push(RouteSeries {

@@ -69,7 +69,11 @@ enum Source {
 
 impl Source {
     /// The body for the next attempt; `None` when what was sent can no longer be sent again.
-    fn attempt(&self, alias: Option<&(std::ops::Range<usize>, Vec<u8>)>, backend: &BackendConfig) -> Option<RequestBody> {
+    fn attempt(
+        &self,
+        alias: Option<&(std::ops::Range<usize>, Vec<u8>)>,
+        backend: &BackendConfig,
+    ) -> Option<RequestBody> {
         match self {
             Source::Empty => Some(RequestBody::empty()),
             Source::Kept(r) => r.attempt(
@@ -127,7 +131,13 @@ impl Proxy {
         match result {
             Err(_) => Err(response_timeout(bc, server)),
             Ok(Err(e)) => Err(failure::classify(&e, bc, &server.url.url).into_error()),
-            Ok(Ok((res, lease))) => Ok(respond(res, Held { lease, load: None }, backend, server, access)),
+            Ok(Ok((res, lease))) => Ok(respond(
+                res,
+                Held { lease, load: None },
+                backend,
+                server,
+                access,
+            )),
         }
     }
 
@@ -191,8 +201,12 @@ impl Proxy {
             let mut closed_once = false;
             loop {
                 let Some(i) = backend.pick(tried) else {
-                    if tried == 0 {
+                    // Nothing tried: every server is out. A pool whose servers all failed: each
+                    // of them is named (one server's own error says it all).
+                    if tried == 0 || backend.counts_load() {
                         last = Some(no_server(backend));
+                    }
+                    if tried == 0 {
                         reason = "no_server";
                     }
                     break;
@@ -261,7 +275,9 @@ impl Proxy {
                     Failure::Client(err) => return Err(err),
                     Failure::Connect(err) => {
                         if backend.counts_load() {
-                            server.state.failed(&bc.name, &failure::describe(&e), &bc.health);
+                            server
+                                .state
+                                .failed(&bc.name, &failure::describe(&e), &bc.health);
                         }
                         tried |= 1 << i;
                         last = Some(err);
@@ -273,7 +289,9 @@ impl Proxy {
                     }
                     Failure::Closed(err) => {
                         if backend.counts_load() {
-                            server.state.failed(&bc.name, &failure::describe(&e), &bc.health);
+                            server
+                                .state
+                                .failed(&bc.name, &failure::describe(&e), &bc.health);
                         }
                         tried |= 1 << i;
                         last = Some(err);

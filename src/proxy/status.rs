@@ -23,7 +23,10 @@ impl Proxy {
             .get(header::ACCEPT)
             .is_some_and(|v| v.as_bytes().windows(16).any(|w| w == b"application/json"));
         let (content_type, body) = if json {
-            ("application/json", Bytes::from(self.status_json().to_string()))
+            (
+                "application/json",
+                Bytes::from(self.status_json().to_string()),
+            )
         } else {
             let mut text = self.status_page.to_vec();
             text.extend_from_slice(self.servers_text().as_bytes());

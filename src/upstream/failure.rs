@@ -27,9 +27,7 @@ pub enum Failure {
 impl Failure {
     pub fn error(&self) -> &ProxyError {
         match self {
-            Failure::Client(e) | Failure::Connect(e) | Failure::Closed(e) | Failure::Other(e) => {
-                e
-            }
+            Failure::Client(e) | Failure::Connect(e) | Failure::Closed(e) | Failure::Other(e) => e,
         }
     }
 
@@ -43,9 +41,7 @@ impl Failure {
 
     pub fn into_error(self) -> ProxyError {
         match self {
-            Failure::Client(e) | Failure::Connect(e) | Failure::Closed(e) | Failure::Other(e) => {
-                e
-            }
+            Failure::Client(e) | Failure::Connect(e) | Failure::Closed(e) | Failure::Other(e) => e,
         }
     }
 }

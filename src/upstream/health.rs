@@ -62,9 +62,14 @@ pub struct ServerState {
 pub enum Health {
     Up,
     /// Out after failed requests; tried again in `retry_in` (zero: at the next request).
-    Out { why: String, retry_in: Duration },
+    Out {
+        why: String,
+        retry_in: Duration,
+    },
     /// Its last active check failed.
-    Down { why: String },
+    Down {
+        why: String,
+    },
 }
 
 impl Health {
@@ -79,10 +84,9 @@ impl Health {
             Health::Out { why, retry_in } if retry_in.is_zero() => {
                 format!("out ({why}); tried again at the next request")
             }
-            Health::Out { why, retry_in } => format!(
-                "out ({why}); tried again in {}",
-                format_duration(*retry_in)
-            ),
+            Health::Out { why, retry_in } => {
+                format!("out ({why}); tried again in {}", format_duration(*retry_in))
+            }
             Health::Down { why } => format!("down (health check: {why})"),
         }
     }
@@ -136,7 +140,11 @@ impl ServerState {
 
     /// The back-off after the failures so far.
     fn backoff(&self, health: &HealthConfig) -> Duration {
-        let n = self.failures.load(Ordering::Relaxed).saturating_sub(1).min(30);
+        let n = self
+            .failures
+            .load(Ordering::Relaxed)
+            .saturating_sub(1)
+            .min(30);
         health
             .backoff
             .checked_mul(1 << n)

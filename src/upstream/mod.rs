@@ -92,7 +92,11 @@ impl Held {
 impl Backend {
     /// `workers`: how many worker threads will use it (one pool shard each); `lasting`: where
     /// its servers' health is kept across reloads.
-    pub fn new(config: BackendConfig, workers: usize, lasting: &Lasting) -> anyhow::Result<Backend> {
+    pub fn new(
+        config: BackendConfig,
+        workers: usize,
+        lasting: &Lasting,
+    ) -> anyhow::Result<Backend> {
         let header = HeaderValue::from_str(&config.name)
             .with_context(|| format!("backend name '{}' is not a header value", config.name))?;
         if config.is_https() {
@@ -223,7 +227,9 @@ impl Backend {
                     return Ok((res, Held { lease, load }));
                 }
                 Err(e) if e.is_connect() => {
-                    server.state.failed(&self.config.name, &e.to_string(), &self.config.health);
+                    server
+                        .state
+                        .failed(&self.config.name, &e.to_string(), &self.config.health);
                     last = Some(e);
                 }
                 Err(e) => return Err(e),
@@ -248,7 +254,6 @@ impl Server {
             .build()
             .map_err(|e| io::Error::other(format!("cannot build the URL: {e}")))
     }
-
 }
 
 impl Backend {

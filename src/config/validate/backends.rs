@@ -146,7 +146,11 @@ fn servers(
                 return None;
             }
             let at = |i: usize| key(&format!("urls[{i}]"));
-            urls.get_ref().iter().enumerate().map(|(i, u)| (u, at(i))).collect()
+            urls.get_ref()
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (u, at(i)))
+                .collect()
         }
     };
     let mut servers: Vec<ServerUrl> = Vec::with_capacity(list.len());
@@ -200,11 +204,7 @@ fn servers(
 const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// `health_path`, `health_interval`, `health_backoff`, `health_backoff_max`.
-fn health(
-    key: &dyn Fn(&str) -> String,
-    raw: &RawBackend,
-    issues: &mut Issues<'_>,
-) -> HealthConfig {
+fn health(key: &dyn Fn(&str) -> String, raw: &RawBackend, issues: &mut Issues<'_>) -> HealthConfig {
     let path = raw.health_path.as_ref().and_then(|p| {
         let text = p.get_ref();
         let fine = text.starts_with('/')
@@ -240,8 +240,7 @@ fn health(
             "must be greater than zero",
         );
     }
-    let backoff_max =
-        value(&raw.health_backoff_max).map_or(defaults::HEALTH_BACKOFF_MAX, |d| d.0);
+    let backoff_max = value(&raw.health_backoff_max).map_or(defaults::HEALTH_BACKOFF_MAX, |d| d.0);
     if backoff_max < backoff {
         issues.add(
             key("health_backoff_max"),
@@ -336,4 +335,3 @@ fn parse_backend_url(url: &str) -> Result<(Scheme, Authority, String), String> {
     }
     Ok((scheme, authority, path.to_string()))
 }
-

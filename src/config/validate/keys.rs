@@ -25,7 +25,11 @@ pub(super) fn read_tokens(path: &Path) -> Result<ClientTokens, String> {
     Ok(tokens)
 }
 
-pub(super) fn validate_auth(name: &str, raw: &RawBackend, issues: &mut Issues<'_>) -> Option<AuthPolicy> {
+pub(super) fn validate_auth(
+    name: &str,
+    raw: &RawBackend,
+    issues: &mut Issues<'_>,
+) -> Option<AuthPolicy> {
     let key = |k: &str| format!("backends.{}.{k}", cut(name));
     let given: Vec<(&str, Option<Range<usize>>)> = [
         ("api_key_env", span(&raw.api_key_env)),
@@ -109,4 +113,3 @@ pub(super) fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, 
     }
     Ok(certs)
 }
-

@@ -95,4 +95,3 @@ pub(super) fn check_model_name(name: &str, what: &str) -> Result<(), String> {
     }
     Ok(())
 }
-

@@ -233,8 +233,10 @@ pub(super) fn validate_log(raw: RawLog) -> LogConfig {
 }
 
 pub(super) fn validate_metrics(raw: &RawMetrics, issues: &mut Issues<'_>) -> MetricsConfig {
-    let listen = raw.listen.as_ref().and_then(|l| {
-        match l.get_ref().parse::<ListenAddr>() {
+    let listen = raw
+        .listen
+        .as_ref()
+        .and_then(|l| match l.get_ref().parse::<ListenAddr>() {
             Ok(ListenAddr::Tcp(a)) => Some(a),
             Ok(ListenAddr::Unix(_)) => {
                 issues.add(
@@ -248,7 +250,6 @@ pub(super) fn validate_metrics(raw: &RawMetrics, issues: &mut Issues<'_>) -> Met
                 issues.add("metrics.listen", Some(l.span()), e);
                 None
             }
-        }
-    });
+        });
     MetricsConfig { listen }
 }
