@@ -61,6 +61,7 @@ mod pool;
 mod proxy;
 mod reload;
 mod router;
+mod shard;
 mod tokens;
 mod upstream;
 mod workers;
