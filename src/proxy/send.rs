@@ -150,7 +150,7 @@ impl Proxy {
         mut access: Option<&mut AccessRecord>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let Outgoing {
-            parts,
+            mut parts,
             body,
             model,
             paths,
@@ -191,7 +191,13 @@ impl Proxy {
                     a.route_to(target.fallback_tally.as_ref());
                 }
             }
-            let mut headers = parts.headers.clone();
+            // The client's headers, rewritten for this backend: the last leg takes them, an
+            // earlier one keeps them for the fallback (its own credentials policy).
+            let mut headers = if leg == 0 && target.fallback.is_some() {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
             if let Some((span, with)) = &alias {
                 fix_length(&mut headers, span, with.len());
             }
