@@ -279,21 +279,12 @@ impl Proxy {
                 reason = failed.reason();
                 match failed {
                     Failure::Client(err) => return Err(err),
-                    Failure::Connect(err) => {
-                        if backend.counts_load() {
-                            server
-                                .state
-                                .failed(&bc.name, &failure::describe(&e), &bc.health);
-                        }
-                        tried |= 1 << i;
-                        last = Some(err);
-                    }
                     Failure::Closed(err) if !closed_once => {
                         // A keep-alive race, or a server going away: once more, anywhere.
                         closed_once = true;
                         last = Some(err);
                     }
-                    Failure::Closed(err) => {
+                    Failure::Connect(err) | Failure::Closed(err) => {
                         if backend.counts_load() {
                             server
                                 .state
