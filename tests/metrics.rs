@@ -201,6 +201,13 @@ async fn the_counters_match_what_was_sent_and_follow_a_reload() {
         m.value("openai_proxy_server_up", &[("server", &b3.url())]),
         1.0
     );
+    // The `/` page says where the metrics are.
+    let res = send(Request::get(proxy.url("/")).body(full("")).unwrap()).await;
+    let page = String::from_utf8_lossy(&body_bytes(res).await).into_owned();
+    assert!(
+        page.contains("\nMetrics: GET /metrics on the metrics listener"),
+        "{page}"
+    );
     proxy.stop().await;
 }
 
