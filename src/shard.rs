@@ -1,8 +1,7 @@
-//! Which worker thread this is: its number picks the thread's shard of sharded state
-//! (request counters, backend connection pools), so a worker touches only its own.
-//!
-//! A room of its own at the bottom of the house: the workers set the number, and the state
-//! they run (server counters, pools) reads it without importing the workers.
+//! Which worker thread this is: the number that picks a thread's shard of state shared by
+//! every worker (counters, backend connection pools, the turn of a pool's servers). A leaf:
+//! it imports nothing of the crate, so whatever is sharded can use it without importing the
+//! workers (which import the server).
 
 use std::cell::Cell;
 
@@ -15,7 +14,7 @@ pub fn index() -> usize {
     INDEX.with(Cell::get)
 }
 
-/// Makes this thread worker `i`.
+/// Numbers this thread: worker `i` (set once, when its thread starts).
 pub fn set_index(i: usize) {
     INDEX.with(|c| c.set(i));
 }

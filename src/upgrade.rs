@@ -39,7 +39,7 @@ use tower_service::Service;
 
 use crate::access::AccessRecord;
 use crate::body::{RequestBody, ResponseBody};
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, ServerUrl};
 use crate::upstream;
 
 /// The subprotocol prefix OpenAI's browser clients carry their key in.
@@ -134,23 +134,27 @@ pub fn take_token(headers: &mut HeaderMap, allows: impl Fn(&[u8]) -> bool) -> bo
 
 /// Readies the headers of an upgrade request already rewritten for its backend (which took
 /// away the hop-by-hop `Upgrade` and `Connection`): puts the upgrade back, removes key
-/// subprotocols unless the backend takes the client's key, and sets `Host` (the request goes
-/// on a connection of its own, which adds none).
-pub fn prepare(headers: &mut HeaderMap, bc: &BackendConfig) {
+/// subprotocols unless the backend takes the client's key, and sets `Host` to the server's
+/// (the request goes on a connection of its own, which adds none).
+pub fn prepare(headers: &mut HeaderMap, bc: &BackendConfig, server: &ServerUrl) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     if !bc.takes_client_credentials() {
         filter_protocols(headers, |p| p.starts_with(KEY_PROTOCOL));
     }
-    if let Some(host) = host(bc) {
+    if let Some(host) = host(server) {
         headers.insert(header::HOST, host);
     }
 }
 
-/// `Host` for the backend: its host, and its port unless the scheme's default.
-fn host(bc: &BackendConfig) -> Option<HeaderValue> {
-    let a = &bc.authority;
-    let default = if bc.is_https() { 443 } else { 80 };
+/// `Host` for a server: its host, and its port unless the scheme's default.
+fn host(server: &ServerUrl) -> Option<HeaderValue> {
+    let a = &server.authority;
+    let default = if server.scheme == http::uri::Scheme::HTTPS {
+        443
+    } else {
+        80
+    };
     match a.port_u16() {
         Some(p) if p != default => HeaderValue::from_str(&format!("{}:{p}", a.host())).ok(),
         _ => HeaderValue::from_str(a.host()).ok(),

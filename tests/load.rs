@@ -1,11 +1,13 @@
 //! Heavy tests, in their own test binary so that cargo runs them after the others and not
 //! beside them, and one at a time (they share the two cores with nothing else): 1000
-//! slow-header connections, 10 000 malformed requests, and a minute of `wrk` load with reloads
-//! and a graceful stop.
+//! slow-header connections, 10 000 malformed requests, a minute of `wrk` load with reloads
+//! and a graceful stop, and a pool losing a server under load ([`load_pool`]).
 
 // The heavy tests use only part of the shared harness.
 #[allow(dead_code)]
 mod support;
+
+mod load_pool;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -535,30 +537,33 @@ async fn sse_backend(events: usize, gap: Duration, rec: Arc<Recorder>) -> Mock {
         rec.note(&req);
         async move {
             support::mock::collect(req).await;
-            let (tx, body) = support::mock::channel_body();
-            tokio::spawn(async move {
-                for i in 0..events {
-                    if !gap.is_zero() {
-                        tokio::time::sleep(gap).await;
-                    }
-                    let ev = format!(
-                        "data: {{\"choices\":[{{\"delta\":{{\"content\":\"t{i}\"}}}}]}}\n\n"
-                    );
-                    if tx.send(Ok(bytes::Bytes::from(ev))).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = tx
-                    .send(Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")))
-                    .await;
-            });
-            http::Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(body)
-                .unwrap()
+            sse_response(events, gap)
         }
     }))
     .await
+}
+
+/// Server-sent events: `events` events `gap` apart, then `[DONE]`.
+fn sse_response(events: usize, gap: Duration) -> http::Response<support::mock::MockBody> {
+    let (tx, body) = support::mock::channel_body();
+    tokio::spawn(async move {
+        for i in 0..events {
+            if !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
+            let ev = format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"t{i}\"}}}}]}}\n\n");
+            if tx.send(Ok(bytes::Bytes::from(ev))).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx
+            .send(Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")))
+            .await;
+    });
+    http::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .unwrap()
 }
 
 fn load_config(plain: &str, sse: &str, slow: &str) -> String {

@@ -94,6 +94,7 @@ pub fn websocket(job: &Job, r: &mut Results) -> anyhow::Result<()> {
     let up = Upstreams {
         ollama: job.up.ollama,
         backend: echo,
+        pool: job.up.pool,
     };
     let mut running = procs::start_subjects(job.env, job.subjects, up, "ws")?;
     let all = targets(echo, &running);

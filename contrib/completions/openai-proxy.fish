@@ -49,7 +49,7 @@ complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-config" 
 complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-config" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-endpoints" -l url -d 'The proxy\'s base URL, e.g. http://127.0.0.1:2020 or https://proxy.lan:2020' -r
 complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-endpoints" -l ca-file -d 'CA certificates (PEM) to check an https:// proxy\'s certificate against, besides the bundled web roots (e.g. the private CA that signed server.tls_cert)' -r -F
-complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-endpoints" -l only -d 'Run only these checks (several after one --only, comma-separated, or --only repeated)' -r -f -a "health\t'GET /health: the proxy itself answers {"status":"ok"}'
+complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-endpoints" -l only -d 'Run only these checks (several after one --only, comma-separated, or --only repeated)' -r -f -a "health\t'GET /health: the proxy itself answers {"status":"ok"}; then each server of a pool'
 models\t'GET /v1/models: a JSON list of models'
 chat\t'POST /v1/chat/completions: one JSON answer'
 chat-stream\t'POST /v1/chat/completions with "stream": true: server-sent events ending in [DONE]'

@@ -1,5 +1,5 @@
 //! The step of a WebSocket request (`Upgrade: websocket`) after routing and the usual header
-//! rewrite: sent to its backend on a connection of its own ([`crate::upgrade`]); a `101` is
+//! rewrite: sent to one server of its backend on a connection of its own ([`crate::upgrade`]); a `101` is
 //! answered with the join pending, anything else passed back as it came.
 
 use http::request::Parts;
@@ -7,12 +7,13 @@ use http::{Request, Response, Version};
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
-use super::{classify, Proxy};
+use super::Proxy;
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::upgrade::{self, Session};
-use crate::upstream::Backend;
+use crate::upstream::failure;
+use crate::upstream::{Backend, Server};
 
 impl Proxy {
     pub(super) async fn forward_websocket(
@@ -20,22 +21,26 @@ impl Proxy {
         mut parts: Parts,
         body: RequestBody,
         backend: &Backend,
+        server: &Server,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let bc = &backend.config;
         let client = parts.extensions.remove::<OnUpgrade>();
         let session = parts.extensions.remove::<Session>();
-        upgrade::prepare(&mut parts.headers, bc);
+        upgrade::prepare(&mut parts.headers, bc, &server.url);
         let deadline = Instant::now() + bc.response_timeout;
         let sent = upgrade::send(bc, Request::from_parts(parts, body));
         let mut res = match tokio::time::timeout_at(deadline, sent).await {
             Err(_) => {
                 return Err(ProxyError::ResponseTimeout {
                     backend: bc.name.clone(),
-                    url: bc.url.clone(),
+                    url: server.url.url.clone(),
                     after: bc.response_timeout,
                 })
             }
-            Ok(Err(e)) => return Err(classify(&*e.error, e.connect, bc)),
+            Ok(Err(e)) => {
+                let failed = failure::classify(&*e.error, e.connect, bc, &server.url.url);
+                return Err(failed.into_error());
+            }
             Ok(Ok(res)) => res,
         };
         headers::rewrite_response(
@@ -56,7 +61,7 @@ impl Proxy {
         upgrade::switching(res, client, session, bc, shutdown).ok_or_else(|| {
             ProxyError::BackendFailed {
                 backend: bc.name.clone(),
-                url: bc.url.clone(),
+                url: server.url.url.clone(),
                 detail: "the client's connection cannot be upgraded".into(),
             }
         })
