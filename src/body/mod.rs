@@ -26,7 +26,8 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::access::AccessRecord;
-use crate::upstream::Held;
+use crate::pool::Lease;
+use crate::upstream::health::Load;
 
 mod replay;
 
@@ -520,5 +521,22 @@ mod tests {
         assert_eq!(b.size_hint().exact(), Some(4));
         let all = b.collect().await.unwrap().to_bytes();
         assert_eq!(&all[..], b"head");
+    }
+}
+
+/// What keeps a response's server busy until its body is done: the pooled connection (back to
+/// its pool when the body was read to its end) and the request's count on its server.
+#[derive(Default)]
+pub struct Held {
+    pub lease: Option<Lease<RequestBody>>,
+    pub load: Option<Load>,
+}
+
+impl Held {
+    /// The response was read to its end: the connection can serve another request.
+    pub fn release(self) {
+        if let Some(l) = self.lease {
+            l.release();
+        }
     }
 }

@@ -30,13 +30,13 @@ use tokio::time::Instant;
 use super::by_model::{fix_length, BodyModel};
 use super::{backend_uri, Peer, Proxy, Target};
 use crate::access::AccessRecord;
-use crate::body::{Replay, RequestBody, ResponseBody};
+use crate::body::{Held, Replay, RequestBody, ResponseBody};
 use crate::config::BackendConfig;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::model;
 use crate::upstream::failure::{self, Failure};
-use crate::upstream::{Backend, Held, Server};
+use crate::upstream::{Backend, Server};
 
 /// A routed request that may be sent more than once.
 pub(super) struct Outgoing<'a> {

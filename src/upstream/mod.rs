@@ -20,10 +20,10 @@ use anyhow::Context as _;
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 
-use self::health::{Avail, Health, LazyNow, Load, ServerState};
+use self::health::{Avail, Health, LazyNow, ServerState};
 pub use self::tls::http1_connector;
 use self::tls::HttpClient;
-use crate::body::RequestBody;
+use crate::body::{Held, RequestBody};
 use crate::config::{BackendConfig, ServerUrl};
 use crate::lasting::Lasting;
 use crate::pool::{Lease, Pool, UpstreamError};
@@ -70,23 +70,6 @@ impl std::fmt::Debug for Backend {
             .field("name", &self.config.name)
             .field("url", &self.config.url())
             .finish()
-    }
-}
-
-/// What keeps a response's server busy until its body is done: the pooled connection (back to
-/// its pool when the body was read to its end) and the request's count on its server.
-#[derive(Default)]
-pub struct Held {
-    pub lease: Option<Lease<RequestBody>>,
-    pub load: Option<Load>,
-}
-
-impl Held {
-    /// The response was read to its end: the connection can serve another request.
-    pub fn release(self) {
-        if let Some(l) = self.lease {
-            l.release();
-        }
     }
 }
 

@@ -14,8 +14,7 @@ use super::super::diagnostics::{cut, quote, Issues};
 use super::super::files::{self, MAX_SECRET_FILE};
 use super::super::raw::{RawBackend, RawServer};
 use super::super::{AuthPolicy, KeySource, Secret, TlsFiles};
-use super::server::NOT_SECRETS;
-use super::{span, valid_name};
+use super::{span, valid_name, NOT_SECRETS};
 use crate::tokens::ClientTokens;
 
 /// Reads `server.client_tokens_file`. Messages name the file and line, never a token.

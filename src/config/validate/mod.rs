@@ -95,3 +95,6 @@ pub(super) fn check_model_name(name: &str, what: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Headers the proxy needs to forward a request: never removed as secrets.
+pub(super) const NOT_SECRETS: [&str; 3] = ["host", "content-length", "transfer-encoding"];

@@ -12,7 +12,7 @@ use super::super::{
     defaults, ListenAddr, LogConfig, LogTarget, MetricsConfig, ServerConfig, Workers,
 };
 use super::keys::{read_tokens, tls_files};
-use super::{span, value};
+use super::{span, value, NOT_SECRETS};
 use crate::tokens::ClientTokens;
 
 /// Bounds of `server.max_header_size`: below 1 KiB ordinary requests would not fit; above
@@ -170,9 +170,6 @@ fn rules<T: std::str::FromStr<Err = String>>(
     }
     out
 }
-
-/// Headers the proxy needs to forward a request: never removed as secrets.
-pub(super) const NOT_SECRETS: [&str; 3] = ["host", "content-length", "transfer-encoding"];
 
 /// `server.secret_headers`: valid header names, lowercase, each once.
 fn secret_headers(
