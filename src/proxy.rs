@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::access::AccessRecord;
+use crate::backend_units::Watch;
 use crate::body::{BodyError, RequestBody, ResponseBody};
 use crate::config::{BackendConfig, Config};
 use crate::error::ProxyError;
@@ -56,6 +57,8 @@ pub struct Proxy {
     extra_secrets: Box<[HeaderName]>,
     /// The `/` page, made once.
     status_page: Bytes,
+    /// Its part that says which backends systemd starts on demand, and whether they run.
+    on_demand: Watch,
 }
 
 impl Proxy {
@@ -87,6 +90,7 @@ impl Proxy {
         );
         let status_page = status_page(&router, &catalog);
         Ok(Proxy {
+            on_demand: Watch::new(&config),
             guard: Guard::new(&config.server),
             extra_secrets: headers::extra_secrets(&config.server.secret_headers),
             config: Arc::new(config),
@@ -196,10 +200,13 @@ impl Proxy {
                 ))
             }
             "/" => {
-                return Ok(own_response(
-                    "text/plain; charset=utf-8",
-                    self.status_page.clone(),
-                ))
+                let on_demand = self.on_demand.describe().await;
+                let page = if on_demand.is_empty() {
+                    self.status_page.clone()
+                } else {
+                    Bytes::from([&self.status_page[..], b"\n", on_demand.as_bytes()].concat())
+                };
+                return Ok(own_response("text/plain; charset=utf-8", page));
             }
             _ => {}
         }

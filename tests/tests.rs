@@ -24,6 +24,7 @@ mod log_targets;
 mod man_completions;
 mod model_list;
 mod model_routing;
+mod on_demand;
 mod packaging;
 mod parse_errors;
 mod pool;

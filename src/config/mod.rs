@@ -34,6 +34,7 @@ pub use lookup::{
     locate, user_config_path, Origin, Source, CONFIG_ENV, EMBEDDED_DEFAULT, SYSTEM_PATH,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size};
+pub use validate::valid_name;
 
 /// Largest config file read: a real one is a few kB; `/dev/zero` or a log file named by
 /// mistake must not be read whole.

@@ -275,7 +275,8 @@ fn validate_log(raw: RawLog) -> LogConfig {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` can name a backend (and a credential): letters, digits, `-` and `_`, at most 64.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
