@@ -76,12 +76,13 @@ error; 78 when the config needed to find the proxy is invalid.";
 const ENABLE_BACKEND_LONG_ABOUT: &str = "\
 Have systemd start a model server at the first request and stop it when idle.
 
-Writes three drop-ins for the on-demand templates (contrib/systemd/on-demand/, installed by the
-packages) to /etc/systemd/system/, with --user to ~/.config/systemd/user/:
+Writes a drop-in (UNIT.d/openai-proxy.conf) for each instance of the on-demand templates
+(contrib/systemd/on-demand/, installed by the packages) to /etc/systemd/system/, with --user to
+~/.config/systemd/user/:
 
-  openai-proxy-backend@NAME.socket.d/openai-proxy.conf   ListenStream=127.0.0.1:PORT
-  openai-proxy-backend@NAME.service.d/openai-proxy.conf  the server's port, the idle time
-  openai-proxy-server@NAME.service.d/openai-proxy.conf   ExecStart= the server, Conflicts=
+  openai-proxy-backend@NAME.socket   ListenStream=127.0.0.1:PORT
+  openai-proxy-backend@NAME.service  the server's port, the idle time
+  openai-proxy-server@NAME.service   ExecStart= the server, Conflicts=
 
 then reloads the service manager, enables openai-proxy-backend@NAME.socket and (re)starts it.
 systemd listens on 127.0.0.1:PORT; the first connection starts the server, and is passed on
