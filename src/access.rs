@@ -1,5 +1,7 @@
 //! The access log: one line per request, written when the response is done (finished,
 //! failed, or abandoned by the client), whatever `[log] level` says (`[log] access_log`).
+//! The same record, when it is done, adds the request to the metrics of its route and backend
+//! (when metrics are on).
 //!
 //! What is never logged: header values (so no key, token or cookie), request and response
 //! bodies, and query strings (some clients put keys there).
@@ -17,19 +19,26 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Uri};
 use tokio::time::Instant;
 
+use crate::metrics::{Done, Tally};
+
 /// The `tracing` target access lines had, still their journald `TARGET`.
 pub const ACCESS_TARGET: &str = "openai_proxy::access";
 
 /// What one access line says. Filled in as the request goes; written when dropped, which is
 /// when the response body is finished, failed, or abandoned by the client.
-#[derive(Debug)]
 pub struct AccessRecord {
+    /// Write the line (`log.access_log`); else the record only feeds the metrics.
+    pub log: bool,
     pub request_id: HeaderValue,
     pub method: Method,
     /// Normalized path, without the query string.
     path: LoggedPath,
     pub route: Option<Arc<str>>,
     pub backend: Option<HeaderValue>,
+    /// The server of a pool that answered.
+    pub server: Option<Arc<str>>,
+    /// The backend that failed before `backend` (the route's fallback) answered, and why.
+    pub fallback: Option<(HeaderValue, &'static str)>,
     pub status: u16,
     /// Request body bytes, counted as they stream (shared with the body).
     pub bytes_in: Arc<AtomicU64>,
@@ -41,16 +50,37 @@ pub struct AccessRecord {
     pub completed: bool,
     /// What went wrong, if anything (never contains a secret).
     pub error: Option<String>,
+    /// The counters it adds to when done (metrics on): its route and backend's once routed.
+    tally: Option<Arc<Tally>>,
+    /// Counted in flight on `tally`, and as a stream.
+    in_flight: bool,
+    stream: bool,
+    /// A backend answered (its time to headers counts).
+    pub answered: bool,
+}
+
+impl std::fmt::Debug for AccessRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessRecord")
+            .field("request_id", &self.request_id)
+            .field("route", &self.route)
+            .field("backend", &self.backend)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AccessRecord {
     pub fn new(request_id: HeaderValue, method: Method, start: Instant) -> Self {
         AccessRecord {
+            log: true,
             request_id,
             method,
             path: LoggedPath::Owned(String::new()),
             route: None,
             backend: None,
+            server: None,
+            fallback: None,
             status: 0,
             bytes_in: Arc::new(AtomicU64::new(0)),
             bytes_out: 0,
@@ -58,6 +88,42 @@ impl AccessRecord {
             headers_after: Duration::ZERO,
             completed: false,
             error: None,
+            tally: None,
+            in_flight: false,
+            stream: false,
+            answered: false,
+        }
+    }
+
+    /// Counts the request on `tally` (the proxy's own answers', until it is routed).
+    pub fn count_on(&mut self, tally: Option<&Arc<Tally>>) {
+        self.tally = tally.cloned();
+    }
+
+    /// The request goes to a backend: counted in flight on `tally` (that route and backend's)
+    /// from now on, instead of where it was.
+    pub fn route_to(&mut self, tally: Option<&Arc<Tally>>) {
+        let Some(tally) = tally else {
+            return;
+        };
+        if let (true, Some(old)) = (self.in_flight, &self.tally) {
+            old.leave();
+        }
+        tally.enter();
+        self.tally = Some(tally.clone());
+        self.in_flight = true;
+    }
+
+    /// Whether it adds to metrics.
+    pub fn counts(&self) -> bool {
+        self.tally.is_some()
+    }
+
+    /// Its response is a stream of events (counted as one while it lasts).
+    pub fn streaming(&mut self) {
+        if let (Some(t), false) = (&self.tally, self.stream) {
+            t.stream();
+            self.stream = true;
         }
     }
 
@@ -79,8 +145,9 @@ impl AccessRecord {
         }
     }
 
-    /// The values of one line, as they are when the request is done.
-    fn line(&self) -> Line<'_> {
+    /// The values of one line, as they are when the request is done (`total`: since it
+    /// came).
+    fn line(&self, total: Duration) -> Line<'_> {
         Line {
             request_id: self.request_id.as_bytes(),
             method: self.method.as_str(),
@@ -90,11 +157,13 @@ impl AccessRecord {
             },
             route: self.route.as_deref().unwrap_or("-"),
             backend: self.backend.as_ref().map_or(b"-", |b| b.as_bytes()),
+            server: self.server.as_deref(),
+            fallback: self.fallback.as_ref().map(|(b, why)| (b.as_bytes(), *why)),
             status: self.status,
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out,
             headers: self.headers_after,
-            total: self.start.elapsed(),
+            total,
             outcome: self.outcome(),
         }
     }
@@ -104,16 +173,30 @@ impl AccessRecord {
     /// Appends the line as text (`GET /path 200 request_id="..." ...`, without time and
     /// level) to `buf`.
     pub fn text(&self, buf: &mut Vec<u8>) {
-        self.line().text(buf);
+        self.line(self.start.elapsed()).text(buf);
     }
 }
 
 impl Drop for AccessRecord {
     fn drop(&mut self) {
-        crate::logging::access(|out| match out {
-            crate::logging::Format::Text(buf) => self.text(buf),
-            crate::logging::Format::Journal(buf) => self.line().journal(buf),
-        });
+        let total = self.start.elapsed();
+        if self.log {
+            crate::logging::access(|out| match out {
+                crate::logging::Format::Text(buf) => self.line(total).text(buf),
+                crate::logging::Format::Journal(buf) => self.line(total).journal(buf),
+            });
+        }
+        if let Some(t) = &self.tally {
+            t.done(&Done {
+                status: self.status,
+                bytes_in: self.bytes_in.load(Ordering::Relaxed),
+                bytes_out: self.bytes_out,
+                headers: self.answered.then_some(self.headers_after),
+                total,
+                in_flight: self.in_flight,
+                stream: self.stream,
+            });
+        }
     }
 }
 
@@ -133,6 +216,8 @@ struct Line<'a> {
     path: &'a str,
     route: &'a str,
     backend: &'a [u8],
+    server: Option<&'a str>,
+    fallback: Option<(&'a [u8], &'a str)>,
     status: u16,
     bytes_in: u64,
     bytes_out: u64,
@@ -160,6 +245,16 @@ impl Line<'_> {
         put_quoted(buf, self.route);
         buf.extend_from_slice(b" backend=");
         put_plain_quoted(buf, self.backend);
+        if let Some(server) = self.server {
+            buf.extend_from_slice(b" server=");
+            put_quoted(buf, server);
+        }
+        if let Some((from, why)) = self.fallback {
+            buf.extend_from_slice(b" fallback_from=");
+            put_plain_quoted(buf, from);
+            buf.extend_from_slice(b" fallback_reason=");
+            put_plain_quoted(buf, why.as_bytes());
+        }
         buf.extend_from_slice(b" status=");
         put_u64(buf, u64::from(self.status));
         buf.extend_from_slice(b" bytes_in=");
@@ -200,6 +295,15 @@ impl Line<'_> {
         ];
         for (name, value) in strings {
             field(buf, name, |b| b.extend_from_slice(value));
+        }
+        if let Some(server) = self.server {
+            field(buf, "SERVER", |b| b.extend_from_slice(server.as_bytes()));
+        }
+        if let Some((from, why)) = self.fallback {
+            field(buf, "FALLBACK_FROM", |b| b.extend_from_slice(from));
+            field(buf, "FALLBACK_REASON", |b| {
+                b.extend_from_slice(why.as_bytes())
+            });
         }
         let numbers = [
             ("STATUS", u64::from(self.status)),
@@ -302,6 +406,8 @@ mod tests {
             path: "/v1/chat/completions",
             route: "/v1/chat/completions",
             backend: b"ollama",
+            server: None,
+            fallback: None,
             status: 200,
             bytes_in: 28,
             bytes_out: 0,

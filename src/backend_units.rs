@@ -74,9 +74,10 @@ pub fn addresses(config: &Config) -> Vec<Address> {
     config
         .backends
         .iter()
-        .filter(|b| !b.is_https())
-        .filter_map(|b| {
-            let host = b.authority.host();
+        .flat_map(|b| b.servers.iter().map(move |s| (b, s)))
+        .filter(|(_, s)| !s.is_https())
+        .filter_map(|(b, s)| {
+            let host = s.authority.host();
             let bare = host.trim_start_matches('[').trim_end_matches(']');
             let local = match bare.parse::<IpAddr>() {
                 Ok(ip) => ip.is_loopback() || ip.is_unspecified(),
@@ -85,7 +86,7 @@ pub fn addresses(config: &Config) -> Vec<Address> {
             local.then(|| Address {
                 backend: b.name.clone(),
                 host: host.to_string(),
-                port: b.authority.port_u16().unwrap_or(80),
+                port: s.authority.port_u16().unwrap_or(80),
             })
         })
         .collect()

@@ -92,6 +92,14 @@ pub enum ProxyError {
         url: String,
         detail: String,
     },
+    #[error("metrics are off")]
+    NoMetrics,
+    #[error("backend '{backend}' has no server to take the request: {detail}")]
+    NoServer {
+        backend: String,
+        /// Each server and why it is out, cut short when long.
+        detail: String,
+    },
 }
 
 impl ProxyError {
@@ -110,7 +118,8 @@ impl ProxyError {
             ProxyError::NoRoute(_)
             | ProxyError::NotFound(_)
             | ProxyError::ModelNotFound { .. }
-            | ProxyError::UnknownListBackend(_) => StatusCode::NOT_FOUND,
+            | ProxyError::UnknownListBackend(_)
+            | ProxyError::NoMetrics => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
@@ -118,6 +127,7 @@ impl ProxyError {
             | ProxyError::Unreachable { .. }
             | ProxyError::Tls { .. }
             | ProxyError::BackendFailed { .. }
+            | ProxyError::NoServer { .. }
             | ProxyError::NoModelList(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -133,7 +143,8 @@ impl ProxyError {
             | ProxyError::ConnectTimeout { backend, .. }
             | ProxyError::Tls { backend, .. }
             | ProxyError::ResponseTimeout { backend, .. }
-            | ProxyError::BackendFailed { backend, .. } => Some(backend),
+            | ProxyError::BackendFailed { backend, .. }
+            | ProxyError::NoServer { backend, .. } => Some(backend),
             _ => None,
         }
     }
@@ -149,14 +160,18 @@ impl ProxyError {
             ProxyError::OriginNotAllowed(_) | ProxyError::CrossSite(_) => "origin_not_allowed",
             ProxyError::Unauthorized => "invalid_api_key",
             ProxyError::NoRoute(_) => "no_route",
-            ProxyError::NotFound(_) | ProxyError::UnknownListBackend(_) => "not_found",
+            ProxyError::NotFound(_) | ProxyError::UnknownListBackend(_) | ProxyError::NoMetrics => {
+                "not_found"
+            }
             ProxyError::ModelNotFound { .. } => "model_not_found",
             ProxyError::NoModel { code, .. } => code,
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
             ProxyError::BodyTooLarge { .. } => "request_too_large",
             ProxyError::ClientStalled(_) => "client_timeout",
             ProxyError::ClientBody(_) => "client_body_error",
-            ProxyError::Refused { .. } | ProxyError::Unreachable { .. } => "backend_unreachable",
+            ProxyError::Refused { .. }
+            | ProxyError::Unreachable { .. }
+            | ProxyError::NoServer { .. } => "backend_unreachable",
             ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 "backend_timeout"
             }
@@ -218,6 +233,7 @@ impl From<&BodyError> for ProxyError {
             BodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit: *limit },
             BodyError::Idle(d) => ProxyError::ClientStalled(*d),
             BodyError::Hyper(h) => ProxyError::ClientBody(h.to_string()),
+            BodyError::Superseded => ProxyError::ClientBody(b.to_string()),
         }
     }
 }

@@ -22,12 +22,13 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::config::{AuthPolicy, Config, HostRule, ListenAddr, OriginRule};
+use crate::lasting::Lasting;
 use crate::listeners::{self, StdListener};
 use crate::logging;
 use crate::notify::{self, Notifier};
 use crate::proxy::Proxy;
 use crate::reload::{self, Loader, Reloader};
-use crate::server::{Server, State};
+use crate::server::{self, Server, State};
 use crate::workers::{self, Workers};
 
 /// Runs the proxy in the foreground until SIGTERM or SIGINT (or idle exit). `listen`, when
@@ -47,6 +48,12 @@ pub fn serve(config_flag: Option<&Path>, listen: &[ListenAddr]) -> anyhow::Resul
         tracing::warn!("{p}");
     }
     raise_fd_limit();
+    let (metrics, inherited) = listeners::metrics_socket(inherited)?;
+    let metrics = match (metrics, config.metrics.listen) {
+        (Some(l), _) => Some(l),
+        (None, Some(addr)) => Some(listeners::bind_metrics(addr)?),
+        (None, None) => None,
+    };
     let activated = !inherited.is_empty();
     let listeners: Vec<StdListener> = if activated {
         for i in &inherited {
@@ -64,26 +71,45 @@ pub fn serve(config_flag: Option<&Path>, listen: &[ListenAddr]) -> anyhow::Resul
     // The main thread is worker 0; `server.workers` - 1 more threads each run their own
     // single-threaded loop (see `workers`).
     let runtime = workers::runtime()?;
+    let lasting = Lasting::new(metrics.is_some().then(|| config.server.workers.resolve()));
     let result = runtime.block_on(run(
-        Reloader::new(loader),
-        config,
-        listeners,
-        activated,
+        Reloader::new(loader, lasting.clone()),
+        Sockets {
+            listeners,
+            activated,
+            metrics,
+        },
+        Proxy::with(config, &lasting)?,
         notifier,
     ));
     logging::flush();
     result
 }
 
+/// The sockets the proxy serves on.
+struct Sockets {
+    listeners: Vec<StdListener>,
+    /// Inherited from the service manager (not bound from the config).
+    activated: bool,
+    /// `/metrics`, when metrics are on.
+    metrics: Option<std::net::TcpListener>,
+}
+
 async fn run(
     reloader: Reloader,
-    config: Config,
-    listeners: Vec<StdListener>,
-    activated: bool,
+    sockets: Sockets,
+    proxy: Proxy,
     notifier: Notifier,
 ) -> anyhow::Result<()> {
+    let Sockets {
+        listeners,
+        activated,
+        metrics,
+    } = sockets;
+    let config = proxy.config.clone();
+    let config = &*config;
     let mut signals = Signals::new()?;
-    announce(&config, &listeners);
+    announce(config, &listeners);
     let exposed: Vec<String> = listeners
         .iter()
         .filter_map(|l| match l {
@@ -95,7 +121,7 @@ async fn run(
         })
         .map(|a| a.to_string())
         .collect();
-    warn_about_exposure(&config, &exposed);
+    warn_about_exposure(config, &exposed);
     let addresses = listeners
         .iter()
         .map(StdListener::describe)
@@ -108,8 +134,27 @@ async fn run(
         );
     }
     let worker_count = config.server.workers.resolve();
-    let state = State::new(Proxy::new(config)?);
+    let state = State::new(proxy);
     state.cache_on_this_worker();
+    let scraping = match metrics {
+        Some(l) => {
+            let addr = l
+                .local_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string());
+            tracing::info!("metrics: http://{addr}/metrics");
+            let open = !matches!(l.local_addr(), Ok(a) if a.ip().to_canonical().is_loopback());
+            if open && !state.proxy().config.server.client_tokens.enabled() {
+                tracing::warn!(
+                    "the metrics listener {addr} is reachable beyond loopback and \
+                     server.client_tokens_file is not set: anyone who can reach it can read \
+                     the routes, backends and servers"
+                );
+            }
+            let (state, never) = (state.clone(), std::future::pending());
+            Some(tokio::spawn(server::serve_metrics(l, state, never)))
+        }
+        None => None,
+    };
     let workers = Workers::spawn(worker_count - 1, &listeners, &state)?;
     tracing::debug!("serving with {worker_count} worker thread(s)");
     let server = Server::new(listeners, state.clone())?;
@@ -162,6 +207,9 @@ async fn run(
             notify::State::Stopping,
             notify::State::Status(&format!("Stopping ({why})")),
         ]);
+        if let Some(task) = &scraping {
+            task.abort();
+        }
         tracing::info!("{why}: no longer accepting connections; finishing requests in flight");
         workers.stop();
     };
@@ -290,6 +338,9 @@ impl Reload {
             if config.log.target != old.config.log.target {
                 tracing::warn!("log.target changed: that takes effect only after a restart");
             }
+            if config.metrics.listen != old.config.metrics.listen {
+                tracing::warn!("metrics.listen changed: that takes effect only after a restart");
+            }
             logging::reconfigure(&config.log);
             for w in &prepared.warnings {
                 tracing::warn!("{w}");
@@ -317,6 +368,9 @@ fn report_reload(outcome: anyhow::Result<()>, notifier: &Notifier, status: &Stat
             Some(text.lines().next().unwrap_or_default().to_string())
         }
     };
+    if let Some(m) = &status.state.proxy().lasting.metrics {
+        m.reloaded(error.is_none());
+    }
     if let Ok(mut slot) = status.reload_error.lock() {
         *slot = error;
     }
@@ -382,7 +436,7 @@ fn announce(config: &Config, listeners: &[StdListener]) {
             tracing::warn!(
                 "backend '{}' ({}) has tls_insecure = true: its certificate is NOT verified",
                 b.name,
-                b.url
+                b.url()
             );
         }
         if let AuthPolicy::Inject { source, .. } = &b.auth {

@@ -112,6 +112,44 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     }
 }
 
+/// The name of the inherited socket that serves `/metrics` (`FileDescriptorName=metrics`).
+pub const METRICS_SOCKET: &str = "metrics";
+
+/// Takes the socket named [`METRICS_SOCKET`] out of the inherited ones (the others serve the
+/// proxy). It must be TCP.
+pub fn metrics_socket(
+    inherited: Vec<Inherited>,
+) -> anyhow::Result<(Option<std::net::TcpListener>, Vec<Inherited>)> {
+    let mut metrics = None;
+    let mut rest = Vec::with_capacity(inherited.len());
+    for i in inherited {
+        if i.name != METRICS_SOCKET {
+            rest.push(i);
+            continue;
+        }
+        match i.listener {
+            StdListener::Tcp(l) if metrics.is_none() => {
+                tracing::info!(
+                    "using socket \"{METRICS_SOCKET}\" from the service manager for /metrics"
+                );
+                metrics = Some(l);
+            }
+            StdListener::Tcp(_) => anyhow::bail!(
+                "the service manager passed more than one socket named \"{METRICS_SOCKET}\""
+            ),
+            StdListener::Unix { .. } => anyhow::bail!(
+                "the socket named \"{METRICS_SOCKET}\" must be TCP (Prometheus scrapes over TCP)"
+            ),
+        }
+    }
+    Ok((metrics, rest))
+}
+
+/// Binds `[metrics] listen`.
+pub fn bind_metrics(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    bind_tcp(addr).with_context(|| format!("cannot listen on {addr} for metrics (metrics.listen)"))
+}
+
 /// An inherited socket and the name the service manager gave it.
 #[derive(Debug)]
 pub struct Inherited {
@@ -120,8 +158,9 @@ pub struct Inherited {
 }
 
 /// Takes the listening sockets passed by systemd (`LISTEN_FDS`, `LISTEN_PID`,
-/// `LISTEN_FDNAMES`) or launchd (the `http` socket), if any. Sockets of any name are used; an
-/// inherited descriptor that is not a listening stream socket is an error.
+/// `LISTEN_FDNAMES`) or launchd (the `http` and `metrics` sockets), if any. Sockets of any
+/// name serve the proxy, except the one named `metrics` ([`metrics_socket`]); an inherited
+/// descriptor that is not a listening stream socket is an error.
 ///
 /// # Safety
 /// Reads and then removes the `LISTEN_*` environment variables, so it must run before any
@@ -139,15 +178,16 @@ pub unsafe fn inherited() -> anyhow::Result<Vec<Inherited>> {
     }
     #[cfg(target_os = "macos")]
     if out.is_empty() {
-        use crate::launchd::SOCKET_NAME;
-        for fd in crate::launchd::activate_socket(SOCKET_NAME)? {
-            // SAFETY: launchd handed this descriptor to us to own.
-            let listener = unsafe { adopt(fd) }
-                .with_context(|| format!("launchd socket {fd} (\"{SOCKET_NAME}\")"))?;
-            out.push(Inherited {
-                listener,
-                name: SOCKET_NAME.to_string(),
-            });
+        for name in [crate::launchd::SOCKET_NAME, METRICS_SOCKET] {
+            for fd in crate::launchd::activate_socket(name)? {
+                // SAFETY: launchd handed this descriptor to us to own.
+                let listener = unsafe { adopt(fd) }
+                    .with_context(|| format!("launchd socket {fd} (\"{name}\")"))?;
+                out.push(Inherited {
+                    listener,
+                    name: name.to_string(),
+                });
+            }
         }
     }
     Ok(out)

@@ -21,13 +21,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, StatusCode, Uri};
+use http::{Response, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::ResponseBody;
 use crate::config::{format_duration, quote, AuthPolicy};
 use crate::error::ProxyError;
 use crate::headers::{self, X_BACKEND};
@@ -261,7 +261,7 @@ impl Catalog {
             return;
         }
         slot.last = Some(o.summary().to_string());
-        let (name, url) = (&m.backend.config.name, &m.backend.config.url);
+        let (name, url) = (&m.backend.config.name, m.backend.config.url());
         match o {
             Outcome::Listed(models) => tracing::info!(
                 "model list: backend '{name}' ({url}) lists {} models",
@@ -324,16 +324,16 @@ fn merge(m: &Member, models: &[Value], seen: &mut HashSet<String>, data: &mut Ve
     }
 }
 
-/// The request for one backend's list: the client's headers, rewritten as for any request
-/// to that backend (its credentials policy applied), without what concerns a body or an
-/// encoding the proxy would have to undo.
+/// The headers of the request for one backend's list: the client's, rewritten as for any
+/// request to that backend (its credentials policy applied; `Host` is its server's), without
+/// what concerns a body or an encoding the proxy would have to undo.
 fn fetch_request(
     m: &Member,
     extra_secrets: &[HeaderName],
     client: &HeaderMap,
     peer: Option<IpAddr>,
     rid: &HeaderValue,
-) -> Result<Request<RequestBody>, String> {
+) -> HeaderMap {
     let bc = &m.backend.config;
     let mut h = client.clone();
     for name in [
@@ -347,40 +347,20 @@ fn fetch_request(
         h.remove(name);
     }
     h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-    headers::rewrite_request(
-        &mut h,
-        &bc.auth,
-        extra_secrets,
-        peer,
-        rid,
-        m.backend.host.as_ref(),
-    );
-    let uri = Uri::builder()
-        .scheme(bc.scheme.clone())
-        .authority(bc.authority.clone())
-        .path_and_query(m.path.as_str())
-        .build()
-        .map_err(|e| format!("cannot build the URL: {e}"))?;
-    let mut req = Request::new(RequestBody::empty());
-    *req.uri_mut() = uri;
-    *req.headers_mut() = h;
-    Ok(req)
+    headers::rewrite_request(&mut h, &bc.auth, extra_secrets, peer, rid, None);
+    h
 }
 
 /// Asks one backend for its list.
-async fn fetch(m: &Member, req: Result<Request<RequestBody>, String>) -> Outcome {
+async fn fetch(m: &Member, headers: HeaderMap) -> Outcome {
     let skip = |why: &str, detail: String| Outcome::Skipped {
         why: why.to_string(),
         detail,
     };
-    let req = match req {
-        Ok(r) => r,
-        Err(e) => return skip("failed", e),
-    };
     let bc = &m.backend.config;
     let limit = LIST_TIMEOUT.min(bc.response_timeout);
     let exchange = async {
-        let (res, lease) = match m.backend.send(req).await {
+        let (res, held) = match m.backend.get(&m.path, &headers).await {
             Ok(res) => res,
             Err(e) => {
                 let why = if e.is_connect() {
@@ -402,9 +382,7 @@ async fn fetch(m: &Member, req: Result<Request<RequestBody>, String>) -> Outcome
         {
             Ok(b) => {
                 // Read to its end: the connection can serve the next request.
-                if let Some(l) = lease {
-                    l.release();
-                }
+                held.release();
                 b.to_bytes()
             }
             Err(e) => return skip("failed", format!("reading the list: {e}")),

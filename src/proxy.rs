@@ -6,13 +6,19 @@
 //! bytes ([`crate::model`]) picks the route, an alias is spliced in, and the bytes read go to
 //! the backend first, followed by the rest of the stream ([`RequestBody`]).
 //!
+//! A request goes to a server of its route's backend; when that fails before any byte of an
+//! answer went to the client, it may go to another server of a pool, or to the route's
+//! fallback ([`send`]).
+//!
 //! A [`Proxy`] is an immutable snapshot built from one [`Config`]: routes, backends with their
 //! connection pools, limits. Reloading builds a new one; requests already running keep theirs.
+//! What a reload keeps (the servers' health, the metrics' counters) is in [`Lasting`].
 
 mod by_model;
+mod scrape;
+mod send;
+mod status;
 
-use std::error::Error as StdError;
-use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -26,13 +32,14 @@ use tokio::time::Instant;
 
 use crate::access::AccessRecord;
 use crate::backend_units::Watch;
-use crate::body::{BodyError, RequestBody, ResponseBody};
-use crate::config::{BackendConfig, Config};
+use crate::body::{RequestBody, ResponseBody};
+use crate::config::Config;
 use crate::error::ProxyError;
 use crate::guard::{Admission, Guard};
 use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
+use crate::lasting::Lasting;
+use crate::metrics::Tally;
 use crate::models::Catalog;
-use crate::pool::UpstreamError;
 use crate::router::{normalize_path, Router};
 use crate::tokens::ClientTokens;
 use crate::upstream::Backend;
@@ -41,46 +48,74 @@ use crate::upstream::Backend;
 #[derive(Debug, Clone)]
 pub struct Target {
     pub backend: Arc<Backend>,
-    /// The route's prefix, for the access log.
+    /// The route's prefix, for the access log and the metrics.
     pub route: Arc<str>,
+    /// The backend that answers when `backend` fails before a byte of its answer went out.
+    pub fallback: Option<Arc<Backend>>,
+    /// A 5xx answer of `backend` counts as a failure too.
+    pub fallback_on_5xx: bool,
+    /// The counters of this route with its backend, and with its fallback (metrics on).
+    pub tally: Option<Arc<Tally>>,
+    pub fallback_tally: Option<Arc<Tally>>,
 }
 
 /// Everything a request needs, built from one config.
 pub struct Proxy {
     pub config: Arc<Config>,
     router: Router<Target>,
+    /// Every backend, in name order.
+    backends: Vec<Arc<Backend>>,
+    /// What outlives a reload of this config (health, metrics).
+    pub lasting: Arc<Lasting>,
+    /// The counters of requests the proxy answers itself (metrics on).
+    unrouted: Option<Arc<Tally>>,
     /// `GET /v1/models` answered by the proxy.
     catalog: Arc<Catalog>,
     /// Host and Origin checks, CORS.
     guard: Guard,
     /// `server.secret_headers` beyond the built-in ones.
     extra_secrets: Box<[HeaderName]>,
-    /// The `/` page, made once.
+    /// The `/` page's routes, made once (the servers' health is added when it is asked for).
     status_page: Bytes,
     /// Its part that says which backends systemd starts on demand, and whether they run.
     on_demand: Watch,
 }
 
 impl Proxy {
-    /// Builds the routes and a client per backend. Fails only on TLS set-up problems that the
-    /// config validation could not see.
+    /// Builds the routes and a client per backend, with health and counters of its own (as
+    /// at start; metrics on when `[metrics] listen` is set). Fails only on TLS set-up problems
+    /// that the config validation could not see.
     pub fn new(config: Config) -> anyhow::Result<Proxy> {
+        let workers = config.server.workers.resolve();
+        let lasting = Lasting::new(config.metrics.listen.map(|_| workers));
+        Proxy::with(config, &lasting)
+    }
+
+    /// [`Proxy::new`], keeping the health and counters of `lasting` (a reload's).
+    pub fn with(config: Config, lasting: &Arc<Lasting>) -> anyhow::Result<Proxy> {
         let workers = config.server.workers.resolve();
         let mut backends = Vec::with_capacity(config.backends.len());
         for b in &config.backends {
-            backends.push(Arc::new(Backend::new(b.clone(), workers)?));
+            backends.push(Arc::new(Backend::new(b.clone(), workers, lasting)?));
         }
-        let router = config.router(|r| {
-            let backend = backends
+        let find = |name: &str| {
+            backends
                 .iter()
-                .find(|b| b.config.name == r.backend)
+                .find(|b| b.config.name == name)
                 .cloned()
-                .ok_or_else(|| {
-                    anyhow::anyhow!("route {} names unknown backend {}", r.path, r.backend)
-                })?;
+                .ok_or_else(|| anyhow::anyhow!("a route names unknown backend {name}"))
+        };
+        let metrics = lasting.metrics.as_deref();
+        let router = config.router(|r| {
+            let fallback = r.fallback.as_deref().map(find).transpose()?;
             Ok(Target {
-                backend,
+                backend: find(&r.backend)?,
                 route: Arc::from(r.path.as_str()),
+                fallback_on_5xx: r.fallback_on_5xx,
+                tally: metrics.map(|m| m.tally(&r.path, &r.backend)),
+                fallback_tally: metrics
+                    .and_then(|m| Some(m.tally(&r.path, r.fallback.as_deref()?))),
+                fallback,
             })
         })?;
         let catalog = Catalog::new(
@@ -88,16 +123,29 @@ impl Proxy {
             config.routes_by_model(),
             headers::extra_secrets(&config.server.secret_headers),
         );
-        let status_page = status_page(&router, &catalog);
+        let status_page = status::page(&router, &catalog);
         Ok(Proxy {
             on_demand: Watch::new(&config),
             guard: Guard::new(&config.server),
             extra_secrets: headers::extra_secrets(&config.server.secret_headers),
             config: Arc::new(config),
             router,
+            unrouted: metrics.map(|m| m.tally("", "")),
+            lasting: lasting.clone(),
+            backends,
             catalog,
             status_page,
         })
+    }
+
+    /// Every backend, in name order.
+    pub fn backends(&self) -> &[Arc<Backend>] {
+        &self.backends
+    }
+
+    /// The routes.
+    pub fn routes(&self) -> &[crate::router::Route<Target>] {
+        self.router.routes()
     }
 
     /// Handles one request; never fails (errors become responses).
@@ -107,12 +155,16 @@ impl Proxy {
         peer: Option<IpAddr>,
     ) -> Response<ResponseBody> {
         let rid = headers::request_id(req.headers());
-        let mut access = self.config.log.access_log.then(|| {
-            Box::new(AccessRecord::new(
+        let log = self.config.log.access_log;
+        let mut access = (log || self.unrouted.is_some()).then(|| {
+            let mut a = Box::new(AccessRecord::new(
                 rid.clone(),
                 req.method().clone(),
                 Instant::now(),
-            ))
+            ));
+            a.log = log;
+            a.count_on(self.unrouted.as_ref());
+            a
         });
         let (result, cors) = match self.admit(&req, peer) {
             // Boxed: the connection keeps room for this future as long as it lives (hyper
@@ -199,15 +251,7 @@ impl Proxy {
                     Bytes::from_static(b"{\"status\":\"ok\"}\n"),
                 ))
             }
-            "/" => {
-                let on_demand = self.on_demand.describe().await;
-                let page = if on_demand.is_empty() {
-                    self.status_page.clone()
-                } else {
-                    Bytes::from([&self.status_page[..], b"\n", on_demand.as_bytes()].concat())
-                };
-                return Ok(own_response("text/plain; charset=utf-8", page));
-            }
+            "/" => return Ok(self.status(&parts.headers).await),
             _ => {}
         }
         if parts.method == Method::GET && &*path == "/v1/models" {
@@ -235,16 +279,18 @@ impl Proxy {
         let idle = first.route.target.backend.config.idle_timeout;
         let mut body = RequestBody::new(body, limit, idle, counter);
 
-        let (m, model_path) = match self.by_path_model(&path) {
-            Some(found) => found,
-            None if first.route.models.is_none() => (first, None),
+        let (m, model_path, model) = match self.by_path_model(&path) {
+            Some((m, p)) => (m, p, None),
+            None if first.route.models.is_none() => (first, None, None),
             // Boxed: its state stays out of this future, which every request moves.
-            None => (
-                Box::pin(self.by_body_model(&path, &mut parts.headers, &mut body)).await?,
-                None,
-            ),
+            None => {
+                let (m, model) =
+                    Box::pin(self.by_body_model(&path, &parts.headers, &mut body)).await?;
+                (m, None, model)
+            }
         };
-        let target = m.route.target.clone();
+        let route = m.route;
+        let target = &route.target;
         let backend = &target.backend;
         let bc = &backend.config;
         body.set_idle_timeout(bc.idle_timeout);
@@ -252,70 +298,46 @@ impl Proxy {
             Some(p) => std::borrow::Cow::Owned(format!("{}{p}", bc.base_path)),
             None => m.forward_path(&bc.base_path),
         };
-        if let Some(a) = access {
+        if let Some(a) = access.as_deref_mut() {
             a.route = Some(target.route.clone());
             a.backend = Some(backend.header.clone());
+            a.route_to(target.tally.as_ref());
         }
-
-        let uri = backend_uri(
-            &parts.uri,
-            &forward_path,
-            bc.strips_query_keys(),
-            &bc.scheme,
-            &bc.authority,
-        )?;
-        drop(forward_path);
-        drop(path);
-        parts.uri = uri;
         parts.version = Version::HTTP_11;
-        headers::rewrite_request(
-            &mut parts.headers,
-            &bc.auth,
-            &self.extra_secrets,
+        if target.fallback.is_none() && !backend.config.is_pool() {
+            // One server and nowhere else to go: the request is sent once, as it is.
+            if let Some((span, with)) = model.as_ref().and_then(|f| f.alias_for(bc)) {
+                by_model::fix_length(&mut parts.headers, &span, with.len());
+                body.splice(span, &with);
+            }
+            let server = &backend.servers[0];
+            let uri = backend_uri(
+                &parts.uri,
+                &forward_path,
+                bc.strips_query_keys(),
+                &server.url.scheme,
+                &server.url.authority,
+            )?;
+            drop(forward_path);
+            drop(path);
+            parts.uri = uri;
+            return self.send_once(parts, body, target, peer, rid, access).await;
+        }
+        let fallback_path = target
+            .fallback
+            .as_ref()
+            .map(|fb| send::fallback_path(&path, &fb.config));
+        let paths = [forward_path.into_owned(), fallback_path.unwrap_or_default()];
+        drop(path);
+        let outgoing = send::Outgoing {
+            parts,
+            body,
+            model,
+            paths,
             peer,
             rid,
-            backend.host.as_ref(),
-        );
-
-        // Without a body, an idempotent request can be sent again when the pooled connection
-        // it went out on turns out to have been closed by the backend (see `is_stale`).
-        let replay = (parts.method.is_idempotent() && http_body::Body::is_end_stream(&body))
-            .then(|| parts.clone());
-        let deadline = Instant::now() + bc.response_timeout;
-        let upstream = backend.send(Request::from_parts(parts, body));
-        let mut result = tokio::time::timeout_at(deadline, upstream).await;
-        if let (Some(parts), Ok(Err(e))) = (replay, &result) {
-            if is_stale(e) {
-                tracing::debug!(
-                    "backend '{}': connection closed before any response; sending again",
-                    bc.name
-                );
-                let again = Request::from_parts(parts, RequestBody::empty());
-                result = tokio::time::timeout_at(deadline, backend.send(again)).await;
-            }
-        }
-        let res = match result {
-            Err(_) => {
-                return Err(ProxyError::ResponseTimeout {
-                    backend: bc.name.clone(),
-                    url: bc.url.clone(),
-                    after: bc.response_timeout,
-                })
-            }
-            Ok(Err(e)) => return Err(classify(&e, bc)),
-            Ok(Ok(res)) => res,
         };
-        let (res, lease) = res;
-        let (mut rparts, rbody) = res.into_parts();
-        rparts.version = Version::HTTP_11;
-        headers::rewrite_response(
-            &mut rparts.headers,
-            &backend.header,
-            bc.takes_client_credentials(),
-        );
-        let mut body = ResponseBody::upstream(rbody, bc.idle_timeout);
-        body.set_lease(lease);
-        Ok(Response::from_parts(rparts, body))
+        Box::pin(self.send_retrying(outgoing, target, access)).await
     }
 }
 
@@ -406,167 +428,6 @@ pub fn backend_uri(
     uri.authority = Some(authority.clone());
     uri.path_and_query = Some(pq);
     Uri::from_parts(uri).map_err(|_| ProxyError::BadPath("cannot build the backend URL"))
-}
-
-/// Whether a request failed because its connection was closed under it before any response:
-/// what a pooled keep-alive connection does when the backend closed it just as it was reused
-/// (the pool itself resends only when it notices before writing anything).
-fn is_stale(err: &UpstreamError) -> bool {
-    if err.is_connect() {
-        return false;
-    }
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() || h.is_canceled() {
-                return true;
-            }
-        }
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            return matches!(
-                io.kind(),
-                io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::UnexpectedEof
-            );
-        }
-        cur = e.source();
-    }
-    false
-}
-
-/// Turns a client error into what the user needs to know: whose fault, which backend.
-fn classify(err: &UpstreamError, bc: &BackendConfig) -> ProxyError {
-    let backend = bc.name.clone();
-    let url = bc.url.clone();
-    let mut io_kind = None;
-    let mut tls = None;
-    let mut innermost = err.to_string();
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(b) = e.downcast_ref::<BodyError>() {
-            return match b {
-                BodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit: *limit },
-                BodyError::Idle(d) => ProxyError::ClientStalled(*d),
-                BodyError::Hyper(h) => ProxyError::ClientBody(h.to_string()),
-            };
-        }
-        if let Some(t) = e.downcast_ref::<rustls::Error>() {
-            tls = Some(t.to_string());
-        }
-        innermost = e.to_string();
-        // An io::Error's `source()` skips the error it wraps (hyper-rustls wraps twice), so
-        // descend through `get_ref()` instead.
-        cur = match e.downcast_ref::<io::Error>() {
-            Some(io) => {
-                if io.kind() != io::ErrorKind::Other {
-                    io_kind.get_or_insert(io.kind());
-                }
-                match io.get_ref() {
-                    Some(inner) => Some(inner as &(dyn StdError + 'static)),
-                    None => e.source(),
-                }
-            }
-            None => e.source(),
-        };
-    }
-    if let Some(detail) = tls {
-        let hint = if detail.contains("UnknownIssuer") {
-            " (for a private CA, set ca_file)"
-        } else {
-            ""
-        };
-        return ProxyError::Tls {
-            backend,
-            url,
-            detail: format!("{detail}{hint}"),
-        };
-    }
-    match io_kind {
-        Some(io::ErrorKind::ConnectionRefused) => ProxyError::Refused { backend, url },
-        Some(io::ErrorKind::TimedOut) if err.is_connect() => ProxyError::ConnectTimeout {
-            backend,
-            url,
-            after: bc.connect_timeout,
-        },
-        _ if err.is_connect() => ProxyError::Unreachable {
-            backend,
-            url,
-            detail: innermost,
-        },
-        _ => ProxyError::BackendFailed {
-            backend,
-            url,
-            detail: innermost,
-        },
-    }
-}
-
-fn status_page(router: &Router<Target>, catalog: &Catalog) -> Bytes {
-    use std::fmt::Write;
-    let mut s = format!(
-        "openai-proxy {}\n\nPoint OpenAI clients here: OPENAI_BASE_URL=http://<this address>/v1\n\n\
-         Routes (longest matching prefix first, then in file order; the first that takes the \
-         request's model wins):\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    let width = router
-        .routes()
-        .iter()
-        .map(|r| r.prefix.len())
-        .max()
-        .unwrap_or(0);
-    for r in router.routes() {
-        let b = &r.target.backend.config;
-        let _ = write!(s, "  {:width$}  -> {} ({})", r.prefix, b.name, b.url);
-        if let Some(rw) = &r.rewrite {
-            let _ = write!(s, ", rewritten to {rw}");
-        }
-        let _ = write!(s, ", auth: {}", b.auth.describe());
-        match &r.models {
-            Some(set) => {
-                let _ = writeln!(s, ", models: {}", set.patterns().join(", "));
-            }
-            None => s.push('\n'),
-        }
-    }
-    let mut aliases = String::new();
-    let mut shown: Vec<&str> = Vec::new();
-    for r in router.routes() {
-        let b = &r.target.backend.config;
-        if shown.contains(&b.name.as_str()) {
-            continue;
-        }
-        shown.push(&b.name);
-        for (from, to) in &b.aliases {
-            let _ = writeln!(aliases, "  {from} -> {to} on {}", b.name);
-        }
-    }
-    if !aliases.is_empty() {
-        s.push_str("\nAliases (the model a client names -> what its backend gets):\n");
-        s.push_str(&aliases);
-    }
-    let names: Vec<&str> = catalog
-        .members()
-        .map(|m| m.backend.config.name.as_str())
-        .collect();
-    let _ = writeln!(
-        s,
-        "\nModel list: GET /v1/models{}; GET /v1/models?backend=NAME for one of: {}",
-        if catalog.is_merged() {
-            " merges the lists of these backends"
-        } else {
-            " goes by path like any request"
-        },
-        if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join(", ")
-        }
-    );
-    s.push_str("Health check: /health\n");
-    Bytes::from(s)
 }
 
 #[cfg(test)]

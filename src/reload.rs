@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{self, AuthPolicy, Config, ConfigError, KeySource, ListenAddr};
+use crate::lasting::Lasting;
 use crate::proxy::Proxy;
 
 /// How long a reload may take to read and check the config and build the new routes.
@@ -45,14 +46,17 @@ pub struct Prepared {
 /// Prepares reloads, one at a time.
 pub struct Reloader {
     loader: Arc<Loader>,
+    /// What the new configuration keeps of the old (health, metrics).
+    lasting: Arc<Lasting>,
     /// A reload job is running (possibly one given up, still stuck in a read).
     busy: Arc<AtomicBool>,
 }
 
 impl Reloader {
-    pub fn new(loader: Loader) -> Reloader {
+    pub fn new(loader: Loader, lasting: Arc<Lasting>) -> Reloader {
         Reloader {
             loader: Arc::new(loader),
+            lasting,
             busy: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -60,12 +64,12 @@ impl Reloader {
     /// Reads the config and builds its [`Proxy`] off the serving thread, within
     /// [`RELOAD_LIMIT`].
     pub async fn prepare(&self) -> anyhow::Result<Prepared> {
-        let loader = self.loader.clone();
+        let (loader, lasting) = (self.loader.clone(), self.lasting.clone());
         off_thread(&self.busy, RELOAD_LIMIT, move || {
             let config = loader.load()?;
             let warnings = file_warnings(&config);
             Ok(Prepared {
-                proxy: Proxy::new(config)?,
+                proxy: Proxy::with(config, &lasting)?,
                 warnings,
             })
         })

@@ -21,9 +21,12 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
+use crate::lasting::Lasting;
 use crate::listeners::StdListener;
+use crate::metrics;
 use crate::parse_errors::JsonErrors;
 use crate::proxy::Proxy;
+use crate::upstream::checks;
 use crate::workers;
 
 /// What every worker shares: the live [`Proxy`] (swapped on reload) and counters for status
@@ -51,8 +54,9 @@ impl State {
     pub fn new(proxy: Proxy) -> Arc<State> {
         static IDS: AtomicU64 = AtomicU64::new(0);
         let shards = proxy.config.server.workers.resolve();
-        Arc::new(State {
-            proxy: RwLock::new(Arc::new(proxy)),
+        let proxy = Arc::new(proxy);
+        let state = Arc::new(State {
+            proxy: RwLock::new(proxy.clone()),
             generation: AtomicU64::new(0),
             replaced: watch::channel(()).0,
             id: IDS.fetch_add(1, Ordering::Relaxed),
@@ -60,7 +64,26 @@ impl State {
             accepted: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
             all_closed: Notify::new(),
-        })
+        });
+        state.start_checks(&proxy);
+        state
+    }
+
+    /// Starts the active health checks of `proxy`'s backends, until a reload replaces it
+    /// (one checker for every worker). Needs a runtime; without one (a tool), none run.
+    fn start_checks(&self, proxy: &Proxy) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let mut replaced = self.replaced.subscribe();
+        checks::spawn(proxy.backends(), async move {
+            let _ = replaced.changed().await;
+        });
+    }
+
+    /// What the live configuration keeps across reloads (health, metrics).
+    pub fn lasting(&self) -> Arc<Lasting> {
+        self.proxy().lasting.clone()
     }
 
     /// The proxy new requests use.
@@ -75,11 +98,12 @@ impl State {
     pub fn replace(&self, proxy: Proxy) {
         let proxy = Arc::new(proxy);
         match self.proxy.write() {
-            Ok(mut p) => *p = proxy,
-            Err(poisoned) => *poisoned.into_inner() = proxy,
+            Ok(mut p) => *p = proxy.clone(),
+            Err(poisoned) => *poisoned.into_inner() = proxy.clone(),
         }
         self.generation.fetch_add(1, Ordering::Release);
         self.replaced.send_replace(());
+        self.start_checks(&proxy);
     }
 
     /// The proxy for a request on this thread. A worker keeps one handle per configuration,
@@ -295,6 +319,19 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Serves `/metrics` of the live configuration on `listener` (TCP) until `shutdown`.
+pub async fn serve_metrics(
+    listener: std::net::TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener).context("cannot register the metrics socket")?;
+    let answer: metrics::Answer = Arc::new(move |req| state.proxy().scrape(req));
+    metrics::serve(listener, answer, shutdown).await;
+    Ok(())
 }
 
 /// [`Server::new`] then [`Server::run`].

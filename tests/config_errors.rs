@@ -224,7 +224,7 @@ fn embedded_default_is_the_documented_example_and_valid() {
         ]
     );
     let openai = cfg.backend("openai").unwrap();
-    assert_eq!(openai.url, "https://api.openai.com");
+    assert_eq!(openai.url(), "https://api.openai.com");
     assert_eq!(openai.auth, openai_proxy::AuthPolicy::Forward);
     for local in ["whisper", "ollama", "kokoro"] {
         assert_eq!(

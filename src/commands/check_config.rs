@@ -127,7 +127,7 @@ fn describe(c: &Config) -> String {
         rows.push([
             r.path.clone(),
             b.name.clone(),
-            b.url.clone(),
+            b.url(),
             r.rewrite.clone().unwrap_or_else(|| "-".into()),
             format_duration(b.connect_timeout),
             format_duration(b.response_timeout),
@@ -170,7 +170,7 @@ fn describe(c: &Config) -> String {
             );
         }
         if !c.routes.iter().any(|r| r.backend == b.name) {
-            let _ = writeln!(s, "Backend {} ({}): no route uses it", b.name, b.url);
+            let _ = writeln!(s, "Backend {} ({}): no route uses it", b.name, b.url());
         }
     }
     s

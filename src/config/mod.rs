@@ -68,6 +68,10 @@ pub mod defaults {
     pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
     pub const MAX_JSON_PEEK: u64 = 1 << 20;
+    pub const MAX_REPLAY_BODY: u64 = 1 << 20;
+    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+    pub const HEALTH_BACKOFF: Duration = Duration::from_secs(1);
+    pub const HEALTH_BACKOFF_MAX: Duration = Duration::from_secs(30);
 }
 
 /// A validated configuration.
@@ -76,6 +80,7 @@ pub struct Config {
     pub source: Source,
     pub server: ServerConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
     /// Sorted by name.
     pub backends: Vec<BackendConfig>,
     /// In file order.
@@ -179,6 +184,17 @@ pub struct ServerConfig {
     pub max_json_peek: u64,
     /// Worker threads serving connections, each with its own event loop.
     pub workers: Workers,
+    /// How much of a request body is kept while it is in flight, so that it can be sent again
+    /// to another server or to the route's fallback when the first one fails before answering.
+    pub max_replay_body: u64,
+}
+
+/// `[metrics]`: Prometheus metrics on a listener of their own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where `/metrics` is served when no socket named `metrics` is inherited; `None`: no
+    /// metrics (unless such a socket is).
+    pub listen: Option<SocketAddr>,
 }
 
 /// `server.workers`: how many threads serve connections.
@@ -365,13 +381,51 @@ impl fmt::Display for AuthPolicy {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct BackendConfig {
-    pub name: String,
-    /// The URL as written (without a trailing `/`), for messages and the status page.
+/// One server of a backend: where its requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrl {
+    /// The URL as written, without a trailing `/` (the base path included), for messages,
+    /// the status page and the metrics' `server` label.
     pub url: String,
     pub scheme: Scheme,
     pub authority: Authority,
+}
+
+impl ServerUrl {
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+}
+
+/// How the health of a backend's servers is followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Active checks: `GET` this path (under the base path) on every server each `interval`;
+    /// `None`: no active checks.
+    pub path: Option<String>,
+    pub interval: Duration,
+    /// How long a server that refused, reset or did not accept a connection is left out at
+    /// first; each failure in a row doubles it, up to `backoff_max`.
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            path: None,
+            interval: defaults::HEALTH_INTERVAL,
+            backoff: defaults::HEALTH_BACKOFF,
+            backoff_max: defaults::HEALTH_BACKOFF_MAX,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub name: String,
+    /// Its servers: one (`url`), or a pool (`urls`), all with the same base path.
+    pub servers: Vec<ServerUrl>,
     /// Prefixed to every forwarded path; empty or `/something` without a trailing `/`.
     pub base_path: String,
     pub auth: AuthPolicy,
@@ -393,11 +447,24 @@ pub struct BackendConfig {
     /// Model names clients send → the names this backend knows; the request's `model` is
     /// rewritten before forwarding.
     pub aliases: BTreeMap<String, String>,
+    pub health: HealthConfig,
 }
 
 impl BackendConfig {
+    /// Whether some server is reached over HTTPS.
     pub fn is_https(&self) -> bool {
-        self.scheme == Scheme::HTTPS
+        self.servers.iter().any(ServerUrl::is_https)
+    }
+
+    /// Several servers.
+    pub fn is_pool(&self) -> bool {
+        self.servers.len() > 1
+    }
+
+    /// Its URLs, for messages: the one URL, or the pool's, comma-separated.
+    pub fn url(&self) -> String {
+        let urls: Vec<&str> = self.servers.iter().map(|s| s.url.as_str()).collect();
+        urls.join(", ")
     }
 
     /// Whether the client's credentials (secret headers, cookies) reach this backend.
@@ -420,4 +487,9 @@ pub struct RouteConfig {
     pub rewrite: Option<String>,
     /// Model names and `*` globs this route takes; `None`: every request on its path.
     pub models: Option<Vec<String>>,
+    /// The backend that answers when `backend` fails before a byte of its response went to
+    /// the client.
+    pub fallback: Option<String>,
+    /// A 5xx answer of `backend` counts as a failure too.
+    pub fallback_on_5xx: bool,
 }

@@ -20,6 +20,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
     pub backends: BTreeMap<Spanned<String>, RawBackend>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
@@ -39,6 +41,7 @@ pub struct RawServer {
     pub shutdown_timeout: Option<Dur>,
     pub idle_exit: Option<Dur>,
     pub max_json_peek: Option<Spanned<Size>>,
+    pub max_replay_body: Option<Spanned<Size>>,
     pub workers: Option<Spanned<RawWorkers>>,
 }
 
@@ -106,10 +109,19 @@ pub struct RawLog {
     pub access_log: Option<bool>,
 }
 
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: Option<Spanned<String>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
     pub url: Option<Spanned<String>>,
+    /// A pool: several servers of the same service (instead of `url`).
+    pub urls: Option<Spanned<Vec<Spanned<String>>>>,
     pub forward_client_auth: Option<bool>,
     pub strip_query_keys: Option<Spanned<bool>>,
     pub api_key_env: Option<Spanned<String>>,
@@ -121,6 +133,10 @@ pub struct RawBackend {
     pub response_timeout: Option<Spanned<Dur>>,
     pub idle_timeout: Option<Spanned<Dur>>,
     pub list_models: Option<bool>,
+    pub health_path: Option<Spanned<String>>,
+    pub health_interval: Option<Spanned<Dur>>,
+    pub health_backoff: Option<Spanned<Dur>>,
+    pub health_backoff_max: Option<Spanned<Dur>>,
     /// `"name the client sends" = "name the backend knows"`.
     pub aliases: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
 }
@@ -132,4 +148,6 @@ pub struct RawRoute {
     pub backend: Option<Spanned<String>>,
     pub rewrite: Option<Spanned<String>>,
     pub models: Option<Spanned<Vec<Spanned<String>>>>,
+    pub fallback: Option<Spanned<String>>,
+    pub fallback_on_5xx: Option<Spanned<bool>>,
 }

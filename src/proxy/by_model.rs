@@ -1,12 +1,15 @@
 //! Routing by model, for one request: the route a path naming a model goes to, and the route
-//! the model in a body picks (read with [`crate::model`] as far as needed, an alias spliced
-//! in); and, for each config, the backends that take part in the model list.
+//! the model in a body picks (read with [`crate::model`] as far as needed; an alias is spliced
+//! in for the backend that gets it); and, for each config, the backends that take part in the
+//! model list.
+
+use std::ops::Range;
 
 use http::header::{self, HeaderMap, HeaderValue};
 
 use super::{Proxy, Target};
 use crate::body::RequestBody;
-use crate::config::{quote, Config};
+use crate::config::{quote, BackendConfig, Config};
 use crate::error::ProxyError;
 use crate::model::{self, Found, Scanner};
 use crate::models::Member;
@@ -29,14 +32,15 @@ impl Proxy {
     }
 
     /// Reads as much of the body as it takes to find its `model`, and picks the first route
-    /// that takes it (or, without a model, the first that takes every model). An alias is
-    /// spliced into the body, and the Content-Length fixed.
+    /// that takes it (or, without a model, the first that takes every model). The model and
+    /// where it stands come back too, for an alias to be spliced in for the backend that gets
+    /// the request ([`BodyModel::alias_for`]).
     pub(super) async fn by_body_model<'p>(
         &self,
         path: &'p str,
-        headers: &mut HeaderMap,
+        headers: &HeaderMap,
         body: &mut RequestBody,
-    ) -> Result<Match<'_, 'p, Target>, ProxyError> {
+    ) -> Result<(Match<'_, 'p, Target>, Option<BodyModel>), ProxyError> {
         let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
         let peek = usize::try_from(self.config.server.max_json_peek).unwrap_or(usize::MAX);
         let (found, kind) = match Scanner::new(content_type, peek) {
@@ -52,14 +56,15 @@ impl Proxy {
         let (name, span) = match found {
             Found::Model { name, span } => (name, span),
             Found::Missing(why) => {
-                return self
-                    .router
-                    .find_for_model(path, None)
-                    .ok_or_else(|| ProxyError::NoModel {
-                        path: path.to_string(),
-                        why: why.to_string(),
-                        code: why.code(),
-                    })
+                let m =
+                    self.router
+                        .find_for_model(path, None)
+                        .ok_or_else(|| ProxyError::NoModel {
+                            path: path.to_string(),
+                            why: why.to_string(),
+                            code: why.code(),
+                        })?;
+                return Ok((m, None));
             }
         };
         let m = self
@@ -69,18 +74,34 @@ impl Proxy {
                 model: quote(&name),
                 path: path.to_string(),
             })?;
-        if let Some(to) = m.route.target.backend.config.aliases.get(&name) {
-            let with = kind.encode(to);
-            let length = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-            if let Some(n) = length {
-                let n = n.saturating_sub(span.len() as u64) + with.len() as u64;
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-            }
-            body.splice(span, &with);
-        }
-        Ok(m)
+        Ok((m, Some(BodyModel { name, span, kind })))
+    }
+}
+
+/// The model a body names, and where.
+pub(super) struct BodyModel {
+    name: String,
+    span: Range<usize>,
+    kind: model::Kind,
+}
+
+impl BodyModel {
+    /// The span to replace and what to put there, when `backend` has an alias for the model.
+    pub(super) fn alias_for(&self, backend: &BackendConfig) -> Option<(Range<usize>, Vec<u8>)> {
+        let to = backend.aliases.get(&self.name)?;
+        Some((self.span.clone(), self.kind.encode(to)))
+    }
+}
+
+/// Fixes a Content-Length for a body whose `span` is replaced by `with` bytes (a chunked body
+/// has none and stays chunked).
+pub(super) fn fix_length(headers: &mut HeaderMap, span: &Range<usize>, with: usize) {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(n) = length {
+        let n = n.saturating_sub(span.len() as u64) + with as u64;
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Mock {
     /// Connections accepted so far.
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
     task: JoinHandle<()>,
+    /// The tasks of its connections, for [`Mock::kill`].
+    open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Drop for Mock {
@@ -180,9 +182,40 @@ impl Mock {
         Self::start_with(h, None).await
     }
 
+    /// Stops the server as a killed process would: the listener closes (new connections are
+    /// refused) and so does every open connection, whatever it was doing.
+    pub fn kill(&self) {
+        self.task.abort();
+        for conn in self.open.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+    }
+
+    /// A server on `addr` (one that was killed, started again).
+    pub async fn start_on(addr: SocketAddr, h: Handler) -> Mock {
+        // The port was just closed; binding it again may take a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot listen on {addr} again: {e}"),
+            }
+        };
+        Self::serve(listener, h, None)
+    }
+
     pub async fn start_with(h: Handler, tls: Option<Arc<rustls::ServerConfig>>) -> Mock {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, h, tls)
+    }
+
+    fn serve(listener: TcpListener, h: Handler, tls: Option<Arc<rustls::ServerConfig>>) -> Mock {
         let addr = listener.local_addr().unwrap();
+        let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let tracked = open.clone();
         let is_tls = tls.is_some();
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -195,7 +228,7 @@ impl Mock {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let h = h.clone();
                 let acceptor = acceptor.clone();
-                tokio::spawn(async move {
+                let conn = tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let h = h.clone();
                         async move { Ok::<_, Infallible>(h(req).await) }
@@ -212,6 +245,9 @@ impl Mock {
                         }
                     }
                 });
+                let mut open = tracked.lock().unwrap();
+                open.retain(|c| !c.is_finished());
+                open.push(conn.abort_handle());
             }
         });
         Mock {
@@ -220,6 +256,7 @@ impl Mock {
             seen: Arc::new(Mutex::new(Vec::new())),
             connections,
             task,
+            open,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod bin;
 pub mod client;
 pub mod machine;
 pub mod mock;
+pub mod prom;
 pub mod tls;
 pub mod tools;
 
@@ -84,6 +85,19 @@ pub async fn start_proxy_with_workers(config: Config, extra: usize) -> TestProxy
         task,
         workers,
     }
+}
+
+/// Serves the proxy's `/metrics` on a free loopback port (the config needs `[metrics]` for
+/// anything to be counted); returns its address.
+pub async fn serve_metrics(state: &Arc<State>) -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(server::serve_metrics(
+        l,
+        state.clone(),
+        std::future::pending(),
+    ));
+    addr
 }
 
 /// A config with the default routes pointing at the given backends. `openai_extra` is added

@@ -3,7 +3,9 @@
 //! - [`RequestBody`]: the client's upload on its way to a backend, cut off with an error when it
 //!   passes `server.max_body_size` or stalls longer than the backend's `idle_timeout`. Its
 //!   first frames can be read before it is sent (to find the request's `model`) and are then
-//!   sent first, as they came or with a span replaced (an alias).
+//!   sent first, as they came or with a span replaced (an alias). A body that may have to be
+//!   sent again (to another server, or to a fallback) is kept while in flight, up to a limit
+//!   ([`Replay`]); each attempt then reads it from the start.
 //! - [`ResponseBody`]: either a backend's response on its way back (ended with an error, never
 //!   a clean end, when the backend fails or stalls mid-stream) or a small body of our own. It
 //!   carries the request's access-log record and writes it when the response is done.
@@ -24,7 +26,12 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::access::AccessRecord;
-use crate::pool::Lease;
+use crate::upstream::Held;
+
+mod replay;
+
+pub use replay::Replay;
+use replay::Tap;
 
 /// Why a streamed body was cut off.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +42,10 @@ pub enum BodyError {
     Idle(Duration),
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    /// An attempt given up (another server or the fallback got the request): it must not read
+    /// the client's body any more.
+    #[error("the request went to another server")]
+    Superseded,
 }
 
 impl BodyError {
@@ -43,7 +54,7 @@ impl BodyError {
         match self {
             BodyError::Idle(d) => format!("backend stream idle for {d:?}"),
             BodyError::Hyper(h) => format!("backend stream failed: {h}"),
-            BodyError::TooLarge { .. } => self.to_string(),
+            BodyError::TooLarge { .. } | BodyError::Superseded => self.to_string(),
         }
     }
 }
@@ -128,6 +139,8 @@ pin_project! {
         inner: Option<Incoming>,
         // Frames already read from `inner` (and counted), sent before the rest of it.
         replay: VecDeque<Frame<Bytes>>,
+        // One attempt at a body kept for replay: read from there, after `replay`.
+        tap: Option<Tap>,
         idle: IdleTimer,
         seen: u64,
         limit: u64,
@@ -146,6 +159,7 @@ impl RequestBody {
         RequestBody {
             inner: Some(inner),
             replay: VecDeque::new(),
+            tap: None,
             idle: IdleTimer::new(idle_timeout),
             seen: 0,
             limit,
@@ -158,11 +172,21 @@ impl RequestBody {
         RequestBody {
             inner: None,
             replay: VecDeque::new(),
+            tap: None,
             idle: IdleTimer::new(Duration::MAX),
             seen: 0,
             limit: 0,
             counter: None,
         }
+    }
+
+    /// One attempt at a kept body: `head` first (the kept frames an alias rewrites), then the
+    /// rest from `tap`.
+    fn attempt(tap: Tap, head: VecDeque<Frame<Bytes>>) -> Self {
+        let mut b = RequestBody::empty();
+        b.replay = head;
+        b.tap = Some(tap);
+        b
     }
 
     /// The longest silence allowed from now on (the backend's, once it is chosen).
@@ -212,31 +236,41 @@ impl RequestBody {
     /// start of the body) by `with`: the frames that hold the span become one. `span` must lie
     /// within that data.
     pub fn splice(&mut self, span: Range<usize>, with: &[u8]) {
-        let mut joined = BytesMut::new();
-        let mut pos = 0;
-        let mut kept = VecDeque::with_capacity(self.replay.len());
-        for frame in self.replay.drain(..) {
-            let Some(data) = frame.data_ref() else {
-                kept.push_back(frame);
-                continue;
-            };
-            let (start, end) = (pos, pos + data.len());
-            pos = end;
-            if end <= span.start || start >= span.end {
-                kept.push_back(frame);
-                continue;
-            }
-            if span.start >= start {
-                joined.extend_from_slice(&data[..span.start - start]);
-                joined.extend_from_slice(with);
-            }
-            if span.end <= end {
-                joined.extend_from_slice(&data[span.end - start..]);
-                kept.push_back(Frame::data(std::mem::take(&mut joined).freeze()));
-            }
-        }
-        self.replay = kept;
+        self.replay = splice(std::mem::take(&mut self.replay), span, with);
     }
+}
+
+/// `frames` with `span` of their data (offsets from the start of the first) replaced by
+/// `with`: the frames that hold the span become one.
+fn splice(
+    frames: VecDeque<Frame<Bytes>>,
+    span: Range<usize>,
+    with: &[u8],
+) -> VecDeque<Frame<Bytes>> {
+    let mut joined = BytesMut::new();
+    let mut pos = 0;
+    let mut kept = VecDeque::with_capacity(frames.len());
+    for frame in frames {
+        let Some(data) = frame.data_ref() else {
+            kept.push_back(frame);
+            continue;
+        };
+        let (start, end) = (pos, pos + data.len());
+        pos = end;
+        if end <= span.start || start >= span.end {
+            kept.push_back(frame);
+            continue;
+        }
+        if span.start >= start {
+            joined.extend_from_slice(&data[..span.start - start]);
+            joined.extend_from_slice(with);
+        }
+        if span.end <= end {
+            joined.extend_from_slice(&data[span.end - start..]);
+            kept.push_back(Frame::data(std::mem::take(&mut joined).freeze()));
+        }
+    }
+    kept
 }
 
 impl Body for RequestBody {
@@ -250,6 +284,9 @@ impl Body for RequestBody {
         let this = self.project();
         if let Some(frame) = this.replay.pop_front() {
             return Poll::Ready(Some(Ok(frame)));
+        }
+        if let Some(tap) = this.tap {
+            return tap.poll_frame(cx);
         }
         let Some(inner) = this.inner.as_pin_mut() else {
             return Poll::Ready(None);
@@ -269,14 +306,19 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.replay.is_empty() && self.inner.as_ref().map_or(true, Incoming::is_end_stream)
+        self.replay.is_empty()
+            && match &self.tap {
+                Some(tap) => tap.is_end_stream(),
+                None => self.inner.as_ref().map_or(true, Incoming::is_end_stream),
+            }
     }
 
     fn size_hint(&self) -> SizeHint {
-        let rest = self
-            .inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint);
+        let rest = match (&self.tap, &self.inner) {
+            (Some(tap), _) => tap.size_hint(),
+            (None, Some(inner)) => inner.size_hint(),
+            (None, None) => SizeHint::with_exact(0),
+        };
         if self.replay.is_empty() {
             return rest;
         }
@@ -303,8 +345,9 @@ pin_project! {
         full: Option<Bytes>,
         // Written to the log when the response is dropped: finished, failed or abandoned.
         access: Option<Box<AccessRecord>>,
-        // The backend connection, back to its pool once the body has been read to its end.
-        lease: Option<Lease>,
+        // The backend connection, back to its pool once the body has been read to its end,
+        // and the request's count on its server.
+        held: Option<Held>,
         // The upstream body returned its end (a chunked body ends so, without ever saying so
         // in `is_end_stream`).
         ended: bool,
@@ -319,8 +362,8 @@ pin_project! {
             if let Some(access) = this.access {
                 access.completed |= done;
             }
-            if let (true, Some(lease)) = (done || *this.ended, this.lease.take()) {
-                lease.release();
+            if let (true, Some(held)) = (done || *this.ended, this.held.take()) {
+                held.release();
             }
         }
     }
@@ -334,14 +377,14 @@ impl ResponseBody {
             idle: IdleTimer::new(idle_timeout),
             full: None,
             access: None,
-            lease: None,
+            held: None,
             ended: false,
         }
     }
 
     /// Gives the backend connection back to its pool when this body is done (read to the end).
-    pub fn set_lease(&mut self, lease: Option<Lease>) {
-        self.lease = lease;
+    pub fn set_held(&mut self, held: Held) {
+        self.held = Some(held);
     }
 
     /// A complete body of our own.
@@ -352,7 +395,7 @@ impl ResponseBody {
             idle: IdleTimer::new(Duration::MAX),
             full: (!data.is_empty()).then_some(data),
             access: None,
-            lease: None,
+            held: None,
             ended: false,
         }
     }

@@ -1,19 +1,16 @@
-//! Connections to backends, with each backend's own time-outs: plain-HTTP backends through a
-//! small pool of HTTP/1 connections per worker ([`crate::pool`]); HTTPS backends through
-//! hyper-util's pooled client with TLS (rustls with the `ring` provider; bundled webpki roots
-//! plus `ca_file`; ALPN offers HTTP/2 and HTTP/1.1), built when the backend is first used, so
-//! a proxy that never talks to one never parses its trust store.
+//! HTTPS backends: hyper-util's pooled client with TLS (rustls with the `ring` provider;
+//! bundled webpki roots plus `ca_file`; ALPN offers HTTP/2 and HTTP/1.1), built when a server
+//! is first used, so a proxy that never talks to one never parses its trust store.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use http::{HeaderValue, Request, Response, Uri};
-use hyper::body::Incoming;
+use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
@@ -27,105 +24,13 @@ use tower_service::Service;
 
 use crate::body::RequestBody;
 use crate::config::BackendConfig;
-use crate::pool::{self, Lease, Pool, UpstreamError};
+use crate::pool;
 
-/// The client type every backend uses.
+/// The client type every HTTPS server uses.
 pub type HttpClient = Client<NoInfo<HttpsConnector<HttpConnector>>, RequestBody>;
 
-/// At most this many idle connections are kept per HTTPS backend.
+/// At most this many idle connections are kept per HTTPS server.
 const POOL_MAX_IDLE: usize = 256;
-
-/// How requests reach a backend.
-enum Upstream {
-    Plain(Pool),
-    /// Made on first use.
-    Tls(OnceLock<Result<HttpClient, String>>),
-}
-
-/// A backend: its settings and the client that talks to it.
-pub struct Backend {
-    pub config: BackendConfig,
-    client: Upstream,
-    /// The `X-Backend` response header value, made once.
-    pub header: HeaderValue,
-    /// The `Host` request header for a plain-HTTP backend, made once (what hyper's client
-    /// would otherwise format for every request). `None` for HTTPS, where HTTP/2 may be
-    /// negotiated and the client sets `:authority` itself.
-    pub host: Option<HeaderValue>,
-}
-
-impl std::fmt::Debug for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backend")
-            .field("name", &self.config.name)
-            .field("url", &self.config.url)
-            .finish()
-    }
-}
-
-impl Backend {
-    /// `workers`: how many worker threads will use it (one pool shard each).
-    pub fn new(config: BackendConfig, workers: usize) -> anyhow::Result<Backend> {
-        let header = HeaderValue::from_str(&config.name)
-            .with_context(|| format!("backend name '{}' is not a header value", config.name))?;
-        let client = if config.is_https() {
-            // What could fail later, found now (at start or reload).
-            ca_roots(&config)?;
-            Upstream::Tls(OnceLock::new())
-        } else {
-            let a = &config.authority;
-            Upstream::Plain(Pool::new(
-                a.host(),
-                a.port_u16().unwrap_or(80),
-                config.connect_timeout,
-                workers,
-            ))
-        };
-        Ok(Backend {
-            host: host_header(&config),
-            config,
-            client,
-            header,
-        })
-    }
-}
-
-impl Backend {
-    /// Sends a request; a response from a pooled connection comes with its lease, to be
-    /// released when the response body has been read to its end.
-    pub async fn send(
-        &self,
-        req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
-        match &self.client {
-            Upstream::Plain(pool) => pool.send(req).await.map(|(r, l)| (r, Some(l))),
-            Upstream::Tls(client) => {
-                let client = client
-                    .get_or_init(|| build_client(&self.config).map_err(|e| format!("{e:#}")))
-                    .as_ref()
-                    .map_err(|e| UpstreamError::Connect(io::Error::other(e.clone())))?;
-                client
-                    .request(req)
-                    .await
-                    .map(|r| (r, None))
-                    .map_err(UpstreamError::Client)
-            }
-        }
-    }
-}
-
-/// `Host` as hyper's client writes it for HTTP/1: the host, and the port unless it is 80.
-fn host_header(cfg: &BackendConfig) -> Option<HeaderValue> {
-    if cfg.is_https() {
-        return None;
-    }
-    let a = &cfg.authority;
-    let value = match a.port_u16() {
-        None | Some(80) => a.host().to_string(),
-        Some(port) => format!("{}:{port}", a.host()),
-    };
-    HeaderValue::from_str(&value).ok()
-}
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
@@ -155,7 +60,7 @@ fn tls_config(cfg: &BackendConfig) -> anyhow::Result<ClientConfig> {
 }
 
 /// The CA certificates of `ca_file`, checked.
-fn ca_roots(cfg: &BackendConfig) -> anyhow::Result<RootCertStore> {
+pub fn ca_roots(cfg: &BackendConfig) -> anyhow::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     for cert in &cfg.ca_certs {
         roots.add(cert.clone()).with_context(|| {
@@ -168,7 +73,7 @@ fn ca_roots(cfg: &BackendConfig) -> anyhow::Result<RootCertStore> {
     Ok(roots)
 }
 
-fn build_client(cfg: &BackendConfig) -> anyhow::Result<HttpClient> {
+pub fn build_client(cfg: &BackendConfig) -> anyhow::Result<HttpClient> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);

@@ -1,0 +1,42 @@
+//! What outlives a reload: the health of each backend server (found again by backend name and
+//! URL, so a reload does not send requests to a server it just found down) and, when metrics
+//! are on, their counters. A reload builds its new [`crate::proxy::Proxy`] with the same
+//! `Lasting`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::metrics::Metrics;
+use crate::upstream::health::ServerState;
+
+pub struct Lasting {
+    servers: Mutex<HashMap<(String, String), Weak<ServerState>>>,
+    /// `None`: metrics are off (nothing is counted).
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+impl Lasting {
+    /// With metrics counted by `workers` workers, or none.
+    pub fn new(metrics: Option<usize>) -> Arc<Lasting> {
+        Arc::new(Lasting {
+            servers: Mutex::new(HashMap::new()),
+            metrics: metrics.map(|workers| Arc::new(Metrics::new(workers))),
+        })
+    }
+
+    /// The health of server `url` of `backend`: the same as long as a configuration has it.
+    pub fn server(&self, backend: &str, url: &str) -> Arc<ServerState> {
+        let mut map = self
+            .servers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.retain(|_, s| s.strong_count() > 0);
+        let key = (backend.to_string(), url.to_string());
+        if let Some(s) = map.get(&key).and_then(Weak::upgrade) {
+            return s;
+        }
+        let s = Arc::new(ServerState::new(url));
+        map.insert(key, Arc::downgrade(&s));
+        s
+    }
+}
