@@ -17,6 +17,7 @@
 mod by_model;
 mod scrape;
 mod send;
+mod start;
 mod status;
 
 use std::net::IpAddr;
@@ -304,7 +305,7 @@ impl Proxy {
             a.route_to(target.tally.as_ref());
         }
         parts.version = Version::HTTP_11;
-        if target.fallback.is_none() && !backend.config.is_pool() {
+        if target.fallback.is_none() && !bc.is_pool() && !bc.waits() {
             // One server and nowhere else to go: the request is sent once, as it is.
             if let Some((span, with)) = model.as_ref().and_then(|f| f.alias_for(bc)) {
                 by_model::fix_length(&mut parts.headers, &span, with.len());
