@@ -334,8 +334,10 @@ fn on_demand_backends_in_a_real_systemd_user_manager() {
     std::fs::write(
         &cfg,
         format!(
-            "[backends.a]\nurl = \"http://127.0.0.1:{pa}\"\n\
-             [backends.b]\nurl = \"http://127.0.0.1:{pb}\"\n\
+            "[backends.a]\nurl = \"http://127.0.0.1:{pa}\"\nswap_group = \"gpu\"\n\
+             start_timeout = \"60s\"\n\
+             [backends.b]\nurl = \"http://127.0.0.1:{pb}\"\nswap_group = \"gpu\"\n\
+             start_timeout = \"60s\"\n\
              [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"a\"\nmodels = [\"a\"]\n\
              [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"b\"\nmodels = [\"b\"]\n"
         ),
