@@ -594,3 +594,78 @@ fn check_config_accepts_a_valid_config_and_shows_what_it_resolves_to() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A pool: each of its servers gets a line under the health check, ✓ when it is in, ✗ with
+/// the reason when it is out; one out makes the run fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_server_of_a_pool_is_reported() {
+    let live = Mock::echo("live").await;
+    let dead = format!("http://{}", dead_addr());
+    let proxy = start_proxy(&format!(
+        "[backends.local]\nurls = [\"{}\", \"{dead}\"]\nhealth_backoff = \"10m\"\nhealth_backoff_max = \"10m\"\n\
+         [[route]]\npath = \"/v1\"\nbackend = \"local\"\n",
+        live.url()
+    ))
+    .await;
+    let r = check_endpoints(&proxy, &["--only", "health"]).await;
+    r.assert_outcome(0, "3 passed, 0 failed, 0 skipped");
+    r.assert_line("✓", "local[0]", &[&live.url(), "up, 0 in flight"]);
+    r.assert_line("✓", "local[1]", &[&dead, "up"]);
+
+    // Requests until one went to the dead server (and on to the live one): it is out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let res = crate::support::client::send(
+            http::Request::post(proxy.url("/v1/chat/completions"))
+                .body(crate::support::client::full("{}"))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+        crate::support::client::body_bytes(res).await;
+        let r = check_endpoints(&proxy, &["--only", "health"]).await;
+        if r.code != Some(0) {
+            r.assert_outcome(1, "2 passed, 1 failed, 0 skipped");
+            r.assert_line("✓", "local[0]", &[&live.url(), "up"]);
+            r.assert_line("✗", "local[1]", &[&dead, "out (refused the connection)"]);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", r.stdout);
+    }
+    proxy.stop().await;
+}
+
+/// `check-config -v` shows pools, their back-off and health checks, fallbacks and metrics.
+#[test]
+fn check_config_shows_pools_fallbacks_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(
+        &file,
+        "[metrics]\nlisten = \"127.0.0.1:9102\"\n\
+         [backends.ollama]\nurls = [\"http://10.0.0.1:11434\", \"http://10.0.0.2:11434\"]\n\
+         health_path = \"/api/version\"\nhealth_interval = \"5s\"\nhealth_backoff = \"2s\"\n\
+         [backends.openai]\nurl = \"https://api.openai.com\"\nforward_client_auth = true\n\
+         [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"ollama\"\nfallback = \"openai\"\n\
+         fallback_on_5xx = true\n[[route]]\npath = \"/v1\"\nbackend = \"openai\"\n",
+    )
+    .unwrap();
+    let out = command()
+        .args(["check-config", "-v", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let r = finished(out);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for l in [
+        "max_replay_body 1MiB",
+        "Metrics:     http://127.0.0.1:9102/metrics",
+        "http://10.0.0.1:11434, http://10.0.0.2:11434",
+        "Route /v1/chat/completions falls back to openai when ollama fails before answering or \
+         answers 5xx",
+        "Backend ollama: pool of 2 servers, fewest requests in flight first; a failed server is \
+         out for 2s (doubling up to 30s)",
+        "Backend ollama: health check GET /api/version every 5s",
+    ] {
+        assert!(r.stdout.contains(l), "expected `{l}` in:\n{}", r.stdout);
+    }
+}

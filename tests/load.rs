@@ -1,11 +1,13 @@
 //! Heavy tests, in their own test binary so that cargo runs them after the others and not
 //! beside them, and one at a time (they share the two cores with nothing else): 1000
-//! slow-header connections, 10 000 malformed requests, and a minute of `wrk` load with reloads
-//! and a graceful stop.
+//! slow-header connections, 10 000 malformed requests, a minute of `wrk` load with reloads
+//! and a graceful stop, and a pool losing a server under load ([`load_pool`]).
 
 // The heavy tests use only part of the shared harness.
 #[allow(dead_code)]
 mod support;
+
+mod load_pool;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};

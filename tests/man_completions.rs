@@ -258,9 +258,15 @@ fn completion_scripts_are_accepted_by_their_shells() {
 
 /// A config with one backend and one route, to which one key at a time is added.
 fn base(server: &str, log: &str, backend: &str, route: &str) -> String {
+    with_metrics(server, log, "", backend, route)
+}
+
+/// [`base`] with `[metrics]` too.
+fn with_metrics(server: &str, log: &str, metrics: &str, backend: &str, route: &str) -> String {
     format!(
-        "[server]\n{server}\n[log]\n{log}\n[backends.b]\nurl = \"http://127.0.0.1:9\"\n\
-         {backend}\n[[route]]\npath = \"/v1\"\nbackend = \"b\"\n{route}\n"
+        "[server]\n{server}\n[log]\n{log}\n[metrics]\n{metrics}\n[backends.b]\n\
+         url = \"http://127.0.0.1:9\"\n{backend}\n[[route]]\npath = \"/v1\"\nbackend = \"b\"\n\
+         {route}\n"
     )
 }
 
@@ -269,6 +275,7 @@ fn with_key(key: &str, line: &str) -> String {
     match section {
         "server" => base(line, "", "", ""),
         "log" => base("", line, "", ""),
+        "metrics" => with_metrics("", "", line, "", ""),
         "backends" => base("", "", line, ""),
         _ => base("", "", "", line),
     }
@@ -280,14 +287,17 @@ fn keys_in_code() -> Vec<String> {
     for (section, prefix) in [
         ("server", "server."),
         ("log", "log."),
+        ("metrics", "metrics."),
         ("backends", "backends.NAME."),
         ("route", "route."),
     ] {
         let text = with_key(section, "no_such_key = 1");
         let err = Config::from_toml(&text).unwrap_err().to_string();
+        // serde says "expected one of `a`, `b`", or "expected `a`" for a lone key.
         let list = err
             .split("expected one of ")
             .nth(1)
+            .or_else(|| err.split("expected ").nth(1))
             .unwrap_or_else(|| panic!("no key list in: {err}"));
         for k in list.split(", ") {
             keys.push(format!("{prefix}{}", k.trim().trim_matches('`')));
@@ -297,7 +307,7 @@ fn keys_in_code() -> Vec<String> {
 }
 
 /// "key → default" from openai-proxy.toml(5): entries `NAME = TYPE (default: VALUE)` under
-/// subsections `[server]`, `[log]`, `[backends.NAME]`, `[[route]]`.
+/// subsections `[server]`, `[log]`, `[metrics]`, `[backends.NAME]`, `[[route]]`.
 fn keys_in_man() -> BTreeMap<String, String> {
     let text = render(&format!("{ROOT}/man/openai-proxy.toml.5"));
     let mut section = String::new();
@@ -360,6 +370,7 @@ fn keys_in_readme() -> BTreeMap<String, String> {
             };
             if full.starts_with("server.")
                 || full.starts_with("log.")
+                || full.starts_with("metrics.")
                 || full.starts_with("backends.")
                 || full.starts_with("route.")
             {
@@ -429,12 +440,22 @@ fn every_config_key_is_documented_alike_with_its_real_default() {
                 let set = Config::from_toml(&with_key(key, &line))
                     .unwrap_or_else(|e| panic!("{key}: {line} is refused: {e}"));
                 assert_eq!(
-                    format!("{:?}", (&set.server, &set.log, &set.backends, &set.routes)),
+                    format!(
+                        "{:?}",
+                        (
+                            &set.server,
+                            &set.log,
+                            &set.metrics,
+                            &set.backends,
+                            &set.routes
+                        )
+                    ),
                     format!(
                         "{:?}",
                         (
                             &reference.server,
                             &reference.log,
+                            &reference.metrics,
                             &reference.backends,
                             &reference.routes
                         )

@@ -9,7 +9,9 @@ use http_body_util::BodyExt;
 use openai_proxy::{Config, Proxy};
 use tokio::time::Instant;
 
-use crate::support::activation::{config_file, start_notified};
+use crate::support::activation::{
+    config_file, free_port, get_health, start_notified, Activated, NotifySocket,
+};
 use crate::support::client::{body_bytes, full, send};
 use crate::support::mock::Mock;
 use crate::support::prom::{scrape, Scrape};
@@ -295,4 +297,50 @@ async fn metrics_addr(proc: &crate::support::bin::Proc) -> std::net::SocketAddr 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Socket activation: the inherited socket named `metrics` serves `/metrics` (and
+/// `metrics.listen` stays unbound); the others serve the proxy.
+#[tokio::test]
+async fn an_inherited_socket_named_metrics_serves_them() {
+    let (http, metrics, configured) = (free_port(), free_port(), free_port());
+    let openai = Mock::echo("openai").await;
+    let (_d, cfg) = config_file(&format!(
+        "[metrics]\nlisten = \"127.0.0.1:{configured}\"\n[backends.openai]\nurl = \"{}\"\n\
+         [[route]]\npath = \"/v1\"\nbackend = \"openai\"\n",
+        openai.url()
+    ));
+    let notify = NotifySocket::new(false);
+    let http_addr = format!("127.0.0.1:{http}");
+    let metrics_addr = format!("127.0.0.1:{metrics}");
+    let mut act = Activated::start_named(
+        &[(&http_addr, "http"), (&metrics_addr, "metrics")],
+        &notify,
+        &cfg,
+    );
+    // The first connection starts the proxy.
+    let a = http_addr.clone();
+    let status = tokio::task::spawn_blocking(move || get_health(&a))
+        .await
+        .unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    notify.wait_for("READY=1", Duration::from_secs(10));
+    assert_eq!(
+        post(format!("http://{http_addr}/v1/embeddings"), "{}").await,
+        200
+    );
+    let m = scrape(metrics_addr.parse().unwrap(), false).await;
+    assert_eq!(requests(&m, "/v1", "openai", "2xx"), 1.0);
+    assert_eq!(get(format!("http://{http_addr}/metrics")).await, 404);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", configured)).is_err(),
+        "metrics.listen must not be bound when a metrics socket is inherited"
+    );
+    let log = act.log_text();
+    assert!(
+        log.contains("using socket \"metrics\" from the service manager for /metrics"),
+        "{log}"
+    );
+    act.signal(libc::SIGTERM);
+    assert_eq!(act.wait_exit(Duration::from_secs(10)), Some(0));
 }

@@ -63,13 +63,14 @@ fn describe(c: &Config) -> String {
     let _ = writeln!(
         s,
         "Server:      max_body_size {}, max_header_size {}, header_read_timeout {}, \
-         shutdown_timeout {}, idle_exit {}, max_json_peek {}, workers {}",
+         shutdown_timeout {}, idle_exit {}, max_json_peek {}, max_replay_body {}, workers {}",
         format_size(c.server.max_body_size),
         format_size(c.server.max_header_size as u64),
         format_duration(c.server.header_read_timeout),
         format_duration(c.server.shutdown_timeout),
         format_duration(c.server.idle_exit),
         format_size(c.server.max_json_peek),
+        format_size(c.server.max_replay_body),
         c.server.workers,
     );
     let tokens = &c.server.client_tokens;
@@ -112,6 +113,18 @@ fn describe(c: &Config) -> String {
         c.log.level.as_str().to_ascii_lowercase(),
         if c.log.access_log { "on" } else { "off" },
     );
+    let _ = match c.metrics.listen {
+        Some(a) => writeln!(
+            s,
+            "Metrics:     http://{a}/metrics (unless the service manager passes a socket named \
+             metrics)"
+        ),
+        None => writeln!(
+            s,
+            "Metrics:     off (no metrics.listen; a socket named metrics passed by the service \
+             manager turns them on)"
+        ),
+    };
     s.push_str(
         "\nRoutes (longest matching prefix first, then in file order; the first that takes the \
          request's model wins):\n",
@@ -147,7 +160,42 @@ fn describe(c: &Config) -> String {
             );
         }
     }
+    for r in &c.routes {
+        if let Some(fb) = &r.fallback {
+            let _ = writeln!(
+                s,
+                "Route {} falls back to {fb} when {} fails before answering{}",
+                r.path,
+                r.backend,
+                if r.fallback_on_5xx {
+                    " or answers 5xx"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     for b in &c.backends {
+        let h = &b.health;
+        if b.is_pool() {
+            let _ = writeln!(
+                s,
+                "Backend {}: pool of {} servers, fewest requests in flight first; a failed \
+                 server is out for {} (doubling up to {})",
+                b.name,
+                b.servers.len(),
+                format_duration(h.backoff),
+                format_duration(h.backoff_max)
+            );
+        }
+        if let Some(p) = &h.path {
+            let _ = writeln!(
+                s,
+                "Backend {}: health check GET {p} every {}",
+                b.name,
+                format_duration(h.interval)
+            );
+        }
         for (from, to) in &b.aliases {
             let _ = writeln!(s, "Backend {}: alias {from} -> {to}", b.name);
         }

@@ -101,12 +101,18 @@ pub struct Activated {
 
 impl Activated {
     pub fn start(listen: &[String], notify: &NotifySocket, config: &Path) -> Activated {
+        let named: Vec<(&str, &str)> = listen.iter().map(|l| (l.as_str(), "http")).collect();
+        Activated::start_named(&named, notify, config)
+    }
+
+    /// [`Activated::start`] with a name for each socket: `(address, name)`.
+    pub fn start_named(listen: &[(&str, &str)], notify: &NotifySocket, config: &Path) -> Activated {
         super::tools::require("/usr/bin/systemd-socket-activate", "systemd");
         let mut cmd = Command::new("/usr/bin/systemd-socket-activate");
-        for l in listen {
+        for (l, _) in listen {
             cmd.arg("-l").arg(l);
         }
-        let names = vec!["http"; listen.len()].join(":");
+        let names = listen.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(":");
         cmd.arg(format!("--fdname={names}"))
             .arg("-E")
             .arg(format!("NOTIFY_SOCKET={}", notify.env))

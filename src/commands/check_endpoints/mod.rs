@@ -9,6 +9,7 @@
 mod audio;
 mod report;
 mod routing;
+mod servers;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -53,7 +54,8 @@ pub struct Options {
 /// The checks, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CheckName {
-    /// GET /health: the proxy itself answers {"status":"ok"}
+    /// GET /health: the proxy itself answers {"status":"ok"}; then each server of a pool
+    /// (from GET /), in or out
     Health,
     /// GET /v1/models: a JSON list of models
     Models,
@@ -269,6 +271,12 @@ impl Checker {
             };
             self.out.report(&report)?;
             reports.push(report);
+            if name == CheckName::Health {
+                for r in self.servers().await? {
+                    self.out.report(&r)?;
+                    reports.push(r);
+                }
+            }
         }
         for model in check_models {
             let report = self.model_check(model).await?;
