@@ -40,7 +40,9 @@ Send real requests through a running proxy and report truthfully what each route
 
 Talks to the proxy the way an OpenAI client does and runs these checks, in this order:
 
-  health         GET /health answers 200 {\"status\":\"ok\"}
+  health         GET /health answers 200 {\"status\":\"ok\"}; then each server of a pool (and
+                 of a backend with health_path) as the proxy sees it (GET / as JSON), one
+                 line each, NAME[I]: ✓ when it is in, ✗ when it is out, with the reason
   models         GET /v1/models answers a JSON list with a \"data\" array (the count is shown)
   chat           POST /v1/chat/completions answers JSON with choices[0].message.content
   chat-stream    the same with \"stream\": true answers server-sent events: at least one
@@ -561,7 +563,9 @@ impl ValueEnum for CheckName {
 
     fn to_possible_value(&self) -> Option<PossibleValue> {
         let help = match self {
-            CheckName::Health => "GET /health: the proxy itself answers {\"status\":\"ok\"}",
+            CheckName::Health => {
+                "GET /health: the proxy itself answers {\"status\":\"ok\"}; then each server of a pool"
+            }
             CheckName::Models => "GET /v1/models: a JSON list of models",
             CheckName::Chat => "POST /v1/chat/completions: one JSON answer",
             CheckName::ChatStream => {

@@ -62,6 +62,7 @@ mod pool;
 mod proxy;
 mod reload;
 mod router;
+mod shard;
 mod tokens;
 mod upstream;
 mod workers;

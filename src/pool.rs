@@ -27,7 +27,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::body::RequestBody;
-use crate::workers;
+use crate::shard;
 
 /// How long an idle pooled connection is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -177,7 +177,7 @@ impl Pool {
         if let Some(pq) = req.uri().path_and_query().cloned() {
             *req.uri_mut() = Uri::from(pq);
         }
-        let shard = &self.shards[workers::index() % self.shards.len()];
+        let shard = &self.shards[shard::index() % self.shards.len()];
         while let Some(mut tx) = shard.checkout() {
             match tx.try_send_request(req).await {
                 Ok(res) => {

@@ -26,8 +26,8 @@ use crate::listeners::StdListener;
 use crate::metrics;
 use crate::parse_errors::JsonErrors;
 use crate::proxy::Proxy;
+use crate::shard;
 use crate::upstream::checks;
-use crate::workers;
 
 /// What every worker shares: the live [`Proxy`] (swapped on reload) and counters for status
 /// reports and idle exit. Counters written per request are sharded by worker, so workers on
@@ -198,7 +198,7 @@ impl Counter {
 
     /// Adds `n` on this worker's shard.
     pub fn add(&self, n: u64) {
-        let i = workers::index() % self.shards.len();
+        let i = shard::index() % self.shards.len();
         self.shards[i].0.fetch_add(n, Ordering::Relaxed);
     }
 

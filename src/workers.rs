@@ -11,7 +11,6 @@
 //! The main thread is worker 0: it also runs the lifecycle (signals, readiness, reload). The
 //! others are started by [`Workers::spawn`] and stopped with it.
 
-use std::cell::Cell;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -22,16 +21,7 @@ use tokio::sync::watch;
 use crate::listeners::StdListener;
 use crate::logging;
 use crate::server::{Server, State};
-
-thread_local! {
-    static INDEX: Cell<usize> = const { Cell::new(0) };
-}
-
-/// This thread's worker number (0 on the main thread and on threads that are no worker).
-/// Picks the thread's shard of sharded state (counters, backend connection pools).
-pub fn index() -> usize {
-    INDEX.with(Cell::get)
-}
+use crate::shard;
 
 /// A runtime for one worker: single-threaded, with the access log flushed whenever the loop
 /// runs out of work (so a line is written as soon as nothing else is waiting, in one `write`
@@ -77,7 +67,7 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("worker-{i}"))
                 .spawn(move || {
-                    INDEX.with(|c| c.set(i));
+                    shard::set_index(i);
                     let result = runtime().and_then(|rt| {
                         rt.block_on(async {
                             state.cache_on_this_worker();

@@ -537,30 +537,33 @@ async fn sse_backend(events: usize, gap: Duration, rec: Arc<Recorder>) -> Mock {
         rec.note(&req);
         async move {
             support::mock::collect(req).await;
-            let (tx, body) = support::mock::channel_body();
-            tokio::spawn(async move {
-                for i in 0..events {
-                    if !gap.is_zero() {
-                        tokio::time::sleep(gap).await;
-                    }
-                    let ev = format!(
-                        "data: {{\"choices\":[{{\"delta\":{{\"content\":\"t{i}\"}}}}]}}\n\n"
-                    );
-                    if tx.send(Ok(bytes::Bytes::from(ev))).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = tx
-                    .send(Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")))
-                    .await;
-            });
-            http::Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(body)
-                .unwrap()
+            sse_response(events, gap)
         }
     }))
     .await
+}
+
+/// Server-sent events: `events` events `gap` apart, then `[DONE]`.
+fn sse_response(events: usize, gap: Duration) -> http::Response<support::mock::MockBody> {
+    let (tx, body) = support::mock::channel_body();
+    tokio::spawn(async move {
+        for i in 0..events {
+            if !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
+            let ev = format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"t{i}\"}}}}]}}\n\n");
+            if tx.send(Ok(bytes::Bytes::from(ev))).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx
+            .send(Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")))
+            .await;
+    });
+    http::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .unwrap()
 }
 
 fn load_config(plain: &str, sse: &str, slow: &str) -> String {

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use crate::support::activation::{config_file, start_notified};
 use crate::support::client::full;
 use crate::support::mock::{self, Handler, Mock};
-use crate::support::prom::scrape;
-use crate::{heavy, raise_nofile};
+use crate::support::prom::{metrics_addr, scrape};
+use crate::{heavy, raise_nofile, sse_response};
 
 /// Concurrent clients.
 const CLIENTS: usize = 64;
@@ -48,23 +48,7 @@ fn server(name: &'static str, hits: Arc<AtomicUsize>) -> Handler {
                     .body(mock::full("{\"choices\":[]}"))
                     .unwrap();
             }
-            let (tx, body) = mock::channel_body();
-            tokio::spawn(async move {
-                for i in 0..5 {
-                    tokio::time::sleep(Duration::from_millis(40)).await;
-                    let ev = format!("data: {{\"n\":{i}}}\n\n");
-                    if tx.send(Ok(bytes::Bytes::from(ev))).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = tx
-                    .send(Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")))
-                    .await;
-            });
-            http::Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(body)
-                .unwrap()
+            sse_response(5, Duration::from_millis(40))
         }
     })
 }
@@ -119,24 +103,6 @@ async fn client(c: usize, base: String, stop: Arc<AtomicBool>, out: Arc<Outcomes
                 .unwrap()
                 .push(format!("client {c}: {status}, body broke off: {e}")),
         }
-    }
-}
-
-/// The metrics address the binary logs (`metrics: http://ADDR/metrics`).
-async fn metrics_addr(proc: &crate::support::bin::Proc) -> std::net::SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(addr) = proc
-            .log_text()
-            .lines()
-            .find_map(|l| l.split("metrics: http://").nth(1))
-            .and_then(|rest| rest.strip_suffix("/metrics"))
-            .and_then(|a| a.parse().ok())
-        {
-            return addr;
-        }
-        assert!(Instant::now() < deadline, "{}", proc.log_text());
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

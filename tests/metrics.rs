@@ -7,14 +7,13 @@ use std::time::Duration;
 use http::Request;
 use http_body_util::BodyExt;
 use openai_proxy::{Config, Proxy};
-use tokio::time::Instant;
 
 use crate::support::activation::{
     config_file, free_port, get_health, start_notified, Activated, NotifySocket,
 };
 use crate::support::client::{body_bytes, full, send};
 use crate::support::mock::Mock;
-use crate::support::prom::{scrape, Scrape};
+use crate::support::prom::{metrics_addr, scrape, Scrape};
 use crate::support::{dead_addr, serve_metrics, start_proxy};
 
 const LISTEN: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
@@ -276,27 +275,6 @@ async fn reloads_are_counted_with_their_result() {
     // The proxy's own port does not serve it.
     assert_eq!(get(format!("http://{}/metrics", proc.addr)).await, 404);
     proc.stop().await;
-}
-
-/// The metrics address the binary logs (`metrics: http://ADDR/metrics`).
-async fn metrics_addr(proc: &crate::support::bin::Proc) -> std::net::SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let log = proc.log_text();
-        if let Some(addr) = log
-            .lines()
-            .find_map(|l| l.split("metrics: http://").nth(1))
-            .and_then(|rest| rest.strip_suffix("/metrics"))
-            .and_then(|a| a.parse().ok())
-        {
-            return addr;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no metrics address in the log: {log}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Socket activation: the inherited socket named `metrics` serves `/metrics` (and

@@ -23,6 +23,15 @@ pub fn callgrind(args: &CallgrindArgs) -> anyhow::Result<()> {
     };
     let (_nginx, nginx_addr) = procs::start_nginx(&env)?;
     let (_backend, backend_addr) = procs::start_backend(&env)?;
+    ensure!(
+        !(args.pool && args.sse_events > 0),
+        "--pool counts chat requests to two nginx servers; not with --sse-events"
+    );
+    let second = if args.pool {
+        Some(procs::start_second_nginx(&env, "nginx2")?)
+    } else {
+        None
+    };
     let up = Upstreams {
         ollama: if args.sse_events > 0 {
             backend_addr
@@ -30,6 +39,7 @@ pub fn callgrind(args: &CallgrindArgs) -> anyhow::Result<()> {
             nginx_addr
         },
         backend: backend_addr,
+        pool: second.as_ref().map(|(_, a)| *a),
     };
     let subject = match &args.proxy {
         Some(bin) if !args.haproxy => Subject {
@@ -38,6 +48,7 @@ pub fn callgrind(args: &CallgrindArgs) -> anyhow::Result<()> {
                 bin: std::fs::canonicalize(bin)?,
                 access_log: args.access_log,
                 model_routes: args.model_routes,
+                pool: args.pool,
             },
         },
         _ => Subject {

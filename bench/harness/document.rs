@@ -57,7 +57,8 @@ pub fn mem_total() -> String {
 /// What the `openai-proxy+models` columns are.
 const MODELS_NOTE: &str = "`openai-proxy+models` routes chat and transcriptions by model \
     (`models` on both routes): it reads each request's `model` before forwarding, and its \
-    upload is multipart with the `model` field first.";
+    upload is multipart with the `model` field first. `openai-proxy+pool` sends chat to a pool \
+    of two nginx servers (`urls`, the fewest requests in flight first) with `[metrics]` on.";
 
 pub fn document(d: &DocInput) -> String {
     let s = d.s;

@@ -95,6 +95,10 @@ struct CallgrindArgs {
     /// Route chat and transcriptions by model (the `openai-proxy+models` subject).
     #[arg(long)]
     model_routes: bool,
+    /// Send chat to a pool of two nginx servers, with metrics on (the `openai-proxy+pool`
+    /// subject).
+    #[arg(long)]
+    pool: bool,
     /// Count SSE streams of this many events (1 ms apart) instead of chat requests; the
     /// result is then per event.
     #[arg(long, default_value_t = 0)]
@@ -290,6 +294,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             bin: bin.to_path_buf(),
             access_log,
             model_routes: name == report::PROXY_MODELS,
+            pool: name == report::PROXY_POOL,
         },
     };
     let mut subjects = vec![haproxy(false), ours(PROXY, &proxy_bin, false)];
@@ -307,6 +312,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     // Routing by model: the same requests, each read for its `model` first.
     let by_model = ours(report::PROXY_MODELS, &proxy_bin, false);
     rate_subjects.push(by_model.clone());
+    // A pool of two servers for chat, with metrics on.
+    rate_subjects.push(ours(report::PROXY_POOL, &proxy_bin, false));
     let mut upload_subjects = subjects.clone();
     upload_subjects.push(by_model);
     let phases = if args.only.is_empty() {
@@ -341,19 +348,23 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let mut load = vec![format!("start: {}", loadavg())];
     let (_nginx, nginx_addr) = procs::start_nginx(&env)?;
+    let (_nginx2, nginx2_addr) = procs::start_second_nginx(&env, "nginx2")?;
     let (_backend, backend_addr) = procs::start_backend(&env)?;
     let (_streams, streams_addr) = procs::start_stream_backend(&env)?;
     let fixed = Upstreams {
         ollama: nginx_addr,
         backend: backend_addr,
+        pool: Some(nginx2_addr),
     };
     let streaming = Upstreams {
         ollama: backend_addr,
         backend: backend_addr,
+        pool: None,
     };
     let many = Upstreams {
         ollama: streams_addr,
         backend: backend_addr,
+        pool: None,
     };
     let latency_cpus = parse_cpus(&args.latency_cpus)?;
     let lat_env = Env {

@@ -270,6 +270,8 @@ pub struct Upstreams {
     pub ollama: SocketAddr,
     /// whisper and kokoro: the bench backend.
     pub backend: SocketAddr,
+    /// The second server of the chat pool (the `openai-proxy+pool` subject), when there is one.
+    pub pool: Option<SocketAddr>,
 }
 
 /// The fixed answer nginx gives to every chat request.
@@ -308,12 +310,14 @@ http {{
 /// The proxy's config: the shipped default (the seed's routing, OpenAI over HTTPS) with the
 /// listen address, the log settings and the local backends' URLs replaced; with
 /// `model_routes`, chat and transcriptions routed by model (the chat request's `llama3.2`
-/// and the upload's `whisper-1` still reach the same backends, everything else OpenAI).
+/// and the upload's `whisper-1` still reach the same backends, everything else OpenAI); with
+/// `pool`, chat to a pool of two servers (`up.ollama` and `up.pool`) and `[metrics]` on.
 pub fn proxy_config(
     listen: SocketAddr,
     up: Upstreams,
     access_log: bool,
     model_routes: bool,
+    pool: bool,
 ) -> anyhow::Result<String> {
     let mut text = include_str!("../../config/openai-proxy.toml").to_string();
     if model_routes {
@@ -362,6 +366,27 @@ pub fn proxy_config(
             "config/openai-proxy.toml no longer has exactly one {from}; update bench/harness/procs.rs"
         );
         text = text.replace(&from, &to);
+    }
+    if pool {
+        let second = up
+            .pool
+            .context("the pool subject needs a second chat server (Upstreams::pool)")?;
+        for (from, to) in [
+            (
+                format!("url = \"http://{}\"", up.ollama),
+                format!("urls = [\"http://{}\", \"http://{second}\"]", up.ollama),
+            ),
+            (
+                "# listen = \"127.0.0.1:9102\"".to_string(),
+                format!("listen = \"{}\"", free_addr()?),
+            ),
+        ] {
+            ensure!(
+                text.matches(&from).count() == 1,
+                "config/openai-proxy.toml no longer has exactly one {from}; update bench/harness/procs.rs"
+            );
+            text = text.replace(&from, &to);
+        }
     }
     Ok(text)
 }
@@ -463,11 +488,13 @@ pub struct Subject {
 pub enum SubjectKind {
     /// HAProxy, with `option httplog` to the run's syslog socket or without logging.
     Haproxy { log: bool },
-    /// An openai-proxy binary, with or without access logging, routing by path or by model.
+    /// An openai-proxy binary, with or without access logging, routing by path or by model,
+    /// chat to one server or to a pool of two (with metrics on).
     Proxy {
         bin: PathBuf,
         access_log: bool,
         model_routes: bool,
+        pool: bool,
     },
 }
 
@@ -543,6 +570,7 @@ impl Env {
             SubjectKind::Proxy {
                 access_log,
                 model_routes,
+                pool,
                 ..
             } => {
                 // Under socket activation the inherited socket wins over `listen`.
@@ -550,7 +578,10 @@ impl Env {
                     Some(a) => a,
                     None => free_addr()?,
                 };
-                (proxy_config(addr, up, *access_log, *model_routes)?, "toml")
+                (
+                    proxy_config(addr, up, *access_log, *model_routes, *pool)?,
+                    "toml",
+                )
             }
         };
         let path = self
@@ -591,6 +622,17 @@ pub fn start_subjects(
 
 /// nginx with the fixed chat answer.
 pub fn start_nginx(env: &Env) -> anyhow::Result<(Proc, SocketAddr)> {
+    start_nginx_in(env, &env.dir)
+}
+
+/// A second nginx (for the pool), with its files in `name` under the run's directory.
+pub fn start_second_nginx(env: &Env, name: &str) -> anyhow::Result<(Proc, SocketAddr)> {
+    let dir = env.dir.join(name);
+    fs::create_dir_all(&dir)?;
+    start_nginx_in(env, &dir)
+}
+
+fn start_nginx_in(env: &Env, dir: &Path) -> anyhow::Result<(Proc, SocketAddr)> {
     let addr = free_addr()?;
     for d in [
         "nginx-body",
@@ -599,13 +641,13 @@ pub fn start_nginx(env: &Env) -> anyhow::Result<(Proc, SocketAddr)> {
         "nginx-uwsgi",
         "nginx-scgi",
     ] {
-        fs::create_dir_all(env.dir.join(d))?;
+        fs::create_dir_all(dir.join(d))?;
     }
-    let conf = env.dir.join("nginx.conf");
-    fs::write(&conf, nginx_config(&env.dir, addr))?;
+    let conf = dir.join("nginx.conf");
+    fs::write(&conf, nginx_config(dir, addr))?;
     let mut cmd = Command::new("nginx");
-    cmd.arg("-p").arg(&env.dir).arg("-c").arg(&conf);
-    let mut proc = Proc::spawn("nginx", &mut cmd, &env.load_cpus, &env.dir)?;
+    cmd.arg("-p").arg(dir).arg("-c").arg(&conf);
+    let mut proc = Proc::spawn("nginx", &mut cmd, &env.load_cpus, dir)?;
     wait_ready(&mut proc, addr, "/health")?;
     Ok((proc, addr))
 }

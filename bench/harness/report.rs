@@ -12,6 +12,8 @@ pub const HAPROXY: &str = "HAProxy";
 pub const PROXY: &str = "openai-proxy";
 /// openai-proxy with chat and transcriptions routed by model.
 pub const PROXY_MODELS: &str = "openai-proxy+models";
+/// openai-proxy with chat sent to a pool of two nginx servers, and `[metrics]` on.
+pub const PROXY_POOL: &str = "openai-proxy+pool";
 /// The suffix of a subject that logs every request (HAProxy `option httplog` to syslog,
 /// openai-proxy's access log as shipped).
 pub const LOG: &str = "+log";

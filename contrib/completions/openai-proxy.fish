@@ -51,7 +51,7 @@ complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-config" 
 complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-config" -s v -l verbose -d 'Also print the resolved configuration'
 complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-config" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-endpoints" -l url -d 'The proxy\'s base URL, e.g. http://127.0.0.1:2020' -r
-complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-endpoints" -l only -d 'Run only these checks (several after one --only, comma-separated, or --only repeated)' -r -f -a "health\t'GET /health: the proxy itself answers {"status":"ok"}'
+complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-endpoints" -l only -d 'Run only these checks (several after one --only, comma-separated, or --only repeated)' -r -f -a "health\t'GET /health: the proxy itself answers {"status":"ok"}; then each server of a pool'
 models\t'GET /v1/models: a JSON list of models'
 chat\t'POST /v1/chat/completions: one JSON answer'
 chat-stream\t'POST /v1/chat/completions with "stream": true: server-sent events ending in [DONE]'

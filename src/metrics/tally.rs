@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::workers;
+use crate::shard;
 
 /// Upper bounds of the histograms' buckets, in seconds (and `+Inf` after them): from a local
 /// model's first token to a long transcription.
@@ -117,7 +117,7 @@ impl Tally {
     }
 
     fn shard(&self) -> &Shard {
-        &self.shards[workers::index() % self.shards.len()]
+        &self.shards[shard::index() % self.shards.len()]
     }
 
     /// A request is in flight on this route and backend (until [`Tally::done`] or

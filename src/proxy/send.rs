@@ -154,7 +154,7 @@ impl Proxy {
         mut access: Option<&mut AccessRecord>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let Outgoing {
-            parts,
+            mut parts,
             body,
             model,
             paths,
@@ -195,7 +195,13 @@ impl Proxy {
                     a.route_to(target.fallback_tally.as_ref());
                 }
             }
-            let mut headers = parts.headers.clone();
+            // The client's headers, rewritten for this backend: the last leg takes them, an
+            // earlier one keeps them for the fallback (its own credentials policy).
+            let mut headers = if leg == 0 && target.fallback.is_some() {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
             if let Some((span, with)) = &alias {
                 fix_length(&mut headers, span, with.len());
             }
@@ -313,21 +319,12 @@ impl Proxy {
                 }
                 match failed {
                     Failure::Client(err) => return Err(err),
-                    Failure::Connect(err) => {
-                        if backend.counts_load() {
-                            server
-                                .state
-                                .failed(&bc.name, &failure::describe(&e), &bc.health);
-                        }
-                        tried |= 1 << i;
-                        last = Some(err);
-                    }
                     Failure::Closed(err) if !closed_once => {
                         // A keep-alive race, or a server going away: once more, anywhere.
                         closed_once = true;
                         last = Some(err);
                     }
-                    Failure::Closed(err) => {
+                    Failure::Connect(err) | Failure::Closed(err) => {
                         if backend.counts_load() {
                             server
                                 .state

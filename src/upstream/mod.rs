@@ -28,7 +28,7 @@ use crate::body::RequestBody;
 use crate::config::{BackendConfig, ServerUrl};
 use crate::lasting::Lasting;
 use crate::pool::{self, Lease, Pool, UpstreamError};
-use crate::workers;
+use crate::shard;
 
 /// How requests reach a server: a plain-HTTP server through its own pool; an HTTPS one
 /// through its backend's TLS client.
@@ -159,7 +159,7 @@ impl Backend {
             let only = tried == 0 && !matches!(self.servers[0].state.report(), Health::Down { .. });
             return only.then_some(0);
         }
-        let turn = &self.turns[workers::index() % self.turns.len()].0;
+        let turn = &self.turns[shard::index() % self.turns.len()].0;
         let start = turn.fetch_add(1, Ordering::Relaxed);
         let mut now = LazyNow::default();
         let mut best: Option<(usize, u32)> = None;

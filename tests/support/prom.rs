@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use http::Request;
 
@@ -148,4 +149,25 @@ pub async fn scrape(addr: SocketAddr, openmetrics: bool) -> Scrape {
     );
     let text = String::from_utf8(body_bytes(res).await.to_vec()).unwrap();
     parse(&text, openmetrics)
+}
+
+/// The metrics address the binary logs (`metrics: http://ADDR/metrics`).
+pub async fn metrics_addr(proc: &super::bin::Proc) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = proc.log_text();
+        if let Some(addr) = log
+            .lines()
+            .find_map(|l| l.split("metrics: http://").nth(1))
+            .and_then(|rest| rest.strip_suffix("/metrics"))
+            .and_then(|a| a.parse().ok())
+        {
+            return addr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no metrics address in the log: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
