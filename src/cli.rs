@@ -90,7 +90,8 @@ then reloads the service manager, enables openai-proxy-backend@NAME.socket and (
 systemd listens on 127.0.0.1:PORT; the first connection starts the server, and is passed on
 once the server answers HTTP (openai-proxy wait-ready); systemd-socket-proxyd forwards the
 connections and exits after --idle without one, and the server stops with it. Point the
-proxy's backend at it: [backends.NAME] url = \"http://127.0.0.1:PORT\".
+proxy's backend at it, as it prints: [backends.NAME] url = \"http://127.0.0.1:PORT\" with
+on_demand = true, or, with --conflicts, a swap_group shared with the OTHER backends.
 
 Running it again for the same NAME replaces the drop-ins and restarts the socket (stopping a
 running server).";

@@ -367,11 +367,19 @@ pub fn enable(o: &Enable, out: &mut dyn Write) -> anyhow::Result<()> {
         "Backend {name}: systemd listens on 127.0.0.1:{port}; the first connection starts the \
          server ({server}), and it stops after {idle} without a connection.\n\
          In the proxy's config (then `openai-proxy reload{flag}`):\n    [backends.{name}]\n    \
-         url = \"http://127.0.0.1:{port}\"",
+         url = \"http://127.0.0.1:{port}\"\n    {demand}",
         name = o.name,
         port = o.port,
         server = server_unit(&o.name),
         flag = if o.user { " --user" } else { "" },
+        demand = if o.conflicts.is_empty() {
+            "on_demand = true".to_string()
+        } else {
+            format!(
+                "swap_group = \"gpu\"    # the same group in [backends.{}]",
+                o.conflicts.join("], [backends.")
+            )
+        },
     )?;
     Ok(())
 }

@@ -56,6 +56,8 @@ for m in a b; do
     "$BIN" enable-backend $m --user --port "$p" --server-port "$s" --idle ${IDLE}s --conflicts $o \
         --exec "/usr/bin/python3 $MOCK --model $m --port \$PORT" | tee "$DIR/enable-$m.txt"
     grep -q "url = \"http://127.0.0.1:$p\"" "$DIR/enable-$m.txt" || fail "enable-backend $m does not show the config"
+    grep -q "swap_group = \"gpu\"    # the same group in \[backends.$o\]" "$DIR/enable-$m.txt" \
+        || fail "enable-backend $m does not show the swap group: $(cat "$DIR/enable-$m.txt")"
     is openai-proxy-backend@$m.socket active || fail "socket $m not listening"
     is "$(server $m)" inactive || fail "server $m started before any request"
     [ "$(systemctl --user is-enabled openai-proxy-backend@$m.socket)" = enabled ] || fail "socket $m not enabled"
@@ -124,7 +126,8 @@ step "the next request through the proxy starts them again"
 is "$(server a)" active || fail "server a not started again"
 
 step "a server that cannot start: the waiting request is refused at once, the socket stays"
-"$BIN" enable-backend c --user --port "$PC" --exec /bin/false >/dev/null
+"$BIN" enable-backend c --user --port "$PC" --exec /bin/false > "$DIR/enable-c.txt"
+grep -q "^    on_demand = true$" "$DIR/enable-c.txt" || fail "enable-backend c: $(cat "$DIR/enable-c.txt")"
 t=$(now)
 if curl -sS -m 20 -o /dev/null "http://127.0.0.1:$PC/" 2>"$DIR/c.err"; then fail "a request to c succeeded"; fi
 took=$(ms_since "$t")
