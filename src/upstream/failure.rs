@@ -183,8 +183,6 @@ pub fn reason(e: &ProxyError) -> &'static str {
         ProxyError::ConnectTimeout { .. } => "connect_timeout",
         ProxyError::Tls { .. } => "tls",
         ProxyError::ResponseTimeout { .. } => "response_timeout",
-        ProxyError::StartTimeout { .. } => "start_timeout",
-        ProxyError::SwapTimeout { .. } => "swap_timeout",
         ProxyError::NoServer { .. } => "no_server",
         _ => "failed",
     }
