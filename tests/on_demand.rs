@@ -1,7 +1,8 @@
 //! Backends on demand: the units of `contrib/systemd/on-demand/` verify cleanly with the
 //! drop-ins `enable-backend` writes; what it writes is what the examples show; `wait-ready`
-//! waits as documented; and the whole recipe works in a real systemd user manager (first
-//! request starts the server, idle stops it, conflicting servers take turns).
+//! waits as documented; and the whole recipe works in a real systemd user manager with the
+//! proxy in front (first request starts the server, idle stops it while the proxy runs on,
+//! conflicting servers in one swap group take turns without cutting a stream).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};

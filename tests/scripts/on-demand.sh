@@ -1,7 +1,8 @@
 #!/bin/bash
 # Runs inside systemd-user-sandbox (a real `systemd --user`), with the proxy's user units and
 # the on-demand templates loaded: two mock model servers (a and b, one GPU: they conflict) made
-# with `openai-proxy enable-backend`, and the proxy routing model a to one and b to the other.
+# with `openai-proxy enable-backend`, and the proxy routing model a to one and b to the other
+# (both in swap_group "gpu", with start_timeout).
 # Set by the test: PORT (the proxy's socket), PA and PB (the backends' sockets), SA and SB (where
 # the servers listen), PC (a third backend's socket), BIN (the built binary), CFG (the proxy's
 # config), MOCK (tests/scripts/mock-model-server.py), DIR (a scratch directory).
