@@ -104,6 +104,12 @@ impl SwapGroup {
             });
             ticket
         };
+        // Leaves the queue however the wait ends: let through, timed out, or given up (the
+        // client went away and the request was dropped).
+        let _queued = Queued {
+            group: self,
+            ticket,
+        };
         let deadline = start + limit;
         loop {
             let changed = self.changed.notified();
@@ -117,24 +123,16 @@ impl SwapGroup {
                     at.is_some_and(|at| s.queue.iter().take(at).all(|w| *w.member == *member));
                 if first {
                     if let Some(swapped_out) = s.admit(member) {
-                        s.queue.retain(|w| w.ticket != ticket);
-                        drop(s);
-                        // Those behind it may go now too.
-                        self.changed.notify_waiters();
                         return Ok(self.entered(swapped_out, start));
                     }
                 }
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                let mut s = self.lock();
-                s.queue.retain(|w| w.ticket != ticket);
-                let busy = Busy {
+                let s = self.lock();
+                return Err(Busy {
                     current: s.current.clone(),
                     in_flight: s.in_flight,
-                };
-                drop(s);
-                self.changed.notify_waiters();
-                return Err(busy);
+                });
             }
         }
     }
@@ -169,6 +167,19 @@ impl State {
             return Some(None);
         }
         Some(self.current.replace(Arc::from(member)))
+    }
+}
+
+/// A request's place in the queue, left when dropped; those behind it may go then.
+struct Queued<'a> {
+    group: &'a SwapGroup,
+    ticket: u64,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.group.lock().queue.retain(|w| w.ticket != self.ticket);
+        self.group.changed.notify_waiters();
     }
 }
 
@@ -247,6 +258,29 @@ mod tests {
             drop(b.turn);
             let (_, a2) = a2.await.unwrap().unwrap();
             assert_eq!(a2.swapped_out.as_deref(), Some("b"));
+        });
+    }
+
+    #[test]
+    fn a_waiting_request_given_up_leaves_the_queue() {
+        rt().block_on(async {
+            let g = Arc::new(SwapGroup::new("gpu"));
+            let limit = Duration::from_secs(10);
+            let a = g.enter("a", limit).await.unwrap();
+            let b = tokio::spawn({
+                let g = g.clone();
+                async move { g.enter("b", limit).await.map(|_| ()) }
+            });
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            // The client of the request for b went away.
+            b.abort();
+            assert!(b.await.unwrap_err().is_cancelled());
+            // Nobody waits any more: a request for a goes at once, one for c once a is done.
+            let a2 = g.enter("a", limit).await.unwrap();
+            drop((a, a2));
+            let c = g.enter("c", limit).await.unwrap();
+            assert_eq!(c.swapped_out.as_deref(), Some("a"));
+            assert_eq!(c.waited, Duration::ZERO);
         });
     }
 
