@@ -104,6 +104,54 @@ async fn with_start_timeout_a_request_waits_for_the_server_and_its_body_goes_onc
 }
 
 #[tokio::test]
+async fn with_start_timeout_connections_reset_before_an_answer_are_tried_again() {
+    // Like systemd's socket while the server fails to come up: each connection is accepted,
+    // then closed without an answer, for the first 600 ms.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let h = named("local", seen.clone());
+    let start = Instant::now();
+    let server = tokio::spawn(async move {
+        let mut resets = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            if start.elapsed() < Duration::from_millis(600) {
+                let mut buf = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+                drop(stream);
+                resets += 1;
+                continue;
+            }
+            let h = h.clone();
+            let svc = service_fn(move |req| {
+                let h = h.clone();
+                async move { Ok::<_, Infallible>(h(req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+            return resets;
+        }
+        resets
+    });
+    let proxy = start_proxy(&config(
+        &format!("http://{addr}"),
+        "start_timeout = \"20s\"",
+    ))
+    .await;
+    let body = "{\"model\":\"m\",\"input\":\"the same body every time\"}";
+    let (status, v, _) = post(proxy.url("/v1/chat/completions"), body).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(start.elapsed() >= Duration::from_millis(600));
+    proxy.stop().await;
+    let resets = server.await.unwrap();
+    assert!(resets >= 2, "{resets}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(&seen[0].1.body[..], body.as_bytes());
+}
+
+#[tokio::test]
 async fn a_server_that_does_not_come_up_in_time_gets_504_naming_the_backend() {
     let addr = dead_addr();
     let proxy = start_proxy(&config(&format!("http://{addr}"), "start_timeout = \"1s\"")).await;
