@@ -201,6 +201,13 @@ async fn the_counters_match_what_was_sent_and_follow_a_reload() {
         m.value("openai_proxy_server_up", &[("server", &b3.url())]),
         1.0
     );
+    // The `/` page says where the metrics are.
+    let res = send(Request::get(proxy.url("/")).body(full("")).unwrap()).await;
+    let page = String::from_utf8_lossy(&body_bytes(res).await).into_owned();
+    assert!(
+        page.contains("\nMetrics: GET /metrics on the metrics listener"),
+        "{page}"
+    );
     proxy.stop().await;
 }
 
@@ -321,4 +328,42 @@ async fn an_inherited_socket_named_metrics_serves_them() {
     );
     act.signal(libc::SIGTERM);
     assert_eq!(act.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// With `server.client_tokens_file`, `/metrics` needs a token too (Prometheus sends it with
+/// `authorization`), and never echoes it.
+#[tokio::test]
+async fn metrics_need_a_client_token_when_the_proxy_does() {
+    let openai = Mock::echo("openai").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "metrics-token-0123456789abcdef\n").unwrap();
+    let proxy = start_proxy(&format!(
+        "[server]\nclient_tokens_file = {tokens:?}\n{LISTEN}[backends.openai]\nurl = \"{}\"\n\
+         [[route]]\npath = \"/v1\"\nbackend = \"openai\"\n",
+        openai.url()
+    ))
+    .await;
+    let metrics = serve_metrics(&proxy.state).await;
+    let ask = |auth: Option<&'static str>| async move {
+        let mut req = Request::get(format!("http://{metrics}/metrics"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let res = send(req.body(full("")).unwrap()).await;
+        let status = res.status().as_u16();
+        (status, body_bytes(res).await)
+    };
+    let (status, body) = ask(None).await;
+    assert_eq!(status, 401);
+    let (status, body2) = ask(Some("Bearer wrong-token-0123456789abcdef")).await;
+    assert_eq!(status, 401);
+    for b in [&body, &body2] {
+        assert!(!String::from_utf8_lossy(b).contains("token-0123456789"));
+    }
+    let (status, body) = ask(Some("Bearer metrics-token-0123456789abcdef")).await;
+    assert_eq!(status, 200);
+    let m = crate::support::prom::parse(&String::from_utf8_lossy(&body), false);
+    assert_eq!(m.value("openai_proxy_build_info", &[]), 1.0);
+    proxy.stop().await;
 }

@@ -257,6 +257,10 @@ async fn a_failing_health_check_takes_a_server_out_until_it_passes() {
         text.contains(&format!("{}  down (health check: HTTP 503)", a.url())),
         "{text}"
     );
+    assert!(
+        text.contains("\nMetrics: off (no [metrics] listen)\n"),
+        "{text}"
+    );
     let before = hits_a.load(Ordering::SeqCst);
     for _ in 0..10 {
         assert_eq!(ask(&url).await, (200, "b".to_string()));

@@ -30,6 +30,11 @@ impl Proxy {
         } else {
             let mut text = self.status_page.to_vec();
             text.extend_from_slice(self.servers_text().as_bytes());
+            text.extend_from_slice(if self.lasting.metrics.is_some() {
+                b"\nMetrics: GET /metrics on the metrics listener (metrics.listen, or the socket named metrics)\n"
+            } else {
+                b"\nMetrics: off (no [metrics] listen)\n"
+            });
             let on_demand = self.on_demand.describe().await;
             if !on_demand.is_empty() {
                 text.push(b'\n');
