@@ -39,6 +39,9 @@ pub struct AccessRecord {
     pub server: Option<Arc<str>>,
     /// The backend that failed before `backend` (the route's fallback) answered, and why.
     pub fallback: Option<(HeaderValue, &'static str)>,
+    /// How long it waited for an on-demand backend: its turn in a swap group, its server to
+    /// come up (`None`: not at all).
+    pub waited: Option<Duration>,
     pub status: u16,
     /// Request body bytes, counted as they stream (shared with the body).
     pub bytes_in: Arc<AtomicU64>,
@@ -81,6 +84,7 @@ impl AccessRecord {
             backend: None,
             server: None,
             fallback: None,
+            waited: None,
             status: 0,
             bytes_in: Arc::new(AtomicU64::new(0)),
             bytes_out: 0,
@@ -159,6 +163,7 @@ impl AccessRecord {
             backend: self.backend.as_ref().map_or(b"-", |b| b.as_bytes()),
             server: self.server.as_deref(),
             fallback: self.fallback.as_ref().map(|(b, why)| (b.as_bytes(), *why)),
+            waited: self.waited,
             status: self.status,
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out,
@@ -218,6 +223,7 @@ struct Line<'a> {
     backend: &'a [u8],
     server: Option<&'a str>,
     fallback: Option<(&'a [u8], &'a str)>,
+    waited: Option<Duration>,
     status: u16,
     bytes_in: u64,
     bytes_out: u64,
@@ -254,6 +260,10 @@ impl Line<'_> {
             put_plain_quoted(buf, from);
             buf.extend_from_slice(b" fallback_reason=");
             put_plain_quoted(buf, why.as_bytes());
+        }
+        if let Some(w) = self.waited {
+            buf.extend_from_slice(b" wait_ms=");
+            put_ms(buf, w);
         }
         buf.extend_from_slice(b" status=");
         put_u64(buf, u64::from(self.status));
@@ -304,6 +314,9 @@ impl Line<'_> {
             field(buf, "FALLBACK_REASON", |b| {
                 b.extend_from_slice(why.as_bytes())
             });
+        }
+        if let Some(w) = self.waited {
+            field(buf, "WAIT_MS", |b| put_ms(b, w));
         }
         let numbers = [
             ("STATUS", u64::from(self.status)),
@@ -408,6 +421,7 @@ mod tests {
             backend: b"ollama",
             server: None,
             fallback: None,
+            waited: None,
             status: 200,
             bytes_in: 28,
             bytes_out: 0,

@@ -13,6 +13,8 @@ use crate::commands::client::{parse_proxy_url, ProxyUrl};
 use crate::commands::container;
 use crate::commands::container::DEFAULT_IMAGE;
 use crate::commands::init;
+use crate::commands::on_demand;
+use crate::commands::wait_ready;
 use crate::config::{parse_duration, ListenAddr};
 
 const ABOUT: &str = "Route OpenAI-API requests to self-hosted services";
@@ -72,6 +74,27 @@ IP:PORT in server.listen of the config (see --config), else its first unix: sock
 Exit status: 0 when no check failed and none was skipped (checks skipped for lack of a route do
 not count unless named with --only); 1 otherwise, or when the proxy cannot be reached; 2 usage
 error; 78 when the config needed to find the proxy is invalid.";
+
+const ENABLE_BACKEND_LONG_ABOUT: &str = "\
+Have systemd start a model server at the first request and stop it when idle.
+
+Writes a drop-in (UNIT.d/openai-proxy.conf) for each instance of the on-demand templates
+(contrib/systemd/on-demand/, installed by the packages) to /etc/systemd/system/, with --user to
+~/.config/systemd/user/:
+
+  openai-proxy-backend@NAME.socket   ListenStream=127.0.0.1:PORT
+  openai-proxy-backend@NAME.service  the server's port, the idle time
+  openai-proxy-server@NAME.service   ExecStart= the server, Conflicts=
+
+then reloads the service manager, enables openai-proxy-backend@NAME.socket and (re)starts it.
+systemd listens on 127.0.0.1:PORT; the first connection starts the server, and is passed on
+once the server answers HTTP (openai-proxy wait-ready); systemd-socket-proxyd forwards the
+connections and exits after --idle without one, and the server stops with it. Point the
+proxy's backend at it, as it prints: [backends.NAME] url = \"http://127.0.0.1:PORT\" with
+on_demand = true, or, with --conflicts, a swap_group shared with the OTHER backends.
+
+Running it again for the same NAME replaces the drop-ins and restarts the socket (stopping a
+running server).";
 
 const COMPLETIONS_LONG_ABOUT: &str = "\
 Print a shell completion script to stdout.
@@ -162,6 +185,27 @@ pub enum Command {
 
     /// Stop serving and no longer start at boot.
     Disable(ManageArgs),
+
+    /// Have systemd start a model server at the first request and stop it when idle.
+    #[command(long_about = ENABLE_BACKEND_LONG_ABOUT)]
+    EnableBackend(EnableBackendArgs),
+
+    /// Undo enable-backend: stop the backend's server and socket, remove its drop-ins.
+    ///
+    /// Disables and stops openai-proxy-backend@NAME.socket, stops its forwarder and server,
+    /// removes the three drop-ins enable-backend wrote (and their directories when nothing
+    /// else is in them), and reloads the service manager.
+    DisableBackend(DisableBackendArgs),
+
+    /// Wait until a server answers HTTP at URL (ExecStartPost= of an on-demand model server).
+    ///
+    /// Asks GET URL every 100 ms and exits 0 as soon as the answer has a status below 500.
+    /// A refused or reset connection, no answer within 5 s, or a 5xx status (llama-server
+    /// answers 503 while it loads its model) mean not yet. Exits 1 when --timeout passes
+    /// first, or when the process --pid names has exited. The on-demand server units run it,
+    /// so that systemd counts a server as started, and forwards the first request to it, only
+    /// once it can answer.
+    WaitReady(WaitReadyArgs),
 
     /// Print a shell completion script to stdout.
     #[command(long_about = COMPLETIONS_LONG_ABOUT)]
@@ -268,6 +312,125 @@ pub struct ContainerScopeArgs {
 
     #[command(flatten)]
     pub common: ContainerArgs,
+}
+
+/// `enable-backend NAME ...`.
+#[derive(Debug, Clone, Args)]
+pub struct EnableBackendArgs {
+    /// The backend's name, as in the proxy's config ([backends.NAME]).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// The server's command line, e.g. "llama-server -m /models/qwen.gguf --port $PORT".
+    ///
+    /// Split into words as a shell would (quotes, no expansions); a program without a '/' is
+    /// looked up in $PATH now. It must listen on 127.0.0.1 at the port systemd gives it in
+    /// $PORT (write $PORT as a word of its own, or ${PORT} inside one: --port=${PORT}).
+    #[arg(long, value_name = "COMMAND")]
+    pub exec: String,
+
+    /// Where systemd listens for the proxy: the port of the backend's url in the proxy's
+    /// config.
+    #[arg(long, value_name = "N")]
+    pub port: u16,
+
+    /// Where the server listens (127.0.0.1, $PORT in --exec). Default: --port + 10000.
+    #[arg(long, value_name = "M")]
+    pub server_port: Option<u16>,
+
+    /// Stop the server after this long without a connection (systemd-socket-proxyd
+    /// --exit-idle-time).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_timeout)]
+    pub idle: Duration,
+
+    /// Never run this backend's server at the same time as OTHER's (one GPU); repeat for
+    /// several.
+    ///
+    /// Starting one stops the other first (Conflicts= with an ordering). In the proxy's
+    /// config, give the backends the same swap_group, so that the proxy lets the requests in
+    /// flight on one finish before it starts the other.
+    #[arg(long, value_name = "OTHER")]
+    pub conflicts: Vec<String>,
+
+    /// The path wait-ready asks for to know the server is up (default /).
+    #[arg(long, value_name = "PATH")]
+    pub ready_path: Option<String>,
+
+    #[command(flatten)]
+    pub common: BackendUnitArgs,
+}
+
+/// `disable-backend NAME`.
+#[derive(Debug, Clone, Args)]
+pub struct DisableBackendArgs {
+    /// The backend's name, as given to enable-backend.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub common: BackendUnitArgs,
+}
+
+/// Options shared by `enable-backend` and `disable-backend`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BackendUnitArgs {
+    /// Use the per-user service manager and ~/.config/systemd/user/ instead of the system
+    /// ones.
+    #[arg(long)]
+    pub user: bool,
+
+    /// Print the files and commands, change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+
+    /// Print each systemctl command before running it.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+impl From<&EnableBackendArgs> for on_demand::Enable {
+    fn from(a: &EnableBackendArgs) -> Self {
+        on_demand::Enable {
+            name: a.name.clone(),
+            exec: a.exec.clone(),
+            port: a.port,
+            server_port: a.server_port,
+            idle: a.idle,
+            conflicts: a.conflicts.clone(),
+            ready_path: a.ready_path.clone(),
+            user: a.common.user,
+            dry_run: a.common.dry_run,
+            verbose: a.common.verbose,
+        }
+    }
+}
+
+impl From<&DisableBackendArgs> for on_demand::Disable {
+    fn from(a: &DisableBackendArgs) -> Self {
+        on_demand::Disable {
+            name: a.name.clone(),
+            user: a.common.user,
+            dry_run: a.common.dry_run,
+            verbose: a.common.verbose,
+        }
+    }
+}
+
+/// `wait-ready URL`.
+#[derive(Debug, Clone, Args)]
+pub struct WaitReadyArgs {
+    /// What to ask: http://HOST:PORT/PATH.
+    #[arg(value_name = "URL")]
+    pub url: wait_ready::Target,
+
+    /// Give up after this long (exit status 1).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: Duration,
+
+    /// Give up (exit status 1) as soon as this process is gone: the server's, $MAINPID in
+    /// ExecStartPost=, so that a server that fails to start is not waited for.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
 }
 
 /// Options of the service-manager commands.

@@ -86,6 +86,20 @@ pub enum ProxyError {
         url: String,
         after: Duration,
     },
+    #[error("backend '{backend}' ({url}) did not come up within {} (start_timeout): {detail}", format_duration(*after))]
+    StartTimeout {
+        backend: String,
+        url: String,
+        after: Duration,
+        detail: String,
+    },
+    #[error("backend '{backend}' did not get its turn in swap group '{group}' within {}: {detail}", format_duration(*after))]
+    SwapTimeout {
+        backend: String,
+        group: String,
+        after: Duration,
+        detail: String,
+    },
     #[error("backend '{backend}' ({url}) failed before responding: {detail}")]
     BackendFailed {
         backend: String,
@@ -129,9 +143,10 @@ impl ProxyError {
             | ProxyError::BackendFailed { .. }
             | ProxyError::NoServer { .. }
             | ProxyError::NoModelList(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::ConnectTimeout { .. }
+            | ProxyError::ResponseTimeout { .. }
+            | ProxyError::StartTimeout { .. }
+            | ProxyError::SwapTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -143,6 +158,8 @@ impl ProxyError {
             | ProxyError::ConnectTimeout { backend, .. }
             | ProxyError::Tls { backend, .. }
             | ProxyError::ResponseTimeout { backend, .. }
+            | ProxyError::StartTimeout { backend, .. }
+            | ProxyError::SwapTimeout { backend, .. }
             | ProxyError::BackendFailed { backend, .. }
             | ProxyError::NoServer { backend, .. } => Some(backend),
             _ => None,
@@ -175,6 +192,8 @@ impl ProxyError {
             ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 "backend_timeout"
             }
+            ProxyError::StartTimeout { .. } => "backend_start_timeout",
+            ProxyError::SwapTimeout { .. } => "backend_swap_timeout",
             ProxyError::Tls { .. } => "backend_tls_error",
             ProxyError::BackendFailed { .. } | ProxyError::NoModelList(_) => "backend_error",
         }

@@ -8,9 +8,12 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crate::metrics::Metrics;
 use crate::upstream::health::ServerState;
+use crate::upstream::swap::SwapGroup;
 
 pub struct Lasting {
     servers: Mutex<HashMap<(String, String), Weak<ServerState>>>,
+    /// Swap groups, by name: who is in use and what is in flight outlives a reload.
+    swap_groups: Mutex<HashMap<String, Weak<SwapGroup>>>,
     /// `None`: metrics are off (nothing is counted).
     pub metrics: Option<Arc<Metrics>>,
 }
@@ -20,6 +23,7 @@ impl Lasting {
     pub fn new(metrics: Option<usize>) -> Arc<Lasting> {
         Arc::new(Lasting {
             servers: Mutex::new(HashMap::new()),
+            swap_groups: Mutex::new(HashMap::new()),
             metrics: metrics.map(|workers| Arc::new(Metrics::new(workers))),
         })
     }
@@ -38,5 +42,20 @@ impl Lasting {
         let s = Arc::new(ServerState::new(url));
         map.insert(key, Arc::downgrade(&s));
         s
+    }
+
+    /// Swap group `name`: the same as long as a configuration has it.
+    pub fn swap_group(&self, name: &str) -> Arc<SwapGroup> {
+        let mut map = self
+            .swap_groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.retain(|_, g| g.strong_count() > 0);
+        if let Some(g) = map.get(name).and_then(Weak::upgrade) {
+            return g;
+        }
+        let g = Arc::new(SwapGroup::new(name));
+        map.insert(name.to_string(), Arc::downgrade(&g));
+        g
     }
 }

@@ -42,6 +42,7 @@
 //! `check-endpoints`, start/stop/status..., `container ...`, the man page and completions).
 
 mod access;
+mod backend_units;
 mod body;
 mod config;
 mod cors;

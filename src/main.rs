@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use openai_proxy::cli::{Cli, Command, ManageArgs};
 use openai_proxy::commands::manage::{self, Action};
-use openai_proxy::commands::{check_config, check_endpoints, container, docs, init};
+use openai_proxy::commands::{
+    check_config, check_endpoints, container, docs, init, on_demand, wait_ready,
+};
 use openai_proxy::{serve, ConfigError};
 
 /// EX_CONFIG from sysexits.h: what service managers and scripts expect for a bad config.
@@ -81,6 +83,15 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Completions(a) => {
             stdout.write_all(&docs::completion(a.shell, Cli::command()))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::EnableBackend(a) => {
+            on_demand::enable(&a.into(), &mut stdout).map(|()| ExitCode::SUCCESS)
+        }
+        Command::DisableBackend(a) => {
+            on_demand::disable(&a.into(), &mut stdout).map(|()| ExitCode::SUCCESS)
+        }
+        Command::WaitReady(a) => {
+            wait_ready::run(&a.url, a.timeout, a.pid, &mut stdout).map(|()| ExitCode::SUCCESS)
         }
         Command::Container(c) => {
             container::run(&c.request(), config, &mut stdout).map(ExitCode::from)

@@ -7,9 +7,10 @@
 //! that finds its pooled connection closed before anything was written goes out again on
 //! another one, as hyper-util's client did (`retry_canceled_requests`); the proxy itself sends
 //! an idempotent request without a body again when the connection closed after it was written
-//! (`proxy::is_stale`). Idle connections are closed after one to two [`IDLE_TIMEOUT`]s by a
-//! task that runs only while some are idle, so an idle proxy wakes up for nothing, and a
-//! request reads no clock for it.
+//! (`proxy::is_stale`). Idle connections are closed after one to two [`IDLE_TIMEOUT`]s (for a
+//! server started on demand, [`ON_DEMAND_IDLE`]s, so that systemd-socket-proxyd sees it idle)
+//! by a task that runs only while some are idle, so an idle proxy wakes up for nothing, and a
+//! request reads no clock for it. [`Pool::close_idle`] closes them at once (a model swap).
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -29,6 +30,10 @@ use crate::shard;
 
 /// How long an idle pooled connection is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long an idle pooled connection to an on-demand server is kept: it is closed after one
+/// to two of these, well before any `--exit-idle-time` of systemd-socket-proxyd that makes
+/// sense (a model takes seconds to load).
+pub const ON_DEMAND_IDLE: Duration = Duration::from_secs(1);
 /// Bytes read from a backend at a time. hyper's default (8 KiB, growing for large bodies)
 /// keeps 8 KiB per connection touched for as long as it lives; a stream of small events (SSE)
 /// needs a fraction, and a large body costs a few more reads.
@@ -91,10 +96,12 @@ pub struct Pool<B> {
 /// One worker's idle connections.
 pub struct Shard<B> {
     idle: Mutex<Vec<Idle<B>>>,
+    /// How long one is kept: one to two of these.
+    keep: Duration,
     /// A task is closing expired connections of this shard.
     reaping: AtomicBool,
     /// Counts the reaper's rounds: a connection idle since an earlier round has been idle for
-    /// at least [`IDLE_TIMEOUT`].
+    /// at least `keep`.
     round: AtomicU64,
 }
 
@@ -110,24 +117,21 @@ pub struct Lease<B> {
     shard: Arc<Shard<B>>,
 }
 
-impl<B> Default for Shard<B> {
-    fn default() -> Self {
-        Shard {
-            idle: Mutex::default(),
-            reaping: AtomicBool::default(),
-            round: AtomicU64::default(),
-        }
-    }
-}
-
 impl<B> Pool<B>
 where
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    /// A pool for `host:port` with one shard per worker.
-    pub fn new(host: &str, port: u16, connect_timeout: Duration, workers: usize) -> Pool<B> {
+    /// A pool for `host:port` with one shard per worker, keeping idle connections for one to
+    /// two `keep`s.
+    pub fn new(
+        host: &str,
+        port: u16,
+        connect_timeout: Duration,
+        keep: Duration,
+        workers: usize,
+    ) -> Pool<B> {
         Pool {
             // IPv6 literals come bracketed in URLs.
             host: host
@@ -141,7 +145,28 @@ where
                 b.read_buf_exact_size(Some(READ_BUF));
                 b
             },
-            shards: (0..workers.max(1)).map(|_| Arc::default()).collect(),
+            shards: (0..workers.max(1))
+                .map(|_| {
+                    Arc::new(Shard {
+                        idle: Mutex::default(),
+                        keep,
+                        reaping: AtomicBool::new(false),
+                        round: AtomicU64::new(0),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Closes every idle connection, of every worker (those lent to requests go on).
+    pub fn close_idle(&self) {
+        for shard in self.shards.iter() {
+            let closed = match shard.idle.lock() {
+                Ok(mut idle) => std::mem::take(&mut *idle),
+                Err(_) => continue,
+            };
+            // Dropped outside the lock: each ends its connection.
+            drop(closed);
         }
     }
 
@@ -261,13 +286,16 @@ impl<B: Send + 'static> Lease<B> {
     }
 }
 
-/// Every [`IDLE_TIMEOUT`], closes the shard's connections that were already idle at the
+/// Every `keep` of the shard, closes its connections that were already idle at the
 /// previous round; ends when none is left, or when the pool is gone (a reload replaced its
 /// backend: dropping the pool closes its idle connections at once).
 fn reap<B: Send + 'static>(shard: Weak<Shard<B>>) {
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(IDLE_TIMEOUT).await;
+            let Some(keep) = shard.upgrade().map(|s| s.keep) else {
+                return;
+            };
+            tokio::time::sleep(keep).await;
             let Some(shard) = shard.upgrade() else {
                 return;
             };

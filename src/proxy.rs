@@ -17,6 +17,7 @@
 mod by_model;
 mod scrape;
 mod send;
+mod start;
 mod status;
 mod websocket;
 
@@ -32,6 +33,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::access::AccessRecord;
+use crate::backend_units::Watch;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Config;
 use crate::error::ProxyError;
@@ -86,6 +88,8 @@ pub struct Proxy {
     extra_secrets: Box<[HeaderName]>,
     /// The `/` page's routes, made once (the servers' health is added when it is asked for).
     status_page: Bytes,
+    /// Its part that says which backends systemd starts on demand, and whether they run.
+    on_demand: Watch,
 }
 
 impl Proxy {
@@ -132,6 +136,7 @@ impl Proxy {
         );
         let status_page = status::page(&router, &catalog, config.server.tls.is_some());
         Ok(Proxy {
+            on_demand: Watch::new(&config),
             guard: Guard::new(&config.server),
             extra_secrets: headers::extra_secrets(&config.server.secret_headers),
             config: Arc::new(config),
@@ -275,7 +280,7 @@ impl Proxy {
                     Bytes::from_static(b"{\"status\":\"ok\"}\n"),
                 ))
             }
-            "/" => return Ok(self.status(&parts.headers)),
+            "/" => return Ok(self.status(&parts.headers).await),
             _ => {}
         }
         if parts.method == Method::GET && &*path == "/v1/models" {
@@ -344,7 +349,7 @@ impl Proxy {
             self.rewrite_request(&mut parts.headers, bc, peer, rid, server.host.as_ref());
             return Box::pin(self.forward_websocket(parts, body, backend, server)).await;
         }
-        if target.fallback.is_none() && !backend.config.is_pool() {
+        if target.fallback.is_none() && !bc.is_pool() && !bc.waits() {
             // One server and nowhere else to go: the request is sent once, as it is.
             if let Some((span, with)) = model.as_ref().and_then(|f| f.alias_for(bc)) {
                 by_model::fix_length(&mut parts.headers, &span, with.len());

@@ -635,7 +635,8 @@ async fn each_server_of_a_pool_is_reported() {
     proxy.stop().await;
 }
 
-/// `check-config -v` shows pools, their back-off and health checks, fallbacks and metrics.
+/// `check-config -v` shows pools, their back-off and health checks, fallbacks, metrics and
+/// on-demand backends.
 #[test]
 fn check_config_shows_pools_fallbacks_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
@@ -646,6 +647,9 @@ fn check_config_shows_pools_fallbacks_and_metrics() {
          [backends.ollama]\nurls = [\"http://10.0.0.1:11434\", \"http://10.0.0.2:11434\"]\n\
          health_path = \"/api/version\"\nhealth_interval = \"5s\"\nhealth_backoff = \"2s\"\n\
          [backends.openai]\nurl = \"https://api.openai.com\"\nforward_client_auth = true\n\
+         [backends.chat]\nurl = \"http://127.0.0.1:8081\"\nswap_group = \"gpu\"\n\
+         start_timeout = \"2m\"\n\
+         [backends.whisper]\nurl = \"http://127.0.0.1:2022\"\non_demand = true\n\
          [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"ollama\"\nfallback = \"openai\"\n\
          fallback_on_5xx = true\n[[route]]\npath = \"/v1\"\nbackend = \"openai\"\n",
     )
@@ -665,6 +669,9 @@ fn check_config_shows_pools_fallbacks_and_metrics() {
         "Backend ollama: pool of 2 servers, fewest requests in flight first; a failed server is \
          out for 2s (doubling up to 30s)",
         "Backend ollama: health check GET /api/version every 5s",
+        "Backend chat: started on demand (idle connections closed after 1 to 2 s); waits up to \
+         2m for it to start; takes turns in swap group gpu (waiting up to 2m)",
+        "Backend whisper: started on demand (idle connections closed after 1 to 2 s)\n",
     ] {
         assert!(r.stdout.contains(l), "expected `{l}` in:\n{}", r.stdout);
     }

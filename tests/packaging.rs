@@ -107,6 +107,30 @@ const FILES: &[(&str, Option<&str>)] = &[
         Some("contrib/systemd/user/openai-proxy.service"),
     ),
     (
+        "/usr/lib/systemd/system/openai-proxy-backend@.socket",
+        Some("contrib/systemd/on-demand/openai-proxy-backend@.socket"),
+    ),
+    (
+        "/usr/lib/systemd/system/openai-proxy-backend@.service",
+        Some("contrib/systemd/on-demand/openai-proxy-backend@.service"),
+    ),
+    (
+        "/usr/lib/systemd/system/openai-proxy-server@.service",
+        Some("contrib/systemd/on-demand/openai-proxy-server@.service"),
+    ),
+    (
+        "/usr/lib/systemd/user/openai-proxy-backend@.socket",
+        Some("contrib/systemd/on-demand/user/openai-proxy-backend@.socket"),
+    ),
+    (
+        "/usr/lib/systemd/user/openai-proxy-backend@.service",
+        Some("contrib/systemd/on-demand/user/openai-proxy-backend@.service"),
+    ),
+    (
+        "/usr/lib/systemd/user/openai-proxy-server@.service",
+        Some("contrib/systemd/on-demand/user/openai-proxy-server@.service"),
+    ),
+    (
         "/usr/share/man/man1/openai-proxy.1.gz",
         Some("man/openai-proxy.1"),
     ),
@@ -754,6 +778,8 @@ fn dist_builds_the_tarballs_the_formula_and_checksums() {
         "share/bash-completion/completions/openai-proxy",
         "lib/systemd/system/openai-proxy.socket",
         "lib/systemd/user/openai-proxy.service",
+        "lib/systemd/system/openai-proxy-server@.service",
+        "lib/systemd/user/openai-proxy-backend@.socket",
         "etc/openai-proxy/config.toml",
         "share/doc/openai-proxy/copyright",
     ] {

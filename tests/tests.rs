@@ -28,6 +28,8 @@ mod man_completions;
 mod metrics;
 mod model_list;
 mod model_routing;
+mod on_demand;
+mod on_demand_proxy;
 mod packaging;
 mod parse_errors;
 mod pool;

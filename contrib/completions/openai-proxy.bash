@@ -31,8 +31,14 @@ _openai__proxy() {
             openai__proxy,disable)
                 cmd="openai__proxy__subcmd__disable"
                 ;;
+            openai__proxy,disable-backend)
+                cmd="openai__proxy__subcmd__disable__subcmd__backend"
+                ;;
             openai__proxy,enable)
                 cmd="openai__proxy__subcmd__enable"
+                ;;
+            openai__proxy,enable-backend)
+                cmd="openai__proxy__subcmd__enable__subcmd__backend"
                 ;;
             openai__proxy,help)
                 cmd="openai__proxy__subcmd__help"
@@ -57,6 +63,9 @@ _openai__proxy() {
                 ;;
             openai__proxy,stop)
                 cmd="openai__proxy__subcmd__stop"
+                ;;
+            openai__proxy,wait-ready)
+                cmd="openai__proxy__subcmd__wait__subcmd__ready"
                 ;;
             openai__proxy__subcmd__container,disable)
                 cmd="openai__proxy__subcmd__container__subcmd__disable"
@@ -115,8 +124,14 @@ _openai__proxy() {
             openai__proxy__subcmd__help,disable)
                 cmd="openai__proxy__subcmd__help__subcmd__disable"
                 ;;
+            openai__proxy__subcmd__help,disable-backend)
+                cmd="openai__proxy__subcmd__help__subcmd__disable__subcmd__backend"
+                ;;
             openai__proxy__subcmd__help,enable)
                 cmd="openai__proxy__subcmd__help__subcmd__enable"
+                ;;
+            openai__proxy__subcmd__help,enable-backend)
+                cmd="openai__proxy__subcmd__help__subcmd__enable__subcmd__backend"
                 ;;
             openai__proxy__subcmd__help,help)
                 cmd="openai__proxy__subcmd__help__subcmd__help"
@@ -141,6 +156,9 @@ _openai__proxy() {
                 ;;
             openai__proxy__subcmd__help,stop)
                 cmd="openai__proxy__subcmd__help__subcmd__stop"
+                ;;
+            openai__proxy__subcmd__help,wait-ready)
+                cmd="openai__proxy__subcmd__help__subcmd__wait__subcmd__ready"
                 ;;
             openai__proxy__subcmd__help__subcmd__container,disable)
                 cmd="openai__proxy__subcmd__help__subcmd__container__subcmd__disable"
@@ -167,7 +185,7 @@ _openai__proxy() {
 
     case "${cmd}" in
         openai__proxy)
-            opts="-c -h -V --config --help --version serve check-config check-endpoints init start stop restart reload status enable disable completions container help"
+            opts="-c -h -V --config --help --version serve check-config check-endpoints init start stop restart reload status enable disable enable-backend disable-backend wait-ready completions container help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -574,6 +592,28 @@ _openai__proxy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        openai__proxy__subcmd__disable__subcmd__backend)
+            opts="-n -v -c -h --user --dry-run --verbose --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         openai__proxy__subcmd__enable)
             opts="-v -c -h --user --verbose --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -596,8 +636,54 @@ _openai__proxy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        openai__proxy__subcmd__enable__subcmd__backend)
+            opts="-n -v -c -h --exec --port --server-port --idle --conflicts --ready-path --user --dry-run --verbose --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --exec)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --conflicts)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ready-path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         openai__proxy__subcmd__help)
-            opts="serve check-config check-endpoints init start stop restart reload status enable disable completions container help"
+            opts="serve check-config check-endpoints init start stop restart reload status enable disable enable-backend disable-backend wait-ready completions container help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -764,7 +850,35 @@ _openai__proxy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        openai__proxy__subcmd__help__subcmd__disable__subcmd__backend)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         openai__proxy__subcmd__help__subcmd__enable)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__help__subcmd__enable__subcmd__backend)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -877,6 +991,20 @@ _openai__proxy() {
             return 0
             ;;
         openai__proxy__subcmd__help__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__help__subcmd__wait__subcmd__ready)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1037,6 +1165,36 @@ _openai__proxy() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__wait__subcmd__ready)
+            opts="-c -h --timeout --pid --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -28,6 +28,7 @@ use tokio::time::{Instant, Sleep};
 use crate::access::AccessRecord;
 use crate::pool::Lease;
 use crate::upstream::health::Load;
+use crate::upstream::swap::Turn;
 
 mod replay;
 
@@ -525,11 +526,13 @@ mod tests {
 }
 
 /// What keeps a response's server busy until its body is done: the pooled connection (back to
-/// its pool when the body was read to its end) and the request's count on its server.
+/// its pool when the body was read to its end), the request's count on its server, and its
+/// turn in a swap group (given up after the connection is back).
 #[derive(Default)]
 pub struct Held {
     pub lease: Option<Lease<RequestBody>>,
     pub load: Option<Load>,
+    pub turn: Option<Turn>,
 }
 
 impl Held {

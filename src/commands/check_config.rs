@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::config::{self, format_duration, format_size, Config, Origin};
+use crate::config::{self, format_duration, format_size, BackendConfig, Config, Origin};
 use crate::proxy::Proxy;
 
 /// Validates the config as `serve` does and prints `Configuration is valid` (with `verbose`,
@@ -217,6 +217,9 @@ fn describe(c: &Config) -> String {
                 format_duration(h.interval)
             );
         }
+        if b.on_demand {
+            let _ = writeln!(s, "{}", on_demand(b));
+        }
         for (from, to) in &b.aliases {
             let _ = writeln!(s, "Backend {}: alias {from} -> {to}", b.name);
         }
@@ -286,4 +289,23 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
         s.push('\n');
     }
     s
+}
+
+/// What the proxy does for a backend started on demand, in one line.
+fn on_demand(b: &BackendConfig) -> String {
+    let mut line = format!(
+        "Backend {}: started on demand (idle connections closed after 1 to 2 s)",
+        b.name
+    );
+    if let Some(t) = b.start_timeout {
+        let _ = write!(line, "; waits up to {} for it to start", format_duration(t));
+    }
+    if let Some(g) = &b.swap_group {
+        let _ = write!(
+            line,
+            "; takes turns in swap group {g} (waiting up to {})",
+            format_duration(b.start_wait())
+        );
+    }
+    line
 }

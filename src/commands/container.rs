@@ -265,7 +265,7 @@ pub fn run(req: &Request, config_flag: Option<&Path>, out: &mut dyn Write) -> an
     let plan = plan(action, &setup);
     match action {
         Action::Status => {
-            return status::run(out, &plan.commands, verbose, config_flag, |o| {
+            return status::run(out, &plan.commands, verbose, config_flag, "", |o| {
                 let text = if o.status.success() {
                     String::from_utf8_lossy(&o.stdout).into_owned()
                 } else {

@@ -12,6 +12,7 @@ use anyhow::bail;
 
 use super::process::{self, argv};
 use super::status;
+use crate::backend_units::{self, parse_show, Scope};
 use crate::config::ListenAddr;
 
 pub const SOCKET_UNIT: &str = "openai-proxy.socket";
@@ -187,7 +188,11 @@ pub fn run(
     let manager = detect(user)?;
     let commands = plan(&manager, action, user);
     if action == Action::Status {
-        return status::run(out, &commands, verbose, config_flag, |o| {
+        let on_demand = match manager {
+            Manager::Systemd => on_demand_lines(user, config_flag),
+            _ => String::new(),
+        };
+        return status::run(out, &commands, verbose, config_flag, &on_demand, |o| {
             let text = String::from_utf8_lossy(&o.stdout);
             match manager {
                 Manager::Systemd => describe_units(&text),
@@ -201,18 +206,17 @@ pub fn run(
     Ok(0)
 }
 
-/// `systemctl show` output: one `KEY=VALUE` block per unit, separated by blank lines.
-pub fn parse_show(text: &str) -> Vec<Vec<(String, String)>> {
-    text.split("\n\n")
-        .map(|block| {
-            block
-                .lines()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<Vec<_>>()
-        })
-        .filter(|b| !b.is_empty())
-        .collect()
+/// The backends of the config that a socket unit of the same manager listens for, and their
+/// servers' state; nothing when the config cannot be read or none is on demand.
+fn on_demand_lines(user: bool, config_flag: Option<&Path>) -> String {
+    let Ok(config) = crate::config::load(config_flag) else {
+        return String::new();
+    };
+    let scope = if user { Scope::User } else { Scope::System };
+    backend_units::describe(
+        &backend_units::query(scope, &backend_units::addresses(&config)),
+        scope,
+    )
 }
 
 /// The first address in a socket unit's `Listen=` property (`127.0.0.1:2020 (Stream) ...`).

@@ -10,7 +10,9 @@ pub mod container;
 pub mod docs;
 pub mod init;
 pub mod manage;
+pub mod on_demand;
 mod process;
 mod status;
+pub mod wait_ready;
 
 pub use status::EXIT_NOT_RUNNING;

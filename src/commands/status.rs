@@ -17,13 +17,14 @@ pub const EXIT_NOT_RUNNING: u8 = 3;
 /// How long `/health` may take.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs each query, prints what `render` makes of its output, then asks `/health` at the
-/// address the first query reported, else at the config's listen address.
+/// Runs each query, prints what `render` makes of its output and then `more`, then asks
+/// `/health` at the address the first query reported, else at the config's listen address.
 pub fn run(
     out: &mut dyn Write,
     queries: &[Argv],
     verbose: bool,
     config_flag: Option<&Path>,
+    more: &str,
     render: impl Fn(&Output) -> (String, Option<ListenAddr>),
 ) -> anyhow::Result<u8> {
     let mut address = None;
@@ -32,6 +33,7 @@ pub fn run(
         out.write_all(text.as_bytes())?;
         address = address.or(found);
     }
+    out.write_all(more.as_bytes())?;
     let url = match address {
         // HTTPS when the config has a certificate (a config that does not load: plain).
         Some(a) => ProxyUrl::listening_on(&a)

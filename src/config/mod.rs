@@ -34,6 +34,7 @@ pub use lookup::{
     locate, user_config_path, Origin, Source, CONFIG_ENV, EMBEDDED_DEFAULT, SYSTEM_PATH,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size};
+pub use validate::valid_name;
 
 /// Largest config file read: a real one is a few kB; `/dev/zero` or a log file named by
 /// mistake must not be read whole.
@@ -497,6 +498,14 @@ pub struct BackendConfig {
     pub websocket_idle_timeout: Duration,
     /// Takes part in the merged `GET /v1/models`.
     pub list_models: bool,
+    /// A server that systemd starts on demand and stops when idle (`on_demand`, or implied by
+    /// `start_timeout` or `swap_group`): its idle pooled connections are closed quickly.
+    pub on_demand: bool,
+    /// How long a request waits for the server to come up (connections refused or reset
+    /// before an answer are tried again); `None`: not at all.
+    pub start_timeout: Option<Duration>,
+    /// The backends whose servers never run at once (one GPU) share this name.
+    pub swap_group: Option<String>,
     /// Model names clients send → the names this backend knows; the request's `model` is
     /// rewritten before forwarding.
     pub aliases: BTreeMap<String, String>,
@@ -518,6 +527,17 @@ impl BackendConfig {
     pub fn url(&self) -> String {
         let urls: Vec<&str> = self.servers.iter().map(|s| s.url.as_str()).collect();
         urls.join(", ")
+    }
+
+    /// Whether requests wait for its server: to come up, or for their turn in its swap group.
+    pub fn waits(&self) -> bool {
+        self.start_timeout.is_some() || self.swap_group.is_some()
+    }
+
+    /// How long a request may wait for its turn in the swap group and for the server to come
+    /// up, together: `start_timeout`, else `response_timeout`.
+    pub fn start_wait(&self) -> Duration {
+        self.start_timeout.unwrap_or(self.response_timeout)
     }
 
     /// Whether the client's credentials (secret headers, cookies) reach this backend.

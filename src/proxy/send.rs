@@ -145,7 +145,11 @@ impl Proxy {
             }
             Ok(Ok((res, lease))) => Ok(respond(
                 res,
-                Held { lease, load: None },
+                Held {
+                    lease,
+                    load: None,
+                    turn: None,
+                },
                 backend,
                 server,
                 access,
@@ -214,7 +218,15 @@ impl Proxy {
                 fix_length(&mut headers, span, with.len());
             }
             self.rewrite_request(&mut headers, bc, peer, rid, None);
-            let deadline = Instant::now() + bc.response_timeout;
+            let mut waiting = match self.wait_turn(backend).await {
+                Ok(w) => w,
+                Err(e) => {
+                    reason = failure::reason(&e);
+                    last = Some(e);
+                    continue;
+                }
+            };
+            let leg_deadline = Instant::now() + bc.response_timeout;
             let mut tried = 0u64;
             let mut closed_once = false;
             loop {
@@ -250,6 +262,11 @@ impl Proxy {
                     req.headers_mut().insert(header::HOST, h.clone());
                 }
                 let load = backend.counts_load().then(|| server.state.start());
+                // While waiting for a server to come up, each attempt has its own time-out.
+                let deadline = match &waiting {
+                    Some(_) => Instant::now() + bc.response_timeout,
+                    None => leg_deadline,
+                };
                 let result = tokio::time::timeout_at(deadline, backend.send(server, req)).await;
                 let e = match result {
                     Err(_) => {
@@ -281,7 +298,17 @@ impl Proxy {
                         if let Source::Kept(r) = &source {
                             r.settle();
                         }
-                        let held = Held { lease, load };
+                        let mut held = Held {
+                            lease,
+                            load,
+                            turn: None,
+                        };
+                        if let Some(w) = waiting {
+                            if let Some(a) = access.as_deref_mut() {
+                                a.waited = Some(w.waited());
+                            }
+                            held.turn = w.turn;
+                        }
                         return Ok(respond(res, held, backend, server, access));
                     }
                     Ok(Err(e)) => e,
@@ -289,6 +316,19 @@ impl Proxy {
                 drop(load);
                 let failed = failure::classify(&e, e.is_connect(), bc, &server.url.url);
                 reason = failed.reason();
+                let refused = matches!(failed, Failure::Connect(_) | Failure::Closed(_));
+                if let (Some(w), true) = (waiting.as_mut(), refused) {
+                    if w.again().await {
+                        last = Some(failed.into_error());
+                        continue;
+                    }
+                    if bc.start_timeout.is_some() {
+                        let err = w.timed_out(backend, &server.url.url, failure::describe(&e));
+                        reason = failure::reason(&err);
+                        last = Some(err);
+                        break;
+                    }
+                }
                 match failed {
                     Failure::Client(err) => return Err(err),
                     Failure::Closed(err) if !closed_once => {

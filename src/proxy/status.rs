@@ -18,7 +18,7 @@ use crate::upstream::health::Health;
 
 impl Proxy {
     /// `GET /`: text, or JSON when the client asks for it.
-    pub(super) fn status(&self, request: &HeaderMap) -> Response<ResponseBody> {
+    pub(super) async fn status(&self, request: &HeaderMap) -> Response<ResponseBody> {
         let json = request
             .get(header::ACCEPT)
             .is_some_and(|v| v.as_bytes().windows(16).any(|w| w == b"application/json"));
@@ -35,6 +35,11 @@ impl Proxy {
             } else {
                 b"\nMetrics: off (no [metrics] listen)\n"
             });
+            let on_demand = self.on_demand.describe().await;
+            if !on_demand.is_empty() {
+                text.push(b'\n');
+                text.extend_from_slice(on_demand.as_bytes());
+            }
             ("text/plain; charset=utf-8", Bytes::from(text))
         };
         let mut res = Response::new(ResponseBody::full(body));

@@ -97,7 +97,12 @@ async fn check(backend: &Backend, i: usize) -> Result<(), String> {
     let status = res.status();
     if let Ok(b) = Limited::new(res.into_body(), MAX_ANSWER).collect().await {
         drop(b);
-        Held { lease, load: None }.release();
+        Held {
+            lease,
+            load: None,
+            turn: None,
+        }
+        .release();
     }
     if status.is_success() {
         Ok(())

@@ -10,6 +10,7 @@
 pub mod checks;
 pub mod failure;
 pub mod health;
+pub mod swap;
 mod tls;
 
 use std::io;
@@ -21,12 +22,13 @@ use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 
 use self::health::{Avail, Health, LazyNow, ServerState};
+use self::swap::SwapGroup;
 pub use self::tls::http1_connector;
 use self::tls::HttpClient;
 use crate::body::{Held, RequestBody};
 use crate::config::{BackendConfig, ServerUrl};
 use crate::lasting::Lasting;
-use crate::pool::{Lease, Pool, UpstreamError};
+use crate::pool::{self, Lease, Pool, UpstreamError};
 use crate::shard;
 
 /// How requests reach a server: a plain-HTTP server through its own pool; an HTTPS one
@@ -58,6 +60,8 @@ pub struct Backend {
     turns: Box<[Turn]>,
     /// The client of its HTTPS servers, made on first use.
     tls: OnceLock<Result<HttpClient, String>>,
+    /// Its swap group: requests take turns with the other members'.
+    pub swap: Option<Arc<SwapGroup>>,
 }
 
 #[repr(align(64))]
@@ -99,6 +103,11 @@ impl Backend {
                         a.host(),
                         a.port_u16().unwrap_or(80),
                         config.connect_timeout,
+                        if config.on_demand {
+                            pool::ON_DEMAND_IDLE
+                        } else {
+                            pool::IDLE_TIMEOUT
+                        },
                         workers,
                     ))
                 },
@@ -113,6 +122,7 @@ impl Backend {
             Box::default()
         };
         Ok(Backend {
+            swap: config.swap_group.as_deref().map(|g| lasting.swap_group(g)),
             config,
             servers,
             header,
@@ -166,6 +176,16 @@ impl Backend {
         best.map(|(i, _)| i)
     }
 
+    /// Closes the idle pooled connections to its plain-HTTP servers (swapped out of its swap
+    /// group: nothing may keep its server's forwarder busy).
+    pub fn close_idle(&self) {
+        for s in self.servers.iter() {
+            if let Upstream::Plain(pool) = &s.client {
+                pool.close_idle();
+            }
+        }
+    }
+
     /// Whether requests count their server's load (a pool chooses by it).
     pub fn counts_load(&self) -> bool {
         self.servers.len() > 1
@@ -208,7 +228,14 @@ impl Backend {
             match self.send(server, req).await {
                 Ok((res, lease)) => {
                     server.state.answered(&self.config.name);
-                    return Ok((res, Held { lease, load }));
+                    return Ok((
+                        res,
+                        Held {
+                            lease,
+                            load,
+                            turn: None,
+                        },
+                    ));
                 }
                 Err(e) if e.is_connect() => {
                     server

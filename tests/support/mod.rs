@@ -150,9 +150,12 @@ pub fn routes_to(url: &str) -> String {
 /// A loopback address nothing listens on, and nothing will while the tests run.
 pub fn dead_addr() -> SocketAddr {
     // Bound but never listening: connecting gets a reset, and as the socket stays open for the
-    // rest of the test process, no other test's listener can take the port meanwhile (which
-    // a port freed right away would allow).
+    // rest of the test process, no other test's listener picks the port for itself meanwhile
+    // (which a port freed right away would allow).
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A test may start a server there later (a backend coming up): a listener that also sets
+    // SO_REUSEADDR, as tokio's do, may bind beside a socket that does not listen.
+    socket.set_reuseaddr(true).unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = socket.local_addr().unwrap();
     std::mem::forget(socket);

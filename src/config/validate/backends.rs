@@ -91,6 +91,12 @@ pub(super) fn validate_backend(
         &raw.websocket_idle_timeout,
         defaults::WEBSOCKET_IDLE_TIMEOUT,
     );
+    let demand = on_demand(
+        &key,
+        &raw,
+        servers.as_ref().map(|(l, _)| l.as_slice()),
+        issues,
+    );
     let health = health(&key, &raw, issues);
     let aliases = validate_aliases(&key("aliases"), raw.aliases.as_ref(), issues);
     let (servers, base_path) = servers?;
@@ -110,10 +116,127 @@ pub(super) fn validate_backend(
         response_timeout,
         idle_timeout,
         websocket_idle_timeout,
-        list_models: raw.list_models.unwrap_or(true),
+        list_models: value(&raw.list_models).unwrap_or(!demand.on),
+        on_demand: demand.on,
+        start_timeout: demand.start_timeout,
+        swap_group: demand.swap_group,
         aliases,
         health,
     })
+}
+
+/// `on_demand`, `start_timeout` and `swap_group`.
+struct OnDemand {
+    on: bool,
+    start_timeout: Option<Duration>,
+    swap_group: Option<String>,
+}
+
+fn on_demand(
+    key: &dyn Fn(&str) -> String,
+    raw: &RawBackend,
+    servers: Option<&[ServerUrl]>,
+    issues: &mut Issues<'_>,
+) -> OnDemand {
+    let start_timeout = value(&raw.start_timeout).map(|d| d.0);
+    if start_timeout.is_some_and(|d| d.is_zero()) {
+        issues.add(
+            key("start_timeout"),
+            span(&raw.start_timeout),
+            "must be greater than zero (leave it out for no wait)",
+        );
+    }
+    let swap_group = value(&raw.swap_group);
+    if let Some(g) = &raw.swap_group {
+        if !valid_name(g.get_ref()) {
+            issues.add(
+                key("swap_group"),
+                Some(g.span()),
+                format!(
+                    "{}: swap group names may use only letters, digits, '-' and '_' (at most 64)",
+                    quote(g.get_ref())
+                ),
+            );
+        }
+    }
+    let implied = [
+        ("start_timeout", raw.start_timeout.is_some()),
+        ("swap_group", swap_group.is_some()),
+    ];
+    let on = match &raw.on_demand {
+        Some(flag) if !*flag.get_ref() => {
+            if let Some((k, _)) = implied.iter().find(|(_, set)| *set) {
+                issues.add(
+                    key("on_demand"),
+                    Some(flag.span()),
+                    format!("cannot be false with {k}: {k} is for servers started on demand"),
+                );
+            }
+            false
+        }
+        Some(_) => true,
+        None => implied.iter().any(|(_, set)| *set),
+    };
+    let first = raw
+        .on_demand
+        .as_ref()
+        .map(|f| ("on_demand", f.span()))
+        .or_else(|| {
+            raw.start_timeout
+                .as_ref()
+                .map(|f| ("start_timeout", f.span()))
+        })
+        .or_else(|| raw.swap_group.as_ref().map(|f| ("swap_group", f.span())));
+    if let (true, Some(list), Some((k, at))) = (on, servers, first.clone()) {
+        if list.iter().any(ServerUrl::is_https) {
+            issues.add(
+                key(k),
+                Some(at),
+                "only applies to http:// backends: a server started on demand runs on this \
+                 machine, behind a socket unit (see BACKENDS ON DEMAND in openai-proxy.toml(5))",
+            );
+        }
+    }
+    if raw.urls.is_some() {
+        for (k, f) in [
+            (
+                "start_timeout",
+                raw.start_timeout.as_ref().map(|f| f.span()),
+            ),
+            ("swap_group", raw.swap_group.as_ref().map(|f| f.span())),
+        ] {
+            if let Some(at) = f {
+                issues.add(
+                    key(k),
+                    Some(at),
+                    "applies to a backend with one server (url), not to a pool (urls)",
+                );
+            }
+        }
+    }
+    if let (true, Some(path)) = (on, &raw.health_path) {
+        issues.add(
+            key("health_path"),
+            Some(path.span()),
+            "cannot be set on a backend started on demand: its checks would start the server \
+             and keep it from ever being idle",
+        );
+    }
+    if let (Some(flag), Some(_)) = (&raw.list_models, &swap_group) {
+        if *flag.get_ref() {
+            issues.add(
+                key("list_models"),
+                Some(flag.span()),
+                "cannot be true in a swap group: asking every member for its models would \
+                 start them all, one after the other",
+            );
+        }
+    }
+    OnDemand {
+        on,
+        start_timeout,
+        swap_group,
+    }
 }
 
 /// `url`, or the pool of `urls` (exactly one of them), and the base path they share.

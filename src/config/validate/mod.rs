@@ -65,7 +65,8 @@ pub fn validate(raw: RawConfig, source: Source, issues: &mut Issues<'_>) -> Conf
     }
 }
 
-pub(super) fn valid_name(name: &str) -> bool {
+/// Whether `name` can name a backend (and a credential): letters, digits, `-` and `_`, at most 64.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
