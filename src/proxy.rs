@@ -334,6 +334,9 @@ impl Proxy {
         }
         parts.version = Version::HTTP_11;
         if websocket {
+            // A session of a swap group's member holds the group's turn while it lasts, so a
+            // swap never cuts it.
+            let turn = self.wait_turn(backend).await?.and_then(|w| w.turn);
             // A session is joined to one server: the least busy one that is in.
             let Some(i) = backend.pick(0) else {
                 return Err(send::no_server(backend));
@@ -347,7 +350,7 @@ impl Proxy {
                 &server.url.authority,
             )?;
             self.rewrite_request(&mut parts.headers, bc, peer, rid, server.host.as_ref());
-            return Box::pin(self.forward_websocket(parts, body, backend, server)).await;
+            return Box::pin(self.forward_websocket(parts, body, backend, server, turn)).await;
         }
         if target.fallback.is_none() && !bc.is_pool() && !bc.waits() {
             // One server and nowhere else to go: the request is sent once, as it is.

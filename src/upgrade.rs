@@ -41,6 +41,7 @@ use crate::access::AccessRecord;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::{BackendConfig, ServerUrl};
 use crate::upstream;
+use crate::upstream::swap::Turn;
 
 /// The subprotocol prefix OpenAI's browser clients carry their key in.
 const KEY_PROTOCOL: &str = "openai-insecure-api-key.";
@@ -228,6 +229,8 @@ pub struct Pending {
     session: Option<Session>,
     idle: Duration,
     shutdown_timeout: Duration,
+    /// Its backend's turn in a swap group, held while the session lasts.
+    turn: Option<Turn>,
 }
 
 /// Where a [`Pending`] waits in the response's extensions (which hold only `Clone` values).
@@ -236,13 +239,15 @@ struct Slot(Arc<std::sync::Mutex<Option<Pending>>>);
 
 /// The `101` for the client from the backend's: its headers (without hop-by-hop ones, already
 /// removed) plus the upgrade, an empty body, and the [`Pending`] join in its extensions.
-/// `client` is the client request's upgrade (`None`: it cannot upgrade, 502 instead).
+/// `client` is the client request's upgrade (`None`: it cannot upgrade, 502 instead); `turn`,
+/// the backend's turn in its swap group, is held until the session ends.
 pub fn switching(
     mut res: Response<Incoming>,
     client: Option<OnUpgrade>,
     session: Option<Session>,
     bc: &BackendConfig,
     shutdown_timeout: Duration,
+    turn: Option<Turn>,
 ) -> Option<Response<ResponseBody>> {
     let client = client?;
     let backend = hyper::upgrade::on(&mut res);
@@ -262,6 +267,7 @@ pub fn switching(
         session,
         idle: bc.websocket_idle_timeout,
         shutdown_timeout,
+        turn,
     };
     parts
         .extensions
@@ -310,7 +316,10 @@ impl Pending {
             session,
             idle,
             shutdown_timeout,
+            turn,
         } = self;
+        // Given back when the session is over, however it ends.
+        let _turn = turn;
         let (client, backend) = match tokio::try_join!(client, backend) {
             Ok(both) => both,
             Err(e) => {

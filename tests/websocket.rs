@@ -1,6 +1,6 @@
 //! WebSockets through the proxy (the Realtime API's shape): messages both ways, large ones,
 //! closing from either side, keys by the backend's auth policy, refused upgrades, down
-//! backends, idle time-out, graceful stop and the access line.
+//! backends, idle time-out, graceful stop, the access line, and the turn of a swap group.
 
 use std::time::{Duration, Instant};
 
@@ -383,4 +383,54 @@ async fn every_worker_joins_websockets() {
     }
     assert_eq!(echo.upgrades().len(), sessions);
     proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_holds_its_swap_groups_turn_until_it_ends() {
+    let mut echo = WsEcho::start().await;
+    let chat = Mock::echo("b").await;
+    let proxy = start_proxy(&format!(
+        "[backends.a]\nurl = \"{}\"\nswap_group = \"gpu\"\n\
+         [backends.b]\nurl = \"{}\"\nswap_group = \"gpu\"\nstart_timeout = \"500ms\"\n\
+         [[route]]\npath = \"/v1/realtime\"\nbackend = \"a\"\n\
+         [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"b\"\n",
+        echo.url(),
+        chat.url()
+    ))
+    .await;
+    let (mut ws, _) = connect(proxy.addr, REALTIME, &[]).await.unwrap();
+    ws.send(Message::text("on a")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Some(Message::text("on a")));
+    let chat_request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 13\r\nConnection: close\r\n\r\n{{\"model\":\"b\"}}",
+        proxy.addr
+    );
+    // While the session is open, b does not get its turn: a swap would end the session.
+    let r = ask(proxy.addr, chat_request.as_bytes()).await;
+    assert_status(&r, 504);
+    assert!(
+        r.text.contains("\"code\":\"backend_swap_timeout\""),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains("'a' still had 1 request(s) in flight"),
+        "{}",
+        r.text
+    );
+    assert!(
+        chat.requests().is_empty(),
+        "b got a request during the session"
+    );
+    // Once it has ended, b gets its turn.
+    ws.close(None).await.unwrap();
+    // The backend's close comes back, then the connection ends.
+    assert_eq!(next(&mut ws).await, Some(Message::Close(None)));
+    assert_eq!(next(&mut ws).await, None);
+    drop(ws);
+    session_end(&mut echo, Duration::from_secs(5)).await;
+    let r = ask(proxy.addr, chat_request.as_bytes()).await;
+    assert_status(&r, 200);
+    assert_eq!(chat.requests().len(), 1);
 }

@@ -516,7 +516,9 @@ fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
             sse_streams: 1,
             log_run: !args.no_log_run,
             streams: 20,
-            stream_events: 3,
+            // Every stream open for a second: the memory sampler (every 100 ms) sees them all
+            // open even on a loaded machine (with 3 events it could miss the 0.2 s window).
+            stream_events: 11,
             stream_gap_ms: 100,
             idle_secs: 1,
         });

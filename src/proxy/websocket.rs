@@ -13,6 +13,7 @@ use crate::error::ProxyError;
 use crate::headers;
 use crate::upgrade::{self, Session};
 use crate::upstream::failure;
+use crate::upstream::swap::Turn;
 use crate::upstream::{Backend, Server};
 
 impl Proxy {
@@ -22,6 +23,7 @@ impl Proxy {
         body: RequestBody,
         backend: &Backend,
         server: &Server,
+        turn: Option<Turn>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let bc = &backend.config;
         let client = parts.extensions.remove::<OnUpgrade>();
@@ -58,7 +60,7 @@ impl Proxy {
             ));
         }
         let shutdown = self.config.server.shutdown_timeout;
-        upgrade::switching(res, client, session, bc, shutdown).ok_or_else(|| {
+        upgrade::switching(res, client, session, bc, shutdown, turn).ok_or_else(|| {
             ProxyError::BackendFailed {
                 backend: bc.name.clone(),
                 url: server.url.url.clone(),
