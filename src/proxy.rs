@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use crate::access::AccessRecord;
 use crate::backend_units::Watch;
 use crate::body::{RequestBody, ResponseBody};
-use crate::config::Config;
+use crate::config::{BackendConfig, Config};
 use crate::error::ProxyError;
 use crate::guard::{Admission, Guard};
 use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
@@ -45,7 +45,7 @@ use crate::models::Catalog;
 use crate::router::{normalize_path, Router};
 use crate::tokens::ClientTokens;
 use crate::upgrade;
-use crate::upstream::Backend;
+use crate::upstream::{Backend, Server};
 
 /// Who sent a request: the client's address (`None` over a Unix socket), and whether its
 /// connection is TLS (`X-Forwarded-Proto: https`).
@@ -342,13 +342,7 @@ impl Proxy {
                 return Err(send::no_server(backend));
             };
             let server = &backend.servers[i];
-            parts.uri = backend_uri(
-                &parts.uri,
-                &forward_path,
-                bc.strips_query_keys(),
-                &server.url.scheme,
-                &server.url.authority,
-            )?;
+            parts.uri = server_uri(&parts.uri, &forward_path, bc, server)?;
             self.rewrite_request(&mut parts.headers, bc, peer, rid, server.host.as_ref());
             return Box::pin(self.forward_websocket(parts, body, backend, server, turn)).await;
         }
@@ -359,13 +353,7 @@ impl Proxy {
                 body.splice(span, &with);
             }
             let server = &backend.servers[0];
-            let uri = backend_uri(
-                &parts.uri,
-                &forward_path,
-                bc.strips_query_keys(),
-                &server.url.scheme,
-                &server.url.authority,
-            )?;
+            let uri = server_uri(&parts.uri, &forward_path, bc, server)?;
             drop(forward_path);
             drop(path);
             parts.uri = uri;
@@ -442,6 +430,23 @@ fn check_client_token(
         }
     }
     Ok(())
+}
+
+/// The URL of a request on one server of its backend ([`backend_uri`] with the server's
+/// scheme and authority and the backend's query-key policy).
+fn server_uri(
+    client: &Uri,
+    forward_path: &str,
+    bc: &BackendConfig,
+    server: &Server,
+) -> Result<Uri, ProxyError> {
+    backend_uri(
+        client,
+        forward_path,
+        bc.strips_query_keys(),
+        &server.url.scheme,
+        &server.url.authority,
+    )
 }
 
 /// The URL a request goes to: the backend's scheme and authority, `forward_path`, and the

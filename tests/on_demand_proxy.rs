@@ -247,32 +247,44 @@ fn model(name: &'static str, log: Arc<Mutex<Vec<(&'static str, Instant)>>>) -> H
     })
 }
 
+/// Backends `a` and `b` in swap group "gpu" (with `a_extra` and `b_extra` in their tables),
+/// chat routed to them by model.
+fn swap_pair(a: &Mock, a_extra: &str, b: &Mock, b_extra: &str) -> String {
+    format!(
+        "[backends.a]\nurl = \"{}\"\nswap_group = \"gpu\"\n{a_extra}\n\
+         [backends.b]\nurl = \"{}\"\nswap_group = \"gpu\"\n{b_extra}\n\
+         [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"a\"\nmodels = [\"a\"]\n\
+         [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"b\"\nmodels = [\"b\"]\n",
+        a.url(),
+        b.url()
+    )
+}
+
+/// A streamed chat request for model `a`, answered (its body still to come).
+async fn stream_on_a(url: &str) -> http::Response<hyper::body::Incoming> {
+    let res = send(
+        Request::post(url)
+            .body(full("{\"stream\":true,\"model\":\"a\"}"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    res
+}
+
 #[tokio::test]
 async fn a_swap_waits_for_the_stream_in_flight_and_the_member_in_use_goes_at_once() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let a = Mock::start(model("a", log.clone())).await;
     let b = Mock::start(model("b", log.clone())).await;
-    let toml = format!(
-        "[backends.a]\nurl = \"{}\"\nswap_group = \"gpu\"\nstart_timeout = \"20s\"\n\
-         [backends.b]\nurl = \"{}\"\nswap_group = \"gpu\"\nstart_timeout = \"20s\"\n\
-         [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"a\"\nmodels = [\"a\"]\n\
-         [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"b\"\nmodels = [\"b\"]\n",
-        a.url(),
-        b.url()
-    );
+    let toml = swap_pair(&a, "start_timeout = \"20s\"", &b, "start_timeout = \"20s\"");
     let config = openai_proxy::Config::from_toml(&toml).unwrap();
     // Two workers: the group is shared by every worker thread.
     let proxy = start_proxy_with_workers(config, 1).await;
     let url = proxy.url("/v1/chat/completions");
 
     // A 1.5 s stream on a.
-    let res = send(
-        Request::post(url.clone())
-            .body(full("{\"stream\":true,\"model\":\"a\"}"))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(res.status(), 200);
+    let res = stream_on_a(&url).await;
     let stream = tokio::spawn(async move {
         let mut body = res.into_body();
         let mut text = Vec::new();
@@ -308,23 +320,10 @@ async fn a_swap_that_waits_too_long_gets_504_naming_the_busy_member() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let a = Mock::start(model("a", log.clone())).await;
     let b = Mock::start(model("b", log.clone())).await;
-    let toml = format!(
-        "[backends.a]\nurl = \"{}\"\nswap_group = \"gpu\"\n\
-         [backends.b]\nurl = \"{}\"\nswap_group = \"gpu\"\nstart_timeout = \"500ms\"\n\
-         [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"a\"\nmodels = [\"a\"]\n\
-         [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"b\"\nmodels = [\"b\"]\n",
-        a.url(),
-        b.url()
-    );
+    let toml = swap_pair(&a, "", &b, "start_timeout = \"500ms\"");
     let proxy = start_proxy(&toml).await;
     let url = proxy.url("/v1/chat/completions");
-    let res = send(
-        Request::post(url.clone())
-            .body(full("{\"stream\":true,\"model\":\"a\"}"))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(res.status(), 200);
+    let res = stream_on_a(&url).await;
     let (status, v, _) = post(url.clone(), "{\"model\":\"b\"}").await;
     assert_eq!(status, 504, "{v}");
     assert_eq!(v["error"]["code"], "backend_swap_timeout");

@@ -28,7 +28,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::by_model::{fix_length, BodyModel};
-use super::{backend_uri, Peer, Proxy, Target};
+use super::{server_uri, Peer, Proxy, Target};
 use crate::access::AccessRecord;
 use crate::body::{Held, Replay, RequestBody, ResponseBody};
 use crate::config::BackendConfig;
@@ -249,13 +249,7 @@ impl Proxy {
                 };
                 let mut req = Request::new(body);
                 *req.method_mut() = parts.method.clone();
-                *req.uri_mut() = backend_uri(
-                    &parts.uri,
-                    &paths[leg],
-                    bc.strips_query_keys(),
-                    &server.url.scheme,
-                    &server.url.authority,
-                )?;
+                *req.uri_mut() = server_uri(&parts.uri, &paths[leg], bc, server)?;
                 *req.version_mut() = Version::HTTP_11;
                 *req.headers_mut() = headers.clone();
                 if let Some(h) = &server.host {
