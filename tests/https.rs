@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::check::{run, services};
-use crate::sdk::{chat_reply, json_response, openai_reply, recording, run_sdk_trusting};
+use crate::sdk::{chat_reply, json_response, openai_reply, run_sdk_trusting};
 use crate::support::bin::{self, Proc};
 use crate::support::mock::{full, Mock};
 use crate::support::tls::{test_ca, TestCa};
@@ -90,19 +90,17 @@ async fn the_openai_python_sdk_works_over_https() {
     let ca = test_ca();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, ca_file) = tls_files(dir.path(), &ca, "proxy");
-    let ollama = recording("ollama", chat_reply).await;
-    let whisper = recording("whisper", |_| {
-        json_response(serde_json::json!({"text": "Huge manatees."}))
-    })
-    .await;
-    let kokoro = recording("kokoro", |_| {
+    let ollama = Mock::recording(chat_reply).await;
+    let whisper =
+        Mock::recording(|_| json_response(serde_json::json!({"text": "Huge manatees."}))).await;
+    let kokoro = Mock::recording(|_| {
         http::Response::builder()
             .header("content-type", "audio/mpeg")
             .body(full(&b"ID3\x04\x00fake-mp3-frames"[..]))
             .unwrap()
     })
     .await;
-    let openai = recording("openai", openai_reply).await;
+    let openai = Mock::recording(openai_reply).await;
     let proxy = start_proxy(&tls_config(
         &cert,
         &key,

@@ -2,7 +2,6 @@
 //! and named, aliases added, OpenAI's list fetched with each client's own key and never
 //! cached across keys.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
@@ -18,24 +17,6 @@ fn reply(status: StatusCode, body: Value) -> Response<MockBody> {
         .header("content-type", "application/json")
         .body(mock::full(body.to_string()))
         .unwrap()
-}
-
-/// A backend that answers `GET /v1/models` with `answer` and records every request.
-async fn lister(answer: fn(&Seen) -> Response<MockBody>) -> Mock {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let mut m = Mock::start(handler(move |req| {
-        let log = log.clone();
-        async move {
-            let s = mock::collect(req).await;
-            let res = answer(&s);
-            log.lock().unwrap().push(s);
-            res
-        }
-    }))
-    .await;
-    m.seen = seen;
-    m
 }
 
 fn ollama_models(s: &Seen) -> Response<MockBody> {
@@ -81,11 +62,13 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let ollama = lister(ollama_models).await;
-    let whisper = lister(|_| reply(StatusCode::NOT_FOUND, json!({"error": "no such path"}))).await;
+    let ollama = Mock::recording(ollama_models).await;
+    let whisper =
+        Mock::recording(|_| reply(StatusCode::NOT_FOUND, json!({"error": "no such path"}))).await;
     let kokoro =
-        lister(|_| reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "down"}))).await;
-    let openai = lister(openai_models).await;
+        Mock::recording(|_| reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "down"})))
+            .await;
+    let openai = Mock::recording(openai_models).await;
     let proxy = start_proxy(&format!(
         r#"
 [backends.ollama]
@@ -296,7 +279,7 @@ async fn backends_are_asked_in_parallel_with_a_short_time_out() {
         }))
     };
     let (a, b) = (hang().await, hang().await);
-    let ollama = lister(ollama_models).await;
+    let ollama = Mock::recording(ollama_models).await;
     let proxy = start_proxy(&format!(
         "[backends.a]\nurl = \"{}\"\n[backends.b]\nurl = \"{}\"\n[backends.ollama]\nurl = \"{}\"\n\
          [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"ollama\"\nmodels = [\"llama*\"]\n\

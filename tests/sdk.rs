@@ -19,24 +19,6 @@ pub fn json_response(v: serde_json::Value) -> Response<mock::MockBody> {
         .unwrap()
 }
 
-pub async fn recording(name: &'static str, reply: fn(&Seen) -> Response<mock::MockBody>) -> Mock {
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let mut m = Mock::start(handler(move |req| {
-        let log = log.clone();
-        async move {
-            let s = mock::collect(req).await;
-            let res = reply(&s);
-            log.lock().unwrap().push(s);
-            res
-        }
-    }))
-    .await;
-    m.seen = seen;
-    let _ = name;
-    m
-}
-
 pub fn chat_reply(s: &Seen) -> Response<mock::MockBody> {
     let req: serde_json::Value = serde_json::from_slice(&s.body).unwrap_or_default();
     if req["stream"] == true {
@@ -106,12 +88,10 @@ async fn official_python_sdk_works_through_the_proxy() {
     let mut ca_file = tempfile::NamedTempFile::new().unwrap();
     ca_file.write_all(ca.ca_pem.as_bytes()).unwrap();
 
-    let ollama = recording("ollama", chat_reply).await;
-    let whisper = recording("whisper", |_| {
-        json_response(serde_json::json!({"text": "Huge manatees."}))
-    })
-    .await;
-    let kokoro = recording("kokoro", |_| {
+    let ollama = Mock::recording(chat_reply).await;
+    let whisper =
+        Mock::recording(|_| json_response(serde_json::json!({"text": "Huge manatees."}))).await;
+    let kokoro = Mock::recording(|_| {
         Response::builder()
             .header("content-type", "audio/mpeg")
             .body(mock::full(Bytes::from_static(
@@ -214,12 +194,10 @@ fn model_of(s: &Seen) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_gets_local_and_openai_models_through_one_base_url() {
-    let ollama = recording("ollama", ollama_reply).await;
-    let whisper = recording("whisper", |_| {
-        json_response(serde_json::json!({"text": "Huge manatees."}))
-    })
-    .await;
-    let openai = recording("openai", openai_reply).await;
+    let ollama = Mock::recording(ollama_reply).await;
+    let whisper =
+        Mock::recording(|_| json_response(serde_json::json!({"text": "Huge manatees."}))).await;
+    let openai = Mock::recording(openai_reply).await;
     let proxy = start_proxy(&crate::model_routing::example_with(
         &ollama.url(),
         &whisper.url(),

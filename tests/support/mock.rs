@@ -120,6 +120,25 @@ where
 }
 
 impl Mock {
+    /// A backend that answers every request with `reply(request)` and records each request
+    /// (see [`Mock::requests`]).
+    pub async fn recording(reply: fn(&Seen) -> Response<MockBody>) -> Mock {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let mut m = Self::start(handler(move |req| {
+            let log = log.clone();
+            async move {
+                let s = collect(req).await;
+                let res = reply(&s);
+                log.lock().unwrap().push(s);
+                res
+            }
+        }))
+        .await;
+        m.seen = seen;
+        m
+    }
+
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
