@@ -7,10 +7,10 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use openai_proxy::cli::{Cli, Command, ManageArgs};
+use openai_proxy::cli::{Cli, Command, Generated, ManageArgs};
 use openai_proxy::commands::manage::{self, Action};
 use openai_proxy::commands::{
-    check_config, check_endpoints, container, docs, init, on_demand, wait_ready,
+    check_config, check_endpoints, container, generate, init, on_demand, wait_ready,
 };
 use openai_proxy::{serve, ConfigError};
 
@@ -81,7 +81,13 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             init::run(config, &args.into(), &mut stdout).map(|()| ExitCode::SUCCESS)
         }
         Command::Completions(a) => {
-            stdout.write_all(&docs::completion(a.shell, Cli::command()))?;
+            stdout.write_all(&generate::completion(a.shell, Cli::command()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate(a) => {
+            match a.what {
+                Generated::Man => stdout.write_all(&generate::man_page(Cli::command()))?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::EnableBackend(a) => {

@@ -25,9 +25,9 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::access::AccessRecord;
-use crate::pool::Lease;
+use crate::observe::access::AccessRecord;
 use crate::upstream::health::Load;
+use crate::upstream::pool::Lease;
 use crate::upstream::swap::Turn;
 
 mod replay;

@@ -22,8 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::ServerName;
 
+use crate::config::tls::AcceptAnyCertificate;
 use crate::config::{Config, ListenAddr};
-use crate::tls::AcceptAnyCertificate;
 
 /// Connecting to the proxy (normally on loopback) takes no longer than this.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -12,8 +12,8 @@ use anyhow::bail;
 
 use super::process::{self, argv};
 use super::status;
-use crate::backend_units::{self, parse_show, Scope};
 use crate::config::ListenAddr;
+use crate::upstream::units::{self, parse_show, Scope};
 
 pub const SOCKET_UNIT: &str = "openai-proxy.socket";
 pub const SERVICE_UNIT: &str = "openai-proxy.service";
@@ -213,10 +213,7 @@ fn on_demand_lines(user: bool, config_flag: Option<&Path>) -> String {
         return String::new();
     };
     let scope = if user { Scope::User } else { Scope::System };
-    backend_units::describe(
-        &backend_units::query(scope, &backend_units::addresses(&config)),
-        scope,
-    )
+    units::describe(&units::query(scope, &units::addresses(&config)), scope)
 }
 
 /// The first address in a socket unit's `Listen=` property (`127.0.0.1:2020 (Stream) ...`).

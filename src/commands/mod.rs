@@ -5,9 +5,10 @@
 
 pub mod check_config;
 pub mod check_endpoints;
+pub mod cli;
 pub mod client;
 pub mod container;
-pub mod docs;
+pub mod generate;
 pub mod init;
 pub mod manage;
 pub mod on_demand;

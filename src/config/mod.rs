@@ -10,6 +10,8 @@ mod diagnostics;
 mod files;
 mod lookup;
 mod raw;
+pub(crate) mod tls;
+pub(crate) mod tokens;
 mod units;
 mod validate;
 
@@ -24,8 +26,8 @@ use http::{HeaderName, HeaderValue};
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
-use crate::router::{RouteSpec, Router};
-use crate::tokens::ClientTokens;
+use crate::config::tokens::ClientTokens;
+use crate::routing::routes::{RouteSpec, Router};
 
 pub use browsers::{HostRule, OriginRule};
 pub use diagnostics::{quote, ConfigError, ConfigIssue};

@@ -1,5 +1,5 @@
 //! Routing by model, for one request: the route a path naming a model goes to, and the route
-//! the model in a body picks (read with [`crate::model`] as far as needed; an alias is spliced
+//! the model in a body picks (read with [`crate::routing::model`] as far as needed; an alias is spliced
 //! in for the backend that gets it); and, for each config, the backends that take part in the
 //! model list.
 
@@ -11,9 +11,9 @@ use super::{Proxy, Target};
 use crate::body::RequestBody;
 use crate::config::{quote, BackendConfig, Config};
 use crate::error::ProxyError;
-use crate::model::{self, Found, Scanner};
-use crate::models::Member;
-use crate::router::{Match, ModelSet, Router};
+use crate::proxy::own::model_list::Member;
+use crate::routing::model::{self, Found, Scanner};
+use crate::routing::routes::{Match, ModelSet, Router};
 
 impl Proxy {
     /// For a path that names a model (`/v1/models/{id}`) that a route's `models` take: that

@@ -29,12 +29,12 @@ use tokio::time::Instant;
 
 use super::by_model::{fix_length, BodyModel};
 use super::{server_uri, Peer, Proxy, Target};
-use crate::access::AccessRecord;
 use crate::body::{Held, Replay, RequestBody, ResponseBody};
 use crate::config::BackendConfig;
 use crate::error::ProxyError;
-use crate::headers;
-use crate::model;
+use crate::observe::access::AccessRecord;
+use crate::proxy::headers;
+use crate::routing::model;
 use crate::upstream::failure::{self, Failure};
 use crate::upstream::{Backend, Server};
 

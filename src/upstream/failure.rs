@@ -8,7 +8,7 @@ use std::io;
 use crate::body::BodyError;
 use crate::config::BackendConfig;
 use crate::error::ProxyError;
-use crate::pool::UpstreamError;
+use crate::upstream::pool::UpstreamError;
 
 /// A failed attempt, by what may follow it.
 #[derive(Debug)]

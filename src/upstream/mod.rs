@@ -1,6 +1,6 @@
 //! Connections to backends, with each backend's own time-outs. A backend has one server or a
 //! pool of them; each server is reached through its own connections: a plain-HTTP server
-//! through a small pool of HTTP/1 connections per worker ([`crate::pool`]), an HTTPS one
+//! through a small pool of HTTP/1 connections per worker ([`crate::upstream::pool`]), an HTTPS one
 //! through hyper-util's pooled client with TLS ([`tls`]), built when it is first used.
 //!
 //! Each request goes to the server of its backend with the fewest requests in flight (ties:
@@ -10,8 +10,11 @@
 pub mod checks;
 pub mod failure;
 pub mod health;
+pub(crate) mod lasting;
+pub(crate) mod pool;
 pub mod swap;
 mod tls;
+pub(crate) mod units;
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,14 +25,14 @@ use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 
 use self::health::{Avail, Health, LazyNow, ServerState};
+use self::pool::{Lease, Pool, UpstreamError};
 use self::swap::SwapGroup;
 pub use self::tls::http1_connector;
 use self::tls::HttpClient;
 use crate::body::{Held, RequestBody};
 use crate::config::{BackendConfig, ServerUrl};
-use crate::lasting::Lasting;
-use crate::pool::{self, Lease, Pool, UpstreamError};
 use crate::shard;
+use crate::upstream::lasting::Lasting;
 
 /// How requests reach a server: a plain-HTTP server through its own pool; an HTTPS one
 /// through its backend's TLS client.

@@ -21,9 +21,9 @@ use rustls::{ClientConfig, RootCertStore};
 use tower_service::Service;
 
 use crate::body::RequestBody;
+use crate::config::tls::AcceptAnyCertificate;
 use crate::config::BackendConfig;
-use crate::pool;
-use crate::tls::AcceptAnyCertificate;
+use crate::upstream::pool;
 
 /// The client type every HTTPS server uses.
 pub type HttpClient = Client<NoInfo<HttpsConnector<HttpConnector>>, RequestBody>;
@@ -83,7 +83,7 @@ fn tcp_connector(cfg: &BackendConfig) -> HttpConnector {
 }
 
 /// Connections to a backend that speak HTTP/1.1 only (TLS without ALPN for `https://`), for a
-/// request that upgrades its connection (`crate::upgrade`).
+/// request that upgrades its connection (`crate::proxy::websocket::session`).
 pub fn http1_connector(cfg: &BackendConfig) -> anyhow::Result<HttpsConnector<HttpConnector>> {
     Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config(cfg)?)

@@ -32,7 +32,7 @@ use super::client::{
     self, parse_proxy_url, Client, ProxyUrl, SendError, Trust, MAX_CONNECT_TIMEOUT,
 };
 use crate::config::{self, format_duration};
-use crate::router::Router;
+use crate::routing::routes::Router;
 
 /// What one run checks and how (the command line, as plain values).
 #[derive(Debug, Clone)]

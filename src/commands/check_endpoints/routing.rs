@@ -9,7 +9,7 @@ use serde_json::json;
 use super::report::{Answer, Ask, Report, Verdict};
 use super::{built_in_clip, CheckName, Checker, ModelList};
 use crate::config;
-use crate::router::Router;
+use crate::routing::routes::Router;
 
 const CHAT_PATH: &str = "/v1/chat/completions";
 

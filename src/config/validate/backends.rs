@@ -13,7 +13,7 @@ use super::super::units::{format_duration, Dur};
 use super::super::{defaults, AuthPolicy, BackendConfig, HealthConfig, ServerUrl};
 use super::keys::{read_ca_file, validate_auth};
 use super::{check_model_name, span, valid_name, value};
-use crate::router::normalize_path;
+use crate::routing::routes::normalize_path;
 
 /// Most servers in a pool: more is a config mistake (and every server is a label value).
 pub(super) const MAX_POOL: usize = 64;

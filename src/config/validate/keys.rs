@@ -15,7 +15,7 @@ use super::super::files::{self, MAX_SECRET_FILE};
 use super::super::raw::{RawBackend, RawServer};
 use super::super::{AuthPolicy, KeySource, Secret, TlsFiles};
 use super::{span, valid_name, NOT_SECRETS};
-use crate::tokens::ClientTokens;
+use crate::config::tokens::ClientTokens;
 
 /// Reads `server.client_tokens_file`. Messages name the file and line, never a token.
 pub(super) fn read_tokens(path: &Path) -> Result<ClientTokens, String> {
@@ -193,13 +193,13 @@ pub(super) fn tls_files(raw: &RawServer, issues: &mut Issues<'_>) -> Option<TlsF
         })
         .ok();
     let (cert_pem, key_pem) = (cert_pem?, key_pem?);
-    match crate::tls::server_config(&cert_pem, &key_pem) {
+    match crate::config::tls::server_config(&cert_pem, &key_pem) {
         Ok(server) => Some(TlsFiles {
             cert_file: cert.get_ref().clone(),
             key_file: key.get_ref().clone(),
             server: std::sync::Arc::new(server),
         }),
-        Err(crate::tls::PemProblem::Cert(e)) => {
+        Err(crate::config::tls::PemProblem::Cert(e)) => {
             let shown = cut(&cert.get_ref().to_string_lossy()).into_owned();
             issues.add(
                 "server.tls_cert",
@@ -208,12 +208,12 @@ pub(super) fn tls_files(raw: &RawServer, issues: &mut Issues<'_>) -> Option<TlsF
             );
             None
         }
-        Err(crate::tls::PemProblem::Key(e)) => {
+        Err(crate::config::tls::PemProblem::Key(e)) => {
             let shown = cut(&key.get_ref().to_string_lossy()).into_owned();
             issues.add("server.tls_key", Some(key.span()), format!("{shown}: {e}"));
             None
         }
-        Err(crate::tls::PemProblem::Pair(e)) => {
+        Err(crate::config::tls::PemProblem::Pair(e)) => {
             issues.add(
                 "server.tls_key",
                 Some(key.span()),

@@ -8,7 +8,7 @@ use super::super::diagnostics::{cut, quote, Issues};
 use super::super::raw::RawRoute;
 use super::super::RouteConfig;
 use super::{check_model_name, value};
-use crate::router::normalize_path;
+use crate::routing::routes::normalize_path;
 
 /// Routes seen so far by path: `true` when one of them takes every model on it.
 pub(super) type SeenPaths = HashMap<String, bool>;

@@ -13,7 +13,7 @@ use super::super::{
 };
 use super::keys::{read_tokens, tls_files};
 use super::{span, value, NOT_SECRETS};
-use crate::tokens::ClientTokens;
+use crate::config::tokens::ClientTokens;
 
 /// Bounds of `server.max_header_size`: below 1 KiB ordinary requests would not fit; above
 /// 256 KiB hyper's own read buffer would end the header block first.

@@ -13,7 +13,6 @@
 //! server a reload removed disappear from the output.
 
 mod expose;
-mod listener;
 mod tally;
 
 use std::collections::HashMap;
@@ -21,7 +20,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 pub use expose::{render, Exposition, Format, RouteSeries, ServerSeries};
-pub use listener::{serve, Answer};
 pub use tally::{Done, Tally};
 
 /// The counters of every (route, backend) pair any live configuration uses, and those of the

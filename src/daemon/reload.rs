@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{self, AuthPolicy, Config, ConfigError, KeySource, ListenAddr};
-use crate::lasting::Lasting;
 use crate::proxy::Proxy;
+use crate::upstream::lasting::Lasting;
 
 /// How long a reload may take to read and check the config and build the new routes.
 pub const RELOAD_LIMIT: Duration = Duration::from_secs(10);

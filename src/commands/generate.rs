@@ -1,6 +1,7 @@
 //! The man page `openai-proxy(1)` and the shell completions, generated from the clap
 //! definitions of the command line (`Cli::command()`, passed in; clap_mangen, clap_complete),
 //! so they say what `--help` says.
+//! `openai-proxy generate man` and `openai-proxy completions SHELL` print them.
 //! The generated files are committed (`man/`, `contrib/completions/`); a test fails when they
 //! are stale, and `OPENAI_PROXY_BLESS=1 cargo test man_completions` rewrites them.
 

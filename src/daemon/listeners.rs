@@ -1,7 +1,7 @@
 //! Listening sockets: inherited from the service manager (systemd socket activation, launchd)
 //! or bound from `server.listen` (or `serve --listen`); TCP or Unix, several at once.
 //!
-//! Sockets are plain std sockets here and become tokio ones inside [`crate::server`], so they
+//! Sockets are plain std sockets here and become tokio ones inside [`crate::serve`], so they
 //! can be taken before the runtime (and its threads) exists, as inheriting them requires.
 
 use std::io;
@@ -178,8 +178,8 @@ pub unsafe fn inherited() -> anyhow::Result<Vec<Inherited>> {
     }
     #[cfg(target_os = "macos")]
     if out.is_empty() {
-        for name in [crate::launchd::SOCKET_NAME, METRICS_SOCKET] {
-            for fd in crate::launchd::activate_socket(name)? {
+        for name in [crate::daemon::launchd::SOCKET_NAME, METRICS_SOCKET] {
+            for fd in crate::daemon::launchd::activate_socket(name)? {
                 // SAFETY: launchd handed this descriptor to us to own.
                 let listener = unsafe { adopt(fd) }
                     .with_context(|| format!("launchd socket {fd} (\"{name}\")"))?;

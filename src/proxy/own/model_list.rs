@@ -30,8 +30,8 @@ use tokio::time::Instant;
 use crate::body::ResponseBody;
 use crate::config::{format_duration, quote, AuthPolicy};
 use crate::error::ProxyError;
-use crate::headers::{self, X_BACKEND};
-use crate::router::ModelSet;
+use crate::proxy::headers::{self, X_BACKEND};
+use crate::routing::routes::ModelSet;
 use crate::upstream::Backend;
 
 /// Names the backends whose lists are missing, and why.

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use crate::upstream::health::ServerState;
 use crate::upstream::swap::SwapGroup;
 

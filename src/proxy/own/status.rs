@@ -9,16 +9,16 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use serde_json::json;
 
-use super::{Proxy, Target};
 use crate::body::ResponseBody;
 use crate::config::format_duration;
-use crate::models::Catalog;
-use crate::router::Router;
+use crate::proxy::own::model_list::Catalog;
+use crate::proxy::{Proxy, Target};
+use crate::routing::routes::Router;
 use crate::upstream::health::Health;
 
 impl Proxy {
     /// `GET /`: text, or JSON when the client asks for it.
-    pub(super) async fn status(&self, request: &HeaderMap) -> Response<ResponseBody> {
+    pub(crate) async fn status(&self, request: &HeaderMap) -> Response<ResponseBody> {
         let json = request
             .get(header::ACCEPT)
             .is_some_and(|v| v.as_bytes().windows(16).any(|w| w == b"application/json"));
@@ -126,7 +126,7 @@ impl Proxy {
 }
 
 /// `https`: the listeners speak TLS.
-pub(super) fn page(router: &Router<Target>, catalog: &Catalog, https: bool) -> Bytes {
+pub(crate) fn page(router: &Router<Target>, catalog: &Catalog, https: bool) -> Bytes {
     use std::fmt::Write;
     let mut s = format!(
         "openai-proxy {}\n\nPoint OpenAI clients here: OPENAI_BASE_URL={}://<this address>/v1\n\n\

@@ -8,7 +8,7 @@
 //!
 //! A line is formatted here by hand, into a buffer the caller reuses: as text, exactly as
 //! `tracing`'s formatter wrote it before (`MESSAGE key=value ...`), or as a journald entry
-//! with one field per value. Where it goes, and when, is [`crate::logging`]'s business.
+//! with one field per value. Where it goes, and when, is [`crate::observe::logging`]'s business.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +19,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Uri};
 use tokio::time::Instant;
 
-use crate::metrics::{Done, Tally};
+use crate::observe::metrics::{Done, Tally};
 
 /// The `tracing` target access lines had, still their journald `TARGET`.
 pub const ACCESS_TARGET: &str = "openai_proxy::access";
@@ -186,9 +186,9 @@ impl Drop for AccessRecord {
     fn drop(&mut self) {
         let total = self.start.elapsed();
         if self.log {
-            crate::logging::access(|out| match out {
-                crate::logging::Format::Text(buf) => self.line(total).text(buf),
-                crate::logging::Format::Journal(buf) => self.line(total).journal(buf),
+            crate::observe::logging::access(|out| match out {
+                crate::observe::logging::Format::Text(buf) => self.line(total).text(buf),
+                crate::observe::logging::Format::Journal(buf) => self.line(total).journal(buf),
             });
         }
         if let Some(t) = &self.tally {
@@ -287,7 +287,7 @@ impl Line<'_> {
             b.extend_from_slice(ACCESS_TARGET.as_bytes())
         });
         field(buf, "SYSLOG_IDENTIFIER", |b| {
-            b.extend_from_slice(crate::logging::IDENTIFIER.as_bytes())
+            b.extend_from_slice(crate::observe::logging::IDENTIFIER.as_bytes())
         });
         field(buf, "MESSAGE", |b| {
             b.extend_from_slice(self.method.as_bytes());

@@ -5,7 +5,7 @@
 //! One loop per thread keeps what made the single-threaded proxy cheap per request (no work
 //! stealing, no cross-thread wake-ups: a connection, its request and its backend connection
 //! stay on the thread that accepted it) and adds cores. What all workers share lives in
-//! [`crate::server::State`] (the live config, counters); what a connection needs stays on its
+//! [`crate::serve::State`] (the live config, counters); what a connection needs stays on its
 //! worker (its task, its pooled backend connections, its access-log buffer).
 //!
 //! The main thread is worker 0: it also runs the lifecycle (signals, readiness, reload). The
@@ -18,9 +18,9 @@ use std::thread::JoinHandle;
 use anyhow::Context as _;
 use tokio::sync::watch;
 
-use crate::listeners::StdListener;
-use crate::logging;
-use crate::server::{Server, State};
+use crate::daemon::listeners::StdListener;
+use crate::observe::logging;
+use crate::serve::{Server, State};
 use crate::shard;
 
 /// A runtime for one worker: single-threaded, with the access log flushed whenever the loop

@@ -211,6 +211,10 @@ pub enum Command {
     #[command(long_about = COMPLETIONS_LONG_ABOUT)]
     Completions(CompletionsArgs),
 
+    /// Print the man page openai-proxy(1) to stdout (`generate man`), made from this command
+    /// line's own definitions, as the packages ship it.
+    Generate(GenerateArgs),
+
     /// Run the proxy in a Podman container instead of as a service (start, stop, status, logs,
     /// enable, disable).
     ///
@@ -225,6 +229,21 @@ pub enum Command {
     /// openai-proxy -f contrib/container/Containerfile .
     #[command(subcommand)]
     Container(ContainerCommand),
+}
+
+/// `generate WHAT`.
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// What to generate.
+    #[arg(value_enum, value_name = "WHAT")]
+    pub what: Generated,
+}
+
+/// What `generate` can print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generated {
+    /// The man page openai-proxy(1), in roff.
+    Man,
 }
 
 /// `completions SHELL`.

@@ -3,7 +3,7 @@
 //! answer with an OpenAI-shaped error.
 //!
 //! Routing by model reads no more of the body than it needs: the `model` found in its first
-//! bytes ([`crate::model`]) picks the route, an alias is spliced in, and the bytes read go to
+//! bytes ([`crate::routing::model`]) picks the route, an alias is spliced in, and the bytes read go to
 //! the backend first, followed by the rest of the stream ([`RequestBody`]).
 //!
 //! A request goes to a server of its route's backend; when that fails before any byte of an
@@ -14,12 +14,13 @@
 //! connection pools, limits. Reloading builds a new one; requests already running keep theirs.
 //! What a reload keeps (the servers' health, the metrics' counters) is in [`Lasting`].
 
+pub(crate) mod admit;
 mod by_model;
-mod scrape;
+pub(crate) mod headers;
+pub(crate) mod own;
 mod send;
 mod start;
-mod status;
-mod websocket;
+pub(crate) mod websocket;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -32,19 +33,19 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::access::AccessRecord;
-use crate::backend_units::Watch;
+use self::headers::{X_BACKEND, X_REQUEST_ID};
 use crate::body::{RequestBody, ResponseBody};
+use crate::config::tokens::ClientTokens;
 use crate::config::{BackendConfig, Config};
 use crate::error::ProxyError;
-use crate::guard::{Admission, Guard};
-use crate::headers::{self, X_BACKEND, X_REQUEST_ID};
-use crate::lasting::Lasting;
-use crate::metrics::Tally;
-use crate::models::Catalog;
-use crate::router::{normalize_path, Router};
-use crate::tokens::ClientTokens;
-use crate::upgrade;
+use crate::observe::access::AccessRecord;
+use crate::observe::metrics::Tally;
+use crate::proxy::admit::guard::{Admission, Guard};
+use crate::proxy::own::model_list::Catalog;
+use crate::proxy::websocket::session;
+use crate::routing::routes::{normalize_path, Router};
+use crate::upstream::lasting::Lasting;
+use crate::upstream::units::Watch;
 use crate::upstream::{Backend, Server};
 
 /// Who sent a request: the client's address (`None` over a Unix socket), and whether its
@@ -134,7 +135,7 @@ impl Proxy {
             config.routes_by_model(),
             headers::extra_secrets(&config.server.secret_headers),
         );
-        let status_page = status::page(&router, &catalog, config.server.tls.is_some());
+        let status_page = own::status::page(&router, &catalog, config.server.tls.is_some());
         Ok(Proxy {
             on_demand: Watch::new(&config),
             guard: Guard::new(&config.server),
@@ -155,7 +156,7 @@ impl Proxy {
     }
 
     /// The routes.
-    pub fn routes(&self) -> &[crate::router::Route<Target>] {
+    pub fn routes(&self) -> &[crate::routing::routes::Route<Target>] {
         self.router.routes()
     }
 
@@ -219,7 +220,7 @@ impl Proxy {
             a.headers_after = a.start.elapsed();
         }
         // A WebSocket: its access line is written when the session ends.
-        if let Some(session) = upgrade::Pending::take(&mut res) {
+        if let Some(session) = session::Pending::take(&mut res) {
             session.join(access.take());
         }
         if let Some(a) = access {
@@ -265,7 +266,7 @@ impl Proxy {
             a.set_path(&parts.uri, normalized.as_deref().ok());
         }
         let path = normalized.map_err(|e| ProxyError::BadPath(e.0))?;
-        let websocket = upgrade::is_websocket(&parts.method, parts.version, &parts.headers);
+        let websocket = session::is_websocket(&parts.method, parts.version, &parts.headers);
         if &*path != "/health" {
             check_client_token(
                 &self.config.server.client_tokens,
@@ -425,7 +426,7 @@ fn check_client_token(
     if tokens.enabled() {
         if tokens.allows(headers) {
             headers.remove(header::AUTHORIZATION);
-        } else if !(websocket && upgrade::take_token(headers, |t| tokens.allows_token(t))) {
+        } else if !(websocket && session::take_token(headers, |t| tokens.allows_token(t))) {
             return Err(ProxyError::Unauthorized);
         }
     }

@@ -1,6 +1,9 @@
-//! The step of a WebSocket request (`Upgrade: websocket`) after routing and the usual header
-//! rewrite: sent to one server of its backend on a connection of its own ([`crate::upgrade`]); a `101` is
-//! answered with the join pending, anything else passed back as it came.
+//! WebSocket pass-through. Here, the step of a WebSocket request (`Upgrade: websocket`) after
+//! routing and the usual header rewrite: sent to one server of its backend on a connection of
+//! its own ([`session`]); a `101` is answered with the join pending, anything else passed
+//! back as it came.
+
+pub(crate) mod session;
 
 use http::request::Parts;
 use http::{Request, Response, Version};
@@ -10,11 +13,11 @@ use tokio::time::Instant;
 use super::Proxy;
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::ProxyError;
-use crate::headers;
-use crate::upgrade::{self, Session};
+use crate::proxy::headers;
 use crate::upstream::failure;
 use crate::upstream::swap::Turn;
 use crate::upstream::{Backend, Server};
+use session::Session;
 
 impl Proxy {
     pub(super) async fn forward_websocket(
@@ -28,9 +31,9 @@ impl Proxy {
         let bc = &backend.config;
         let client = parts.extensions.remove::<OnUpgrade>();
         let session = parts.extensions.remove::<Session>();
-        upgrade::prepare(&mut parts.headers, bc, &server.url);
+        session::prepare(&mut parts.headers, bc, &server.url);
         let deadline = Instant::now() + bc.response_timeout;
-        let sent = upgrade::send(bc, Request::from_parts(parts, body));
+        let sent = session::send(bc, Request::from_parts(parts, body));
         let mut res = match tokio::time::timeout_at(deadline, sent).await {
             Err(_) => {
                 return Err(ProxyError::ResponseTimeout {
@@ -50,7 +53,7 @@ impl Proxy {
             &backend.header,
             bc.takes_client_credentials(),
         );
-        if !upgrade::switched(&res) {
+        if !session::switched(&res) {
             // Refused (or answered some other way): back to the client as it came.
             let (mut parts, body) = res.into_parts();
             parts.version = Version::HTTP_11;
@@ -60,7 +63,7 @@ impl Proxy {
             ));
         }
         let shutdown = self.config.server.shutdown_timeout;
-        upgrade::switching(res, client, session, bc, shutdown, turn).ok_or_else(|| {
+        session::switching(res, client, session, bc, shutdown, turn).ok_or_else(|| {
             ProxyError::BackendFailed {
                 backend: bc.name.clone(),
                 url: server.url.url.clone(),

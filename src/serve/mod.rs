@@ -4,6 +4,9 @@
 //! [`run`] takes its listeners and its shutdown future from the caller, so `serve`, socket
 //! activation and the tests all use the same entry point.
 
+mod metrics_listener;
+mod parse_errors;
+
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,15 +24,14 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
-use crate::lasting::Lasting;
-use crate::listeners::StdListener;
-use crate::metrics;
-use crate::parse_errors::JsonErrors;
+use crate::config::tls;
+use crate::daemon::listeners::StdListener;
+use crate::proxy::websocket::session::{self, Session};
 use crate::proxy::{Peer, Proxy};
 use crate::shard;
-use crate::tls;
-use crate::upgrade::{self, Session};
 use crate::upstream::checks;
+use crate::upstream::lasting::Lasting;
+use parse_errors::JsonErrors;
 
 /// What every worker shares: the live [`Proxy`] (swapped on reload) and counters for status
 /// reports and idle exit. Counters written per request are sharded by worker, so workers on
@@ -331,8 +333,8 @@ pub async fn serve_metrics(
 ) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener).context("cannot register the metrics socket")?;
-    let answer: metrics::Answer = Arc::new(move |req| state.proxy().scrape(req));
-    metrics::serve(listener, answer, shutdown).await;
+    let answer: metrics_listener::Answer = Arc::new(move |req| state.proxy().scrape(req));
+    metrics_listener::serve(listener, answer, shutdown).await;
     Ok(())
 }
 
@@ -442,7 +444,7 @@ fn service(
     // Count and pick the proxy here, not in the future: no per-request clone of the state
     // every worker shares.
     service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        if upgrade::is_websocket(req.method(), req.version(), req.headers()) {
+        if session::is_websocket(req.method(), req.version(), req.headers()) {
             let open = Arc::new(ConnGuard::new(&state));
             req.extensions_mut()
                 .insert(Session::new(open, stop.clone()));

@@ -2,7 +2,7 @@
 //! access line per request when `[log] access_log = true` (independent of the level), to
 //! journald, syslog or stderr (`[log] target`).
 //!
-//! Access lines skip `tracing`: [`crate::access`] formats each by hand into a reused buffer.
+//! Access lines skip `tracing`: [`crate::observe::access`] formats each by hand into a reused buffer.
 //! To stderr (a terminal, a file, a pipe, the journal's stream) they are written in batches:
 //! when a worker's event loop runs out of work ([`flush_idle`], its runtime's park hook), at
 //! the latest 100 ms after the oldest line waiting, at 64 KiB, with the next daemon message,
@@ -500,7 +500,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::access::ACCESS_TARGET;
+    use crate::observe::access::ACCESS_TARGET;
 
     #[test]
     fn timestamps_are_utc_like_the_formatter_writes_them() {

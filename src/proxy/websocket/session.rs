@@ -37,9 +37,9 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::access::AccessRecord;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::{BackendConfig, ServerUrl};
+use crate::observe::access::AccessRecord;
 use crate::upstream;
 use crate::upstream::swap::Turn;
 

@@ -1,5 +1,5 @@
 //! `/metrics` on the metrics listener, answered from the live configuration: its routes'
-//! counters and its servers' health ([`crate::metrics`]). The same checks as any request
+//! counters and its servers' health ([`crate::observe::metrics`]). The same checks as any request
 //! first: `Host` and `Origin` (a web page must not read it), and a client token when
 //! `server.client_tokens_file` is set (Prometheus sends one with `authorization`).
 
@@ -9,10 +9,10 @@ use http::{Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::Proxy;
 use crate::error::ProxyError;
-use crate::guard::Admission;
-use crate::metrics::{self, Exposition, Format, RouteSeries, ServerSeries};
+use crate::observe::metrics::{self, Exposition, Format, RouteSeries, ServerSeries};
+use crate::proxy::admit::guard::Admission;
+use crate::proxy::Proxy;
 
 impl Proxy {
     /// Answers one request on the metrics listener.

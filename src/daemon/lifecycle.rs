@@ -22,14 +22,14 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::config::{AuthPolicy, Config, HostRule, ListenAddr, OriginRule};
-use crate::lasting::Lasting;
-use crate::listeners::{self, StdListener};
-use crate::logging;
-use crate::notify::{self, Notifier};
+use crate::daemon::listeners::{self, StdListener};
+use crate::daemon::notify::{self, Notifier};
+use crate::daemon::reload::{self, Loader, Reloader};
+use crate::daemon::workers::{self, Workers};
+use crate::observe::logging;
 use crate::proxy::Proxy;
-use crate::reload::{self, Loader, Reloader};
-use crate::server::{self, Server, State};
-use crate::workers::{self, Workers};
+use crate::serve::{self, Server, State};
+use crate::upstream::lasting::Lasting;
 
 /// Runs the proxy in the foreground until SIGTERM or SIGINT (or idle exit). `listen`, when
 /// not empty, replaces `server.listen` (at start and on every reload).
@@ -151,7 +151,7 @@ async fn run(
                 );
             }
             let (state, never) = (state.clone(), std::future::pending());
-            Some(tokio::spawn(server::serve_metrics(l, state, never)))
+            Some(tokio::spawn(serve::serve_metrics(l, state, never)))
         }
         None => None,
     };

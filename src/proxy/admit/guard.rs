@@ -27,8 +27,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Version};
 
 use crate::config::{quote, HostRule, OriginRule, ServerConfig};
-use crate::cors::Cors;
 use crate::error::ProxyError;
+use crate::proxy::admit::cors::Cors;
 
 /// What to do with a request.
 #[derive(Debug)]
