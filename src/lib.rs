@@ -33,7 +33,7 @@ mod error;
 mod observe;
 mod proxy;
 mod routing;
-mod shard;
+mod sync;
 mod upstream;
 
 pub mod commands;
@@ -44,9 +44,10 @@ pub use commands::cli;
 pub use config::tokens::{ClientTokens, MIN_CLIENT_TOKEN_LEN};
 pub use config::{AuthPolicy, Config, ConfigError, ConfigIssue, ListenAddr, EMBEDDED_DEFAULT};
 pub use daemon::lifecycle::serve;
-pub use daemon::listeners::{bind, StdListener};
+pub use daemon::listeners::bind;
 pub use daemon::workers::Workers;
 pub use proxy::{Peer, Proxy};
+pub use serve::StdListener;
 
 /// The per-request pure code, for the micro-benchmarks (`benches/`) and the fuzz targets
 /// (`fuzz/`): path normalization and routing, header rewriting, value parsing, finding a

@@ -8,7 +8,11 @@
 //!   ([`Replay`]); each attempt then reads it from the start.
 //! - [`ResponseBody`]: either a backend's response on its way back (ended with an error, never
 //!   a clean end, when the backend fails or stalls mid-stream) or a small body of our own. It
-//!   carries the request's access-log record and writes it when the response is done.
+//!   tells a [`Watch`] (the access-log record) what passed, and holds a [`Hold`] (the backend
+//!   connection and the server's count) until it is done.
+//!
+//! A floor below the rest: this module knows neither the access log nor the connection pool,
+//! health or swap groups; they plug in through those two traits.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -24,11 +28,6 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-
-use crate::observe::access::AccessRecord;
-use crate::upstream::health::Load;
-use crate::upstream::pool::Lease;
-use crate::upstream::swap::Turn;
 
 mod replay;
 
@@ -52,7 +51,7 @@ pub enum BodyError {
 
 impl BodyError {
     /// What went wrong, for the access log, when a backend's response stream was cut off.
-    fn in_response(&self) -> String {
+    pub fn in_response(&self) -> String {
         match self {
             BodyError::Idle(d) => format!("backend stream idle for {d:?}"),
             BodyError::Hyper(h) => format!("backend stream failed: {h}"),
@@ -345,11 +344,12 @@ pin_project! {
         upstream: Option<Incoming>,
         idle: IdleTimer,
         full: Option<Bytes>,
-        // Written to the log when the response is dropped: finished, failed or abandoned.
-        access: Option<Box<AccessRecord>>,
+        // Told what passed; the access-log record, written when the response is dropped:
+        // finished, failed or abandoned.
+        watch: Option<Box<dyn Watch>>,
         // The backend connection, back to its pool once the body has been read to its end,
         // and the request's count on its server.
-        held: Option<Held>,
+        held: Option<Box<dyn Hold>>,
         // The upstream body returned its end (a chunked body ends so, without ever saying so
         // in `is_end_stream`).
         ended: bool,
@@ -361,8 +361,8 @@ pin_project! {
             // without ever having returned its end.
             let done = this.is_end_stream();
             let this = this.project();
-            if let Some(access) = this.access {
-                access.completed |= done;
+            if let (true, Some(watch)) = (done, this.watch) {
+                watch.end();
             }
             if let (true, Some(held)) = (done || *this.ended, this.held.take()) {
                 held.release();
@@ -378,14 +378,15 @@ impl ResponseBody {
             upstream: Some(inner),
             idle: IdleTimer::new(idle_timeout),
             full: None,
-            access: None,
+            watch: None,
             held: None,
             ended: false,
         }
     }
 
-    /// Gives the backend connection back to its pool when this body is done (read to the end).
-    pub fn set_held(&mut self, held: Held) {
+    /// Keeps `held` until this body is dropped, and releases it first when the body was read
+    /// to its end.
+    pub fn set_held(&mut self, held: Box<dyn Hold>) {
         self.held = Some(held);
     }
 
@@ -396,15 +397,15 @@ impl ResponseBody {
             upstream: None,
             idle: IdleTimer::new(Duration::MAX),
             full: (!data.is_empty()).then_some(data),
-            access: None,
+            watch: None,
             held: None,
             ended: false,
         }
     }
 
-    /// Attaches the access-log record written when this body is done.
-    pub fn set_access(&mut self, record: Box<AccessRecord>) {
-        self.access = Some(record);
+    /// Tells `watch` (the access-log record) what this body passes.
+    pub fn set_watch(&mut self, watch: Box<dyn Watch>) {
+        self.watch = Some(watch);
     }
 }
 
@@ -428,11 +429,11 @@ impl Body for ResponseBody {
             Some(inner) => ready!(poll_with_idle(inner, this.idle, cx)),
         };
         *this.ended |= r.is_none();
-        if let Some(access) = this.access {
+        if let Some(watch) = this.watch {
             match &r {
-                Some(Ok(frame)) => access.bytes_out += data_len(frame),
-                Some(Err(e)) => access.error = Some(e.in_response()),
-                None => access.completed = true,
+                Some(Ok(frame)) => watch.data(data_len(frame)),
+                Some(Err(e)) => watch.failed(e),
+                None => watch.end(),
             }
         }
         Poll::Ready(r)
@@ -451,6 +452,25 @@ impl Body for ResponseBody {
             None => SizeHint::with_exact(self.full.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
+}
+
+/// Told what a response body passes (the access-log record counts the bytes and notes how
+/// it ended). Dropped with the body.
+pub trait Watch: Send {
+    /// A frame of `len` data bytes went to the client.
+    fn data(&mut self, len: u64);
+    /// The stream was cut off.
+    fn failed(&mut self, error: &BodyError);
+    /// The body reached its end (called again, harmlessly, when it is dropped complete).
+    fn end(&mut self);
+}
+
+/// What keeps a response's server busy until its body is done (a pooled connection, the
+/// request's count on its server, a swap group's turn): dropped with the body, and
+/// [`Hold::release`]d first when the body was read to its end.
+pub trait Hold: Send {
+    /// The response was read to its end: the connection can serve another request.
+    fn release(self: Box<Self>);
 }
 
 #[cfg(test)]
@@ -522,24 +542,5 @@ mod tests {
         assert_eq!(b.size_hint().exact(), Some(4));
         let all = b.collect().await.unwrap().to_bytes();
         assert_eq!(&all[..], b"head");
-    }
-}
-
-/// What keeps a response's server busy until its body is done: the pooled connection (back to
-/// its pool when the body was read to its end), the request's count on its server, and its
-/// turn in a swap group (given up after the connection is back).
-#[derive(Default)]
-pub struct Held {
-    pub lease: Option<Lease<RequestBody>>,
-    pub load: Option<Load>,
-    pub turn: Option<Turn>,
-}
-
-impl Held {
-    /// The response was read to its end: the connection can serve another request.
-    pub fn release(self) {
-        if let Some(l) = self.lease {
-            l.release();
-        }
     }
 }

@@ -174,7 +174,7 @@ impl Replay {
 }
 
 fn lock(m: &Mutex<Kept>) -> MutexGuard<'_, Kept> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    crate::sync::lock(m)
 }
 
 /// One attempt's hold on a [`Replay`].

@@ -22,13 +22,15 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::config::{AuthPolicy, Config, HostRule, ListenAddr, OriginRule};
-use crate::daemon::listeners::{self, StdListener};
+use crate::daemon::listeners;
 use crate::daemon::notify::{self, Notifier};
 use crate::daemon::reload::{self, Loader, Reloader};
 use crate::daemon::workers::{self, Workers};
 use crate::observe::logging;
 use crate::proxy::Proxy;
+use crate::serve::StdListener;
 use crate::serve::{self, Server, State};
+use crate::sync;
 use crate::upstream::lasting::Lasting;
 
 /// Runs the proxy in the foreground until SIGTERM or SIGINT (or idle exit). `listen`, when
@@ -252,7 +254,7 @@ impl Status {
             "Serving {routes} routes on {}; {requests} requests",
             self.addresses
         );
-        match self.reload_error.lock().ok().and_then(|e| e.clone()) {
+        match sync::lock(&self.reload_error).clone() {
             Some(e) => format!("{base}; reload FAILED, previous config kept: {e}"),
             None => base,
         }
@@ -381,9 +383,7 @@ fn report_reload(outcome: anyhow::Result<()>, notifier: &Notifier, status: &Stat
     if let Some(m) = &status.state.proxy().lasting.metrics {
         m.reloaded(error.is_none());
     }
-    if let Ok(mut slot) = status.reload_error.lock() {
-        *slot = error;
-    }
+    *sync::lock(&status.reload_error) = error;
     notifier.send(&[notify::State::Ready, notify::State::Status(&status.line())]);
 }
 

@@ -9,54 +9,16 @@ use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::ListenAddr;
+use crate::serve::StdListener;
 
 /// Pending connections the kernel queues for us.
 const BACKLOG: i32 = 1024;
-
-/// A listening socket, not yet registered with tokio.
-#[derive(Debug)]
-pub enum StdListener {
-    Tcp(std::net::TcpListener),
-    Unix {
-        listener: UnixListener,
-        /// Set when we created the socket file, so it is removed when we stop.
-        cleanup: Option<PathBuf>,
-    },
-}
-
-impl StdListener {
-    /// Another descriptor for the same socket, for another worker to accept from. The copy
-    /// never removes the socket file.
-    pub fn try_clone(&self) -> io::Result<StdListener> {
-        Ok(match self {
-            StdListener::Tcp(l) => StdListener::Tcp(l.try_clone()?),
-            StdListener::Unix { listener, .. } => StdListener::Unix {
-                listener: listener.try_clone()?,
-                cleanup: None,
-            },
-        })
-    }
-
-    /// What the socket is bound to (for logs and tests).
-    pub fn describe(&self) -> String {
-        match self {
-            StdListener::Tcp(l) => l
-                .local_addr()
-                .map_or_else(|_| "tcp:?".into(), |a| a.to_string()),
-            StdListener::Unix { listener, .. } => listener
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
-                .unwrap_or_else(|| "unix:(unnamed)".into()),
-        }
-    }
-}
 
 /// Binds every address; fails with a message naming the address that could not be bound.
 pub fn bind(addrs: &[ListenAddr]) -> anyhow::Result<Vec<StdListener>> {

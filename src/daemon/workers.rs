@@ -18,10 +18,10 @@ use std::thread::JoinHandle;
 use anyhow::Context as _;
 use tokio::sync::watch;
 
-use crate::daemon::listeners::StdListener;
 use crate::observe::logging;
+use crate::serve::StdListener;
 use crate::serve::{Server, State};
-use crate::shard;
+use crate::sync;
 
 /// A runtime for one worker: single-threaded, with the access log flushed whenever the loop
 /// runs out of work (so a line is written as soon as nothing else is waiting, in one `write`
@@ -67,7 +67,7 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("worker-{i}"))
                 .spawn(move || {
-                    shard::set_index(i);
+                    sync::set_index(i);
                     let result = runtime().and_then(|rt| {
                         rt.block_on(async {
                             state.cache_on_this_worker();

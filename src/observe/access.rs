@@ -19,6 +19,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Uri};
 use tokio::time::Instant;
 
+use crate::body::{BodyError, Watch};
 use crate::observe::metrics::{Done, Tally};
 
 /// The `tracing` target access lines had, still their journald `TARGET`.
@@ -70,6 +71,21 @@ impl std::fmt::Debug for AccessRecord {
             .field("backend", &self.backend)
             .field("status", &self.status)
             .finish_non_exhaustive()
+    }
+}
+
+/// The response body tells the record what it passed.
+impl Watch for AccessRecord {
+    fn data(&mut self, len: u64) {
+        self.bytes_out += len;
+    }
+
+    fn failed(&mut self, error: &BodyError) {
+        self.error = Some(error.in_response());
+    }
+
+    fn end(&mut self) {
+        self.completed = true;
     }
 }
 

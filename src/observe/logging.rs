@@ -30,6 +30,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, Layer, Registry};
 
 use crate::config::{LogConfig, LogTarget};
+use crate::sync;
 
 /// The identifier log lines carry in journald and syslog.
 pub const IDENTIFIER: &str = "openai-proxy";
@@ -199,9 +200,7 @@ impl Drop for SyslogLine {
         if line.is_empty() {
             return;
         }
-        let Ok(mut l) = self.logger.lock() else {
-            return;
-        };
+        let mut l = sync::lock(&self.logger);
         let _ = match self.level {
             Level::ERROR => l.err(line),
             Level::WARN => l.warning(line),
@@ -224,9 +223,7 @@ impl<'a> MakeWriter<'a> for SyslogWriter {
 impl SyslogWriter {
     /// Sends one access line (info).
     fn send_info(&self, line: &str) {
-        if let Ok(mut l) = self.logger.lock() {
-            let _ = l.info(line);
-        }
+        let _ = sync::lock(&self.logger).info(line);
     }
 
     fn line(&self, level: Level) -> SyslogLine {
@@ -345,10 +342,7 @@ pub fn access(write: impl FnOnce(Format<'_>)) {
 /// Adds `bytes` (stamped `at`) to the batch; writes the batch when `now`, when it is 64 KiB
 /// or more, or when its oldest line has waited 100 ms.
 fn queue(bytes: &[u8], now: bool, at: Duration) {
-    let Ok(mut batch) = BATCH.lock() else {
-        let _ = io::stderr().write_all(bytes);
-        return;
-    };
+    let mut batch = sync::lock(&BATCH);
     let since = *batch.since.get_or_insert(at);
     batch.out.extend_from_slice(bytes);
     if now || batch.out.len() >= FLUSH_AT || at.saturating_sub(since) >= FLUSH_AFTER {
@@ -368,10 +362,9 @@ pub fn flush_idle() {
 
 /// Writes the waiting lines now (when a worker stops, before exit).
 pub fn flush() {
-    if let Ok(batch) = BATCH.lock() {
-        if !batch.out.is_empty() {
-            write_out(batch, true);
-        }
+    let batch = sync::lock(&BATCH);
+    if !batch.out.is_empty() {
+        write_out(batch, true);
     }
 }
 
@@ -397,10 +390,7 @@ fn write_out(mut batch: MutexGuard<'_, Batch>, urgent: bool) {
         if out.capacity() > 4 * FLUSH_AT {
             out = Vec::new();
         }
-        batch = match BATCH.lock() {
-            Ok(b) => b,
-            Err(_) => return,
-        };
+        batch = sync::lock(&BATCH);
         batch.spare = out;
         if !batch.urgent || batch.out.is_empty() {
             break;

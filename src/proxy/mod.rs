@@ -224,7 +224,7 @@ impl Proxy {
             session.join(access.take());
         }
         if let Some(a) = access {
-            res.body_mut().set_access(a);
+            res.body_mut().set_watch(a);
         }
         res
     }

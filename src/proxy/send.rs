@@ -29,13 +29,14 @@ use tokio::time::Instant;
 
 use super::by_model::{fix_length, BodyModel};
 use super::{server_uri, Peer, Proxy, Target};
-use crate::body::{Held, Replay, RequestBody, ResponseBody};
+use crate::body::{Replay, RequestBody, ResponseBody};
 use crate::config::BackendConfig;
 use crate::error::ProxyError;
 use crate::observe::access::AccessRecord;
 use crate::proxy::headers;
 use crate::routing::model;
 use crate::upstream::failure::{self, Failure};
+use crate::upstream::Held;
 use crate::upstream::{Backend, Server};
 
 /// A routed request that may be sent more than once.
@@ -377,7 +378,7 @@ fn respond(
         }
     }
     let mut body = ResponseBody::upstream(rbody, bc.idle_timeout);
-    body.set_held(held);
+    body.set_held(Box::new(held));
     Response::from_parts(rparts, body)
 }
 

@@ -6,6 +6,9 @@
 
 mod metrics_listener;
 mod parse_errors;
+mod socket;
+
+pub use socket::StdListener;
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -25,10 +28,9 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::config::tls;
-use crate::daemon::listeners::StdListener;
 use crate::proxy::websocket::session::{self, Session};
 use crate::proxy::{Peer, Proxy};
-use crate::shard;
+use crate::sync::{self, PerWorker};
 use crate::upstream::checks;
 use crate::upstream::lasting::Lasting;
 use parse_errors::JsonErrors;
@@ -92,19 +94,13 @@ impl State {
 
     /// The proxy new requests use.
     pub fn proxy(&self) -> Arc<Proxy> {
-        match self.proxy.read() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        sync::read(&self.proxy).clone()
     }
 
     /// Makes `proxy` the one new requests use; requests already running keep the old one.
     pub fn replace(&self, proxy: Proxy) {
         let proxy = Arc::new(proxy);
-        match self.proxy.write() {
-            Ok(mut p) => *p = proxy.clone(),
-            Err(poisoned) => *poisoned.into_inner() = proxy.clone(),
-        }
+        *sync::write(&self.proxy) = proxy.clone();
         self.generation.fetch_add(1, Ordering::Release);
         self.replaced.send_replace(());
         self.start_checks(&proxy);
@@ -186,39 +182,31 @@ impl std::ops::Deref for Current {
 /// A counter every worker adds to without contention: one cache line per worker, summed when
 /// read.
 pub struct Counter {
-    shards: Box<[Shard]>,
+    parts: PerWorker<AtomicU64>,
 }
 
-#[repr(align(64))]
-#[derive(Default)]
-struct Shard(AtomicU64);
-
 impl Counter {
-    pub fn new(shards: usize) -> Counter {
+    pub fn new(workers: usize) -> Counter {
         Counter {
-            shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
+            parts: PerWorker::new(workers),
         }
     }
 
-    /// Adds `n` on this worker's shard.
+    /// Adds `n` on this worker's part.
     pub fn add(&self, n: u64) {
-        let i = shard::index() % self.shards.len();
-        self.shards[i].0.fetch_add(n, Ordering::Relaxed);
+        self.parts.mine().fetch_add(n, Ordering::Relaxed);
     }
 
     /// The total over all workers.
     pub fn get(&self) -> u64 {
-        self.shards
-            .iter()
-            .map(|s| s.0.load(Ordering::Relaxed))
-            .sum()
+        self.parts.iter().map(|s| s.load(Ordering::Relaxed)).sum()
     }
 
     /// Each worker's part, worker 0 first.
     pub fn per_worker(&self) -> Vec<u64> {
-        self.shards
+        self.parts
             .iter()
-            .map(|s| s.0.load(Ordering::Relaxed))
+            .map(|s| s.load(Ordering::Relaxed))
             .collect()
     }
 }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::config::{format_duration, HealthConfig};
+use crate::sync;
 
 /// Milliseconds since the process's first look at the clock (never 0 after that).
 fn now_ms() -> u64 {
@@ -208,16 +209,12 @@ impl ServerState {
             None => why.to_string(),
             Some((at, _)) => format!("{}…", &why[..at]),
         };
-        if let Ok(mut slot) = self.why.lock() {
-            *slot = Some(why);
-        }
+        *sync::lock(&self.why) = Some(why);
     }
 
     fn why(&self) -> String {
-        self.why
-            .lock()
-            .ok()
-            .and_then(|w| w.clone())
+        sync::lock(&self.why)
+            .clone()
             .unwrap_or_else(|| "failed".into())
     }
 

@@ -1,12 +1,13 @@
 //! What outlives a reload: the health of each backend server (found again by backend name and
 //! URL, so a reload does not send requests to a server it just found down) and, when metrics
-//! are on, their counters. A reload builds its new [`crate::proxy::Proxy`] with the same
+//! are on, their counters. A reload builds its new proxy (`Proxy`) with the same
 //! `Lasting`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::observe::metrics::Metrics;
+use crate::sync;
 use crate::upstream::health::ServerState;
 use crate::upstream::swap::SwapGroup;
 
@@ -30,10 +31,7 @@ impl Lasting {
 
     /// The health of server `url` of `backend`: the same as long as a configuration has it.
     pub fn server(&self, backend: &str, url: &str) -> Arc<ServerState> {
-        let mut map = self
-            .servers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut map = sync::lock(&self.servers);
         map.retain(|_, s| s.strong_count() > 0);
         let key = (backend.to_string(), url.to_string());
         if let Some(s) = map.get(&key).and_then(Weak::upgrade) {
@@ -46,10 +44,7 @@ impl Lasting {
 
     /// Swap group `name`: the same as long as a configuration has it.
     pub fn swap_group(&self, name: &str) -> Arc<SwapGroup> {
-        let mut map = self
-            .swap_groups
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut map = sync::lock(&self.swap_groups);
         map.retain(|_, g| g.strong_count() > 0);
         if let Some(g) = map.get(name).and_then(Weak::upgrade) {
             return g;

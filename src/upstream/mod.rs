@@ -24,14 +24,14 @@ use anyhow::Context as _;
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 
-use self::health::{Avail, Health, LazyNow, ServerState};
+use self::health::{Avail, Health, LazyNow, Load, ServerState};
 use self::pool::{Lease, Pool, UpstreamError};
-use self::swap::SwapGroup;
+use self::swap::{SwapGroup, Turn};
 pub use self::tls::http1_connector;
 use self::tls::HttpClient;
-use crate::body::{Held, RequestBody};
+use crate::body::{Hold, RequestBody};
 use crate::config::{BackendConfig, ServerUrl};
-use crate::shard;
+use crate::sync::PerWorker;
 use crate::upstream::lasting::Lasting;
 
 /// How requests reach a server: a plain-HTTP server through its own pool; an HTTPS one
@@ -59,17 +59,13 @@ pub struct Backend {
     pub servers: Box<[Server]>,
     /// The `X-Backend` response header value, made once.
     pub header: HeaderValue,
-    /// Where each worker's next pick starts (pools only): ties go round robin.
-    turns: Box<[Turn]>,
+    /// Where each worker's next pick starts (pools): ties go round robin.
+    round_robin: PerWorker<AtomicUsize>,
     /// The client of its HTTPS servers, made on first use.
     tls: OnceLock<Result<HttpClient, String>>,
     /// Its swap group: requests take turns with the other members'.
     pub swap: Option<Arc<SwapGroup>>,
 }
-
-#[repr(align(64))]
-#[derive(Default)]
-struct Turn(AtomicUsize);
 
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,17 +115,13 @@ impl Backend {
                 url: url.clone(),
             })
             .collect();
-        let turns = if config.is_pool() {
-            (0..workers.max(1)).map(|_| Turn::default()).collect()
-        } else {
-            Box::default()
-        };
+        let round_robin = PerWorker::new(if config.is_pool() { workers } else { 1 });
         Ok(Backend {
             swap: config.swap_group.as_deref().map(|g| lasting.swap_group(g)),
             config,
             servers,
             header,
-            turns,
+            round_robin,
             tls: OnceLock::new(),
         })
     }
@@ -144,8 +136,7 @@ impl Backend {
             let only = tried == 0 && !matches!(self.servers[0].state.report(), Health::Down { .. });
             return only.then_some(0);
         }
-        let turn = &self.turns[shard::index() % self.turns.len()].0;
-        let start = turn.fetch_add(1, Ordering::Relaxed);
+        let start = self.round_robin.mine().fetch_add(1, Ordering::Relaxed);
         let mut now = LazyNow::default();
         let mut best: Option<(usize, u32)> = None;
         let mut trial = None;
@@ -307,4 +298,29 @@ fn host_header(url: &ServerUrl) -> Option<HeaderValue> {
         Some(port) => format!("{}:{port}", a.host()),
     };
     HeaderValue::from_str(&value).ok()
+}
+
+/// What keeps a response's server busy until its body is done: the pooled connection (back to
+/// its pool when the body was read to its end), the request's count on its server, and its
+/// turn in a swap group (given up after the connection is back).
+#[derive(Default)]
+pub struct Held {
+    pub lease: Option<Lease<RequestBody>>,
+    pub load: Option<Load>,
+    pub turn: Option<Turn>,
+}
+
+impl Held {
+    /// The response was read to its end: the connection can serve another request.
+    pub fn release(self) {
+        if let Some(l) = self.lease {
+            l.release();
+        }
+    }
+}
+
+impl Hold for Held {
+    fn release(self: Box<Self>) {
+        Held::release(*self);
+    }
 }

@@ -26,7 +26,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::shard;
+use crate::sync;
 
 /// How long an idle pooled connection is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -161,10 +161,7 @@ where
     /// Closes every idle connection, of every worker (those lent to requests go on).
     pub fn close_idle(&self) {
         for shard in self.shards.iter() {
-            let closed = match shard.idle.lock() {
-                Ok(mut idle) => std::mem::take(&mut *idle),
-                Err(_) => continue,
-            };
+            let closed = std::mem::take(&mut *sync::lock(&shard.idle));
             // Dropped outside the lock: each ends its connection.
             drop(closed);
         }
@@ -181,7 +178,7 @@ where
         if let Some(pq) = req.uri().path_and_query().cloned() {
             *req.uri_mut() = Uri::from(pq);
         }
-        let shard = &self.shards[shard::index() % self.shards.len()];
+        let shard = &self.shards[sync::index() % self.shards.len()];
         while let Some(mut tx) = shard.checkout() {
             match tx.try_send_request(req).await {
                 Ok(res) => {
@@ -251,7 +248,7 @@ where
 impl<B> Shard<B> {
     /// The most recently used idle connection that is still open and ready.
     fn checkout(&self) -> Option<SendRequest<B>> {
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = sync::lock(&self.idle);
         while let Some(c) = idle.pop() {
             if c.tx.is_ready() {
                 return Some(c.tx);
@@ -269,9 +266,7 @@ impl<B: Send + 'static> Lease<B> {
             return;
         }
         let Lease { tx, shard } = self;
-        let Ok(mut idle) = shard.idle.lock() else {
-            return;
-        };
+        let mut idle = sync::lock(&shard.idle);
         if idle.len() >= MAX_IDLE {
             return;
         }
@@ -299,9 +294,7 @@ fn reap<B: Send + 'static>(shard: Weak<Shard<B>>) {
             let Some(shard) = shard.upgrade() else {
                 return;
             };
-            let Ok(mut idle) = shard.idle.lock() else {
-                return;
-            };
+            let mut idle = sync::lock(&shard.idle);
             let round = shard.round.fetch_add(1, Ordering::Relaxed);
             idle.retain(|c| c.round == round && !c.tx.is_closed());
             if idle.is_empty() {

@@ -21,6 +21,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::sync;
+
 /// One swap group.
 pub struct SwapGroup {
     pub name: Arc<str>,
@@ -78,7 +80,7 @@ impl SwapGroup {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.state)
     }
 
     /// Waits for `member`'s turn, at most `limit`.

@@ -83,7 +83,7 @@ fn tcp_connector(cfg: &BackendConfig) -> HttpConnector {
 }
 
 /// Connections to a backend that speak HTTP/1.1 only (TLS without ALPN for `https://`), for a
-/// request that upgrades its connection (`crate::proxy::websocket::session`).
+/// request that upgrades its connection (a WebSocket).
 pub fn http1_connector(cfg: &BackendConfig) -> anyhow::Result<HttpsConnector<HttpConnector>> {
     Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config(cfg)?)

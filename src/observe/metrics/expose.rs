@@ -10,7 +10,6 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::tally::{HistTotal, Tally, CLASSES, REASONS};
 use super::Metrics;
-use crate::upstream::health::ServerState;
 
 /// What a scrape shows: taken from the configuration that is live when it comes.
 #[derive(Debug)]
@@ -26,12 +25,16 @@ pub struct RouteSeries {
     pub fallback: Option<Arc<Tally>>,
 }
 
-/// A server of a backend.
+/// A server of a backend, as it is when scraped.
 pub struct ServerSeries {
     pub backend: Arc<str>,
-    pub state: Arc<ServerState>,
-    /// Its requests in flight count (a pool's server).
-    pub pool: bool,
+    pub url: Arc<str>,
+    /// In: not out after failures, not failing its health check.
+    pub up: bool,
+    /// Its requests in flight, for a pool's server (counted only there).
+    pub in_flight: Option<u32>,
+    /// Times it was taken out.
+    pub taken_out: u64,
 }
 
 impl std::fmt::Debug for RouteSeries {
@@ -42,7 +45,7 @@ impl std::fmt::Debug for RouteSeries {
 
 impl std::fmt::Debug for ServerSeries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.state.url)
+        f.write_str(&self.url)
     }
 }
 
@@ -220,7 +223,7 @@ impl Collector for Exposition {
         let server_labels = |s: &'_ ServerSeries| -> Vec<(&'static str, String)> {
             vec![
                 ("backend", s.backend.to_string()),
-                ("server", s.state.url.to_string()),
+                ("server", s.url.to_string()),
             ]
         };
         let mut m = enc.encode_descriptor(
@@ -230,7 +233,7 @@ impl Collector for Exposition {
             MetricType::Gauge,
         )?;
         for s in &self.servers {
-            let up = i64::from(s.state.report().is_up());
+            let up = i64::from(s.up);
             m.encode_family(&server_labels(s))?.encode_gauge(&up)?;
         }
         let mut m = enc.encode_descriptor(
@@ -239,9 +242,11 @@ impl Collector for Exposition {
             None,
             MetricType::Gauge,
         )?;
-        for s in self.servers.iter().filter(|s| s.pool) {
-            m.encode_family(&server_labels(s))?
-                .encode_gauge(&i64::from(s.state.in_flight()))?;
+        for s in &self.servers {
+            if let Some(n) = s.in_flight {
+                m.encode_family(&server_labels(s))?
+                    .encode_gauge(&i64::from(n))?;
+            }
         }
         let mut m = enc.encode_descriptor(
             "openai_proxy_server_taken_out",
@@ -250,9 +255,8 @@ impl Collector for Exposition {
             MetricType::Counter,
         )?;
         for s in &self.servers {
-            let n = s.state.taken_out.load(std::sync::atomic::Ordering::Relaxed);
             m.encode_family(&server_labels(s))?
-                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+                .encode_counter::<NoLabelSet, _, u64>(&s.taken_out, None)?;
         }
 
         let (ok, failed, last_ok) = self.metrics.reloads();

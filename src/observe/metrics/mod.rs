@@ -53,10 +53,7 @@ impl Metrics {
     /// The counters of `route` and `backend`: the same ones as long as a configuration uses
     /// them, new ones otherwise.
     pub fn tally(&self, route: &str, backend: &str) -> Arc<Tally> {
-        let mut map = self
-            .tallies
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut map = crate::sync::lock(&self.tallies);
         map.retain(|_, t| t.strong_count() > 0);
         let key = (route.to_string(), backend.to_string());
         if let Some(t) = map.get(&key).and_then(Weak::upgrade) {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::shard;
+use crate::sync::PerWorker;
 
 /// Upper bounds of the histograms' buckets, in seconds (and `+Inf` after them): from a local
 /// model's first token to a long transcription.
@@ -59,7 +59,6 @@ impl Hist {
 }
 
 /// One worker's counters.
-#[repr(align(64))]
 #[derive(Default)]
 struct Shard {
     requests: [AtomicU64; 5],
@@ -77,7 +76,7 @@ struct Shard {
 pub struct Tally {
     pub route: Arc<str>,
     pub backend: Arc<str>,
-    shards: Box<[Shard]>,
+    shards: PerWorker<Shard>,
 }
 
 /// A histogram summed over the workers: bucket counts (not cumulative), total count, sum in
@@ -112,12 +111,12 @@ impl Tally {
         Tally {
             route: Arc::from(route),
             backend: Arc::from(backend),
-            shards: (0..workers.max(1)).map(|_| Shard::default()).collect(),
+            shards: PerWorker::new(workers),
         }
     }
 
     fn shard(&self) -> &Shard {
-        &self.shards[shard::index() % self.shards.len()]
+        self.shards.mine()
     }
 
     /// A request is in flight on this route and backend (until [`Tally::done`] or

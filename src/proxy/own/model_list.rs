@@ -275,7 +275,7 @@ impl Catalog {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    crate::sync::lock(m)
 }
 
 /// Whether a backend's list depends on the client's credentials (then it is never cached).

@@ -94,8 +94,10 @@ impl Proxy {
             .flat_map(|b| {
                 b.servers.iter().map(|s| ServerSeries {
                     backend: std::sync::Arc::from(b.config.name.as_str()),
-                    state: s.state.clone(),
-                    pool: b.counts_load(),
+                    url: s.state.url.clone(),
+                    up: s.state.report().is_up(),
+                    in_flight: b.counts_load().then(|| s.state.in_flight()),
+                    taken_out: s.state.taken_out.load(std::sync::atomic::Ordering::Relaxed),
                 })
             })
             .collect();

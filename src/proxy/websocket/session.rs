@@ -299,8 +299,8 @@ impl Pending {
     /// Takes the pending join out of a response, if it is a `101` made by [`switching`].
     pub fn take(res: &mut Response<ResponseBody>) -> Option<Pending> {
         let Slot(slot) = res.extensions_mut().remove::<Slot>()?;
-        let mut slot = slot.lock().ok()?;
-        slot.take()
+        let pending = crate::sync::lock(&slot).take();
+        pending
     }
 
     /// Joins the two connections in a task of their own, once hyper has handed them over
