@@ -193,7 +193,7 @@ pub struct ServerConfig {
     /// `tls_cert` and `tls_key`: TCP listeners speak HTTPS (HTTP/2 and HTTP/1.1 by ALPN).
     pub tls: Option<TlsFiles>,
     /// Worker threads serving connections, each with its own event loop.
-    pub workers: Workers,
+    pub workers: WorkerCount,
     /// How much of a request body is kept while it is in flight, so that it can be sent again
     /// to another server or to the route's fallback when the first one fails before answering.
     pub max_replay_body: u64,
@@ -209,33 +209,33 @@ pub struct MetricsConfig {
 
 /// `server.workers`: how many threads serve connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Workers {
+pub enum WorkerCount {
     /// One per CPU the process may run on (its affinity mask and cgroup CPU quota).
     #[default]
     Auto,
     Count(usize),
 }
 
-impl Workers {
+impl WorkerCount {
     /// Most workers accepted: more threads than this only cost memory.
     pub const MAX: usize = 1024;
 
     /// The number of worker threads to start.
     pub fn resolve(self) -> usize {
         match self {
-            Workers::Count(n) => n.clamp(1, Self::MAX),
-            Workers::Auto => std::thread::available_parallelism()
+            WorkerCount::Count(n) => n.clamp(1, Self::MAX),
+            WorkerCount::Auto => std::thread::available_parallelism()
                 .map_or(1, std::num::NonZeroUsize::get)
                 .min(Self::MAX),
         }
     }
 }
 
-impl fmt::Display for Workers {
+impl fmt::Display for WorkerCount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Workers::Auto => write!(f, "auto ({})", self.resolve()),
-            Workers::Count(n) => write!(f, "{n}"),
+            WorkerCount::Auto => write!(f, "auto ({})", self.resolve()),
+            WorkerCount::Count(n) => write!(f, "{n}"),
         }
     }
 }

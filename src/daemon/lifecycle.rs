@@ -23,13 +23,13 @@ use tokio::sync::mpsc;
 
 use crate::config::{AuthPolicy, Config, HostRule, ListenAddr, OriginRule};
 use crate::daemon::listeners;
-use crate::daemon::notify::{self, Notifier};
+use crate::daemon::notify::{Notifier, NotifyState};
 use crate::daemon::reload::{self, Loader, Reloader};
 use crate::daemon::workers::{self, Workers};
 use crate::observe::logging;
 use crate::proxy::Proxy;
 use crate::serve::StdListener;
-use crate::serve::{self, Server, State};
+use crate::serve::{self, Acceptor, Shared};
 use crate::sync;
 use crate::upstream::lasting::Lasting;
 
@@ -136,7 +136,7 @@ async fn run(
         );
     }
     let worker_count = config.server.workers.resolve();
-    let state = State::new(proxy);
+    let state = Shared::new(proxy);
     state.cache_on_this_worker();
     let scraping = match metrics {
         Some(l) => {
@@ -159,14 +159,14 @@ async fn run(
     };
     let workers = Workers::spawn(worker_count - 1, &listeners, &state)?;
     tracing::debug!("serving with {worker_count} worker thread(s)");
-    let server = Server::new(listeners, state.clone())?;
+    let server = Acceptor::new(listeners, state.clone())?;
     let status = Arc::new(Status {
         state: state.clone(),
         addresses,
         reload_error: Mutex::new(None),
     });
     let notifier = Arc::new(notifier);
-    notifier.send(&[notify::State::Ready, notify::State::Status(&status.line())]);
+    notifier.send(&[NotifyState::Ready, NotifyState::Status(&status.line())]);
     let background = spawn_reporting(&notifier, &status);
 
     let reload = Arc::new(Reload {
@@ -206,8 +206,8 @@ async fn run(
             task.abort();
         }
         notifier.send(&[
-            notify::State::Stopping,
-            notify::State::Status(&format!("Stopping ({why})")),
+            NotifyState::Stopping,
+            NotifyState::Status(&format!("Stopping ({why})")),
         ]);
         if let Some(task) = &scraping {
             task.abort();
@@ -240,7 +240,7 @@ impl Signals {
 
 /// The one-line summary the service manager shows (`systemctl status`).
 struct Status {
-    state: Arc<State>,
+    state: Arc<Shared>,
     addresses: String,
     /// Set while the last reload failed: the old config is still serving.
     reload_error: Mutex<Option<String>>,
@@ -281,13 +281,13 @@ fn spawn_reporting(notifier: &Arc<Notifier>, status: &Arc<Status>) -> tokio::tas
         loop {
             interval.tick().await;
             if notifier.watchdog_interval.is_some() {
-                notifier.send(&[notify::State::Watchdog]);
+                notifier.send(&[NotifyState::Watchdog]);
             }
             let requests = status.state.requests.get();
             if requests != last_requests && last_status.elapsed() >= STATUS_EVERY {
                 last_requests = requests;
                 last_status = tokio::time::Instant::now();
-                notifier.send(&[notify::State::Status(&status.line())]);
+                notifier.send(&[NotifyState::Status(&status.line())]);
             }
         }
     })
@@ -296,7 +296,7 @@ fn spawn_reporting(notifier: &Arc<Notifier>, status: &Arc<Status>) -> tokio::tas
 /// What a reload needs, shared with its task.
 struct Reload {
     reloader: Reloader,
-    state: Arc<State>,
+    state: Arc<Shared>,
     notifier: Arc<Notifier>,
     status: Arc<Status>,
     /// The addresses listened on beyond loopback.
@@ -322,8 +322,8 @@ impl Reload {
             status,
             exposed,
         } = self;
-        let mut states = vec![notify::State::Reloading];
-        if let Ok(now) = notify::State::monotonic_usec_now() {
+        let mut states = vec![NotifyState::Reloading];
+        if let Ok(now) = NotifyState::monotonic_usec_now() {
             states.push(now);
         }
         notifier.send(&states);
@@ -384,7 +384,7 @@ fn report_reload(outcome: anyhow::Result<()>, notifier: &Notifier, status: &Stat
         m.reloaded(error.is_none());
     }
     *sync::lock(&status.reload_error) = error;
-    notifier.send(&[notify::State::Ready, notify::State::Status(&status.line())]);
+    notifier.send(&[NotifyState::Ready, NotifyState::Status(&status.line())]);
 }
 
 /// Lets the replaced configuration go once the last request using it is done, then hands the
@@ -412,7 +412,7 @@ fn trim_heap() {
 }
 
 /// Resolves once no connection has been open for `after`.
-async fn idle(state: &State, after: Duration) {
+async fn idle(state: &Shared, after: Duration) {
     loop {
         while state.open_connections.load(Ordering::SeqCst) > 0 {
             let closed = state.all_closed.notified();

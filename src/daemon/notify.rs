@@ -8,7 +8,7 @@
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
-pub use sd_notify::NotifyState as State;
+pub use sd_notify::NotifyState;
 
 /// A connection to the service manager's notification socket, if there is one.
 #[derive(Debug, Default)]
@@ -47,7 +47,7 @@ impl Notifier {
     }
 
     /// Sends one message with the given states; failures are logged, never fatal.
-    pub fn send(&self, states: &[State<'_>]) {
+    pub fn send(&self, states: &[NotifyState<'_>]) {
         let Some((socket, addr)) = &self.target else {
             return;
         };

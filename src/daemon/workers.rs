@@ -5,7 +5,7 @@
 //! One loop per thread keeps what made the single-threaded proxy cheap per request (no work
 //! stealing, no cross-thread wake-ups: a connection, its request and its backend connection
 //! stay on the thread that accepted it) and adds cores. What all workers share lives in
-//! [`crate::serve::State`] (the live config, counters); what a connection needs stays on its
+//! [`crate::serve::Shared`] (the live config, counters); what a connection needs stays on its
 //! worker (its task, its pooled backend connections, its access-log buffer).
 //!
 //! The main thread is worker 0: it also runs the lifecycle (signals, readiness, reload). The
@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::observe::logging;
 use crate::serve::StdListener;
-use crate::serve::{Server, State};
+use crate::serve::{Acceptor, Shared};
 use crate::sync;
 
 /// A runtime for one worker: single-threaded, with the access log flushed whenever the loop
@@ -47,7 +47,7 @@ impl Workers {
     pub fn spawn(
         count: usize,
         listeners: &[StdListener],
-        state: &Arc<State>,
+        state: &Arc<Shared>,
     ) -> anyhow::Result<Workers> {
         let (stop, _) = watch::channel(false);
         let mut workers = Workers {
@@ -71,7 +71,7 @@ impl Workers {
                     let result = runtime().and_then(|rt| {
                         rt.block_on(async {
                             state.cache_on_this_worker();
-                            let server = match Server::new(own, state) {
+                            let server = match Acceptor::new(own, state) {
                                 Ok(s) => s,
                                 Err(e) => {
                                     let _ = ready.send(Err(anyhow::anyhow!("{e:#}")));

@@ -11,7 +11,7 @@ use super::{Proxy, Target};
 use crate::body::RequestBody;
 use crate::config::{quote, BackendConfig, Config};
 use crate::error::ProxyError;
-use crate::proxy::own::model_list::Member;
+use crate::proxy::own::catalog::Member;
 use crate::routing::model::{self, Found, Scanner};
 use crate::routing::routes::{Match, ModelSet, Router};
 

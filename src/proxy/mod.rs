@@ -41,7 +41,7 @@ use crate::error::ProxyError;
 use crate::observe::access::AccessRecord;
 use crate::observe::metrics::Tally;
 use crate::proxy::admit::guard::{Admission, Guard};
-use crate::proxy::own::model_list::Catalog;
+use crate::proxy::own::catalog::Catalog;
 use crate::proxy::websocket::session;
 use crate::routing::routes::{normalize_path, Router};
 use crate::upstream::lasting::Lasting;

@@ -38,9 +38,9 @@ use parse_errors::JsonErrors;
 /// What every worker shares: the live [`Proxy`] (swapped on reload) and counters for status
 /// reports and idle exit. Counters written per request are sharded by worker, so workers on
 /// different cores never write the same cache line.
-pub struct State {
+pub struct Shared {
     proxy: RwLock<Arc<Proxy>>,
-    /// Bumped by every [`State::replace`]; workers drop their cached proxy when it changes.
+    /// Bumped by every [`Shared::replace`]; workers drop their cached proxy when it changes.
     generation: AtomicU64,
     /// Tells the workers about a new generation.
     replaced: watch::Sender<()>,
@@ -56,12 +56,12 @@ pub struct State {
     pub all_closed: Notify,
 }
 
-impl State {
-    pub fn new(proxy: Proxy) -> Arc<State> {
+impl Shared {
+    pub fn new(proxy: Proxy) -> Arc<Shared> {
         static IDS: AtomicU64 = AtomicU64::new(0);
         let shards = proxy.config.server.workers.resolve();
         let proxy = Arc::new(proxy);
-        let state = Arc::new(State {
+        let state = Arc::new(Shared {
             proxy: RwLock::new(proxy.clone()),
             generation: AtomicU64::new(0),
             replaced: watch::channel(()).0,
@@ -212,10 +212,10 @@ impl Counter {
 }
 
 /// Counts a connection as open for as long as it lives.
-struct ConnGuard(Arc<State>);
+struct ConnGuard(Arc<Shared>);
 
 impl ConnGuard {
-    fn new(state: &Arc<State>) -> Self {
+    fn new(state: &Arc<Shared>) -> Self {
         state.accepted.fetch_add(1, Ordering::SeqCst);
         state.open_connections.fetch_add(1, Ordering::SeqCst);
         ConnGuard(state.clone())
@@ -249,17 +249,17 @@ fn to_tokio(l: StdListener) -> anyhow::Result<(Listener, Option<std::path::PathB
 }
 
 /// Listeners registered with the runtime, ready to serve.
-pub struct Server {
+pub struct Acceptor {
     listeners: Vec<Listener>,
     /// Unix socket files we created, removed when we stop.
     socket_files: Vec<std::path::PathBuf>,
-    state: Arc<State>,
+    state: Arc<Shared>,
 }
 
-impl Server {
+impl Acceptor {
     /// Registers the listeners with tokio (inside a runtime). After this the server is ready:
-    /// connections queue in the listen backlog until [`Server::run`] accepts them.
-    pub fn new(listeners: Vec<StdListener>, state: Arc<State>) -> anyhow::Result<Server> {
+    /// connections queue in the listen backlog until [`Acceptor::run`] accepts them.
+    pub fn new(listeners: Vec<StdListener>, state: Arc<Shared>) -> anyhow::Result<Acceptor> {
         let mut registered = Vec::new();
         let mut socket_files = Vec::new();
         for l in listeners {
@@ -267,7 +267,7 @@ impl Server {
             socket_files.extend(cleanup);
             registered.push(listener);
         }
-        Ok(Server {
+        Ok(Acceptor {
             listeners: registered,
             socket_files,
             state,
@@ -277,7 +277,7 @@ impl Server {
     /// Serves until `shutdown` resolves; then closes the listeners (new connections are
     /// refused), lets open requests finish for up to `server.shutdown_timeout`, and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Server {
+        let Acceptor {
             listeners,
             socket_files,
             state,
@@ -316,26 +316,26 @@ impl Server {
 /// Serves `/metrics` of the live configuration on `listener` (TCP) until `shutdown`.
 pub async fn serve_metrics(
     listener: std::net::TcpListener,
-    state: Arc<State>,
+    state: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener).context("cannot register the metrics socket")?;
-    let answer: metrics_listener::Answer = Arc::new(move |req| state.proxy().scrape(req));
+    let answer: metrics_listener::Scrape = Arc::new(move |req| state.proxy().scrape(req));
     metrics_listener::serve(listener, answer, shutdown).await;
     Ok(())
 }
 
-/// [`Server::new`] then [`Server::run`].
+/// [`Acceptor::new`] then [`Acceptor::run`].
 pub async fn run(
     listeners: Vec<StdListener>,
-    state: Arc<State>,
+    state: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    Server::new(listeners, state)?.run(shutdown).await
+    Acceptor::new(listeners, state)?.run(shutdown).await
 }
 
-async fn accept_loop(listener: Listener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(listener: Listener, state: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         let accepted = tokio::select! {
             biased;
@@ -396,7 +396,7 @@ async fn serve_tls(
     stream: tokio::net::TcpStream,
     ip: Option<IpAddr>,
     tls: Arc<rustls::ServerConfig>,
-    state: Arc<State>,
+    state: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) {
     let limit = state.current().config.server.header_read_timeout;
@@ -418,7 +418,7 @@ async fn serve_tls(
 /// The service of one connection: each request counted and handed to the live proxy. A
 /// WebSocket request also gets the [`Session`] its joined connections will hold.
 fn service(
-    state: &Arc<State>,
+    state: &Arc<Shared>,
     peer: Peer,
     stop: &watch::Receiver<bool>,
 ) -> impl hyper::service::Service<
@@ -444,7 +444,7 @@ fn service(
 }
 
 /// An HTTP/2 connection (TLS with ALPN `h2`), until it ends or the server stops.
-async fn serve_h2<I>(io: I, peer: Peer, state: Arc<State>, mut stop: watch::Receiver<bool>)
+async fn serve_h2<I>(io: I, peer: Peer, state: Arc<Shared>, mut stop: watch::Receiver<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -468,7 +468,7 @@ where
     }
 }
 
-async fn serve_connection<I>(io: I, peer: Peer, state: Arc<State>, mut stop: watch::Receiver<bool>)
+async fn serve_connection<I>(io: I, peer: Peer, state: Arc<Shared>, mut stop: watch::Receiver<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -37,29 +37,29 @@ use crate::error::json_error;
 
 /// The answers hyper makes itself (`proto/h1/role.rs`, `Server::on_error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Answer {
+enum HyperAnswer {
     BadRequest,
     UriTooLong,
     HeadersTooLarge,
 }
 
-const ANSWERS: [Answer; 3] = [
-    Answer::BadRequest,
-    Answer::UriTooLong,
-    Answer::HeadersTooLarge,
+const ANSWERS: [HyperAnswer; 3] = [
+    HyperAnswer::BadRequest,
+    HyperAnswer::UriTooLong,
+    HyperAnswer::HeadersTooLarge,
 ];
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT`
 const DATE_LEN: usize = 29;
 const END: &[u8] = b" GMT\r\n\r\n";
 
-impl Answer {
+impl HyperAnswer {
     /// hyper's status line, after the version.
     fn status_line(self) -> &'static [u8] {
         match self {
-            Answer::BadRequest => b"400 Bad Request\r\n",
-            Answer::UriTooLong => b"414 URI Too Long\r\n",
-            Answer::HeadersTooLarge => b"431 Request Header Fields Too Large\r\n",
+            HyperAnswer::BadRequest => b"400 Bad Request\r\n",
+            HyperAnswer::UriTooLong => b"414 URI Too Long\r\n",
+            HyperAnswer::HeadersTooLarge => b"431 Request Header Fields Too Large\r\n",
         }
     }
 
@@ -67,7 +67,7 @@ impl Answer {
     /// `date`.
     fn json_response(self, version: &[u8], date: &[u8]) -> Vec<u8> {
         let (status, message, code) = match self {
-            Answer::BadRequest => (
+            HyperAnswer::BadRequest => (
                 "400 Bad Request",
                 "the request could not be parsed: its request line or a header is malformed \
                  (for example a header folded onto a continuation line, a control character \
@@ -75,12 +75,12 @@ impl Answer {
                  Transfer-Encoding)",
                 "invalid_request",
             ),
-            Answer::UriTooLong => (
+            HyperAnswer::UriTooLong => (
                 "414 URI Too Long",
                 "the request target is too long",
                 "uri_too_long",
             ),
-            Answer::HeadersTooLarge => (
+            HyperAnswer::HeadersTooLarge => (
                 "431 Request Header Fields Too Large",
                 "the request line and headers are too large: over server.max_header_size, or \
                  more than 100 header lines",
@@ -109,7 +109,7 @@ impl Answer {
 struct Found {
     /// Where it starts in the write.
     at: usize,
-    answer: Answer,
+    answer: HyperAnswer,
     /// `HTTP/1.1 ` or `HTTP/1.0 `, and the date, as hyper wrote them.
     version: &'static [u8],
     date: [u8; DATE_LEN],
@@ -167,7 +167,7 @@ impl Polls {
 }
 
 /// An answer of hyper's, held back until it is clear whether it ends the connection.
-struct Held {
+struct HeldBack {
     bytes: Vec<u8>,
     found: Found,
     /// The poll of the connection it was written in.
@@ -180,7 +180,7 @@ struct Held {
 pub struct JsonErrors<T> {
     io: T,
     polls: Polls,
-    held: Option<Held>,
+    held: Option<HeldBack>,
     /// The JSON answer while it is written during shutdown, and how much is out.
     replacement: Option<(Vec<u8>, usize)>,
 }
@@ -260,7 +260,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrors<T> {
                 return Poll::Ready(Ok(n));
             }
         }
-        this.held = Some(Held {
+        this.held = Some(HeldBack {
             bytes: buf[at..].to_vec(),
             found,
             poll: this.polls.now(),
@@ -310,7 +310,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrors<T> {
                 this.held = Some(h);
                 ready!(this.poll_release(cx))?;
             }
-            Some(Held { found: f, .. }) => {
+            Some(HeldBack { found: f, .. }) => {
                 this.replacement = Some((f.answer.json_response(f.version, &f.date), 0));
             }
             None => {}
@@ -330,7 +330,7 @@ mod tests {
 
     const DATE: &str = "Sat, 28 Nov 2026 10:00:00 GMT";
 
-    fn hyper_answer(version: &str, a: Answer, close: bool) -> Vec<u8> {
+    fn hyper_answer(version: &str, a: HyperAnswer, close: bool) -> Vec<u8> {
         let mut v = version.as_bytes().to_vec();
         v.extend_from_slice(a.status_line());
         if close {
@@ -367,7 +367,7 @@ mod tests {
 
     #[test]
     fn the_json_answer_keeps_status_and_date_and_closes() {
-        let bytes = Answer::HeadersTooLarge.json_response(b"HTTP/1.1 ", DATE.as_bytes());
+        let bytes = HyperAnswer::HeadersTooLarge.json_response(b"HTTP/1.1 ", DATE.as_bytes());
         let text = String::from_utf8(bytes).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));

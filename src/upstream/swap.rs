@@ -26,12 +26,12 @@ use crate::sync;
 /// One swap group.
 pub struct SwapGroup {
     pub name: Arc<str>,
-    state: Mutex<State>,
+    state: Mutex<GroupState>,
     changed: Notify,
 }
 
 #[derive(Default)]
-struct State {
+struct GroupState {
     /// The member whose requests run now (the last one let through).
     current: Option<Arc<str>>,
     /// Requests of `current` in flight, until their response bodies end.
@@ -79,7 +79,7 @@ impl SwapGroup {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, GroupState> {
         sync::lock(&self.state)
     }
 
@@ -156,7 +156,7 @@ impl SwapGroup {
     }
 }
 
-impl State {
+impl GroupState {
     /// Lets a request for `member` through if it is in use, or if nothing is in flight (it is
     /// then in use). `Some(swapped out)` when let through: the member it replaced, if any.
     fn admit(&mut self, member: &str) -> Option<Option<Arc<str>>> {

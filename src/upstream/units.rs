@@ -138,7 +138,7 @@ impl Watch {
 
 /// What the server of an on-demand backend is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub enum UnitState {
     Running,
     /// Started, not answering yet (loading its model).
     Starting,
@@ -146,22 +146,22 @@ pub enum State {
     Stopped,
 }
 
-impl State {
-    fn from_active_state(s: &str) -> State {
+impl UnitState {
+    fn from_active_state(s: &str) -> UnitState {
         match s {
-            "active" | "reloading" => State::Running,
-            "activating" => State::Starting,
-            "deactivating" => State::Stopping,
-            _ => State::Stopped,
+            "active" | "reloading" => UnitState::Running,
+            "activating" => UnitState::Starting,
+            "deactivating" => UnitState::Stopping,
+            _ => UnitState::Stopped,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Running => "running",
-            State::Starting => "starting",
-            State::Stopping => "stopping",
-            State::Stopped => "stopped",
+            UnitState::Running => "running",
+            UnitState::Starting => "starting",
+            UnitState::Stopping => "stopping",
+            UnitState::Stopped => "stopped",
         }
     }
 }
@@ -170,7 +170,7 @@ impl State {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnDemand {
     pub backend: String,
-    pub state: State,
+    pub state: UnitState,
     /// The server's unit.
     pub server: String,
     pub socket: String,
@@ -283,7 +283,7 @@ pub fn query(scope: Scope, addresses: &[Address]) -> Vec<OnDemand> {
                 .map(|s| get(s, "ActiveState"))
                 .unwrap_or("");
             OnDemand {
-                state: State::from_active_state(active),
+                state: UnitState::from_active_state(active),
                 socket_down: !m.socket_up,
                 backend: m.backend,
                 server: m.server,
@@ -415,14 +415,20 @@ mod tests {
 
     #[test]
     fn states_and_lines() {
-        assert_eq!(State::from_active_state("active"), State::Running);
-        assert_eq!(State::from_active_state("activating"), State::Starting);
-        assert_eq!(State::from_active_state("deactivating"), State::Stopping);
-        assert_eq!(State::from_active_state("failed"), State::Stopped);
-        assert_eq!(State::from_active_state(""), State::Stopped);
+        assert_eq!(UnitState::from_active_state("active"), UnitState::Running);
+        assert_eq!(
+            UnitState::from_active_state("activating"),
+            UnitState::Starting
+        );
+        assert_eq!(
+            UnitState::from_active_state("deactivating"),
+            UnitState::Stopping
+        );
+        assert_eq!(UnitState::from_active_state("failed"), UnitState::Stopped);
+        assert_eq!(UnitState::from_active_state(""), UnitState::Stopped);
         let f = OnDemand {
             backend: "chat".into(),
-            state: State::Starting,
+            state: UnitState::Starting,
             server: "openai-proxy-server@chat.service".into(),
             socket: "openai-proxy-backend@chat.socket".into(),
             listen: "127.0.0.1:8081".into(),

@@ -26,7 +26,7 @@ use self::audio::{
     audio_format, multipart, words, Clip, MP3, SAMPLE_CLIP, SAMPLE_CLIP_NAME, SAMPLE_CLIP_TEXT,
     TRANSCRIPTION_MODEL,
 };
-use self::report::{human_size, snippet, Answer, Ask, Output, Report, Verdict};
+use self::report::{human_size, snippet, Ask, Exchange, Output, Report, Verdict};
 use self::routing::Picked;
 use super::client::{
     self, parse_proxy_url, Client, ProxyUrl, SendError, Trust, MAX_CONNECT_TIMEOUT,
@@ -296,7 +296,7 @@ impl Checker {
     }
 
     /// Sends one request and reads the whole answer.
-    async fn send(&self, ask: Ask<'_>) -> Result<Answer, SendError> {
+    async fn send(&self, ask: Ask<'_>) -> Result<Exchange, SendError> {
         let mut req = Request::builder()
             .method(ask.method)
             .uri(ask.path)
@@ -339,7 +339,7 @@ impl Checker {
                     })
                 })?
                 .to_bytes();
-            Ok(Answer {
+            Ok(Exchange {
                 status: parts.status,
                 headers: parts.headers,
                 body: self.out.redact_body(body),
@@ -365,7 +365,7 @@ impl Checker {
         &self,
         name: CheckName,
         ask: Ask<'_>,
-        judge: impl FnOnce(&Answer) -> Result<String, String>,
+        judge: impl FnOnce(&Exchange) -> Result<String, String>,
     ) -> anyhow::Result<Report> {
         let path = ask.path.to_string();
         let answer = match self.send(ask).await {
@@ -577,7 +577,7 @@ fn built_in_clip() -> Clip {
 
 /// Reads a chat stream: every `data:` chunk JSON, then `data: [DONE]`. Returns the count and
 /// the text the chunks carried.
-fn stream_content(a: &Answer) -> Result<String, String> {
+fn stream_content(a: &Exchange) -> Result<String, String> {
     let text = std::str::from_utf8(&a.body).map_err(|_| "the stream is not UTF-8 text")?;
     let mut chunks = 0usize;
     let mut done = false;

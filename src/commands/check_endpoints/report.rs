@@ -1,4 +1,4 @@
-//! What the checks found and how it is shown: one exchange with the proxy ([`Answer`]), its
+//! What the checks found and how it is shown: one exchange with the proxy ([`Exchange`]), its
 //! verdict ([`Report`]), and every line printed ([`Output`]), which redacts the API key.
 
 use std::borrow::Cow;
@@ -157,7 +157,7 @@ pub fn human_size(n: usize) -> String {
 }
 
 /// One complete exchange with the proxy.
-pub struct Answer {
+pub struct Exchange {
     pub status: StatusCode,
     pub headers: HeaderMap,
     /// The whole body, with `$OPENAI_API_KEY` replaced wherever a backend echoed it.
@@ -166,7 +166,7 @@ pub struct Answer {
     pub elapsed: Duration,
 }
 
-impl Answer {
+impl Exchange {
     /// The backend that answered, as the proxy says in `X-Backend`.
     pub fn backend(&self) -> Option<&str> {
         self.headers.get("x-backend").and_then(|v| v.to_str().ok())
@@ -229,7 +229,7 @@ pub struct Report {
     pub label: Option<String>,
     pub verdict: Verdict,
     /// The answer the verdict is about, when one came.
-    pub answer: Option<Answer>,
+    pub answer: Option<Exchange>,
 }
 
 impl Report {

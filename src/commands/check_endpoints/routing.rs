@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::report::{Answer, Ask, Report, Verdict};
+use super::report::{Ask, Exchange, Report, Verdict};
 use super::{built_in_clip, CheckName, Checker, ModelList};
 use crate::config;
 use crate::routing::routes::Router;
@@ -138,7 +138,7 @@ impl Checker {
         };
         report.name = CheckName::Model;
         report.label = Some(format!("model {name}"));
-        let answered = report.answer.as_ref().and_then(Answer::backend);
+        let answered = report.answer.as_ref().and_then(Exchange::backend);
         if answered != Some(expected.as_str()) {
             let who = answered.map_or("the proxy itself".to_string(), |b| format!("backend {b}"));
             report.verdict = Verdict::Fail(format!(

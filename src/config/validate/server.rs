@@ -9,7 +9,7 @@ use super::super::diagnostics::{quote, Issues};
 use super::super::raw::{RawLog, RawMetrics, RawServer, RawWorkers};
 use super::super::units::format_size;
 use super::super::{
-    defaults, ListenAddr, LogConfig, LogTarget, MetricsConfig, ServerConfig, Workers,
+    defaults, ListenAddr, LogConfig, LogTarget, MetricsConfig, ServerConfig, WorkerCount,
 };
 use super::keys::{read_tokens, tls_files};
 use super::{span, value, NOT_SECRETS};
@@ -90,19 +90,19 @@ pub(super) fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> Server
         },
     };
     let workers = match value(&raw.workers) {
-        None | Some(RawWorkers::Auto) => Workers::Auto,
+        None | Some(RawWorkers::Auto) => WorkerCount::Auto,
         Some(RawWorkers::Count(n)) => match usize::try_from(n) {
-            Ok(n) if (1..=Workers::MAX).contains(&n) => Workers::Count(n),
+            Ok(n) if (1..=WorkerCount::MAX).contains(&n) => WorkerCount::Count(n),
             _ => {
                 issues.add(
                     "server.workers",
                     span(&raw.workers),
                     format!(
                         "must be \"auto\" or between 1 and {} (worker threads)",
-                        Workers::MAX
+                        WorkerCount::MAX
                     ),
                 );
-                Workers::Auto
+                WorkerCount::Auto
             }
         },
     };

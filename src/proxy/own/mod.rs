@@ -1,6 +1,6 @@
 //! What the proxy answers itself instead of a backend: `/` (routes and servers' health),
 //! `/health`, `GET /v1/models` (every backend's list, merged) and `/metrics`.
 
-pub(crate) mod model_list;
+pub(crate) mod catalog;
 mod scrape;
 pub(crate) mod status;

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::body::ResponseBody;
 use crate::config::format_duration;
-use crate::proxy::own::model_list::Catalog;
+use crate::proxy::own::catalog::Catalog;
 use crate::proxy::{Proxy, Target};
 use crate::routing::routes::Router;
 use crate::upstream::health::Health;

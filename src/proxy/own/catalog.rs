@@ -1,4 +1,4 @@
-//! `GET /v1/models` answered by the proxy: the lists of every backend that takes part, asked
+//! The [`Catalog`]: `GET /v1/models` answered by the proxy: the lists of every backend that takes part, asked
 //! in parallel with a short time-out and merged by `id`, each model object as its backend sent
 //! it (`owned_by` included), plus the aliases. It answers when the config routes by model;
 //! `GET /v1/models?backend=NAME` (one backend's list, as `check-endpoints` asks for it)
@@ -32,6 +32,7 @@ use crate::config::{format_duration, quote, AuthPolicy};
 use crate::error::ProxyError;
 use crate::proxy::headers::{self, X_BACKEND};
 use crate::routing::routes::ModelSet;
+use crate::sync;
 use crate::upstream::Backend;
 
 /// Names the backends whose lists are missing, and why.
@@ -204,7 +205,7 @@ impl Catalog {
         let mut found: Vec<Option<Outcome>> = vec![None; chosen.len()];
         let mut asks = JoinSet::new();
         {
-            let mut slots = lock(&self.slots);
+            let mut slots = sync::lock(&self.slots);
             for (k, &i) in chosen.iter().enumerate() {
                 let m = &self.members[i];
                 let request = || fetch_request(m, &self.extra_secrets, client, peer, rid);
@@ -251,7 +252,7 @@ impl Catalog {
     /// Keeps a fresh outcome (when it may be cached) and logs a change.
     fn record(&self, i: usize, o: &Outcome) {
         let m = &self.members[i];
-        let mut slots = lock(&self.slots);
+        let mut slots = sync::lock(&self.slots);
         let slot = &mut slots[i];
         slot.refreshing = false;
         if !per_client(m) {
@@ -272,10 +273,6 @@ impl Catalog {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    crate::sync::lock(m)
 }
 
 /// Whether a backend's list depends on the client's credentials (then it is never cached).
