@@ -8,7 +8,7 @@
 //!   ([`Replay`]); each attempt then reads it from the start.
 //! - [`ResponseBody`]: either a backend's response on its way back (ended with an error, never
 //!   a clean end, when the backend fails or stalls mid-stream) or a small body of our own. It
-//!   tells a [`Watch`] (the access-log record) what passed, and holds a [`Hold`] (the backend
+//!   tells a [`Progress`] (the access-log record) what passed, and holds a [`Hold`] (the backend
 //!   connection and the server's count) until it is done.
 //!
 //! A floor below the rest: this module knows neither the access log nor the connection pool,
@@ -346,7 +346,7 @@ pin_project! {
         full: Option<Bytes>,
         // Told what passed; the access-log record, written when the response is dropped:
         // finished, failed or abandoned.
-        watch: Option<Box<dyn Watch>>,
+        progress: Option<Box<dyn Progress>>,
         // The backend connection, back to its pool once the body has been read to its end,
         // and the request's count on its server.
         held: Option<Box<dyn Hold>>,
@@ -361,8 +361,8 @@ pin_project! {
             // without ever having returned its end.
             let done = this.is_end_stream();
             let this = this.project();
-            if let (true, Some(watch)) = (done, this.watch) {
-                watch.end();
+            if let (true, Some(progress)) = (done, this.progress) {
+                progress.end();
             }
             if let (true, Some(held)) = (done || *this.ended, this.held.take()) {
                 held.release();
@@ -378,7 +378,7 @@ impl ResponseBody {
             upstream: Some(inner),
             idle: IdleTimer::new(idle_timeout),
             full: None,
-            watch: None,
+            progress: None,
             held: None,
             ended: false,
         }
@@ -397,15 +397,15 @@ impl ResponseBody {
             upstream: None,
             idle: IdleTimer::new(Duration::MAX),
             full: (!data.is_empty()).then_some(data),
-            watch: None,
+            progress: None,
             held: None,
             ended: false,
         }
     }
 
-    /// Tells `watch` (the access-log record) what this body passes.
-    pub fn set_watch(&mut self, watch: Box<dyn Watch>) {
-        self.watch = Some(watch);
+    /// Tells `progress` (the access-log record) what this body passes.
+    pub fn set_progress(&mut self, progress: Box<dyn Progress>) {
+        self.progress = Some(progress);
     }
 }
 
@@ -429,11 +429,11 @@ impl Body for ResponseBody {
             Some(inner) => ready!(poll_with_idle(inner, this.idle, cx)),
         };
         *this.ended |= r.is_none();
-        if let Some(watch) = this.watch {
+        if let Some(progress) = this.progress {
             match &r {
-                Some(Ok(frame)) => watch.data(data_len(frame)),
-                Some(Err(e)) => watch.failed(e),
-                None => watch.end(),
+                Some(Ok(frame)) => progress.data(data_len(frame)),
+                Some(Err(e)) => progress.failed(e),
+                None => progress.end(),
             }
         }
         Poll::Ready(r)
@@ -456,7 +456,7 @@ impl Body for ResponseBody {
 
 /// Told what a response body passes (the access-log record counts the bytes and notes how
 /// it ended). Dropped with the body.
-pub trait Watch: Send {
+pub trait Progress: Send {
     /// A frame of `len` data bytes went to the client.
     fn data(&mut self, len: u64);
     /// The stream was cut off.

@@ -19,7 +19,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Uri};
 use tokio::time::Instant;
 
-use crate::body::{BodyError, Watch};
+use crate::body::{BodyError, Progress};
 use crate::observe::metrics::{Done, Tally};
 
 /// The `tracing` target access lines had, still their journald `TARGET`.
@@ -75,7 +75,7 @@ impl std::fmt::Debug for AccessRecord {
 }
 
 /// The response body tells the record what it passed.
-impl Watch for AccessRecord {
+impl Progress for AccessRecord {
     fn data(&mut self, len: u64) {
         self.bytes_out += len;
     }

@@ -18,29 +18,31 @@
 //! answer. Once an answer's headers are taken, nothing is sent again: a stream cut later is
 //! cut for the client too.
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::request::Parts;
-use http::HeaderMap;
-use http::{Request, Response, Version};
+use http::{HeaderMap, Request, Response, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::by_model::{fix_length, BodyModel};
-use super::{server_uri, Peer, Proxy, Target};
+use super::context::Ctx;
+use super::rewrite::server_uri;
+use super::start::Waiting;
+use super::{Proxy, Target};
 use crate::body::{Replay, RequestBody, ResponseBody};
 use crate::config::BackendConfig;
 use crate::error::ProxyError;
-use crate::observe::access::AccessRecord;
 use crate::proxy::headers;
 use crate::routing::model;
 use crate::upstream::failure::{self, Failure};
-use crate::upstream::Held;
-use crate::upstream::{Backend, Server};
+use crate::upstream::pool::UpstreamError;
+use crate::upstream::{Backend, Held, Server};
 
 /// A routed request that may be sent more than once.
-pub(super) struct Outgoing<'a> {
+pub(super) struct Outgoing {
     /// As the client sent it (normalized path, its own headers).
     pub parts: Parts,
     pub body: RequestBody,
@@ -48,8 +50,6 @@ pub(super) struct Outgoing<'a> {
     pub model: Option<BodyModel>,
     /// Where it goes on the route's backend, and on its fallback.
     pub paths: [String; 2],
-    pub peer: Peer,
-    pub rid: &'a HeaderValue,
 }
 
 /// The path a fallback gets: the request's own (no rewrite), under its base path, with its
@@ -83,26 +83,97 @@ impl Source {
             ),
         }
     }
+
+    /// An answer was taken: what was kept is not needed any more.
+    fn settle(&self) {
+        if let Source::Kept(r) = self {
+            r.settle();
+        }
+    }
+}
+
+/// How the attempts of one request stand.
+struct Attempts {
+    source: Source,
+    model: Option<BodyModel>,
+    /// The answer when no attempt succeeds: the last failure's.
+    last: Option<ProxyError>,
+    /// Why the last attempt failed, in the words of the `reason` label.
+    reason: &'static str,
+    /// The body for the next attempt, when it had to be taken early (a 5xx answer is let go
+    /// only once the fallback's body is sure).
+    next: Option<RequestBody>,
+}
+
+impl Attempts {
+    fn failed(&mut self, error: ProxyError, reason: &'static str) {
+        self.last = Some(error);
+        self.reason = reason;
+    }
+
+    /// The body of the next attempt to `backend`; `None` when more was sent than was kept.
+    fn body(
+        &mut self,
+        alias: Option<&(Range<usize>, Vec<u8>)>,
+        backend: &BackendConfig,
+    ) -> Option<RequestBody> {
+        self.next
+            .take()
+            .or_else(|| self.source.attempt(alias, backend))
+    }
+}
+
+/// One backend's share of a request's attempts: the route's backend, then its fallback.
+struct Leg<'a> {
+    backend: &'a Arc<Backend>,
+    /// The route's own backend (not the fallback).
+    first: bool,
+    /// The request's headers, rewritten for this backend.
+    headers: HeaderMap,
+    path: &'a str,
+    /// The body's model replaced with this backend's alias for it: where, and with what.
+    alias: Option<(Range<usize>, Vec<u8>)>,
+    /// The wait for an on-demand backend: its turn, its server coming up.
+    waiting: Option<Waiting>,
+    /// For the answer's headers (each attempt has its own while a server comes up).
+    deadline: Instant,
+    /// The servers taken out for this request (a bit each).
+    tried: u64,
+    /// A connection was already closed before an answer once (one more try is free).
+    closed_once: bool,
+}
+
+impl Leg<'_> {
+    /// The request for `server`, with `body`.
+    fn request(
+        &self,
+        parts: &Parts,
+        server: &Server,
+        body: RequestBody,
+    ) -> Result<Request<RequestBody>, ProxyError> {
+        let mut req = Request::new(body);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = server_uri(&parts.uri, self.path, &self.backend.config, server)?;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = self.headers.clone();
+        if let Some(h) = &server.host {
+            req.headers_mut().insert(header::HOST, h.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// What follows an attempt that failed before any answer.
+enum Next {
+    /// This backend again: another server, or the same after a back-off.
+    Again,
+    /// This backend is given up: on to the fallback, if there is one.
+    GiveUp,
+    /// The client gets this error now.
+    Answer(ProxyError),
 }
 
 impl Proxy {
-    /// The request's headers rewritten for a backend's server: hop-by-hop headers out, the
-    /// backend's credentials policy, `X-Forwarded-*` (`Proto: https` behind the HTTPS
-    /// listener), the request id, and the server's `Host` (`None`: the client sets it).
-    pub(super) fn rewrite_request(
-        &self,
-        headers: &mut HeaderMap,
-        bc: &BackendConfig,
-        peer: Peer,
-        rid: &HeaderValue,
-        host: Option<&HeaderValue>,
-    ) {
-        headers::rewrite_request(headers, &bc.auth, &self.extra_secrets, peer.ip, rid, host);
-        if peer.https {
-            headers::forwarded_https(headers);
-        }
-    }
-
     /// Sends a request (its URI the server's already) to a backend's only server, once; a
     /// request without a body and safe to repeat goes again when its pooled connection turned
     /// out closed.
@@ -111,9 +182,7 @@ impl Proxy {
         mut parts: Parts,
         body: RequestBody,
         target: &Target,
-        peer: Peer,
-        rid: &HeaderValue,
-        access: Option<&mut AccessRecord>,
+        ctx: &mut Ctx,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let backend = &target.backend;
         let bc = &backend.config;
@@ -121,7 +190,13 @@ impl Proxy {
             return Err(no_server(backend));
         }
         let server = &backend.servers[0];
-        self.rewrite_request(&mut parts.headers, bc, peer, rid, server.host.as_ref());
+        self.rewrite_request(
+            &mut parts.headers,
+            bc,
+            ctx.peer,
+            &ctx.rid,
+            server.host.as_ref(),
+        );
         // Without a body, an idempotent request can be sent again when the pooled connection
         // it went out on turns out to have been closed by the backend (see `is_stale`).
         let again = (parts.method.is_idempotent() && http_body::Body::is_end_stream(&body))
@@ -153,7 +228,7 @@ impl Proxy {
                 },
                 backend,
                 server,
-                access,
+                ctx,
             )),
         }
     }
@@ -162,192 +237,239 @@ impl Proxy {
     /// as long as none answered (see the module documentation).
     pub(super) async fn send_retrying(
         &self,
-        out: Outgoing<'_>,
+        out: Outgoing,
         target: &Target,
-        mut access: Option<&mut AccessRecord>,
+        ctx: &mut Ctx,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let Outgoing {
             mut parts,
             body,
             model,
             paths,
-            peer,
-            rid,
         } = out;
         let source = if http_body::Body::is_end_stream(&body) {
             Source::Empty
         } else {
             Source::Kept(Replay::new(body, self.config.server.max_replay_body))
         };
+        let mut att = Attempts {
+            source,
+            model,
+            last: None,
+            reason: "failed",
+            next: None,
+        };
         let legs = [Some(&target.backend), target.fallback.as_ref()];
-        let mut last: Option<ProxyError> = None;
-        // Why the last attempt failed, in the words of the `reason` label.
-        let mut reason = "failed";
-        // The body for the next attempt, when it had to be taken early (a 5xx answer is let go
-        // only once the fallback's body is sure).
-        let mut next: Option<RequestBody> = None;
-        for (leg, backend) in legs.into_iter().enumerate() {
+        for (i, backend) in legs.into_iter().enumerate() {
             let Some(backend) = backend else {
                 break;
             };
-            let bc = &backend.config;
-            let alias = model.as_ref().and_then(|m| m.alias_for(bc));
-            if leg == 1 {
-                tracing::debug!(
-                    "route {}: backend '{}' failed ({reason}); falling back to '{}'",
-                    target.route,
-                    target.backend.config.name,
-                    bc.name
-                );
-                if let Some(t) = &target.tally {
-                    t.fallback(reason);
-                }
-                if let Some(a) = access.as_deref_mut() {
-                    a.fallback = Some((target.backend.header.clone(), reason));
-                    a.backend = Some(backend.header.clone());
-                    a.route_to(target.fallback_tally.as_ref());
-                }
+            if i == 1 {
+                ctx.fell_back(target, backend, att.reason);
             }
             // The client's headers, rewritten for this backend: the last leg takes them, an
             // earlier one keeps them for the fallback (its own credentials policy).
-            let mut headers = if leg == 0 && target.fallback.is_some() {
+            let headers = if i == 0 && target.fallback.is_some() {
                 parts.headers.clone()
             } else {
                 std::mem::take(&mut parts.headers)
             };
-            if let Some((span, with)) = &alias {
-                fix_length(&mut headers, span, with.len());
-            }
-            self.rewrite_request(&mut headers, bc, peer, rid, None);
-            let mut waiting = match self.wait_turn(backend).await {
-                Ok(w) => w,
+            let mut leg = match self
+                .leg(backend, i == 0, headers, &paths[i], &att, ctx)
+                .await
+            {
+                Ok(leg) => leg,
                 Err(e) => {
-                    reason = failure::reason(&e);
-                    last = Some(e);
+                    let reason = failure::reason(&e);
+                    att.failed(e, reason);
                     continue;
                 }
             };
-            let leg_deadline = Instant::now() + bc.response_timeout;
-            let mut tried = 0u64;
-            let mut closed_once = false;
-            loop {
-                let Some(i) = backend.pick(tried) else {
-                    // Nothing tried: every server is out. A pool whose servers all failed: each
-                    // of them is named (one server's own error says it all).
-                    if tried == 0 || backend.counts_load() {
-                        last = Some(no_server(backend));
-                    }
-                    if tried == 0 {
-                        reason = "no_server";
-                    }
-                    break;
-                };
-                let server = &backend.servers[i];
-                let body = match next.take().or_else(|| source.attempt(alias.as_ref(), bc)) {
-                    Some(b) => b,
-                    // More was sent than is kept: the first error is the answer.
-                    None => return Err(last.unwrap_or_else(|| no_server(backend))),
-                };
-                let mut req = Request::new(body);
-                *req.method_mut() = parts.method.clone();
-                *req.uri_mut() = server_uri(&parts.uri, &paths[leg], bc, server)?;
-                *req.version_mut() = Version::HTTP_11;
-                *req.headers_mut() = headers.clone();
-                if let Some(h) = &server.host {
-                    req.headers_mut().insert(header::HOST, h.clone());
-                }
-                let load = backend.counts_load().then(|| server.state.start());
-                // While waiting for a server to come up, each attempt has its own time-out.
-                let deadline = match &waiting {
-                    Some(_) => Instant::now() + bc.response_timeout,
-                    None => leg_deadline,
-                };
-                let result = tokio::time::timeout_at(deadline, backend.send(server, req)).await;
-                let e = match result {
-                    Err(_) => {
-                        // Waiting as long again on another server helps no one: fall back.
-                        last = Some(response_timeout(bc, server));
-                        reason = "response_timeout";
-                        break;
-                    }
-                    Ok(Ok((res, lease))) => {
-                        server.state.answered(&bc.name);
-                        let to_fallback = leg == 0
-                            && target.fallback_on_5xx
-                            && res.status().is_server_error()
-                            && target.fallback.is_some();
-                        if to_fallback {
-                            let fb = target.fallback.as_ref().map(|f| &f.config);
-                            let fb_alias = fb.and_then(|f| model.as_ref()?.alias_for(f));
-                            if let Some(b) = fb.and_then(|f| source.attempt(fb_alias.as_ref(), f)) {
-                                next = Some(b);
-                                last = Some(ProxyError::BackendFailed {
-                                    backend: bc.name.clone(),
-                                    url: server.url.url.clone(),
-                                    detail: format!("it answered {}", res.status()),
-                                });
-                                reason = "status_5xx";
-                                break;
-                            }
-                        }
-                        if let Source::Kept(r) = &source {
-                            r.settle();
-                        }
-                        let mut held = Held {
-                            lease,
-                            load,
-                            turn: None,
-                        };
-                        if let Some(w) = waiting {
-                            if let Some(a) = access.as_deref_mut() {
-                                a.waited = Some(w.waited());
-                            }
-                            held.turn = w.turn;
-                        }
-                        return Ok(respond(res, held, backend, server, access));
-                    }
-                    Ok(Err(e)) => e,
-                };
-                drop(load);
-                let failed = failure::classify(&e, e.is_connect(), bc, &server.url.url);
-                reason = failed.reason();
-                let refused = matches!(failed, Failure::Connect(_) | Failure::Closed(_));
-                if let (Some(w), true) = (waiting.as_mut(), refused) {
-                    if w.again().await {
-                        last = Some(failed.into_error());
-                        continue;
-                    }
-                    if bc.start_timeout.is_some() {
-                        let err = w.timed_out(backend, &server.url.url, failure::describe(&e));
-                        reason = failure::reason(&err);
-                        last = Some(err);
-                        break;
-                    }
-                }
-                match failed {
-                    Failure::Client(err) => return Err(err),
-                    Failure::Closed(err) if !closed_once => {
-                        // A keep-alive race, or a server going away: once more, anywhere.
-                        closed_once = true;
-                        last = Some(err);
-                    }
-                    Failure::Connect(err) | Failure::Closed(err) => {
-                        if backend.counts_load() {
-                            server
-                                .state
-                                .failed(&bc.name, &failure::describe(&e), &bc.health);
-                        }
-                        tried |= 1 << i;
-                        last = Some(err);
-                    }
-                    Failure::Other(err) => {
-                        last = Some(err);
-                        break;
-                    }
-                }
+            if let Some(res) = self
+                .try_leg(&mut leg, &parts, target, &mut att, ctx)
+                .await?
+            {
+                return Ok(res);
             }
         }
-        Err(last.unwrap_or_else(|| no_server(&target.backend)))
+        Err(att.last.unwrap_or_else(|| no_server(&target.backend)))
+    }
+
+    /// Readies the attempts to `backend`: the headers rewritten for it, the model's alias,
+    /// and for an on-demand backend, its turn.
+    async fn leg<'a>(
+        &self,
+        backend: &'a Arc<Backend>,
+        first: bool,
+        mut headers: HeaderMap,
+        path: &'a str,
+        att: &Attempts,
+        ctx: &Ctx,
+    ) -> Result<Leg<'a>, ProxyError> {
+        let bc = &backend.config;
+        let alias = att.model.as_ref().and_then(|m| m.alias_for(bc));
+        if let Some((span, with)) = &alias {
+            fix_length(&mut headers, span, with.len());
+        }
+        self.rewrite_request(&mut headers, bc, ctx.peer, &ctx.rid, None);
+        let waiting = self.wait_turn(backend).await?;
+        Ok(Leg {
+            backend,
+            first,
+            headers,
+            path,
+            alias,
+            waiting,
+            deadline: Instant::now() + bc.response_timeout,
+            tried: 0,
+            closed_once: false,
+        })
+    }
+
+    /// Sends to the servers of one backend until one answers (`Some`), or the backend is
+    /// given up (`None`: why is in `att`).
+    async fn try_leg(
+        &self,
+        leg: &mut Leg<'_>,
+        parts: &Parts,
+        target: &Target,
+        att: &mut Attempts,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Response<ResponseBody>>, ProxyError> {
+        let backend = leg.backend;
+        let bc = &backend.config;
+        loop {
+            let Some(i) = backend.pick(leg.tried) else {
+                // Nothing tried: every server is out. A pool whose servers all failed: each
+                // of them is named (one server's own error says it all).
+                if leg.tried == 0 || backend.counts_load() {
+                    att.last = Some(no_server(backend));
+                }
+                if leg.tried == 0 {
+                    att.reason = "no_server";
+                }
+                return Ok(None);
+            };
+            let server = &backend.servers[i];
+            let Some(body) = att.body(leg.alias.as_ref(), bc) else {
+                // More was sent than is kept: the first error is the answer.
+                return Err(att.last.take().unwrap_or_else(|| no_server(backend)));
+            };
+            let req = leg.request(parts, server, body)?;
+            let load = backend.counts_load().then(|| server.state.start());
+            // While waiting for a server to come up, each attempt has its own time-out.
+            let deadline = match &leg.waiting {
+                Some(_) => Instant::now() + bc.response_timeout,
+                None => leg.deadline,
+            };
+            let e = match tokio::time::timeout_at(deadline, backend.send(server, req)).await {
+                Err(_) => {
+                    // Waiting as long again on another server helps no one: fall back.
+                    att.failed(response_timeout(bc, server), "response_timeout");
+                    return Ok(None);
+                }
+                Ok(Ok((res, lease))) => {
+                    server.state.answered(&bc.name);
+                    if fails_over(leg, target, &res, server, att) {
+                        return Ok(None);
+                    }
+                    att.source.settle();
+                    let mut held = Held {
+                        lease,
+                        load,
+                        turn: None,
+                    };
+                    if let Some(w) = leg.waiting.take() {
+                        ctx.waited(w.waited());
+                        held.turn = w.turn;
+                    }
+                    return Ok(Some(respond(res, held, backend, server, ctx)));
+                }
+                Ok(Err(e)) => e,
+            };
+            drop(load);
+            match after_failure(leg, i, &e, att).await {
+                Next::Again => {}
+                Next::GiveUp => return Ok(None),
+                Next::Answer(err) => return Err(err),
+            }
+        }
+    }
+}
+
+/// A 5xx answer of the route's backend with `fallback_on_5xx`: the fallback gets the request
+/// instead, when its body can still be sent (taken now, into `att.next`), and the answer is
+/// let go.
+fn fails_over(
+    leg: &Leg<'_>,
+    target: &Target,
+    res: &Response<Incoming>,
+    server: &Server,
+    att: &mut Attempts,
+) -> bool {
+    if !(leg.first && target.fallback_on_5xx && res.status().is_server_error()) {
+        return false;
+    }
+    let Some(fb) = target.fallback.as_ref().map(|f| &f.config) else {
+        return false;
+    };
+    let fb_alias = att.model.as_ref().and_then(|m| m.alias_for(fb));
+    let Some(body) = att.source.attempt(fb_alias.as_ref(), fb) else {
+        return false;
+    };
+    att.next = Some(body);
+    let error = ProxyError::BackendFailed {
+        backend: leg.backend.config.name.clone(),
+        url: server.url.url.clone(),
+        detail: format!("it answered {}", res.status()),
+    };
+    att.failed(error, "status_5xx");
+    true
+}
+
+/// After an attempt on server `i` failed before any answer: what the failure says about the
+/// server (taken out, or not), and what follows.
+async fn after_failure(leg: &mut Leg<'_>, i: usize, e: &UpstreamError, att: &mut Attempts) -> Next {
+    let backend = leg.backend;
+    let bc = &backend.config;
+    let server = &backend.servers[i];
+    let failed = failure::classify(e, e.is_connect(), bc, &server.url.url);
+    att.reason = failed.reason();
+    let refused = matches!(failed, Failure::Connect(_) | Failure::Closed(_));
+    if let (Some(w), true) = (leg.waiting.as_mut(), refused) {
+        if w.again().await {
+            att.last = Some(failed.into_error());
+            return Next::Again;
+        }
+        if bc.start_timeout.is_some() {
+            let error = w.timed_out(backend, &server.url.url, failure::describe(e));
+            let reason = failure::reason(&error);
+            att.failed(error, reason);
+            return Next::GiveUp;
+        }
+    }
+    match failed {
+        Failure::Client(error) => Next::Answer(error),
+        Failure::Closed(error) if !leg.closed_once => {
+            // A keep-alive race, or a server going away: once more, anywhere.
+            leg.closed_once = true;
+            att.last = Some(error);
+            Next::Again
+        }
+        Failure::Connect(error) | Failure::Closed(error) => {
+            if backend.counts_load() {
+                server
+                    .state
+                    .failed(&bc.name, &failure::describe(e), &bc.health);
+            }
+            leg.tried |= 1 << i;
+            att.last = Some(error);
+            Next::Again
+        }
+        Failure::Other(error) => {
+            att.last = Some(error);
+            Next::GiveUp
+        }
     }
 }
 
@@ -358,7 +480,7 @@ fn respond(
     held: Held,
     backend: &Backend,
     server: &Server,
-    access: Option<&mut AccessRecord>,
+    ctx: &mut Ctx,
 ) -> Response<ResponseBody> {
     let (mut rparts, rbody) = res.into_parts();
     rparts.version = Version::HTTP_11;
@@ -368,23 +490,10 @@ fn respond(
         &backend.header,
         bc.takes_client_credentials(),
     );
-    if let Some(a) = access {
-        a.answered = true;
-        if bc.is_pool() {
-            a.server = Some(server.state.url.clone());
-        }
-        if a.counts() && is_event_stream(&rparts.headers) {
-            a.streaming();
-        }
-    }
+    ctx.answered(backend, server, &rparts.headers);
     let mut body = ResponseBody::upstream(rbody, bc.idle_timeout);
     body.set_held(Box::new(held));
     Response::from_parts(rparts, body)
-}
-
-fn is_event_stream(h: &http::HeaderMap) -> bool {
-    h.get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 fn response_timeout(bc: &BackendConfig, server: &Server) -> ProxyError {

@@ -10,7 +10,10 @@ use http::{Request, Response, Version};
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
-use super::Proxy;
+use super::context::Ctx;
+use super::rewrite::server_uri;
+use super::send::no_server;
+use super::{Proxy, Target};
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::proxy::headers;
@@ -20,7 +23,37 @@ use crate::upstream::{Backend, Server};
 use session::Session;
 
 impl Proxy {
-    pub(super) async fn forward_websocket(
+    /// A routed WebSocket request: joined to one server of its backend (the least busy one
+    /// that is in), holding its swap group's turn while the session lasts, so that a swap
+    /// never cuts it.
+    pub(in crate::proxy) async fn open_session(
+        &self,
+        mut parts: Parts,
+        body: RequestBody,
+        target: &Target,
+        forward_path: &str,
+        ctx: &mut Ctx,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let backend = &target.backend;
+        let bc = &backend.config;
+        let turn = self.wait_turn(backend).await?.and_then(|w| w.turn);
+        let Some(i) = backend.pick(0) else {
+            return Err(no_server(backend));
+        };
+        let server = &backend.servers[i];
+        parts.uri = server_uri(&parts.uri, forward_path, bc, server)?;
+        self.rewrite_request(
+            &mut parts.headers,
+            bc,
+            ctx.peer,
+            &ctx.rid,
+            server.host.as_ref(),
+        );
+        self.forward_websocket(parts, body, backend, server, turn)
+            .await
+    }
+
+    async fn forward_websocket(
         &self,
         mut parts: Parts,
         body: RequestBody,

@@ -1,0 +1,116 @@
+//! The per-request context: what every phase of one request shares (as pingora's `CTX` does):
+//! its id, who sent it, and its access record, kept when the access log or metrics are on.
+//! The phases note in it what they decided (route, fallback, wait, answer), so that the access
+//! line and the counters say it without each phase taking the record as a parameter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, Request, Uri};
+use tokio::time::Instant;
+
+use super::headers;
+use super::{Peer, Target};
+use crate::observe::access::AccessRecord;
+use crate::observe::metrics::Tally;
+use crate::upstream::{Backend, Server};
+
+/// One request's context.
+pub(crate) struct Ctx {
+    /// The request id: the client's `X-Request-ID` when it is sane, else a new one.
+    pub rid: HeaderValue,
+    pub peer: Peer,
+    /// Filled in as the request goes; the response body takes it at the end, and it is
+    /// written when that body is done.
+    pub access: Option<Box<AccessRecord>>,
+}
+
+impl Ctx {
+    /// The context of `req`: with a record when the access log is on (`log`) or requests
+    /// are counted (`unrouted`: the counters of the proxy's own answers, until it is routed).
+    pub fn new<B>(req: &Request<B>, peer: Peer, log: bool, unrouted: Option<&Arc<Tally>>) -> Ctx {
+        let rid = headers::request_id(req.headers());
+        let access = (log || unrouted.is_some()).then(|| {
+            let mut a = Box::new(AccessRecord::new(
+                rid.clone(),
+                req.method().clone(),
+                Instant::now(),
+            ));
+            a.log = log;
+            a.count_on(unrouted);
+            a
+        });
+        Ctx { rid, peer, access }
+    }
+
+    /// The access record, when one is kept.
+    pub fn access(&mut self) -> Option<&mut AccessRecord> {
+        self.access.as_deref_mut()
+    }
+
+    /// The path the line shows: `normalized`, or the client's when it could not be.
+    pub fn path(&mut self, uri: &Uri, normalized: Option<&str>) {
+        if let Some(a) = self.access() {
+            a.set_path(uri, normalized);
+        }
+    }
+
+    /// The request goes to `target`'s backend (counted on that route from now on).
+    pub fn routed(&mut self, target: &Target) {
+        if let Some(a) = self.access() {
+            a.route = Some(target.route.clone());
+            a.backend = Some(target.backend.header.clone());
+            a.route_to(target.tally.as_ref());
+        }
+    }
+
+    /// The route's backend failed (`reason`): the request goes to its fallback `to`.
+    pub fn fell_back(&mut self, target: &Target, to: &Backend, reason: &'static str) {
+        tracing::debug!(
+            "route {}: backend '{}' failed ({reason}); falling back to '{}'",
+            target.route,
+            target.backend.config.name,
+            to.config.name
+        );
+        if let Some(t) = &target.tally {
+            t.fallback(reason);
+        }
+        if let Some(a) = self.access() {
+            a.fallback = Some((target.backend.header.clone(), reason));
+            a.backend = Some(to.header.clone());
+            a.route_to(target.fallback_tally.as_ref());
+        }
+    }
+
+    /// The request waited `waited` for an on-demand backend (its turn, its server).
+    pub fn waited(&mut self, waited: Duration) {
+        if let Some(a) = self.access() {
+            a.waited = Some(waited);
+        }
+    }
+
+    /// `server` of `backend` answered, with these response headers.
+    pub fn answered(&mut self, backend: &Backend, server: &Server, response: &HeaderMap) {
+        if let Some(a) = self.access() {
+            a.answered = true;
+            if backend.config.is_pool() {
+                a.server = Some(server.state.url.clone());
+            }
+            if a.counts() && is_event_stream(response) {
+                a.streaming();
+            }
+        }
+    }
+
+    /// The backend that answered the proxy's own answer (a model list), when one did.
+    pub fn answered_by(&mut self, backend: Option<&HeaderValue>) {
+        if let Some(a) = self.access() {
+            a.backend = backend.cloned();
+        }
+    }
+}
+
+fn is_event_stream(h: &HeaderMap) -> bool {
+    h.get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}

@@ -1,0 +1,188 @@
+//! The route phase of one admitted request: the client token, the proxy's own answers
+//! (`/health`, `/`, `/v1/models`), the route its path or its model picks, and how it is sent:
+//! as a WebSocket session, once, or with retries and fallback ([`super::send`]).
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use super::admit::check_client_token;
+use super::by_model::{self, BodyModel};
+use super::context::Ctx;
+use super::rewrite::server_uri;
+use super::send::{self, Outgoing};
+use super::websocket::session;
+use super::{Proxy, Target};
+use crate::body::{RequestBody, ResponseBody};
+use crate::error::ProxyError;
+use crate::routing::routes::normalize_path;
+
+impl Proxy {
+    /// Everything after admission; errors become the client's answer.
+    pub(super) async fn forward(
+        &self,
+        req: Request<Incoming>,
+        ctx: &mut Ctx,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        if parts.method == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed(parts.method));
+        }
+        let normalized = normalize_path(parts.uri.path());
+        ctx.path(&parts.uri, normalized.as_deref().ok());
+        let path = normalized.map_err(|e| ProxyError::BadPath(e.0))?;
+        let websocket = session::is_websocket(&parts.method, parts.version, &parts.headers);
+        if &*path != "/health" {
+            check_client_token(
+                &self.config.server.client_tokens,
+                &mut parts.headers,
+                websocket,
+            )?;
+        }
+        if let Some(res) = self.answer_own(&path, &parts, ctx).await? {
+            return Ok(res);
+        }
+        let Some(first) = self.router.find(&path) else {
+            return Err(no_route(path));
+        };
+
+        let idle = first.route.target.backend.config.idle_timeout;
+        let mut body = self.request_body(body, idle, ctx)?;
+        let (m, model_path, model) = match self.by_path_model(&path) {
+            Some((m, p)) => (m, p, None),
+            None if first.route.models.is_none() => (first, None, None),
+            // Boxed: its state stays out of this future, which every request moves.
+            None => {
+                let (m, model) =
+                    Box::pin(self.by_body_model(&path, &parts.headers, &mut body)).await?;
+                (m, None, model)
+            }
+        };
+        let target = &m.route.target;
+        let bc = &target.backend.config;
+        body.set_idle_timeout(bc.idle_timeout);
+        let forward_path = match model_path {
+            Some(p) => Cow::Owned(format!("{}{p}", bc.base_path)),
+            None => m.forward_path(&bc.base_path),
+        };
+        ctx.routed(target);
+        parts.version = Version::HTTP_11;
+        if websocket {
+            let forward_path = forward_path.into_owned();
+            drop(path);
+            return Box::pin(self.open_session(parts, body, target, &forward_path, ctx)).await;
+        }
+        if target.fallback.is_none() && !bc.is_pool() && !bc.waits() {
+            // One server and nowhere else to go: the request is sent once, as it is.
+            let uri = once(
+                &mut parts.headers,
+                &parts.uri,
+                &mut body,
+                model.as_ref(),
+                &forward_path,
+                target,
+            )?;
+            drop(forward_path);
+            drop(path);
+            parts.uri = uri;
+            return self.send_once(parts, body, target, ctx).await;
+        }
+        let fallback_path = target
+            .fallback
+            .as_ref()
+            .map(|fb| send::fallback_path(&path, &fb.config));
+        let paths = [forward_path.into_owned(), fallback_path.unwrap_or_default()];
+        drop(path);
+        let outgoing = Outgoing {
+            parts,
+            body,
+            model,
+            paths,
+        };
+        Box::pin(self.send_retrying(outgoing, target, ctx)).await
+    }
+
+    /// The client's body as it goes on: cut off past `server.max_body_size` (at once when its
+    /// `Content-Length` says so) or after `idle` without a byte, its bytes counted.
+    fn request_body(
+        &self,
+        body: Incoming,
+        idle: std::time::Duration,
+        ctx: &Ctx,
+    ) -> Result<RequestBody, ProxyError> {
+        let limit = self.config.server.max_body_size;
+        // hyper's size hint is exactly the Content-Length, when there is one.
+        if body.size_hint().lower() > limit {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+        let counter = ctx.access.as_deref().map(|a| a.bytes_in.clone());
+        Ok(RequestBody::new(body, limit, idle, counter))
+    }
+
+    /// What the proxy answers itself, before any route: `/health`, `/` and the merged
+    /// `GET /v1/models` (when it answers that: see [`super::own::catalog`]).
+    async fn answer_own(
+        &self,
+        path: &str,
+        parts: &Parts,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Response<ResponseBody>>, ProxyError> {
+        match path {
+            "/health" => Ok(Some(own_response(
+                "application/json",
+                Bytes::from_static(b"{\"status\":\"ok\"}\n"),
+            ))),
+            "/" => Ok(Some(self.status(&parts.headers).await)),
+            "/v1/models" if parts.method == Method::GET => {
+                let res = self.catalog.answer(parts, ctx.peer.ip, &ctx.rid).await?;
+                if let Some(res) = &res {
+                    ctx.answered_by(res.headers().get(&super::headers::X_BACKEND));
+                }
+                Ok(res)
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Readies a request that goes once to its backend's only server: the model's alias spliced
+/// into its body; its URL on that server comes back.
+fn once(
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    body: &mut RequestBody,
+    model: Option<&BodyModel>,
+    forward_path: &str,
+    target: &Target,
+) -> Result<Uri, ProxyError> {
+    let backend = &target.backend;
+    let bc = &backend.config;
+    if let Some((span, with)) = model.and_then(|f| f.alias_for(bc)) {
+        by_model::fix_length(headers, &span, with.len());
+        body.splice(span, &with);
+    }
+    server_uri(uri, forward_path, bc, &backend.servers[0])
+}
+
+/// The error of a path no route takes: the API's own under `/v1`, a plain 404 elsewhere.
+fn no_route(path: Cow<'_, str>) -> ProxyError {
+    if path == "/v1" || path.starts_with("/v1/") {
+        ProxyError::NoRoute(path.into_owned())
+    } else {
+        ProxyError::NotFound(path.into_owned())
+    }
+}
+
+/// A `200` of the proxy's own.
+pub(super) fn own_response(content_type: &'static str, body: Bytes) -> Response<ResponseBody> {
+    let mut res = Response::new(ResponseBody::full(body));
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    *res.status_mut() = StatusCode::OK;
+    res
+}
