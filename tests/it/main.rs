@@ -22,9 +22,8 @@ mod proxy {
     mod keys; // an injected key reaches its own backend's Authorization header only
     mod metrics; // /metrics as Prometheus text and OpenMetrics, counters, no client labels
     mod model_list; // GET /v1/models merged from every backend, aliases, per-key OpenAI lists
-                    // Routing by the request's model. Still at tests/ (its include_str! path is relative).
-    #[path = "../../model_routing.rs"]
-    pub mod model_routing;
+    #[path = "../../model_routing.rs"] // at tests/ until its include_str! path follows it here
+    pub mod model_routing; // routing by the request's model: JSON and multipart bodies, aliases
     mod on_demand_proxy; // start_timeout, swap groups, idle connections to on-demand servers
     mod parse_errors; // requests hyper refuses still get OpenAI-shaped JSON on the wire
     mod pool; // plain-HTTP backends: origin-form requests, keep-alive reuse
