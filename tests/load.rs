@@ -282,8 +282,11 @@ fn mutate(rng: &mut Rng) -> Vec<u8> {
 }
 
 /// 10 000 mutated and random requests, each on its own connection, some with the client's
-/// write side closed after sending: each is answered with a status below 500 or the connection
-/// is closed, never a hang; the real binary never panics and keeps serving.
+/// write side closed after sending: each malformed one is answered with a 4xx or the
+/// connection is closed, never a hang; the real binary never panics and keeps serving. Some
+/// mutations leave a request the proxy may serve (a byte more in a body, say): those may get a
+/// 200 (the echo backend, /health), and a request with `Expect: 100-continue` a 100 Continue;
+/// nothing else, no 3xx and no 5xx.
 #[test]
 fn ten_thousand_malformed_requests_get_4xx_or_closed() {
     heavy(ten_thousand_malformed_requests_get_4xx_or_closed_run());
@@ -359,7 +362,9 @@ async fn ten_thousand_malformed_requests_get_4xx_or_closed_run() {
                     .and_then(|s| s.get(..3))
                     .and_then(|s| s.parse::<u16>().ok())
                 {
-                    Some(code) if code < 500 => statuses[(code / 100) as usize] += 1,
+                    Some(400..=499) => statuses[4] += 1,
+                    Some(100) if contains(&req, b"Expect: 100-continue") => statuses[1] += 1,
+                    Some(200) => statuses[2] += 1,
                     _ => bad.push(format!(
                         "seed {seed}: {line:?} for {:?}",
                         String::from_utf8_lossy(&req[..req.len().min(200)])
@@ -380,8 +385,8 @@ async fn ten_thousand_malformed_requests_get_4xx_or_closed_run() {
     }
     let took = started.elapsed();
     eprintln!(
-        "{N} malformed requests in {took:?}: closed {}, 1xx {}, 2xx {}, 3xx {}, 4xx {}",
-        statuses[0], statuses[1], statuses[2], statuses[3], statuses[4]
+        "{N} malformed requests in {took:?}: closed {}, 100 {}, 200 {}, 4xx {}",
+        statuses[0], statuses[1], statuses[2], statuses[4]
     );
     assert!(
         bad.is_empty(),
@@ -780,4 +785,9 @@ async fn load_run() {
         &lost[..lost.len().min(10)]
     );
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -1,6 +1,6 @@
 //! The properties the fuzz targets check. The same functions run on every saved input in
-//! `fuzz/regressions/` as part of the normal test suite (`tests/fuzz_regressions.rs` includes
-//! this file), so what the fuzzer once found stays fixed.
+//! `fuzz/regressions/` as part of the normal test suite (`tests/it/proxy/fuzz_regressions.rs`
+//! includes this file), so what the fuzzer once found stays fixed.
 //!
 //! Each function takes raw bytes, must never panic except through a failed assertion, and
 //! asserts what the proxy promises about its input.

@@ -2,7 +2,7 @@
 # minimal stand-in for the Formula DSL loads the formula, runs `install` (with `cargo install`
 # replaced by copying an already-built binary), `post_install` twice, evaluates the `service`
 # block, and runs the formula's own `test do` block against that binary. It prints what each
-# step did, one fact per line; tests/packaging.rs checks them. What it cannot tell: whether
+# step did, one fact per line; tests/machine/packaging.rs checks them. What it cannot tell: whether
 # real Homebrew accepts the formula (`brew audit --strict`, `brew install --build-from-source`).
 #
 # Usage: ruby homebrew_formula.rb FORMULA SOURCE_DIR PREFIX BINARY

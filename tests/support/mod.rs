@@ -4,6 +4,8 @@
 pub mod activation;
 pub mod bin;
 pub mod client;
+// The package slot and the user manager's helpers: for the machine binary (tests/machine/) only.
+#[allow(dead_code)]
 pub mod machine;
 pub mod mock;
 pub mod prom;

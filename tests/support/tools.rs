@@ -28,6 +28,7 @@ pub fn require(program: &str, package: &str) {
 }
 
 /// Fails the test unless `tool` (a cargo subcommand, from crates.io) is installed.
+#[allow(dead_code)] // for the machine binary's tests (tests/machine/) only
 pub fn require_cargo_tool(tool: &str) {
     assert!(
         installed(tool),
@@ -42,6 +43,7 @@ pub fn is_root() -> bool {
 }
 
 /// Fails the test unless it runs as root; `what` says what the test does that needs it.
+#[allow(dead_code)] // for the machine binary's tests (tests/machine/) only
 pub fn require_root(what: &str) {
     assert!(
         is_root(),
@@ -84,6 +86,7 @@ pub fn require_python_module(module: &str) {
 
 /// Fails the test unless tests/tools/systemd-user-sandbox can run a real `systemd --user`
 /// here (root, systemd) for scripts that use curl.
+#[allow(dead_code)] // for the machine binary's tests (tests/machine/) only
 pub fn require_user_manager() {
     require_root("runs a systemd user manager (tests/tools/systemd-user-sandbox)");
     require("/usr/lib/systemd/systemd", "systemd");
@@ -95,6 +98,7 @@ pub fn require_user_manager() {
 
 /// Fails the test unless /run/systemd exists (systemd makes it): the test mounts over it in a
 /// private mount namespace.
+#[allow(dead_code)] // for the machine binary's tests (tests/machine/) only
 pub fn require_run_systemd() {
     assert!(
         Path::new("/run/systemd").is_dir(),

@@ -1,6 +1,8 @@
 //! The checks CI runs, in order: formatting, clippy, the release build the packaging tests
 //! package, and the tests, whose counts end the output. Clippy and the tests cover the whole
-//! workspace: the proxy and xtask itself.
+//! workspace: the proxy and xtask itself. `cargo test --workspace` runs every test binary: the
+//! unit tests, `integration` (tests/it/), `machine` (tests/machine/, the tests that need root
+//! or change the machine), `load` (tests/load.rs) and xtask's own.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
@@ -37,7 +39,8 @@ pub fn run(project: &Project, steps: &mut Steps, cargo_test_args: &[String]) -> 
     if !is_root() {
         say!(
             "\nnote: not root. The tests that install the package, run a systemd user manager \
-             or mount in a private namespace need root, and fail saying so."
+             or mount in a private namespace (the `machine` test binary, tests/machine/) need \
+             root, and fail saying so."
         );
     }
     let mut cargo_test = project.cargo(&["test", "--workspace"]);

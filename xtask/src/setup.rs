@@ -13,7 +13,7 @@ use crate::{Error, Result};
 /// The package builders the packaging tests run (`packaging/dist`), at the versions CI uses.
 const CARGO_TOOLS: &[(&str, &str)] = &[("cargo-deb", "3.8.0"), ("cargo-generate-rpm", "0.21.1")];
 
-/// The Python packages of the virtual environment (the OpenAI SDK, for tests/sdk.rs).
+/// The Python packages of the virtual environment (the OpenAI SDK, for tests/it/proxy/sdk.rs).
 const REQUIREMENTS: &str = "tests/requirements.txt";
 
 pub fn run(project: &Project, steps: &mut Steps) -> Result {

@@ -131,7 +131,17 @@ async fn backend_reset_mid_stream_is_an_error_for_the_client() {
                 }
             }
         }
-        assert!(got.starts_with(b"data: partial") || got.starts_with(b"partial"));
+        // Exactly what the backend sent before the reset, no more and no less.
+        let sent: &[u8] = if chunked {
+            b"data: partial\n"
+        } else {
+            b"partial"
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(sent),
+            "chunked={chunked}"
+        );
         assert!(
             error.is_some(),
             "chunked={chunked}: the client saw a clean end of a broken stream"

@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use http::{Response, StatusCode};
 
-use crate::config_errors::assert_each_error_class_refused;
+use crate::daemon::config_errors::assert_each_error_class_refused;
 use crate::support::bin::command;
 use crate::support::mock::{self, handler, Mock, MockBody, Seen};
 use crate::support::{dead_addr, default_routes, pattern, start_proxy, TestProxy};
 
 /// The bundled clip check-endpoints falls back to.
-const CLIP: &[u8] = include_bytes!("fixtures/huge-manatees.mp3");
+const CLIP: &[u8] = include_bytes!("../../fixtures/huge-manatees.mp3");
 const KEY: &str = "sk-check-never-print-me";
 
 /// What the mock backends get wrong (at most one thing per test).

@@ -9,7 +9,7 @@ use crate::support::mock::Mock;
 use crate::support::start_proxy;
 
 /// The README's example (`config/examples/anthropic-and-openai.toml`).
-const EXAMPLE: &str = include_str!("../config/examples/anthropic-and-openai.toml");
+const EXAMPLE: &str = include_str!("../../../config/examples/anthropic-and-openai.toml");
 
 const INJECTED: &str = "sk-ant-proxy-0123456789";
 const CLIENT_ANTHROPIC: &str = "sk-ant-client-0123456789";

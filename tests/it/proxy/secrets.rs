@@ -1,10 +1,15 @@
 //! Secrets by class: cookies, every vendor's key header (and the names `server.secret_headers`
 //! adds), and key-bearing query parameters reach the backends that take the client's
 //! credentials and no other, and never a log line; `Set-Cookie` comes back only from those.
+//! And each header of the proxy's own lists (`HOP_BY_HOP`, `SECRET_HEADERS`) is removed by its
+//! own bit when it comes alone.
 
 use std::io::Write;
 
+use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response};
+use openai_proxy::hot_path::{rewrite_request, rewrite_response, HOP_BY_HOP, SECRET_HEADERS};
+use openai_proxy::AuthPolicy;
 
 use crate::support::activation::config_file;
 use crate::support::bin::Proc;
@@ -225,5 +230,47 @@ fn secret_headers_must_be_header_names_the_proxy_can_drop() {
             )),
             "{err}"
         );
+    }
+}
+
+/// The rewrite finds the headers it may remove with one bit each, in the order of
+/// `HOP_BY_HOP` and then `SECRET_HEADERS`, and removes a present one by its place in those
+/// lists. With every header present (as above) all bits are set and any order passes; alone,
+/// a header whose bit and place disagree (a list reordered, a bit renumbered) stays. So each
+/// one goes alone, next to a header that must stay: hop-by-hop headers are removed under
+/// every policy, both ways; secret headers are removed under `Strip` and kept under `Forward`.
+#[test]
+fn each_listed_header_alone_is_removed_by_its_own_bit() {
+    let rid = HeaderValue::from_static("rid");
+    let backend = HeaderValue::from_static("b");
+    let lists = HOP_BY_HOP
+        .iter()
+        .map(|n| (n, true))
+        .chain(SECRET_HEADERS.iter().map(|n| (n, false)));
+    for (name, hop_by_hop) in lists {
+        let alone = || {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), HeaderValue::from_static("v"));
+            h.insert("x-stays", HeaderValue::from_static("1"));
+            h
+        };
+        for policy in [AuthPolicy::Strip, AuthPolicy::Forward] {
+            let mut h = alone();
+            rewrite_request(&mut h, &policy, &[], None, &rid, None);
+            let removed = hop_by_hop || policy == AuthPolicy::Strip;
+            assert_eq!(
+                h.contains_key(name),
+                !removed,
+                "request, {policy:?}: {name} {}",
+                if removed { "stayed" } else { "was removed" }
+            );
+            assert!(h.contains_key("x-stays"), "{policy:?}, {name}: {h:?}");
+        }
+        if hop_by_hop {
+            let mut h = alone();
+            rewrite_response(&mut h, &backend, true);
+            assert!(!h.contains_key(name), "response: {name} stayed");
+            assert!(h.contains_key("x-stays"), "response, {name}: {h:?}");
+        }
     }
 }

@@ -1,13 +1,12 @@
 //! Backends on demand: the units of `contrib/systemd/on-demand/` verify cleanly with the
 //! drop-ins `enable-backend` writes; what it writes is what the examples show; `wait-ready`
-//! waits as documented; and the whole recipe works in a real systemd user manager with the
-//! proxy in front (first request starts the server, idle stops it while the proxy runs on,
-//! conflicting servers in one swap group take turns without cutting a stream).
+//! waits as documented. (The whole recipe in a real systemd user manager is in the `machine`
+//! binary's `on_demand_systemd`.)
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -301,76 +300,6 @@ fn wait_ready_gives_up_after_its_timeout() {
         let out = bin::run(&["wait-ready", bad]);
         assert_eq!(out.status.code(), Some(2), "{bad}");
     }
-}
-
-/// Copies the units of `contrib/systemd/user/` (the proxy, with `--config CFG` and `port`) and
-/// of `contrib/systemd/on-demand/user/` (with the built binary) to a temp dir.
-fn sandbox_units(config: &Path, port: u16) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let exec = format!("{} --config {}", bin::exe(), config.display());
-    for (from, replace) in [
-        ("contrib/systemd/user", exec.as_str()),
-        ("contrib/systemd/on-demand/user", bin::exe()),
-    ] {
-        for e in std::fs::read_dir(format!("{ROOT}/{from}")).unwrap() {
-            let p = e.unwrap().path();
-            let text = std::fs::read_to_string(&p)
-                .unwrap()
-                .replace("/usr/bin/openai-proxy", replace)
-                .replace("127.0.0.1:2020", &format!("127.0.0.1:{port}"));
-            std::fs::write(dir.path().join(p.file_name().unwrap()), text).unwrap();
-        }
-    }
-    dir
-}
-
-#[test]
-fn on_demand_backends_in_a_real_systemd_user_manager() {
-    crate::support::tools::require_user_manager();
-    crate::support::tools::require("/usr/bin/python3", "python3");
-    crate::support::tools::require("/usr/lib/systemd/systemd-socket-proxyd", "systemd");
-    let work = tempfile::tempdir().unwrap();
-    let (port, pa, pb) = (free_port(), free_port(), free_port());
-    let cfg = work.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[backends.a]\nurl = \"http://127.0.0.1:{pa}\"\nswap_group = \"gpu\"\n\
-             start_timeout = \"60s\"\n\
-             [backends.b]\nurl = \"http://127.0.0.1:{pb}\"\nswap_group = \"gpu\"\n\
-             start_timeout = \"60s\"\n\
-             [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"a\"\nmodels = [\"a\"]\n\
-             [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"b\"\nmodels = [\"b\"]\n"
-        ),
-    )
-    .unwrap();
-    let units = sandbox_units(&cfg, port);
-    let sandbox: PathBuf = format!("{ROOT}/tests/tools/systemd-user-sandbox").into();
-    let out = Command::new(sandbox)
-        .arg(units.path())
-        .arg("bash")
-        .arg(format!("{ROOT}/tests/scripts/on-demand.sh"))
-        .env("SANDBOX_TIMEOUT", "240")
-        .env("PORT", port.to_string())
-        .env("PA", pa.to_string())
-        .env("PB", pb.to_string())
-        .env("SA", free_port().to_string())
-        .env("SB", free_port().to_string())
-        .env("PC", free_port().to_string())
-        .env("BIN", bin::exe())
-        .env("CFG", &cfg)
-        .env("MOCK", format!("{ROOT}/tests/scripts/mock-model-server.py"))
-        .env("DIR", work.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Its steps with their times (shown with --nocapture).
-    eprintln!("{stdout}");
-    assert!(
-        out.status.success() && stdout.contains("ALL OK"),
-        "the on-demand run in a systemd user manager failed:\n{stdout}\n{stderr}"
-    );
 }
 
 #[test]

@@ -13,8 +13,8 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::check::{run, services};
-use crate::sdk::{chat_reply, json_response, openai_reply, run_sdk_trusting};
+use crate::cli::check::{run, services};
+use crate::proxy::sdk::{chat_reply, json_response, openai_reply, run_sdk_trusting};
 use crate::support::bin::{self, Proc};
 use crate::support::mock::{full, Mock};
 use crate::support::tls::{test_ca, TestCa};
@@ -126,7 +126,7 @@ async fn the_openai_python_sdk_works_over_https() {
         assert_eq!(s.header("x-forwarded-proto"), Some("https"));
         assert!(s.header("authorization").is_none());
     }
-    let mp3 = std::fs::read(crate::sdk::MP3).unwrap();
+    let mp3 = std::fs::read(crate::proxy::sdk::MP3).unwrap();
     assert!(whisper.requests()[0]
         .body
         .windows(mp3.len())

@@ -4,8 +4,8 @@
 
 use http::{Response, StatusCode};
 
-use crate::check::{run, services};
-use crate::model_routing::example_with;
+use crate::cli::check::{run, services};
+use crate::proxy::model_routing::example_with;
 use crate::support::mock::{self, handler, Mock};
 use crate::support::{default_routes, start_proxy};
 
@@ -168,7 +168,7 @@ async fn models_reach_the_backend_the_config_sends_them_to() {
 fn check_config_shows_routes_by_model_aliases_and_the_model_list() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.toml");
-    std::fs::write(&file, crate::model_routing::EXAMPLE).unwrap();
+    std::fs::write(&file, crate::proxy::model_routing::EXAMPLE).unwrap();
     let out = crate::support::bin::command()
         .args(["check-config", "-v", file.to_str().unwrap()])
         .output()

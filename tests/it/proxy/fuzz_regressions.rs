@@ -2,7 +2,7 @@
 //! input a fuzzer run once found (`fuzz/regressions/TARGET/`), so each fix stays fixed without
 //! a fuzzer in CI.
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../../fuzz/src/lib.rs"]
 mod checks;
 
 use std::path::Path;

@@ -198,7 +198,7 @@ async fn official_python_sdk_gets_local_and_openai_models_through_one_base_url()
     let whisper =
         Mock::recording(|_| json_response(serde_json::json!({"text": "Huge manatees."}))).await;
     let openai = Mock::recording(openai_reply).await;
-    let proxy = start_proxy(&crate::model_routing::example_with(
+    let proxy = start_proxy(&crate::proxy::model_routing::example_with(
         &ollama.url(),
         &whisper.url(),
         &openai.url(),

@@ -1,0 +1,58 @@
+//! The integration tests: one binary (ripgrep style), a module per area, grouped by kind.
+//! Everything runs on loopback against in-process mock backends, through `server::run` or the
+//! real binary, and needs neither root nor changes to the machine: the tests that do are in
+//! the `machine` binary (tests/machine/), the heavy ones in `load` (tests/load.rs).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+/// The request path: what happens to a request and its response on the way through.
+mod proxy {
+    mod access_log; // one access line per request with the documented fields, no secrets in logs
+    mod auth; // which credentials each backend sees (forward or injected, never both)
+    mod behind_proxy; // streams and WebSockets behind another proxy (the README's nginx block)
+    mod browsers; // web pages: allowed origins, CORS, DNS rebinding, the Host check
+    mod client_tokens; // server.client_tokens_file: 401 without a token, the token never forwarded
+    mod errors; // failures become OpenAI-shaped JSON errors or a visibly broken stream
+    mod fallback; // a route's fallback backend, before the first byte of an answer only
+    mod faults; // backend resets, stalls, garbage and stale connections: 502/504, never a hang
+    mod fuzz_regressions; // the fuzz targets' properties on their seeds and past findings
+    mod hostile; // oversized heads, request smuggling, route confusion
+    mod https; // the HTTPS listener: SDK over TLS, HTTP/2 by ALPN, certificates on reload
+    mod keys; // an injected key reaches its own backend's Authorization header only
+    mod metrics; // /metrics as Prometheus text and OpenMetrics, counters, no client labels
+    mod model_list; // GET /v1/models merged from every backend, aliases, per-key OpenAI lists
+    #[path = "../../model_routing.rs"] // at tests/ until its include_str! path follows it here
+    pub mod model_routing; // routing by the request's model: JSON and multipart bodies, aliases
+    mod on_demand_proxy; // start_timeout, swap groups, idle connections to on-demand servers
+    mod parse_errors; // requests hyper refuses still get OpenAI-shaped JSON on the wire
+    mod pool; // plain-HTTP backends: origin-form requests, keep-alive reuse
+    mod pools; // backends with several servers: least in flight, back-off, health checks
+    mod routing; // each route reaches its backend with the request and response intact
+    pub mod sdk; // the official OpenAI Python SDK through the proxy
+    mod secrets; // cookies, vendor key headers and key query parameters by backend policy
+    mod streaming; // bodies stream both ways, nothing held in memory
+    mod vendors; // other vendors' APIs by config (Anthropic's /v1/messages, x-api-key)
+    mod websocket; // WebSockets through the proxy: messages, closing, keys, time-outs, swap turns
+}
+
+/// The daemon: configs, listeners, workers, signals.
+mod daemon {
+    pub mod config_errors; // a wrong config: exit 78, file, line:column and key, never a key
+    mod files; // FIFOs, devices and huge files as config, key or tokens file refused at once
+    mod shutdown; // SIGTERM: stop accepting, finish the stream in flight, exit 0
+    mod socket_activation; // systemd-socket-activate, sd_notify readiness, idle exit, reload
+    mod workers; // server.workers: several event loops, reload, drain, idle exit, access log
+}
+
+/// The command line and the files made from it.
+mod cli {
+    mod bench_smoke; // the benchmark harness behind bench/run: arguments and a smoke run
+    pub mod check; // check-config and check-endpoints through the real binary
+    mod check_models; // check-endpoints and routing by model (--model NAME)
+    mod closed_stdout; // a closed stdout ends a command quietly (`... | head -1`)
+    mod init; // openai-proxy init: the example config, --force, the services that answered
+    mod launchd_plists; // contrib/launchd plists are what the launchd crate generates
+    mod man_completions; // man pages and completions are generated; config keys agree everywhere
+    mod on_demand; // enable-backend, wait-ready and the on-demand units (systemd-analyze verify)
+}
