@@ -13,6 +13,7 @@ mod check_models;
 mod client_tokens;
 mod closed_stdout;
 mod config_errors;
+mod docs_links;
 mod errors;
 mod fallback;
 mod faults;
