@@ -221,7 +221,7 @@ fn broken_links(root: &Path) -> Vec<String> {
                     continue;
                 }
                 let Some(anchor) = anchor else { continue };
-                if target.extension().is_none_or(|e| e != "md") {
+                if target.extension().map_or(true, |e| e != "md") {
                     continue;
                 }
                 let headings = anchors(&std::fs::read_to_string(&target).unwrap());
