@@ -1,5 +1,5 @@
 //! The integration tests: one binary (ripgrep style), a module per area, grouped by kind.
-//! Everything runs on loopback against in-process mock backends, through `server::run` or the
+//! Everything runs on loopback against in-process mock backends, through `serve::run` or the
 //! real binary, and needs neither root nor changes to the machine: the tests that do are in
 //! the `machine` binary (tests/machine/), the heavy ones in `load` (tests/load.rs).
 
@@ -10,7 +10,7 @@ mod support;
 mod proxy {
     mod access_log; // one access line per request with the documented fields, no secrets in logs
     mod auth; // which credentials each backend sees (forward or injected, never both)
-    mod behind_proxy; // streams and WebSockets behind another proxy (the README's nginx block)
+    mod behind_proxy; // streams and WebSockets behind another proxy (the service guide's nginx block)
     mod browsers; // web pages: allowed origins, CORS, DNS rebinding, the Host check
     mod client_tokens; // server.client_tokens_file: 401 without a token, the token never forwarded
     mod errors; // failures become OpenAI-shaped JSON errors or a visibly broken stream
@@ -22,7 +22,6 @@ mod proxy {
     mod keys; // an injected key reaches its own backend's Authorization header only
     mod metrics; // /metrics as Prometheus text and OpenMetrics, counters, no client labels
     mod model_list; // GET /v1/models merged from every backend, aliases, per-key OpenAI lists
-    #[path = "../../model_routing.rs"] // at tests/ until its include_str! path follows it here
     pub mod model_routing; // routing by the request's model: JSON and multipart bodies, aliases
     mod on_demand_proxy; // start_timeout, swap groups, idle connections to on-demand servers
     mod parse_errors; // requests hyper refuses still get OpenAI-shaped JSON on the wire
@@ -51,6 +50,7 @@ mod cli {
     pub mod check; // check-config and check-endpoints through the real binary
     mod check_models; // check-endpoints and routing by model (--model NAME)
     mod closed_stdout; // a closed stdout ends a command quietly (`... | head -1`)
+    mod docs_links; // every relative link and #anchor in README.md, CONTRIBUTING.md and docs/ resolves
     mod init; // openai-proxy init: the example config, --force, the services that answered
     mod launchd_plists; // contrib/launchd plists are what the launchd crate generates
     mod man_completions; // man pages and completions are generated; config keys agree everywhere

@@ -152,6 +152,34 @@ const FILES: &[(&str, Option<&str>)] = &[
     ),
     ("/usr/share/doc/openai-proxy/README.md", Some("README.md")),
     (
+        "/usr/share/doc/openai-proxy/docs/routing-and-models.md",
+        Some("docs/routing-and-models.md"),
+    ),
+    (
+        "/usr/share/doc/openai-proxy/docs/on-demand.md",
+        Some("docs/on-demand.md"),
+    ),
+    (
+        "/usr/share/doc/openai-proxy/docs/service-and-containers.md",
+        Some("docs/service-and-containers.md"),
+    ),
+    (
+        "/usr/share/doc/openai-proxy/docs/checking.md",
+        Some("docs/checking.md"),
+    ),
+    (
+        "/usr/share/doc/openai-proxy/docs/security.md",
+        Some("docs/security.md"),
+    ),
+    (
+        "/usr/share/doc/openai-proxy/docs/observability.md",
+        Some("docs/observability.md"),
+    ),
+    (
+        "/usr/share/doc/openai-proxy/docs/troubleshooting.md",
+        Some("docs/troubleshooting.md"),
+    ),
+    (
         "/usr/share/doc/openai-proxy/copyright",
         Some("packaging/copyright"),
     ),

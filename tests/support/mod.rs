@@ -1,4 +1,4 @@
-//! Test harness: in-process mock backends, a proxy started with `server::run` on
+//! Test harness: in-process mock backends, a proxy started with `serve::run` on
 //! 127.0.0.1:0, HTTP clients, a test CA, and a runner for the real binary.
 
 pub mod activation;
@@ -17,7 +17,7 @@ pub mod ws;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use openai_proxy::server::{self, State};
+use openai_proxy::serve::{self, Shared};
 use openai_proxy::{Config, ListenAddr, Proxy, StdListener, Workers};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 /// A proxy running inside the test's runtime.
 pub struct TestProxy {
     pub addr: SocketAddr,
-    pub state: Arc<State>,
+    pub state: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
     /// Worker threads beside the test runtime's server, if any.
@@ -37,7 +37,7 @@ impl TestProxy {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Triggers the graceful shutdown and waits for `server::run` (and every worker) to
+    /// Triggers the graceful shutdown and waits for `serve::run` (and every worker) to
     /// return.
     pub async fn stop(mut self) {
         if let Some(w) = &self.workers {
@@ -49,7 +49,7 @@ impl TestProxy {
         (&mut self.task)
             .await
             .expect("server task panicked")
-            .expect("server::run failed");
+            .expect("serve::run failed");
         if let Some(w) = self.workers.take() {
             w.join().await.expect("a worker failed");
         }
@@ -75,11 +75,11 @@ pub async fn start_proxy_with_workers(config: Config, extra: usize) -> TestProxy
         StdListener::Tcp(l) => l.local_addr().unwrap(),
         _ => unreachable!(),
     };
-    let state = State::new(Proxy::new(config).expect("proxy"));
+    let state = Shared::new(Proxy::new(config).expect("proxy"));
     let workers =
         (extra > 0).then(|| Workers::spawn(extra, &listeners, &state).expect("worker threads"));
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::run(listeners, state.clone(), async move {
+    let task = tokio::spawn(serve::run(listeners, state.clone(), async move {
         let _ = rx.await;
     }));
     TestProxy {
@@ -93,10 +93,10 @@ pub async fn start_proxy_with_workers(config: Config, extra: usize) -> TestProxy
 
 /// Serves the proxy's `/metrics` on a free loopback port (the config needs `[metrics]` for
 /// anything to be counted); returns its address.
-pub async fn serve_metrics(state: &Arc<State>) -> SocketAddr {
+pub async fn serve_metrics(state: &Arc<Shared>) -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let addr = l.local_addr().unwrap();
-    tokio::spawn(server::serve_metrics(
+    tokio::spawn(serve::serve_metrics(
         l,
         state.clone(),
         std::future::pending(),

@@ -1,8 +1,9 @@
 //! The man pages and shell completions: the committed files are what the clap definitions
 //! generate (`OPENAI_PROXY_BLESS=1 cargo test man_completions` rewrites them after a
 //! deliberate change), they render without a warning, the shells accept the completions, and
-//! `openai-proxy.toml(5)`, the README table, the example config and the code agree on every
-//! config key and its default.
+//! `openai-proxy.toml(5)`, the example config and the code agree on every config key and its
+//! default (the key-by-key reference lives only in those two files), and the user docs (the
+//! README and docs/*.md) show every command.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,7 +11,7 @@ use std::process::Command;
 
 use clap::CommandFactory;
 use openai_proxy::cli::Cli;
-use openai_proxy::commands::docs;
+use openai_proxy::commands::generate;
 use openai_proxy::Config;
 
 use crate::support::bin;
@@ -37,26 +38,26 @@ fn check_current(rel: &str, expected: &[u8]) {
 
 #[test]
 fn man_page_is_current() {
-    check_current("man/openai-proxy.1", &docs::man_page(Cli::command()));
+    check_current("man/openai-proxy.1", &generate::man_page(Cli::command()));
 }
 
 #[test]
 fn completions_are_current() {
-    for (shell, file) in docs::COMPLETION_FILES {
+    for (shell, file) in generate::COMPLETION_FILES {
         check_current(
             &format!("contrib/completions/{file}"),
-            &docs::completion(shell, Cli::command()),
+            &generate::completion(shell, Cli::command()),
         );
     }
 }
 
 #[test]
 fn completions_subcommand_prints_each_script() {
-    for (shell, _) in docs::COMPLETION_FILES {
+    for (shell, _) in generate::COMPLETION_FILES {
         let out = bin::run(&["completions", &shell.to_string()]);
         assert!(out.status.success(), "{out:?}");
         assert!(
-            out.stdout == docs::completion(shell, Cli::command()),
+            out.stdout == generate::completion(shell, Cli::command()),
             "completions {shell} differs from the committed script"
         );
     }
@@ -145,10 +146,25 @@ fn command_paths() -> Vec<(String, clap::Command)> {
     out
 }
 
+/// The user docs: README.md and the guides in docs/, one text.
+fn user_docs() -> String {
+    let mut text = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
+    let mut guides: Vec<_> = std::fs::read_dir(format!("{ROOT}/docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    guides.sort();
+    for guide in guides {
+        text.push_str(&std::fs::read_to_string(guide).unwrap());
+    }
+    text
+}
+
 #[test]
-fn man_page_and_readme_cover_every_command_and_option() {
+fn man_page_and_user_docs_cover_every_command_and_option() {
     let man = render(&format!("{ROOT}/man/openai-proxy.1"));
-    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
+    let docs = user_docs();
     let paths = command_paths();
     assert!(paths.len() >= 17, "{:?}", paths.iter().map(|p| &p.0));
     for (path, cmd) in &paths {
@@ -158,9 +174,9 @@ fn man_page_and_readme_cover_every_command_and_option() {
             "no subsection for `{path}` in openai-proxy(1)"
         );
         assert!(
-            readme.contains(&format!("openai-proxy {path}"))
-                || readme.contains(&format!("openai-proxy [--config PATH] {path}")),
-            "README does not show `openai-proxy {path}`"
+            docs.contains(&format!("openai-proxy {path}"))
+                || docs.contains(&format!("openai-proxy [--config PATH] {path}")),
+            "neither README.md nor docs/*.md shows `openai-proxy {path}`"
         );
         // What `--help` says about it (its first paragraph) is what the man page says.
         let about = cmd
@@ -254,7 +270,7 @@ fn completion_scripts_are_accepted_by_their_shells() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Config keys: openai-proxy.toml(5) ⇔ README ⇔ config/openai-proxy.toml ⇔ the code.
+// Config keys: openai-proxy.toml(5) ⇔ config/openai-proxy.toml ⇔ the code.
 
 /// A config with one backend and one route, to which one key at a time is added.
 fn base(server: &str, log: &str, backend: &str, route: &str) -> String {
@@ -341,73 +357,22 @@ fn keys_in_man() -> BTreeMap<String, String> {
     keys
 }
 
-/// "key → default" from the README's configuration table.
-fn keys_in_readme() -> BTreeMap<String, String> {
-    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
-    let section = readme
-        .split("\n## Configuration\n")
-        .nth(1)
-        .and_then(|s| s.split("\n## ").next())
-        .expect("a \"## Configuration\" section in the README");
-    let mut keys = BTreeMap::new();
-    for line in section.lines() {
-        let cells: Vec<&str> = line.split(" | ").collect();
-        if cells.len() < 3 || !line.starts_with("| `") {
-            continue;
-        }
-        let names = cells[0].trim_start_matches("| ");
-        let default = cells[1].trim().trim_matches('`').to_string();
-        let mut prefix = String::new();
-        for name in names.split(" / ") {
-            let name = name.trim().trim_matches('`');
-            let full = if let Some(k) = name.strip_prefix("[[route]] ") {
-                format!("route.{k}")
-            } else if name.contains('.') {
-                prefix = name[..name.rfind('.').unwrap() + 1].to_string();
-                name.to_string()
-            } else {
-                format!("{prefix}{name}")
-            };
-            if full.starts_with("server.")
-                || full.starts_with("log.")
-                || full.starts_with("metrics.")
-                || full.starts_with("backends.")
-                || full.starts_with("route.")
-            {
-                keys.insert(full, default.clone());
-            }
-        }
-    }
-    keys
-}
-
 #[test]
 fn every_config_key_is_documented_alike_with_its_real_default() {
     let code = keys_in_code();
     let man = keys_in_man();
-    let readme = keys_in_readme();
     let mut code_sorted = code.clone();
     code_sorted.sort();
     let man_keys: Vec<&String> = man.keys().collect();
-    let readme_keys: Vec<&String> = readme.keys().collect();
     assert_eq!(
         man_keys,
         code_sorted.iter().collect::<Vec<_>>(),
         "openai-proxy.toml(5) and the code disagree on the keys"
     );
-    assert_eq!(
-        readme_keys,
-        code_sorted.iter().collect::<Vec<_>>(),
-        "the README table and the code disagree on the keys"
-    );
     let example = std::fs::read_to_string(format!("{ROOT}/config/openai-proxy.toml")).unwrap();
     let reference = Config::from_toml(&base("", "", "", "")).unwrap();
     for key in &code {
         let default = &man[key];
-        assert_eq!(
-            default, &readme[key],
-            "{key}: openai-proxy.toml(5) and the README give different defaults"
-        );
         let name = key.rsplit('.').next().unwrap();
         assert!(
             example.contains(&format!("{name} =")),
@@ -478,7 +443,7 @@ fn every_config_key_is_documented_alike_with_its_real_default() {
 fn generated_files_are_in_the_packages() {
     // The packaging metadata lists the generated files under these names.
     let cargo = std::fs::read_to_string(format!("{ROOT}/Cargo.toml")).unwrap();
-    for (_, file) in docs::COMPLETION_FILES {
+    for (_, file) in generate::COMPLETION_FILES {
         assert!(
             cargo.contains(&format!("contrib/completions/{file}")),
             "Cargo.toml's package metadata lacks contrib/completions/{file}"

@@ -1,5 +1,6 @@
 //! Streams stay streams behind another proxy: server-sent events get `X-Accel-Buffering: no`
-//! and `Cache-Control: no-cache` unless the backend set them, and the README's nginx block,
+//! and `Cache-Control: no-cache` unless the backend set them, and the nginx block of
+//! docs/service-and-containers.md,
 //! run by a real nginx in front of the proxy, passes tokens on as they come and WebSockets
 //! through.
 
@@ -71,16 +72,19 @@ async fn event_streams_are_marked_unbuffered_unless_the_backend_said_otherwise()
     proxy.stop().await;
 }
 
-/// The README's nginx block.
-fn readme_nginx_block() -> String {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let start = readme
+/// The nginx block of the service guide ("Behind nginx or Caddy").
+fn guide_nginx_block() -> String {
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/service-and-containers.md"
+    ))
+    .unwrap();
+    let start = guide
         .find("```nginx\n")
-        .expect("README has an nginx block")
+        .expect("docs/service-and-containers.md has an nginx block")
         + 9;
-    let len = readme[start..].find("```").unwrap();
-    readme[start..start + len].to_string()
+    let len = guide[start..].find("```").unwrap();
+    guide[start..start + len].to_string()
 }
 
 /// nginx, stopped (by PID) when dropped.
@@ -96,10 +100,10 @@ impl Drop for Nginx {
     }
 }
 
-/// Runs the README's nginx block on `port` (plain HTTP: the TLS lines dropped) in front of
+/// Runs the guide's nginx block on `port` (plain HTTP: the TLS lines dropped) in front of
 /// the proxy at `upstream`.
 fn start_nginx(dir: &std::path::Path, port: u16, upstream: std::net::SocketAddr) -> Nginx {
-    let block: String = readme_nginx_block()
+    let block: String = guide_nginx_block()
         .lines()
         .filter(|l| !l.contains("ssl_certificate"))
         .map(|l| {
@@ -151,7 +155,7 @@ fn start_nginx(dir: &std::path::Path, port: u16, upstream: std::net::SocketAddr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn behind_the_readmes_nginx_tokens_stream_and_websockets_pass() {
+async fn behind_the_guides_nginx_tokens_stream_and_websockets_pass() {
     let sent = Arc::new(Mutex::new(Vec::new()));
     let ollama = sse(&[], sent.clone()).await;
     let echo = WsEcho::start().await;

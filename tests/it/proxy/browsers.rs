@@ -355,7 +355,7 @@ async fn host_missing_repeated_or_malformed_is_400_json() {
 
 #[tokio::test]
 async fn over_a_unix_socket_any_name_passes_but_not_a_foreign_page() {
-    use openai_proxy::server::{self, State};
+    use openai_proxy::serve::{self, Shared};
     use openai_proxy::{Config, ListenAddr, Proxy};
     let m = Mock::echo("b").await;
     let dir = tempfile::tempdir().unwrap();
@@ -366,9 +366,9 @@ async fn over_a_unix_socket_any_name_passes_but_not_a_foreign_page() {
     ))
     .unwrap();
     let listeners = openai_proxy::bind(&[ListenAddr::Unix(path.clone())]).unwrap();
-    let state = State::new(Proxy::new(config).unwrap());
+    let state = Shared::new(Proxy::new(config).unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server::run(listeners, state, async move {
+    let task = tokio::spawn(serve::run(listeners, state, async move {
         let _ = rx.await;
     }));
     let ask = |extra: &'static str| {

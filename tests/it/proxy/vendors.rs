@@ -8,7 +8,7 @@ use crate::support::client::{body_bytes, full, send};
 use crate::support::mock::Mock;
 use crate::support::start_proxy;
 
-/// The README's example (`config/examples/anthropic-and-openai.toml`).
+/// The routing guide's example (`config/examples/anthropic-and-openai.toml`).
 const EXAMPLE: &str = include_str!("../../../config/examples/anthropic-and-openai.toml");
 
 const INJECTED: &str = "sk-ant-proxy-0123456789";
@@ -16,12 +16,15 @@ const CLIENT_ANTHROPIC: &str = "sk-ant-client-0123456789";
 const CLIENT_OPENAI: &str = "sk-openai-client-0123456789";
 
 #[test]
-fn the_readme_shows_the_example_as_it_is() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+fn the_routing_guide_shows_the_example_as_it_is() {
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/routing-and-models.md"
+    ))
+    .unwrap();
     assert!(
-        readme.contains(&format!("```toml\n{EXAMPLE}```")),
-        "README.md must show config/examples/anthropic-and-openai.toml as it is"
+        guide.contains(&format!("```toml\n{EXAMPLE}```")),
+        "docs/routing-and-models.md must show config/examples/anthropic-and-openai.toml as it is"
     );
 }
 

@@ -14,8 +14,8 @@ use crate::support::client::{self, body_bytes, full, json, send};
 use crate::support::mock::{self, handler, Mock};
 use crate::support::{pattern, pattern_byte, start_proxy};
 
-/// The README's example config (`config/examples/local-and-openai.toml`).
-pub const EXAMPLE: &str = include_str!("../config/examples/local-and-openai.toml");
+/// The routing guide's example config (`config/examples/local-and-openai.toml`).
+pub const EXAMPLE: &str = include_str!("../../../config/examples/local-and-openai.toml");
 
 /// The example config with each backend's URL replaced by a mock's.
 pub fn example_with(ollama: &str, whisper: &str, openai: &str) -> String {
@@ -71,12 +71,15 @@ async fn chat_answered_by(proxy: &crate::support::TestProxy, body: &str, backend
 }
 
 #[tokio::test]
-async fn the_readme_example_parses_as_written_and_is_in_the_readme() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+async fn the_example_parses_as_written_and_is_in_the_routing_guide() {
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/routing-and-models.md"
+    ))
+    .unwrap();
     assert!(
-        readme.contains(&format!("```toml\n{EXAMPLE}```")),
-        "README.md must show config/examples/local-and-openai.toml as it is"
+        guide.contains(&format!("```toml\n{EXAMPLE}```")),
+        "docs/routing-and-models.md must show config/examples/local-and-openai.toml as it is"
     );
     openai_proxy::Config::from_toml(EXAMPLE).unwrap_or_else(|e| panic!("{e}"));
 }
