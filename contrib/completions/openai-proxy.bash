@@ -40,6 +40,9 @@ _openai__proxy() {
             openai__proxy,enable-backend)
                 cmd="openai__proxy__subcmd__enable__subcmd__backend"
                 ;;
+            openai__proxy,generate)
+                cmd="openai__proxy__subcmd__generate"
+                ;;
             openai__proxy,help)
                 cmd="openai__proxy__subcmd__help"
                 ;;
@@ -133,6 +136,9 @@ _openai__proxy() {
             openai__proxy__subcmd__help,enable-backend)
                 cmd="openai__proxy__subcmd__help__subcmd__enable__subcmd__backend"
                 ;;
+            openai__proxy__subcmd__help,generate)
+                cmd="openai__proxy__subcmd__help__subcmd__generate"
+                ;;
             openai__proxy__subcmd__help,help)
                 cmd="openai__proxy__subcmd__help__subcmd__help"
                 ;;
@@ -185,7 +191,7 @@ _openai__proxy() {
 
     case "${cmd}" in
         openai__proxy)
-            opts="-c -h -V --config --help --version serve check-config check-endpoints init start stop restart reload status enable disable enable-backend disable-backend wait-ready completions container help"
+            opts="-c -h -V --config --help --version serve check-config check-endpoints init start stop restart reload status enable disable enable-backend disable-backend wait-ready completions generate container help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -682,8 +688,30 @@ _openai__proxy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        openai__proxy__subcmd__generate)
+            opts="-c -h --config --help man"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         openai__proxy__subcmd__help)
-            opts="serve check-config check-endpoints init start stop restart reload status enable disable enable-backend disable-backend wait-ready completions container help"
+            opts="serve check-config check-endpoints init start stop restart reload status enable disable enable-backend disable-backend wait-ready completions generate container help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -879,6 +907,20 @@ _openai__proxy() {
             return 0
             ;;
         openai__proxy__subcmd__help__subcmd__enable__subcmd__backend)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__help__subcmd__generate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -42,6 +42,21 @@ fn man_page_is_current() {
 }
 
 #[test]
+fn generate_man_prints_the_committed_man_page() {
+    let out = bin::run(&["generate", "man"]);
+    assert!(out.status.success(), "{out:?}");
+    let committed = std::fs::read(format!("{ROOT}/man/openai-proxy.1")).unwrap();
+    assert!(
+        out.stdout == committed,
+        "`openai-proxy generate man` differs from man/openai-proxy.1"
+    );
+    let out = bin::run(&["generate", "manual"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("possible values: man"), "{stderr}");
+}
+
+#[test]
 fn completions_are_current() {
     for (shell, file) in generate::COMPLETION_FILES {
         check_current(
