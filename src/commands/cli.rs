@@ -482,6 +482,7 @@ impl From<&InitArgs> for init::Options {
         init::Options {
             user: a.user,
             force: a.force,
+            probe_ports: Vec::new(),
         }
     }
 }

@@ -34,24 +34,23 @@ pub struct Options {
     pub user: bool,
     /// Replace an existing file (the old one is kept as `*.bak`).
     pub force: bool,
+    /// Ports to probe instead of the ones the config expects, by service name (`ollama`,
+    /// `whisper`, `kokoro`): for callers of the library, such as the tests, which cannot take
+    /// the default ports. The command line never sets it.
+    #[doc(hidden)]
+    pub probe_ports: Vec<(&'static str, u16)>,
 }
 
-/// Ports to probe instead of the defaults, `NAME=PORT,...` (for the tests, which cannot take
-/// the default ports).
-const PORTS_ENV: &str = "OPENAI_PROXY_INIT_PORTS";
-
 /// The port to probe for each service.
-fn ports() -> Vec<(&'static str, &'static str, u16, &'static str)> {
-    let given = std::env::var(PORTS_ENV).unwrap_or_default();
+fn ports(o: &Options) -> Vec<(&'static str, &'static str, u16, &'static str)> {
     SERVICES
         .iter()
         .map(|&(name, label, default, path)| {
-            let port = given
-                .split(',')
-                .filter_map(|kv| kv.split_once('='))
+            let port = o
+                .probe_ports
+                .iter()
                 .find(|(n, _)| *n == name)
-                .and_then(|(_, p)| p.parse().ok())
-                .unwrap_or(default);
+                .map_or(default, |&(_, p)| p);
             (name, label, port, path)
         })
         .collect()
@@ -79,7 +78,7 @@ pub fn run(
         let _ = writeln!(text, "The file it replaced is kept as {}.", b.display());
     }
     text.push_str("Local services on the ports the config expects:\n");
-    let found = probe_all()?;
+    let found = probe_all(o)?;
     for (label, port, result) in &found {
         let mark = if result.is_ok() { "✓" } else { "-" };
         let what = match result {
@@ -193,14 +192,14 @@ fn bak(target: &Path) -> PathBuf {
 type Probed = (&'static str, u16, Result<u16, String>);
 
 /// Asks each service's port, all at once.
-fn probe_all() -> anyhow::Result<Vec<Probed>> {
+fn probe_all(o: &Options) -> anyhow::Result<Vec<Probed>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let mut tasks = Vec::new();
-        for (_, label, port, path) in ports() {
+        for (_, label, port, path) in ports(o) {
             tasks.push((label, port, tokio::spawn(probe(port, path))));
         }
         let mut found = Vec::new();

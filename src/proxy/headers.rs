@@ -434,6 +434,8 @@ mod tests {
 
     #[test]
     fn auth_policies() {
+        use std::os::unix::fs::OpenOptionsExt as _;
+
         // Besides the secrets, a rewritten request carries X-Forwarded-Proto and X-Request-ID.
         let rid = HeaderValue::from_static("rid");
         let rewrite = |h: &mut HeaderMap, policy: &AuthPolicy| {
@@ -447,11 +449,21 @@ mod tests {
         rewrite(&mut h, &AuthPolicy::Strip);
         assert!(h.is_empty());
 
-        std::env::set_var("OPENAI_PROXY_TEST_HEADERS_KEY", "sk-injected");
-        let cfg = Config::from_toml(
-            "[backends.o]\nurl = \"https://x.example\"\napi_key_env = \"OPENAI_PROXY_TEST_HEADERS_KEY\"\n\
+        // The key from a file (not the environment, which tests running in parallel share).
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key)
+            .unwrap();
+        std::io::Write::write_all(&mut file, b"sk-injected\n").unwrap();
+        let cfg = Config::from_toml(&format!(
+            "[backends.o]\nurl = \"https://x.example\"\napi_key_file = \"{}\"\n\
              [[route]]\npath = \"/v1\"\nbackend = \"o\"\n",
-        )
+            key.display()
+        ))
         .unwrap();
         let mut h = secrets();
         rewrite(&mut h, &cfg.backends[0].auth);

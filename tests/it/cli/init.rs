@@ -11,20 +11,15 @@ use crate::support::dead_addr;
 use crate::support::mock::{self, handler, Mock};
 
 /// Runs `openai-proxy --config FILE init ARGS` off the runtime (`FILE`: `None` for the
-/// user's config; never the system one, which a test must not touch), with the probes sent to
-/// `ports`.
-async fn init(file: Option<&str>, args: &[&str], env: &[(&str, &str)], ports: [u16; 3]) -> Output {
+/// user's config; never the system one, which a test must not touch). Its probes go to the
+/// default ports: what they find does not matter to the tests that use this.
+async fn init(file: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = command();
     if let Some(f) = file {
         cmd.args(["--config", f]);
     }
     cmd.arg("init").args(args);
     assert!(file.is_some() || args.contains(&"--user"));
-    let [o, w, k] = ports;
-    cmd.env(
-        "OPENAI_PROXY_INIT_PORTS",
-        format!("ollama={o},whisper={w},kokoro={k}"),
-    );
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -50,9 +45,8 @@ async fn writes_the_example_and_never_over_a_file_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sub/dir/config.toml");
     let path = file.to_str().unwrap();
-    let ports = [dead(), dead(), dead()];
 
-    let out = init(Some(path), &[], &[], ports).await;
+    let out = init(Some(path), &[], &[]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
@@ -73,7 +67,7 @@ async fn writes_the_example_and_never_over_a_file_without_force() {
 
     // An existing file stays as it is.
     std::fs::write(&file, "# mine\n").unwrap();
-    let out = init(Some(path), &[], &[], ports).await;
+    let out = init(Some(path), &[], &[]).await;
     assert_eq!(out.status.code(), Some(1));
     let said = text(&out);
     assert!(
@@ -84,7 +78,7 @@ async fn writes_the_example_and_never_over_a_file_without_force() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "# mine\n");
 
     // --force replaces it and keeps the old one.
-    let out = init(Some(path), &["--force"], &[], ports).await;
+    let out = init(Some(path), &["--force"], &[]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
@@ -107,13 +101,11 @@ async fn writes_the_example_and_never_over_a_file_without_force() {
 #[tokio::test]
 async fn user_writes_to_the_users_config_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = [dead(), dead(), dead()];
     let xdg = dir.path().join("xdg");
     let out = init(
         None,
         &["--user"],
         &[("XDG_CONFIG_HOME", xdg.to_str().unwrap())],
-        ports,
     )
     .await;
     assert!(out.status.success(), "{}", text(&out));
@@ -136,7 +128,6 @@ async fn user_writes_to_the_users_config_folder() {
         None,
         &["--user"],
         &[("HOME", home_env), ("XDG_CONFIG_HOME", "")],
-        ports,
     )
     .await;
     assert!(out.status.success(), "{}", text(&out));
@@ -159,15 +150,23 @@ async fn reports_which_local_services_answered() {
     let whisper = dead();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.toml");
-    let out = init(
-        Some(file.to_str().unwrap()),
-        &[],
-        &[],
-        [ollama.addr.port(), whisper, kokoro.addr.port()],
-    )
-    .await;
-    assert!(out.status.success(), "{}", text(&out));
-    let said = text(&out);
+    // In the library, where the ports to probe can be given (the binary has no test hook).
+    let options = openai_proxy::commands::init::Options {
+        probe_ports: vec![
+            ("ollama", ollama.addr.port()),
+            ("whisper", whisper),
+            ("kokoro", kokoro.addr.port()),
+        ],
+        ..Default::default()
+    };
+    let said = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        openai_proxy::commands::init::run(Some(&file), &options, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    });
+    let said = tokio::task::spawn_blocking(move || said.join().unwrap())
+        .await
+        .unwrap();
     let line = |name: &str| {
         said.lines()
             .find(|l| l.contains(name))
