@@ -2,6 +2,9 @@
 //! URL, request ids, header rewriting and the access line. `cargo bench --bench hot_path`;
 //! regressions here show without the full harness (`bench/run`).
 
+// The crate-wide lints are for the library: a test or benchmark crate's items are its own.
+#![allow(unreachable_pub, missing_docs)]
+
 use std::hint::black_box;
 use std::net::IpAddr;
 

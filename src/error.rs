@@ -258,7 +258,7 @@ impl From<&BodyError> for ProxyError {
 }
 
 /// `{"error":{"message":...,"type":...,"code":...}}`
-pub fn json_error(message: &str, kind: &str, code: &str) -> Bytes {
+pub(crate) fn json_error(message: &str, kind: &str, code: &str) -> Bytes {
     #[derive(serde::Serialize)]
     struct Inner<'a> {
         message: &'a str,

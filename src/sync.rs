@@ -13,18 +13,18 @@ thread_local! {
 }
 
 /// This thread's worker number (0 on the main thread and on threads that are no worker).
-pub fn index() -> usize {
+pub(crate) fn index() -> usize {
     INDEX.with(Cell::get)
 }
 
 /// Numbers this thread: worker `i` (set once, when its thread starts).
-pub fn set_index(i: usize) {
+pub(crate) fn set_index(i: usize) {
     INDEX.with(|c| c.set(i));
 }
 
 /// One `T` per worker, each in a cache line of its own, so that a worker writing its part does
 /// not slow the others down (no false sharing).
-pub struct PerWorker<T> {
+pub(crate) struct PerWorker<T> {
     parts: Box<[Padded<T>]>,
 }
 
@@ -34,7 +34,7 @@ struct Padded<T>(T);
 
 impl<T: Default> PerWorker<T> {
     /// A part for each of `workers` workers (at least one).
-    pub fn new(workers: usize) -> PerWorker<T> {
+    pub(crate) fn new(workers: usize) -> PerWorker<T> {
         PerWorker {
             parts: (0..workers.max(1)).map(|_| Padded::default()).collect(),
         }
@@ -43,12 +43,12 @@ impl<T: Default> PerWorker<T> {
 
 impl<T> PerWorker<T> {
     /// This worker's part.
-    pub fn mine(&self) -> &T {
+    pub(crate) fn mine(&self) -> &T {
         &self.parts[index() % self.parts.len()].0
     }
 
     /// Every part, worker 0 first.
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.parts.iter().map(|p| &p.0)
     }
 }
@@ -56,16 +56,16 @@ impl<T> PerWorker<T> {
 /// Locks `m`. A thread that panicked while holding it left its data as it was; what is kept
 /// under the crate's locks is valid after any single update, so it is used as is rather than
 /// turning one panic into a panic of every later caller.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Reads `l`, as [`lock`] does.
-pub fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Writes `l`, as [`lock`] does.
-pub fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(PoisonError::into_inner)
 }

@@ -3,6 +3,9 @@
 //! slow-header connections, 10 000 malformed requests, a minute of `wrk` load with reloads
 //! and a graceful stop, and a pool losing a server under load ([`load_pool`]).
 
+// The crate-wide lints are for the library: a test or benchmark crate's items are its own.
+#![allow(unreachable_pub, missing_docs)]
+
 // The heavy tests use only part of the shared harness.
 #[allow(dead_code)]
 mod support;

@@ -18,6 +18,9 @@
 //! - `tls_ws.rs`: the WebSocket echo and HTTPS (TLS handshakes, keep-alive) cases.
 //! - `report.rs`: medians, the table, the SVG chart; `document.rs`: the whole report.
 
+// The crate-wide lints are for the library: a test or benchmark crate's items are its own.
+#![allow(unreachable_pub, missing_docs)]
+
 mod backend;
 mod callgrind;
 mod document;

@@ -31,7 +31,7 @@ use tokio::time::{Instant, Sleep};
 
 mod replay;
 
-pub use replay::Replay;
+pub(crate) use replay::Replay;
 use replay::Tap;
 
 /// Why a streamed body was cut off.
@@ -66,7 +66,7 @@ const MAX_WAIT: Duration = Duration::from_secs(365 * 86_400);
 /// Fires when a body has been silent (Pending) for longer than `timeout`. A body whose frames
 /// are always ready never touches it; the timer is allocated the first time a body waits and
 /// then reused.
-pub struct IdleTimer {
+pub(crate) struct IdleTimer {
     timeout: Duration,
     /// When the current silence began; `None` while the body makes progress.
     silent_since: Option<Instant>,
@@ -77,7 +77,7 @@ pub struct IdleTimer {
 }
 
 impl IdleTimer {
-    pub fn new(timeout: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration) -> Self {
         IdleTimer {
             timeout,
             silent_since: None,

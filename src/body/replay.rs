@@ -25,7 +25,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use super::{splice, BodyError, RequestBody};
 
 /// The client's body, shared by the attempts that send it.
-pub struct Replay {
+pub(crate) struct Replay {
     shared: Arc<Mutex<Kept>>,
 }
 
@@ -97,7 +97,7 @@ impl Kept {
 
 impl Replay {
     /// Keeps `body` (and the frames already peeked from it) for up to `limit` bytes.
-    pub fn new(mut body: RequestBody, limit: u64) -> Replay {
+    pub(crate) fn new(mut body: RequestBody, limit: u64) -> Replay {
         let log: Vec<Bytes> = body
             .replay
             .drain(..)
@@ -126,7 +126,7 @@ impl Replay {
     /// The body for the next attempt, from the start, with `alias` (a span of the body and its
     /// replacement) spliced in and the backend's idle time-out; `None` when it cannot be sent
     /// again (more than the limit was read). The attempt before it can no longer read.
-    pub fn attempt(
+    pub(crate) fn attempt(
         &self,
         alias: Option<(Range<usize>, &[u8])>,
         idle_timeout: Duration,
@@ -164,7 +164,7 @@ impl Replay {
     }
 
     /// An answer was taken: keep nothing more (what the attempt has yet to send is sent).
-    pub fn settle(&self) {
+    pub(crate) fn settle(&self) {
         let mut k = self.lock();
         k.settled = true;
         if k.pos >= k.log.len() {

@@ -116,16 +116,19 @@ For example: openai-proxy completions fish > ~/.config/fish/completions/openai-p
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP
 )]
+/// The command line: options before the command, and the command (none: `serve`).
 pub struct Cli {
     /// Use this config file instead of looking one up.
     #[arg(long, short = 'c', global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]
+    /// What to do; without one, the proxy serves.
     pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
+/// The commands.
 pub enum Command {
     /// Run the proxy in the foreground (the default).
     ///
@@ -293,36 +296,43 @@ pub struct ContainerArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+/// `container start|stop|status`.
 pub struct ContainerRunArgs {
     /// The image to run.
     #[arg(long, value_name = "IMAGE", default_value = DEFAULT_IMAGE)]
     pub image: String,
 
     #[command(flatten)]
+    /// What every container command takes.
     pub common: ContainerArgs,
 }
 
 #[derive(Debug, Clone, Args)]
+/// `container logs`.
 pub struct ContainerLogsArgs {
     /// Keep printing new log lines as they come.
     #[arg(long, short = 'f')]
     pub follow: bool,
 
     #[command(flatten)]
+    /// What every container command takes.
     pub common: ContainerArgs,
 }
 
 #[derive(Debug, Clone, Args)]
+/// `container enable|disable`.
 pub struct ContainerEnableArgs {
     /// The image the quadlet runs.
     #[arg(long, value_name = "IMAGE", default_value = DEFAULT_IMAGE)]
     pub image: String,
 
     #[command(flatten)]
+    /// Whose service: the user's or the system's.
     pub scope: ContainerScopeArgs,
 }
 
 #[derive(Debug, Clone, Default, Args)]
+/// `--user` and what every container command takes.
 pub struct ContainerScopeArgs {
     /// Use the per-user service manager and ~/.config/containers/systemd/ (rootless Podman)
     /// instead of the system ones.
@@ -330,6 +340,7 @@ pub struct ContainerScopeArgs {
     pub user: bool,
 
     #[command(flatten)]
+    /// What every container command takes.
     pub common: ContainerArgs,
 }
 
@@ -376,6 +387,7 @@ pub struct EnableBackendArgs {
     pub ready_path: Option<String>,
 
     #[command(flatten)]
+    /// The backend and the service manager's scope.
     pub common: BackendUnitArgs,
 }
 
@@ -387,6 +399,7 @@ pub struct DisableBackendArgs {
     pub name: String,
 
     #[command(flatten)]
+    /// The backend and the service manager's scope.
     pub common: BackendUnitArgs,
 }
 
@@ -466,6 +479,7 @@ pub struct ManageArgs {
 }
 
 #[derive(Debug, Clone, Default, Args)]
+/// `init`.
 pub struct InitArgs {
     /// Write the per-user config (~/.config/openai-proxy/config.toml) for the user service,
     /// instead of /etc/openai-proxy/config.toml.
@@ -488,6 +502,7 @@ impl From<&InitArgs> for init::Options {
 }
 
 #[derive(Debug, Clone, Default, Args)]
+/// `serve`.
 pub struct ServeArgs {
     /// Listen on ADDR instead of server.listen; repeat for several.
     ///
@@ -497,6 +512,7 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Clone, Default, Args)]
+/// `check-config`.
 pub struct CheckConfigArgs {
     /// Also print the resolved configuration.
     ///
@@ -516,6 +532,7 @@ pub struct CheckConfigArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+/// `check-endpoints`.
 pub struct CheckEndpointsArgs {
     /// The proxy's base URL, e.g. http://127.0.0.1:2020 or https://proxy.lan:2020.
     ///

@@ -103,6 +103,7 @@ impl ProxyUrl {
         self
     }
 
+    /// Whether the proxy is reached over TLS.
     pub fn is_https(&self) -> bool {
         self.https
     }
@@ -201,6 +202,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of the proxy at `url`, trusting its certificate as `trust` says.
     pub fn new(url: ProxyUrl, connect_timeout: Duration, trust: Trust) -> anyhow::Result<Client> {
         let tls = match url.https {
             true => Some(tokio_rustls::TlsConnector::from(Arc::new(tls_config(
@@ -216,6 +218,7 @@ impl Client {
         })
     }
 
+    /// Where the proxy is.
     pub fn url(&self) -> &ProxyUrl {
         &self.url
     }

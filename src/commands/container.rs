@@ -35,12 +35,22 @@ pub const STOP_TIMEOUT: u32 = 40;
 pub const QUADLET_MIN_PODMAN: (u32, u32) = (4, 5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a `container` command does.
 pub enum Action {
+    /// Run the container (in the background).
     Start,
+    /// Stop and remove it.
     Stop,
+    /// Whether it runs.
     Status,
-    Logs { follow: bool },
+    /// Its log, followed with `follow`.
+    Logs {
+        /// Keep printing what comes.
+        follow: bool,
+    },
+    /// Install a Quadlet unit that starts it at boot or login.
     Enable,
+    /// Remove that unit.
     Disable,
 }
 
@@ -64,6 +74,7 @@ pub struct Plan {
     pub write: Option<(PathBuf, String)>,
     /// A file to remove after the first command (disable: after stopping the service).
     pub remove: Option<PathBuf>,
+    /// The commands to run, in order.
     pub commands: Vec<Argv>,
 }
 
@@ -78,6 +89,7 @@ pub struct ConfigMount {
     pub env: String,
 }
 
+/// How the config file `file` is mounted into the container.
 pub fn config_mount(file: &Path) -> ConfigMount {
     let dir = file
         .parent()
@@ -235,6 +247,7 @@ fn podman_version() -> anyhow::Result<(u32, u32)> {
 /// A `container` command, as plain values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// What to do.
     pub action: Action,
     /// The image to run (start, enable).
     pub image: String,

@@ -15,7 +15,9 @@ use super::status;
 use crate::config::ListenAddr;
 use crate::upstream::units::{self, parse_show, Scope};
 
+/// The socket unit: what `start`, `enable` and friends drive on systemd.
 pub const SOCKET_UNIT: &str = "openai-proxy.socket";
+/// The service unit the socket starts.
 pub const SERVICE_UNIT: &str = "openai-proxy.service";
 /// Label of the launchd jobs in `contrib/launchd/`.
 pub const LAUNCHD_LABEL: &str = "org.openai-proxy";
@@ -23,13 +25,21 @@ pub const LAUNCHD_LABEL: &str = "org.openai-proxy";
 pub const BREW_LABEL: &str = "homebrew.mxcl.openai-proxy";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a service command does.
 pub enum Action {
+    /// Start serving.
     Start,
+    /// Stop serving.
     Stop,
+    /// Stop, then start.
     Restart,
+    /// Read the config again without stopping.
     Reload,
+    /// Say whether it serves.
     Status,
+    /// Start now and at every boot or login.
     Enable,
+    /// Stop now and no more at boot or login.
     Disable,
 }
 
@@ -38,10 +48,16 @@ pub enum Action {
 pub enum Manager {
     /// `systemctl` (with `--user` for the per-user manager).
     Systemd,
-    /// `brew services` (macOS, formula installed); `uid` for the `gui/UID` domain.
-    Brew { uid: u32 },
-    /// `launchctl` with a plist from `contrib/launchd/`; `uid` for the `gui/UID` domain.
-    Launchctl { uid: u32 },
+    /// `brew services` (macOS, formula installed).
+    Brew {
+        /// The user, for the `gui/UID` domain.
+        uid: u32,
+    },
+    /// `launchctl` with a plist from `contrib/launchd/`.
+    Launchctl {
+        /// The user, for the `gui/UID` domain.
+        uid: u32,
+    },
 }
 
 /// The commands an action runs, in order (for `status`: the query part).

@@ -51,6 +51,7 @@ const TEMPLATES: [&str; 3] = [
 /// `enable-backend`, as plain values.
 #[derive(Debug, Clone)]
 pub struct Enable {
+    /// The backend's name (the config's `[backends.NAME]`).
     pub name: String,
     /// The server's command line (shell words).
     pub exec: String,
@@ -64,17 +65,24 @@ pub struct Enable {
     pub conflicts: Vec<String>,
     /// What `wait-ready` asks for; default `/`.
     pub ready_path: Option<String>,
+    /// The user's service manager instead of the system's.
     pub user: bool,
+    /// Print what would be done, and do nothing.
     pub dry_run: bool,
+    /// Say each step.
     pub verbose: bool,
 }
 
 /// `disable-backend`, as plain values.
 #[derive(Debug, Clone)]
 pub struct Disable {
+    /// The backend's name.
     pub name: String,
+    /// The user's service manager instead of the system's.
     pub user: bool,
+    /// Print what would be done, and do nothing.
     pub dry_run: bool,
+    /// Say each step.
     pub verbose: bool,
 }
 
@@ -82,9 +90,13 @@ pub struct Disable {
 /// after.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// Commands run first.
     pub before: Vec<Argv>,
+    /// Files written, with their content.
     pub write: Vec<(PathBuf, String)>,
+    /// Files removed.
     pub remove: Vec<PathBuf>,
+    /// Commands run last.
     pub after: Vec<Argv>,
 }
 

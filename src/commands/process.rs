@@ -7,20 +7,20 @@ use std::process::{Command, Output};
 use anyhow::{bail, Context as _};
 
 /// A command and its arguments.
-pub type Argv = Vec<String>;
+pub(super) type Argv = Vec<String>;
 
 /// An [`Argv`] from string slices.
-pub fn argv(parts: &[&str]) -> Argv {
+pub(super) fn argv(parts: &[&str]) -> Argv {
     parts.iter().map(|s| s.to_string()).collect()
 }
 
 /// How a command is shown: its words joined by spaces.
-pub fn show(c: &[String]) -> String {
+pub(super) fn show(c: &[String]) -> String {
     c.join(" ")
 }
 
 /// With `verbose`, prints `+ COMMAND` to stderr, as `sh -x` does.
-pub fn trace(what: &str, verbose: bool) {
+pub(super) fn trace(what: &str, verbose: bool) {
     if verbose {
         let _ = writeln!(std::io::stderr(), "+ {what}");
     }
@@ -35,7 +35,7 @@ fn command(c: &[String], verbose: bool) -> anyhow::Result<Command> {
 }
 
 /// Runs one command with the terminal as its input and output; fails unless it exits 0.
-pub fn execute(c: &[String], verbose: bool) -> anyhow::Result<()> {
+pub(super) fn execute(c: &[String], verbose: bool) -> anyhow::Result<()> {
     let st = command(c, verbose)?
         .status()
         .with_context(|| format!("cannot run `{}`", show(c)))?;
@@ -46,7 +46,7 @@ pub fn execute(c: &[String], verbose: bool) -> anyhow::Result<()> {
 }
 
 /// Runs one command and returns what it printed, whatever its exit status.
-pub fn capture(c: &[String], verbose: bool) -> anyhow::Result<Output> {
+pub(super) fn capture(c: &[String], verbose: bool) -> anyhow::Result<Output> {
     command(c, verbose)?
         .output()
         .with_context(|| format!("cannot run `{}`", show(c)))

@@ -19,7 +19,7 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs each query, prints what `render` makes of its output and then `more`, then asks
 /// `/health` at the address the first query reported, else at the config's listen address.
-pub fn run(
+pub(super) fn run(
     out: &mut dyn Write,
     queries: &[Argv],
     verbose: bool,

@@ -17,6 +17,7 @@ pub struct ConfigIssue {
     pub position: Option<(usize, usize)>,
     /// Dotted key, e.g. `backends.ollama.url` or `route[2].backend`; empty for the file itself.
     pub key: String,
+    /// What is wrong, naming the key.
     pub message: String,
 }
 
@@ -24,7 +25,9 @@ pub struct ConfigIssue {
 /// `FILE:LINE:COL: KEY: MESSAGE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The file, as it was named.
     pub file: String,
+    /// Everything wrong in it, in the order of the file.
     pub issues: Vec<ConfigIssue>,
 }
 
@@ -67,7 +70,7 @@ impl std::error::Error for ConfigError {}
 const QUOTE_CHARS: usize = 200;
 
 /// `"value"` for a message: at most [`QUOTE_CHARS`] characters of it, then `… (N bytes)`.
-pub fn quote(value: &str) -> String {
+pub(crate) fn quote(value: &str) -> String {
     match value.char_indices().nth(QUOTE_CHARS) {
         None => format!("{value:?}"),
         Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
@@ -76,7 +79,7 @@ pub fn quote(value: &str) -> String {
 
 /// A name for a message, unquoted (a path, a key, a variable name): at most [`QUOTE_CHARS`]
 /// characters of it, then `… (N bytes)`.
-pub fn cut(name: &str) -> std::borrow::Cow<'_, str> {
+pub(super) fn cut(name: &str) -> std::borrow::Cow<'_, str> {
     match name.char_indices().nth(QUOTE_CHARS) {
         None => std::borrow::Cow::Borrowed(name),
         Some((at, _)) => format!("{}… ({} bytes)", &name[..at], name.len()).into(),
@@ -85,7 +88,7 @@ pub fn cut(name: &str) -> std::borrow::Cow<'_, str> {
 
 /// A message cut to a sane length: serde's messages quote values in full. With a cut key and
 /// the file's name, a whole line stays under 1 kB.
-pub fn bounded(message: &str) -> String {
+pub(super) fn bounded(message: &str) -> String {
     const MAX: usize = 500;
     match message.char_indices().nth(MAX) {
         None => message.to_string(),
@@ -94,13 +97,13 @@ pub fn bounded(message: &str) -> String {
 }
 
 /// Collects the problems validation finds in one file.
-pub struct Issues<'a> {
+pub(super) struct Issues<'a> {
     text: &'a str,
     found: Vec<ConfigIssue>,
 }
 
 impl<'a> Issues<'a> {
-    pub fn new(text: &'a str) -> Self {
+    pub(super) fn new(text: &'a str) -> Self {
         Issues {
             text,
             found: Vec::new(),
@@ -109,7 +112,7 @@ impl<'a> Issues<'a> {
 
     /// A problem with `key`, at `span` of the text when known. Key and message are cut to a
     /// bounded length, whatever the values they were made from.
-    pub fn add(
+    pub(super) fn add(
         &mut self,
         key: impl Into<String>,
         span: Option<Range<usize>>,
@@ -124,11 +127,11 @@ impl<'a> Issues<'a> {
     }
 
     /// How many problems were found so far (to tell whether a step added any).
-    pub fn count(&self) -> usize {
+    pub(super) fn count(&self) -> usize {
         self.found.len()
     }
 
-    pub fn into_error(self, file: &str) -> Option<ConfigError> {
+    pub(super) fn into_error(self, file: &str) -> Option<ConfigError> {
         (!self.found.is_empty()).then(|| ConfigError {
             file: file.to_string(),
             issues: self.found,
@@ -137,7 +140,7 @@ impl<'a> Issues<'a> {
 }
 
 /// The issue for an error of the TOML parser or of deserialization.
-pub fn parse_error(text: &str, e: &toml::de::Error) -> ConfigIssue {
+pub(super) fn parse_error(text: &str, e: &toml::de::Error) -> ConfigIssue {
     let (position, key) = match e.span() {
         Some(span) => (Some(line_col(text, span.start)), key_at(text, span.start)),
         None => (None, String::new()),

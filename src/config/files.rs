@@ -12,11 +12,11 @@ use super::diagnostics::cut;
 use super::units::format_size;
 
 /// Key, token and CA files are small; a larger one (or `/dev/zero`) is a mistake.
-pub const MAX_SECRET_FILE: u64 = 1 << 20;
+pub(super) const MAX_SECRET_FILE: u64 = 1 << 20;
 
 /// Why a file was not read.
 #[derive(Debug)]
-pub enum FileProblem {
+pub(crate) enum FileProblem {
     Io(std::io::Error),
     NotRegular,
     TooLarge(u64),
@@ -37,7 +37,7 @@ impl fmt::Display for FileProblem {
 impl FileProblem {
     /// The message for a file named in the config: `cannot read key file PATH: ...` for an
     /// I/O error, `key file PATH is not a regular file` otherwise.
-    pub fn about(&self, what: &str, path: &Path) -> String {
+    pub(crate) fn about(&self, what: &str, path: &Path) -> String {
         match self {
             FileProblem::Io(e) => {
                 format!("cannot read {what} {}: {e}", cut(&path.to_string_lossy()))
@@ -48,7 +48,7 @@ impl FileProblem {
 }
 
 /// Reads a regular file of at most `max` bytes.
-pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, FileProblem> {
+pub(super) fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, FileProblem> {
     // O_NONBLOCK: opening a FIFO without a writer would otherwise wait for one.
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -73,13 +73,13 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, FileProblem> {
 }
 
 /// [`read_regular`] for UTF-8 text.
-pub fn read_text(path: &Path, max: u64) -> Result<String, FileProblem> {
+pub(super) fn read_text(path: &Path, max: u64) -> Result<String, FileProblem> {
     String::from_utf8(read_regular(path, max)?).map_err(|_| FileProblem::NotText)
 }
 
 /// The permission bits of `path` when users other than its owner and group may read it (a
 /// key or token file should be private to the service).
-pub fn readable_by_others(path: &Path) -> Option<u32> {
+pub(crate) fn readable_by_others(path: &Path) -> Option<u32> {
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
     (mode & 0o004 != 0).then_some(mode)
 }

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/openai-proxy.toml");
 
 /// The system-wide config file.
-pub const SYSTEM_PATH: &str = "/etc/openai-proxy/config.toml";
+pub(crate) const SYSTEM_PATH: &str = "/etc/openai-proxy/config.toml";
 
 /// Environment variable naming a config file (second in the lookup order).
-pub const CONFIG_ENV: &str = "OPENAI_PROXY_CONFIG";
+pub(crate) const CONFIG_ENV: &str = "OPENAI_PROXY_CONFIG";
 
 /// Why a particular config was chosen; `check-config -v` prints it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +61,7 @@ impl Source {
 /// Finds the config by the lookup order. An explicitly named file (flag or environment) is
 /// used whether or not it exists (reading it then says what is wrong); the others are used
 /// only when present.
-pub fn locate(flag: Option<&Path>) -> Source {
+pub(crate) fn locate(flag: Option<&Path>) -> Source {
     let found = |path: PathBuf, origin| Source {
         path: Some(path),
         origin,
@@ -90,7 +90,7 @@ pub fn locate(flag: Option<&Path>) -> Source {
 }
 
 /// `$XDG_CONFIG_HOME/openai-proxy/config.toml`, or `~/.config/openai-proxy/config.toml`.
-pub fn user_config_path() -> Option<PathBuf> {
+pub(crate) fn user_config_path() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

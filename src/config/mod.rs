@@ -29,21 +29,22 @@ use serde::Deserialize;
 use crate::config::tokens::ClientTokens;
 use crate::routing::routes::{RouteSpec, Router};
 
-pub use browsers::{HostRule, OriginRule};
-pub use diagnostics::{quote, ConfigError, ConfigIssue};
-pub use files::{readable_by_others, FileProblem};
-pub use lookup::{
-    locate, user_config_path, Origin, Source, CONFIG_ENV, EMBEDDED_DEFAULT, SYSTEM_PATH,
-};
-pub use units::{format_duration, format_size, parse_duration, parse_size};
-pub use validate::valid_name;
+pub(crate) use browsers::{HostRule, OriginRule};
+pub(crate) use diagnostics::quote;
+pub use diagnostics::{ConfigError, ConfigIssue};
+pub(crate) use files::{readable_by_others, FileProblem};
+pub use lookup::EMBEDDED_DEFAULT;
+pub(crate) use lookup::{locate, user_config_path, Origin, Source, CONFIG_ENV, SYSTEM_PATH};
+pub(crate) use units::{format_duration, format_size};
+pub use units::{parse_duration, parse_size};
+pub(crate) use validate::valid_name;
 
 /// Largest config file read: a real one is a few kB; `/dev/zero` or a log file named by
 /// mistake must not be read whole.
-pub const MAX_CONFIG_FILE: u64 = 1 << 20;
+pub(crate) const MAX_CONFIG_FILE: u64 = 1 << 20;
 
 /// Locates, reads, parses and validates the config.
-pub fn load(flag: Option<&Path>) -> Result<Config, ConfigError> {
+pub(crate) fn load(flag: Option<&Path>) -> Result<Config, ConfigError> {
     let source = locate(flag);
     match &source.path {
         None => Config::parse(EMBEDDED_DEFAULT, source),
@@ -58,36 +59,40 @@ pub fn load(flag: Option<&Path>) -> Result<Config, ConfigError> {
 }
 
 /// Reads a small file a tool is given (a CA file): regular, at most 1 MiB, without blocking.
-pub fn read_small_file(path: &Path) -> Result<Vec<u8>, FileProblem> {
+pub(crate) fn read_small_file(path: &Path) -> Result<Vec<u8>, FileProblem> {
     files::read_regular(path, files::MAX_SECRET_FILE)
 }
 
 /// Defaults, shared by the code and the documentation.
-pub mod defaults {
+pub(crate) mod defaults {
     use std::time::Duration;
-    pub const LISTEN: &str = "127.0.0.1:2020";
-    pub const MAX_BODY_SIZE: u64 = 1 << 30;
-    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-    pub const MAX_HEADER_SIZE: u64 = 64 << 10;
-    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-    pub const IDLE_EXIT: Duration = Duration::ZERO;
-    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-    pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
-    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-    pub const MAX_JSON_PEEK: u64 = 1 << 20;
-    pub const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
-    pub const MAX_REPLAY_BODY: u64 = 1 << 20;
-    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
-    pub const HEALTH_BACKOFF: Duration = Duration::from_secs(1);
-    pub const HEALTH_BACKOFF_MAX: Duration = Duration::from_secs(30);
+    pub(crate) const LISTEN: &str = "127.0.0.1:2020";
+    pub(crate) const MAX_BODY_SIZE: u64 = 1 << 30;
+    pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    pub(crate) const MAX_HEADER_SIZE: u64 = 64 << 10;
+    pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub(crate) const IDLE_EXIT: Duration = Duration::ZERO;
+    pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
+    pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+    pub(crate) const MAX_JSON_PEEK: u64 = 1 << 20;
+    pub(crate) const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+    pub(crate) const MAX_REPLAY_BODY: u64 = 1 << 20;
+    pub(crate) const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+    pub(crate) const HEALTH_BACKOFF: Duration = Duration::from_secs(1);
+    pub(crate) const HEALTH_BACKOFF_MAX: Duration = Duration::from_secs(30);
 }
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Where the config came from.
     pub source: Source,
+    /// `[server]`.
     pub server: ServerConfig,
+    /// `[log]`.
     pub log: LogConfig,
+    /// `[metrics]`.
     pub metrics: MetricsConfig,
     /// Sorted by name.
     pub backends: Vec<BackendConfig>,
@@ -122,6 +127,7 @@ impl Config {
         )
     }
 
+    /// The backend named `name`.
     pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
         self.backends.iter().find(|b| b.name == name)
     }
@@ -271,7 +277,9 @@ impl Eq for TlsFiles {}
 /// A place to listen on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
+    /// An IP address and port.
     Tcp(SocketAddr),
+    /// A Unix socket's path.
     Unix(PathBuf),
 }
 
@@ -403,8 +411,11 @@ pub enum AuthPolicy {
     /// Remove the client's credentials and send this key in `header` (`api_key_header`:
     /// `Authorization: Bearer KEY` unless set).
     Inject {
+        /// The key (never printed).
         key: Secret,
+        /// The header it goes in.
         header: HeaderName,
+        /// Where it was read from (for messages).
         source: KeySource,
     },
 }

@@ -14,7 +14,7 @@ use super::LogTarget;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
@@ -29,7 +29,7 @@ pub struct RawConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawServer {
+pub(super) struct RawServer {
     pub listen: Option<Spanned<Vec<Spanned<String>>>>,
     pub max_body_size: Option<Spanned<Size>>,
     pub header_read_timeout: Option<Spanned<Dur>>,
@@ -49,7 +49,7 @@ pub struct RawServer {
 
 /// `server.workers` as written: `"auto"` or a number (checked in validation).
 #[derive(Debug, Clone, Copy)]
-pub enum RawWorkers {
+pub(super) enum RawWorkers {
     Auto,
     Count(i64),
 }
@@ -105,7 +105,7 @@ impl From<RawLevel> for tracing::Level {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLog {
+pub(super) struct RawLog {
     pub level: Option<RawLevel>,
     pub target: Option<LogTarget>,
     pub access_log: Option<bool>,
@@ -114,13 +114,13 @@ pub struct RawLog {
 /// `[metrics]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawMetrics {
+pub(super) struct RawMetrics {
     pub listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawBackend {
+pub(super) struct RawBackend {
     pub url: Option<Spanned<String>>,
     /// A pool: several servers of the same service (instead of `url`).
     pub urls: Option<Spanned<Vec<Spanned<String>>>>,
@@ -150,7 +150,7 @@ pub struct RawBackend {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRoute {
+pub(super) struct RawRoute {
     pub path: Option<Spanned<String>>,
     pub backend: Option<Spanned<String>>,
     pub rewrite: Option<Spanned<String>>,

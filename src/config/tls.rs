@@ -19,7 +19,7 @@ use tokio_rustls::server::TlsStream;
 
 /// What is wrong with a certificate and key pair.
 #[derive(Debug)]
-pub enum PemProblem {
+pub(crate) enum PemProblem {
     /// The certificate file.
     Cert(String),
     /// The key file.
@@ -29,11 +29,14 @@ pub enum PemProblem {
 }
 
 /// The ALPN protocol a client and the proxy agreed on for HTTP/2.
-pub const H2: &[u8] = b"h2";
+pub(crate) const H2: &[u8] = b"h2";
 
 /// TLS settings for the server: the certificate chain of `cert_pem` (leaf first) and the
 /// private key of `key_pem` (PKCS#8, PKCS#1 or SEC1), checked to belong together.
-pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<rustls::ServerConfig, PemProblem> {
+pub(crate) fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<rustls::ServerConfig, PemProblem> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| PemProblem::Cert(format!("not valid PEM: {e}")))?;
@@ -67,7 +70,7 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<rustls::ServerCo
 
 /// The TLS handshake of an accepted connection, given up after `limit` (a client that never
 /// finishes it holds nothing for longer than one that never finishes its headers).
-pub async fn accept<I>(
+pub(crate) async fn accept<I>(
     io: I,
     config: Arc<rustls::ServerConfig>,
     limit: Duration,
@@ -86,14 +89,14 @@ where
 }
 
 /// Whether the client and the proxy agreed on HTTP/2.
-pub fn is_h2<I>(stream: &TlsStream<I>) -> bool {
+pub(crate) fn is_h2<I>(stream: &TlsStream<I>) -> bool {
     stream.get_ref().1.alpn_protocol() == Some(H2)
 }
 
 /// `tls_insecure = true`: accepts any certificate (signatures are still checked, so the
 /// handshake itself is sound; only the identity is not).
 #[derive(Debug)]
-pub struct AcceptAnyCertificate(pub Arc<CryptoProvider>);
+pub(crate) struct AcceptAnyCertificate(pub Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAnyCertificate {
     fn verify_server_cert(

@@ -36,6 +36,7 @@ impl ClientTokens {
         self.digests.len()
     }
 
+    /// Whether there is no token (every request is let in).
     pub fn is_empty(&self) -> bool {
         self.digests.is_empty()
     }

@@ -12,11 +12,11 @@ use super::diagnostics::quote;
 
 /// A duration written as a string (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dur(pub Duration);
+pub(super) struct Dur(pub Duration);
 
 /// A byte size: a number of bytes, or a string with a unit (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Size(pub u64);
+pub(super) struct Size(pub u64);
 
 /// Longer durations are refused: nobody means them, and deadlines far out overflow clocks.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
@@ -53,7 +53,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Formats a duration the way the config writes it (`"10s"`, `"5m"`, `"1h 30m"`).
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     // Whole milliseconds: the config's finest unit.
     let ms = Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     humantime::format_duration(ms).to_string()
@@ -101,7 +101,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Formats a size exactly, the way the config writes it (`"1GiB"`, `"100MiB"`, `"1500B"`), so
 /// that what `check-config -v` prints can be pasted back. (`bytesize`'s display rounds.)
-pub fn format_size(n: u64) -> String {
+pub(crate) fn format_size(n: u64) -> String {
     for (unit, m) in [
         ("TiB", 1u64 << 40),
         ("GiB", 1 << 30),

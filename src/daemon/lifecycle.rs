@@ -39,6 +39,8 @@ pub fn serve(config_flag: Option<&Path>, listen: &[ListenAddr]) -> anyhow::Resul
     // SAFETY: `serve` runs on the main thread before any other thread is started; these read
     // and clear environment variables.
     let notifier = unsafe { Notifier::from_env() };
+    // SAFETY: as above (still the only thread); the inherited descriptors are this process's
+    // and nothing else has taken them.
     let inherited = unsafe { listeners::inherited() }?;
     let loader = Loader {
         flag: config_flag.map(Path::to_path_buf),

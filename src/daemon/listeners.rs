@@ -75,11 +75,11 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// The name of the inherited socket that serves `/metrics` (`FileDescriptorName=metrics`).
-pub const METRICS_SOCKET: &str = "metrics";
+pub(crate) const METRICS_SOCKET: &str = "metrics";
 
 /// Takes the socket named [`METRICS_SOCKET`] out of the inherited ones (the others serve the
 /// proxy). It must be TCP.
-pub fn metrics_socket(
+pub(crate) fn metrics_socket(
     inherited: Vec<Inherited>,
 ) -> anyhow::Result<(Option<std::net::TcpListener>, Vec<Inherited>)> {
     let mut metrics = None;
@@ -108,13 +108,13 @@ pub fn metrics_socket(
 }
 
 /// Binds `[metrics] listen`.
-pub fn bind_metrics(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+pub(crate) fn bind_metrics(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     bind_tcp(addr).with_context(|| format!("cannot listen on {addr} for metrics (metrics.listen)"))
 }
 
 /// An inherited socket and the name the service manager gave it.
 #[derive(Debug)]
-pub struct Inherited {
+pub(crate) struct Inherited {
     pub listener: StdListener,
     pub name: String,
 }
@@ -127,7 +127,7 @@ pub struct Inherited {
 /// # Safety
 /// Reads and then removes the `LISTEN_*` environment variables, so it must run before any
 /// other thread exists (before the tokio runtime is built).
-pub unsafe fn inherited() -> anyhow::Result<Vec<Inherited>> {
+pub(crate) unsafe fn inherited() -> anyhow::Result<Vec<Inherited>> {
     let mut out = Vec::new();
     // SAFETY: the caller guarantees no other thread exists yet.
     let fds = unsafe { sd_notify::listen_fds_with_names_and_unset_env() }

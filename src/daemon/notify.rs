@@ -8,11 +8,11 @@
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
-pub use sd_notify::NotifyState;
+pub(super) use sd_notify::NotifyState;
 
 /// A connection to the service manager's notification socket, if there is one.
 #[derive(Debug, Default)]
-pub struct Notifier {
+pub(super) struct Notifier {
     target: Option<(UnixDatagram, SocketAddr)>,
     /// Half of `WATCHDOG_USEC`: how often to send `WATCHDOG=1`, when the watchdog is on.
     pub watchdog_interval: Option<Duration>,
@@ -24,7 +24,7 @@ impl Notifier {
     ///
     /// # Safety
     /// Changes the environment: call before any other thread exists.
-    pub unsafe fn from_env() -> Notifier {
+    pub(super) unsafe fn from_env() -> Notifier {
         let socket = std::env::var_os("NOTIFY_SOCKET");
         // SAFETY: the caller guarantees no other thread exists yet.
         let watchdog = unsafe {
@@ -42,12 +42,12 @@ impl Notifier {
     }
 
     /// Whether a service manager listens.
-    pub fn is_active(&self) -> bool {
+    pub(super) fn is_active(&self) -> bool {
         self.target.is_some()
     }
 
     /// Sends one message with the given states; failures are logged, never fatal.
-    pub fn send(&self, states: &[NotifyState<'_>]) {
+    pub(super) fn send(&self, states: &[NotifyState<'_>]) {
         let Some((socket, addr)) = &self.target else {
             return;
         };

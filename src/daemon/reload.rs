@@ -17,17 +17,17 @@ use crate::proxy::Proxy;
 use crate::upstream::lasting::Lasting;
 
 /// How long a reload may take to read and check the config and build the new routes.
-pub const RELOAD_LIMIT: Duration = Duration::from_secs(10);
+pub(crate) const RELOAD_LIMIT: Duration = Duration::from_secs(10);
 
 /// How the config is (re)loaded: the same lookup and overrides at start and on every reload.
-pub struct Loader {
+pub(crate) struct Loader {
     pub flag: Option<PathBuf>,
     /// `serve --listen`: replaces `server.listen` when not empty.
     pub listen: Vec<ListenAddr>,
 }
 
 impl Loader {
-    pub fn load(&self) -> Result<Config, ConfigError> {
+    pub(crate) fn load(&self) -> Result<Config, ConfigError> {
         let mut config = config::load(self.flag.as_deref())?;
         if !self.listen.is_empty() {
             config.server.listen = self.listen.clone();
@@ -37,14 +37,14 @@ impl Loader {
 }
 
 /// A config read, checked and built, ready to be swapped in.
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub proxy: Proxy,
     /// About the files it names (found off the serving thread too: `stat` can block).
     pub warnings: Vec<String>,
 }
 
 /// Prepares reloads, one at a time.
-pub struct Reloader {
+pub(crate) struct Reloader {
     loader: Arc<Loader>,
     /// What the new configuration keeps of the old (health, metrics).
     lasting: Arc<Lasting>,
@@ -53,7 +53,7 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(loader: Loader, lasting: Arc<Lasting>) -> Reloader {
+    pub(crate) fn new(loader: Loader, lasting: Arc<Lasting>) -> Reloader {
         Reloader {
             loader: Arc::new(loader),
             lasting,
@@ -63,7 +63,7 @@ impl Reloader {
 
     /// Reads the config and builds its [`Proxy`] off the serving thread, within
     /// [`RELOAD_LIMIT`].
-    pub async fn prepare(&self) -> anyhow::Result<Prepared> {
+    pub(crate) async fn prepare(&self) -> anyhow::Result<Prepared> {
         let (loader, lasting) = (self.loader.clone(), self.lasting.clone());
         off_thread(&self.busy, RELOAD_LIMIT, move || {
             let config = loader.load()?;
@@ -117,7 +117,7 @@ async fn off_thread<T: Send + 'static>(
 }
 
 /// Warnings about key and token files that users other than the service's own may read.
-pub fn file_warnings(config: &Config) -> Vec<String> {
+pub(crate) fn file_warnings(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
     for b in &config.backends {
         let file = match &b.auth {

@@ -26,7 +26,7 @@ use crate::sync;
 /// A runtime for one worker: single-threaded, with the access log flushed whenever the loop
 /// runs out of work (so a line is written as soon as nothing else is waiting, in one `write`
 /// with the other lines finished in the same turn).
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     logging::batch_on_this_thread();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

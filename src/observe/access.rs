@@ -23,18 +23,22 @@ use crate::body::{BodyError, Progress};
 use crate::observe::metrics::{Done, Tally};
 
 /// The `tracing` target access lines had, still their journald `TARGET`.
-pub const ACCESS_TARGET: &str = "openai_proxy::access";
+pub(crate) const ACCESS_TARGET: &str = "openai_proxy::access";
 
 /// What one access line says. Filled in as the request goes; written when dropped, which is
 /// when the response body is finished, failed, or abandoned by the client.
 pub struct AccessRecord {
     /// Write the line (`log.access_log`); else the record only feeds the metrics.
     pub log: bool,
+    /// The request id (`X-Request-ID`).
     pub request_id: HeaderValue,
+    /// The request's method.
     pub method: Method,
     /// Normalized path, without the query string.
     path: LoggedPath,
+    /// The route's prefix, once routed.
     pub route: Option<Arc<str>>,
+    /// The backend that answered (its `X-Backend` value).
     pub backend: Option<HeaderValue>,
     /// The server of a pool that answered.
     pub server: Option<Arc<str>>,
@@ -43,10 +47,13 @@ pub struct AccessRecord {
     /// How long it waited for an on-demand backend: its turn in a swap group, its server to
     /// come up (`None`: not at all).
     pub waited: Option<Duration>,
+    /// The response status.
     pub status: u16,
     /// Request body bytes, counted as they stream (shared with the body).
     pub bytes_in: Arc<AtomicU64>,
+    /// Response body bytes sent to the client.
     pub bytes_out: u64,
+    /// When the request arrived.
     pub start: Instant,
     /// Time until the response headers were ready.
     pub headers_after: Duration,
@@ -90,6 +97,7 @@ impl Progress for AccessRecord {
 }
 
 impl AccessRecord {
+    /// The record of a request with id `request_id` that arrived at `start`.
     pub fn new(request_id: HeaderValue, method: Method, start: Instant) -> Self {
         AccessRecord {
             log: true,
@@ -363,7 +371,7 @@ fn field(buf: &mut Vec<u8>, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// A number in decimal.
-pub fn put_u64(buf: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn put_u64(buf: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {

@@ -33,7 +33,7 @@ use crate::config::{LogConfig, LogTarget};
 use crate::sync;
 
 /// The identifier log lines carry in journald and syslog.
-pub const IDENTIFIER: &str = "openai-proxy";
+pub(crate) const IDENTIFIER: &str = "openai-proxy";
 
 fn filter(cfg: &LogConfig) -> Targets {
     let level = LevelFilter::from_level(cfg.level);
@@ -49,7 +49,7 @@ type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
 /// Where `auto` sends logs: journald when stderr is the journal stream systemd set up
 /// (`$JOURNAL_STREAM` names stderr's device and inode), stderr otherwise.
-pub fn resolve_target(target: LogTarget) -> LogTarget {
+pub(crate) fn resolve_target(target: LogTarget) -> LogTarget {
     match target {
         LogTarget::Auto if stderr_is_journal() => LogTarget::Journald,
         LogTarget::Auto => LogTarget::Stderr,
@@ -64,8 +64,9 @@ fn stderr_is_journal() -> bool {
     let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else {
         return false;
     };
-    // SAFETY: fstat on fd 2 with a zeroed stat buffer we own.
+    // SAFETY: an all-zero `stat` is a valid value of that plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on fd 2 writes into a stat buffer we own and nothing else.
     if unsafe { libc::fstat(2, &mut st) } != 0 {
         return false;
     }
@@ -83,7 +84,7 @@ fn stderr_layer() -> BoxedLayer {
 
 /// Installs the global subscriber. Returns problems to report once logging works (e.g. no
 /// journald, so stderr is used). Calling it again is harmless: the first subscriber stays.
-pub fn init(cfg: &LogConfig) -> Vec<String> {
+pub(crate) fn init(cfg: &LogConfig) -> Vec<String> {
     let mut problems = Vec::new();
     let mut sink = Sink::Stderr;
     let layer: BoxedLayer = match resolve_target(cfg.target) {
@@ -133,7 +134,7 @@ pub fn init(cfg: &LogConfig) -> Vec<String> {
 }
 
 /// Applies a reloaded `[log]` level and access-log setting.
-pub fn reconfigure(cfg: &LogConfig) {
+pub(crate) fn reconfigure(cfg: &LogConfig) {
     if let Some(h) = FILTER.get() {
         if let Err(e) = h.reload(filter(cfg)) {
             tracing::warn!("cannot change the log level: {e}");
@@ -144,7 +145,7 @@ pub fn reconfigure(cfg: &LogConfig) {
 /// Sends each formatted log line to the local syslog daemon (`/dev/log`) with the severity of
 /// its level.
 #[derive(Clone)]
-pub struct SyslogWriter {
+pub(crate) struct SyslogWriter {
     logger: Arc<Mutex<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>>,
 }
 
@@ -159,13 +160,13 @@ impl SyslogWriter {
     }
 
     /// Connects to the system's syslog socket.
-    pub fn connect() -> Result<SyslogWriter, syslog::Error> {
+    pub(crate) fn connect() -> Result<SyslogWriter, syslog::Error> {
         syslog::unix(Self::formatter()).map(Self::from_logger)
     }
 
     /// Connects to a syslog socket at `path`.
     #[cfg(test)]
-    pub fn connect_to(path: &std::path::Path) -> Result<SyslogWriter, syslog::Error> {
+    pub(crate) fn connect_to(path: &std::path::Path) -> Result<SyslogWriter, syslog::Error> {
         syslog::unix_custom(Self::formatter(), path).map(Self::from_logger)
     }
 
@@ -177,7 +178,7 @@ impl SyslogWriter {
 }
 
 /// One log line on its way to syslog; sent when dropped.
-pub struct SyslogLine {
+pub(crate) struct SyslogLine {
     logger: Arc<Mutex<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>>,
     level: Level,
     buf: Vec<u8>,
@@ -255,7 +256,7 @@ const FLUSH_AFTER: Duration = Duration::from_millis(100);
 const FLUSH_AT: usize = 64 << 10;
 
 /// How [`access`] wants a line: text (stderr, syslog) or a journald entry.
-pub enum Format<'a> {
+pub(crate) enum Format<'a> {
     Text(&'a mut Vec<u8>),
     Journal(&'a mut Vec<u8>),
 }
@@ -303,13 +304,13 @@ thread_local! {
 
 /// Makes this thread's access lines wait for [`flush_idle`] (call on a worker thread whose
 /// runtime calls it when parking).
-pub fn batch_on_this_thread() {
+pub(crate) fn batch_on_this_thread() {
     BATCHING.with(|b| b.set(true));
 }
 
 /// Logs one access line; `write` formats it into the buffer given. Does nothing before
 /// [`init`] (tests running the server in-process).
-pub fn access(write: impl FnOnce(Format<'_>)) {
+pub(crate) fn access(write: impl FnOnce(Format<'_>)) {
     let Some(sink) = SINK.get() else {
         return;
     };
@@ -354,14 +355,14 @@ fn queue(bytes: &[u8], now: bool, at: Duration) {
 
 /// Writes the waiting lines, if any: the workers' park hook (their loop has nothing else to
 /// do).
-pub fn flush_idle() {
+pub(crate) fn flush_idle() {
     if PENDING.load(Ordering::Relaxed) {
         flush();
     }
 }
 
 /// Writes the waiting lines now (when a worker stops, before exit).
-pub fn flush() {
+pub(crate) fn flush() {
     let batch = sync::lock(&BATCH);
     if !batch.out.is_empty() {
         write_out(batch, true);

@@ -28,7 +28,12 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// The context of `req`: with a record when the access log is on (`log`) or requests
     /// are counted (`unrouted`: the counters of the proxy's own answers, until it is routed).
-    pub fn new<B>(req: &Request<B>, peer: Peer, log: bool, unrouted: Option<&Arc<Tally>>) -> Ctx {
+    pub(super) fn new<B>(
+        req: &Request<B>,
+        peer: Peer,
+        log: bool,
+        unrouted: Option<&Arc<Tally>>,
+    ) -> Ctx {
         let rid = headers::request_id(req.headers());
         let access = (log || unrouted.is_some()).then(|| {
             let mut a = Box::new(AccessRecord::new(
@@ -44,19 +49,19 @@ impl Ctx {
     }
 
     /// The access record, when one is kept.
-    pub fn access(&mut self) -> Option<&mut AccessRecord> {
+    pub(super) fn access(&mut self) -> Option<&mut AccessRecord> {
         self.access.as_deref_mut()
     }
 
     /// The path the line shows: `normalized`, or the client's when it could not be.
-    pub fn path(&mut self, uri: &Uri, normalized: Option<&str>) {
+    pub(super) fn path(&mut self, uri: &Uri, normalized: Option<&str>) {
         if let Some(a) = self.access() {
             a.set_path(uri, normalized);
         }
     }
 
     /// The request goes to `target`'s backend (counted on that route from now on).
-    pub fn routed(&mut self, target: &Target) {
+    pub(super) fn routed(&mut self, target: &Target) {
         if let Some(a) = self.access() {
             a.route = Some(target.route.clone());
             a.backend = Some(target.backend.header.clone());
@@ -65,7 +70,7 @@ impl Ctx {
     }
 
     /// The route's backend failed (`reason`): the request goes to its fallback `to`.
-    pub fn fell_back(&mut self, target: &Target, to: &Backend, reason: &'static str) {
+    pub(super) fn fell_back(&mut self, target: &Target, to: &Backend, reason: &'static str) {
         tracing::debug!(
             "route {}: backend '{}' failed ({reason}); falling back to '{}'",
             target.route,
@@ -83,14 +88,14 @@ impl Ctx {
     }
 
     /// The request waited `waited` for an on-demand backend (its turn, its server).
-    pub fn waited(&mut self, waited: Duration) {
+    pub(super) fn waited(&mut self, waited: Duration) {
         if let Some(a) = self.access() {
             a.waited = Some(waited);
         }
     }
 
     /// `server` of `backend` answered, with these response headers.
-    pub fn answered(&mut self, backend: &Backend, server: &Server, response: &HeaderMap) {
+    pub(super) fn answered(&mut self, backend: &Backend, server: &Server, response: &HeaderMap) {
         if let Some(a) = self.access() {
             a.answered = true;
             if backend.config.is_pool() {
@@ -103,7 +108,7 @@ impl Ctx {
     }
 
     /// The backend that answered the proxy's own answer (a model list), when one did.
-    pub fn answered_by(&mut self, backend: Option<&HeaderValue>) {
+    pub(super) fn answered_by(&mut self, backend: Option<&HeaderValue>) {
         if let Some(a) = self.access() {
             a.backend = backend.cloned();
         }

@@ -11,8 +11,8 @@ use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::AuthPolicy;
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub static X_BACKEND: HeaderName = HeaderName::from_static("x-backend");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static X_BACKEND: HeaderName = HeaderName::from_static("x-backend");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -227,7 +227,7 @@ fn unbuffered(headers: &mut HeaderMap) {
 
 /// `X-Forwarded-Proto: https`, for a request that came over TLS ([`rewrite_request`] and
 /// [`set_forwarded`] say `http`).
-pub fn forwarded_https(headers: &mut HeaderMap) {
+pub(crate) fn forwarded_https(headers: &mut HeaderMap) {
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
 }
 
@@ -317,7 +317,11 @@ fn peer_value(ip: IpAddr) -> Option<HeaderValue> {
 
 /// Sets `X-Forwarded-For` (appending the peer), `X-Forwarded-Proto` and `X-Forwarded-Host`
 /// (the Host the client asked for).
-pub fn set_forwarded(headers: &mut HeaderMap, peer: Option<IpAddr>, host: Option<HeaderValue>) {
+pub(crate) fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: Option<IpAddr>,
+    host: Option<HeaderValue>,
+) {
     if let Some(ip) = peer {
         match headers.entry(&X_FORWARDED_FOR) {
             Entry::Occupied(mut e) => {

@@ -52,7 +52,9 @@ use crate::upstream::Backend;
 /// connection is TLS (`X-Forwarded-Proto: https`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
+    /// The client's address; `None` over a Unix socket.
     pub ip: Option<IpAddr>,
+    /// The connection is TLS.
     pub https: bool,
 }
 
@@ -73,6 +75,7 @@ pub struct Target {
 
 /// Everything a request needs, built from one config.
 pub struct Proxy {
+    /// The config it was built from.
     pub config: Arc<Config>,
     router: Router<Target>,
     /// Every backend, in name order.

@@ -81,7 +81,7 @@ impl Proxy {
 impl Waiting {
     /// After an attempt refused or reset before any answer: waits the back-off and says
     /// `true` (make it again), or `false` without a `start_timeout` or once it has passed.
-    pub async fn again(&mut self) -> bool {
+    pub(super) async fn again(&mut self) -> bool {
         if !self.retries {
             return false;
         }
@@ -95,12 +95,12 @@ impl Waiting {
     }
 
     /// How long the request has waited so far.
-    pub fn waited(&self) -> Duration {
+    pub(super) fn waited(&self) -> Duration {
         self.since.elapsed()
     }
 
     /// The 504 of a server that did not come up: `detail` is why the last attempt failed.
-    pub fn timed_out(&self, backend: &Backend, url: &str, detail: String) -> ProxyError {
+    pub(super) fn timed_out(&self, backend: &Backend, url: &str, detail: String) -> ProxyError {
         ProxyError::StartTimeout {
             backend: backend.config.name.clone(),
             url: url.to_string(),

@@ -156,7 +156,7 @@ impl ModelSet {
 
 /// Whether `name` matches `pattern`, in which `*` stands for any run of characters (none
 /// included) and every other character for itself.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
     let Some((head, rest)) = pattern.split_once('*') else {
         return pattern == name;
     };

@@ -17,13 +17,17 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 /// What answers a scrape.
-pub type Scrape = Arc<dyn Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
+pub(super) type Scrape = Arc<dyn Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
 
 /// A scraper must send its request head within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `answer` on `listener` until `shutdown` resolves; connections open then are let go.
-pub async fn serve(listener: TcpListener, answer: Scrape, shutdown: impl Future<Output = ()>) {
+pub(super) async fn serve(
+    listener: TcpListener,
+    answer: Scrape,
+    shutdown: impl Future<Output = ()>,
+) {
     let accepting = async {
         loop {
             let stream = match listener.accept().await {

@@ -57,6 +57,7 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The state of `proxy`, its checks started.
     pub fn new(proxy: Proxy) -> Arc<Shared> {
         static IDS: AtomicU64 = AtomicU64::new(0);
         let shards = proxy.config.server.workers.resolve();
@@ -186,6 +187,7 @@ pub struct Counter {
 }
 
 impl Counter {
+    /// A counter with a part for each of `workers` workers.
     pub fn new(workers: usize) -> Counter {
         Counter {
             parts: PerWorker::new(workers),

@@ -142,7 +142,7 @@ fn recognise(buf: &[u8]) -> Option<Found> {
 /// after its answer" from "the connection goes on"; and whether that future has ended (after
 /// which the IO, if hyper handed it over to a WebSocket, passes everything unchanged).
 #[derive(Clone, Default)]
-pub struct Polls(Arc<(AtomicU32, AtomicBool)>);
+pub(super) struct Polls(Arc<(AtomicU32, AtomicBool)>);
 
 impl Polls {
     fn now(&self) -> u32 {
@@ -154,7 +154,7 @@ impl Polls {
     }
 
     /// Polls `conn` to its end, counting each poll.
-    pub fn count<F: Future + Unpin>(self, mut conn: F) -> impl Future<Output = F::Output> {
+    pub(super) fn count<F: Future + Unpin>(self, mut conn: F) -> impl Future<Output = F::Output> {
         std::future::poll_fn(move |cx| {
             self.0 .0.fetch_add(1, Ordering::Relaxed);
             let r = Pin::new(&mut conn).poll(cx);
@@ -177,7 +177,7 @@ struct HeldBack {
 }
 
 /// A client connection whose parse-error answers come out as JSON (see the module).
-pub struct JsonErrors<T> {
+pub(super) struct JsonErrors<T> {
     io: T,
     polls: Polls,
     held: Option<HeldBack>,
@@ -188,7 +188,7 @@ pub struct JsonErrors<T> {
 impl<T> JsonErrors<T> {
     /// The wrapped IO, and the poll count its connection's future must keep
     /// ([`Polls::count`]).
-    pub fn new(io: T) -> (Self, Polls) {
+    pub(super) fn new(io: T) -> (Self, Polls) {
         let polls = Polls::default();
         let io = JsonErrors {
             io,

@@ -8,8 +8,11 @@ use std::path::PathBuf;
 /// A listening socket, not yet registered with tokio.
 #[derive(Debug)]
 pub enum StdListener {
+    /// A TCP socket.
     Tcp(std::net::TcpListener),
+    /// A Unix socket.
     Unix {
+        /// The socket.
         listener: UnixListener,
         /// Set when we created the socket file, so it is removed when we stop.
         cleanup: Option<PathBuf>,

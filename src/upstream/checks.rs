@@ -20,7 +20,7 @@ const MAX_ANSWER: usize = 64 << 10;
 
 /// Starts the checks of `backends` (those with a `health_path`), until `stop` resolves. Does
 /// nothing when none has checks.
-pub fn spawn(backends: &[Arc<Backend>], stop: impl Future<Output = ()> + Send + 'static) {
+pub(crate) fn spawn(backends: &[Arc<Backend>], stop: impl Future<Output = ()> + Send + 'static) {
     let checked: Vec<Arc<Backend>> = backends
         .iter()
         .filter(|b| b.config.health.path.is_some())

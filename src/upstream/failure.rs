@@ -12,7 +12,7 @@ use crate::upstream::pool::UpstreamError;
 
 /// A failed attempt, by what may follow it.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The client's own body failed (too large, stalled, broken): answer it, try nothing else.
     Client(ProxyError),
     /// No connection (refused, unreachable, not accepted in time, TLS): nothing was sent; the
@@ -25,21 +25,21 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn error(&self) -> &ProxyError {
+    pub(crate) fn error(&self) -> &ProxyError {
         match self {
             Failure::Client(e) | Failure::Connect(e) | Failure::Closed(e) | Failure::Other(e) => e,
         }
     }
 
     /// Why it failed, in the words of the metrics' `reason` label.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Failure::Closed(_) => "reset",
             other => reason(other.error()),
         }
     }
 
-    pub fn into_error(self) -> ProxyError {
+    pub(crate) fn into_error(self) -> ProxyError {
         match self {
             Failure::Client(e) | Failure::Connect(e) | Failure::Closed(e) | Failure::Other(e) => e,
         }
@@ -49,7 +49,7 @@ impl Failure {
 /// Turns a client error into what the user needs to know (whose fault, which backend and
 /// server) and what it allows next. `connect`: it happened while connecting (nothing was
 /// sent); `url`: the server's.
-pub fn classify(
+pub(crate) fn classify(
     err: &(dyn StdError + 'static),
     connect: bool,
     bc: &BackendConfig,
@@ -129,7 +129,7 @@ pub fn classify(
 /// what a pooled keep-alive connection does when the backend closed it just as it was reused
 /// (the pool itself resends only when it notices before writing anything), and what a server
 /// that stops does to the requests it was reading.
-pub fn is_stale(err: &UpstreamError) -> bool {
+pub(crate) fn is_stale(err: &UpstreamError) -> bool {
     !err.is_connect() && closed_early(err)
 }
 
@@ -158,7 +158,7 @@ fn closed_early(err: &(dyn StdError + 'static)) -> bool {
 
 /// A failure in a few words, for a server's health (`refused the connection`,
 /// `cannot connect: ...`).
-pub fn describe(err: &UpstreamError) -> String {
+pub(crate) fn describe(err: &UpstreamError) -> String {
     let mut io_kind = None;
     let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
     let mut innermost = err.to_string();
@@ -182,7 +182,7 @@ pub fn describe(err: &UpstreamError) -> String {
 }
 
 /// A short reason for the metrics' and the access log's `fallback` (a fixed set of words).
-pub fn reason(e: &ProxyError) -> &'static str {
+pub(crate) fn reason(e: &ProxyError) -> &'static str {
     match e {
         ProxyError::Refused { .. } => "refused",
         ProxyError::Unreachable { .. } => "unreachable",

@@ -7,12 +7,12 @@
 //! round robin), among those that are not out ([`health`]); what is out, and why, every worker
 //! sees alike. The active checks of a backend's servers are in [`checks`].
 
-pub mod checks;
-pub mod failure;
-pub mod health;
+pub(crate) mod checks;
+pub(crate) mod failure;
+pub(crate) mod health;
 pub(crate) mod lasting;
 pub(crate) mod pool;
-pub mod swap;
+pub(crate) mod swap;
 mod tls;
 pub(crate) mod units;
 
@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 use self::health::{Avail, Health, LazyNow, Load, ServerState};
 use self::pool::{Lease, Pool, UpstreamError};
 use self::swap::{SwapGroup, Turn};
-pub use self::tls::http1_connector;
+pub(crate) use self::tls::http1_connector;
 use self::tls::HttpClient;
 use crate::body::{Hold, RequestBody};
 use crate::config::{BackendConfig, ServerUrl};

@@ -29,11 +29,11 @@ use tokio::net::TcpStream;
 use crate::sync;
 
 /// How long an idle pooled connection is kept.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long an idle pooled connection to an on-demand server is kept: it is closed after one
 /// to two of these, well before any `--exit-idle-time` of systemd-socket-proxyd that makes
 /// sense (a model takes seconds to load).
-pub const ON_DEMAND_IDLE: Duration = Duration::from_secs(1);
+pub(crate) const ON_DEMAND_IDLE: Duration = Duration::from_secs(1);
 /// Bytes read from a backend at a time. hyper's default (8 KiB, growing for large bodies)
 /// keeps 8 KiB per connection touched for as long as it lives; a stream of small events (SSE)
 /// needs a fraction, and a large body costs a few more reads.
@@ -85,7 +85,7 @@ impl StdError for UpstreamError {
 }
 
 /// The pool of one plain-HTTP backend, whose requests carry bodies of type `B`.
-pub struct Pool<B> {
+pub(crate) struct Pool<B> {
     host: String,
     port: u16,
     connect_timeout: Duration,
@@ -94,7 +94,7 @@ pub struct Pool<B> {
 }
 
 /// One worker's idle connections.
-pub struct Shard<B> {
+pub(crate) struct Shard<B> {
     idle: Mutex<Vec<Idle<B>>>,
     /// How long one is kept: one to two of these.
     keep: Duration,
@@ -125,7 +125,7 @@ where
 {
     /// A pool for `host:port` with one shard per worker, keeping idle connections for one to
     /// two `keep`s.
-    pub fn new(
+    pub(crate) fn new(
         host: &str,
         port: u16,
         connect_timeout: Duration,
@@ -159,7 +159,7 @@ where
     }
 
     /// Closes every idle connection, of every worker (those lent to requests go on).
-    pub fn close_idle(&self) {
+    pub(crate) fn close_idle(&self) {
         for shard in self.shards.iter() {
             let closed = std::mem::take(&mut *sync::lock(&shard.idle));
             // Dropped outside the lock: each ends its connection.
@@ -169,7 +169,7 @@ where
 
     /// Sends `req` on a pooled connection (or a new one); the response comes with the lease
     /// of its connection, to be released when the body has been read.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         mut req: Request<B>,
     ) -> Result<(Response<Incoming>, Lease<B>), UpstreamError> {

@@ -26,7 +26,7 @@ use crate::config::BackendConfig;
 use crate::upstream::pool;
 
 /// The client type every HTTPS server uses.
-pub type HttpClient = Client<NoInfo<HttpsConnector<HttpConnector>>, RequestBody>;
+pub(super) type HttpClient = Client<NoInfo<HttpsConnector<HttpConnector>>, RequestBody>;
 
 /// At most this many idle connections are kept per HTTPS server.
 const POOL_MAX_IDLE: usize = 256;
@@ -59,7 +59,7 @@ fn tls_config(cfg: &BackendConfig) -> anyhow::Result<ClientConfig> {
 }
 
 /// The CA certificates of `ca_file`, checked.
-pub fn ca_roots(cfg: &BackendConfig) -> anyhow::Result<RootCertStore> {
+pub(super) fn ca_roots(cfg: &BackendConfig) -> anyhow::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     for cert in &cfg.ca_certs {
         roots.add(cert.clone()).with_context(|| {
@@ -84,7 +84,9 @@ fn tcp_connector(cfg: &BackendConfig) -> HttpConnector {
 
 /// Connections to a backend that speak HTTP/1.1 only (TLS without ALPN for `https://`), for a
 /// request that upgrades its connection (a WebSocket).
-pub fn http1_connector(cfg: &BackendConfig) -> anyhow::Result<HttpsConnector<HttpConnector>> {
+pub(crate) fn http1_connector(
+    cfg: &BackendConfig,
+) -> anyhow::Result<HttpsConnector<HttpConnector>> {
     Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config(cfg)?)
         .https_or_http()
@@ -92,7 +94,7 @@ pub fn http1_connector(cfg: &BackendConfig) -> anyhow::Result<HttpsConnector<Htt
         .wrap_connector(tcp_connector(cfg)))
 }
 
-pub fn build_client(cfg: &BackendConfig) -> anyhow::Result<HttpClient> {
+pub(super) fn build_client(cfg: &BackendConfig) -> anyhow::Result<HttpClient> {
     let http = tcp_connector(cfg);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config(cfg)?)
@@ -116,7 +118,7 @@ pub fn build_client(cfg: &BackendConfig) -> anyhow::Result<HttpClient> {
 /// copies a connection's info into the extensions of every response, which costs three
 /// allocations per request, and nothing here reads it.
 #[derive(Clone, Debug)]
-pub struct NoInfo<T>(T);
+pub(super) struct NoInfo<T>(T);
 
 impl<S> Service<Uri> for NoInfo<S>
 where

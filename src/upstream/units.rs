@@ -24,11 +24,11 @@ use crate::config::Config;
 const FRESH: Duration = Duration::from_secs(1);
 
 /// How long one `systemctl show` may take.
-pub const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Which service manager to ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     System,
     User,
 }
@@ -37,7 +37,7 @@ impl Scope {
     /// The manager the running proxy belongs to: the user's when a user manager started it
     /// (`$MANAGERPID`) or when it runs by hand as a user with a user manager; else the system's
     /// when systemd runs; else none.
-    pub fn of_this_process() -> Option<Scope> {
+    pub(crate) fn of_this_process() -> Option<Scope> {
         let user_manager = std::env::var_os("XDG_RUNTIME_DIR")
             .is_some_and(|d| Path::new(&d).join("systemd/private").exists());
         // SAFETY: geteuid has no preconditions.
@@ -62,7 +62,7 @@ impl Scope {
 
 /// A backend address to look for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Address {
+pub(crate) struct Address {
     pub backend: String,
     pub host: String,
     pub port: u16,
@@ -70,7 +70,7 @@ pub struct Address {
 
 /// The addresses of a config's plain-HTTP backends on this machine (loopback, `localhost` or
 /// an unspecified address): only those can be a local socket unit.
-pub fn addresses(config: &Config) -> Vec<Address> {
+pub(crate) fn addresses(config: &Config) -> Vec<Address> {
     config
         .backends
         .iter()
@@ -94,14 +94,14 @@ pub fn addresses(config: &Config) -> Vec<Address> {
 
 /// The on-demand section of the `/` page for one config: asked of systemd when the page is
 /// asked for (off the serving thread), at most once a [`FRESH`] interval.
-pub struct Watch {
+pub(crate) struct Watch {
     scope: Option<Scope>,
     addresses: Vec<Address>,
     last: tokio::sync::Mutex<Option<(Instant, Arc<str>)>>,
 }
 
 impl Watch {
-    pub fn new(config: &Config) -> Watch {
+    pub(crate) fn new(config: &Config) -> Watch {
         let addresses = addresses(config);
         Watch {
             scope: if addresses.is_empty() {
@@ -115,7 +115,7 @@ impl Watch {
     }
 
     /// The lines of [`describe`], or nothing without systemd or on-demand backends.
-    pub async fn describe(&self) -> Arc<str> {
+    pub(crate) async fn describe(&self) -> Arc<str> {
         let Some(scope) = self.scope else {
             return Arc::from("");
         };
@@ -138,7 +138,7 @@ impl Watch {
 
 /// What the server of an on-demand backend is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnitState {
+pub(crate) enum UnitState {
     Running,
     /// Started, not answering yet (loading its model).
     Starting,
@@ -156,7 +156,7 @@ impl UnitState {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             UnitState::Running => "running",
             UnitState::Starting => "starting",
@@ -168,7 +168,7 @@ impl UnitState {
 
 /// One backend whose address is a socket unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OnDemand {
+pub(crate) struct OnDemand {
     pub backend: String,
     pub state: UnitState,
     /// The server's unit.
@@ -182,7 +182,7 @@ pub struct OnDemand {
 
 impl OnDemand {
     /// One line: `chat  running  openai-proxy-server@chat.service (socket ... on ...)`.
-    pub fn line(&self, name_width: usize) -> String {
+    pub(crate) fn line(&self, name_width: usize) -> String {
         let state = if self.socket_down {
             "stopped, socket not listening"
         } else {
@@ -196,7 +196,7 @@ impl OnDemand {
 }
 
 /// Lines for a report: a heading, then one line per on-demand backend; empty without any.
-pub fn describe(found: &[OnDemand], scope: Scope) -> String {
+pub(crate) fn describe(found: &[OnDemand], scope: Scope) -> String {
     if found.is_empty() {
         return String::new();
     }
@@ -218,7 +218,7 @@ pub fn describe(found: &[OnDemand], scope: Scope) -> String {
 
 /// Looks up the backends among `addresses` that a socket unit of `scope` listens for. Empty
 /// when there is none, or when systemd cannot be asked.
-pub fn query(scope: Scope, addresses: &[Address]) -> Vec<OnDemand> {
+pub(crate) fn query(scope: Scope, addresses: &[Address]) -> Vec<OnDemand> {
     if addresses.is_empty() {
         return Vec::new();
     }
@@ -342,7 +342,7 @@ fn show(scope: Scope, units: &[&str], props: &str) -> Option<Vec<Unit>> {
 }
 
 /// `systemctl show` output: one `KEY=VALUE` block per unit, separated by blank lines.
-pub fn parse_show(text: &str) -> Vec<Unit> {
+pub(crate) fn parse_show(text: &str) -> Vec<Unit> {
     text.split("\n\n")
         .map(|block| {
             block

@@ -3,6 +3,9 @@
 //! real binary, and needs neither root nor changes to the machine: the tests that do are in
 //! the `machine` binary (tests/machine/), the heavy ones in `load` (tests/load.rs).
 
+// The crate-wide lints are for the library: a test or benchmark crate's items are its own.
+#![allow(unreachable_pub, missing_docs)]
+
 #[path = "../support/mod.rs"]
 mod support;
 

@@ -3,6 +3,9 @@
 //! mount over /run/systemd in a private namespace. Run as root (CI is); otherwise they fail
 //! saying what they need. `cargo test --test machine` runs only these.
 
+// The crate-wide lints are for the library: a test or benchmark crate's items are its own.
+#![allow(unreachable_pub, missing_docs)]
+
 // These tests use only part of the shared harness.
 #[allow(dead_code)]
 #[path = "../support/mod.rs"]

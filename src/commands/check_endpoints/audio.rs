@@ -4,16 +4,16 @@
 use bytes::Bytes;
 
 /// OpenAI's name; whisper.cpp ignores it.
-pub const TRANSCRIPTION_MODEL: &str = "whisper-1";
+pub(super) const TRANSCRIPTION_MODEL: &str = "whisper-1";
 
 /// The clip sent for transcription when there is no fresh speech to send, and its words.
-pub const SAMPLE_CLIP: &[u8] = include_bytes!("../../../tests/fixtures/huge-manatees.mp3");
-pub const SAMPLE_CLIP_NAME: &str = "huge-manatees.mp3";
-pub const SAMPLE_CLIP_TEXT: &str = "Huge manatees.";
+pub(super) const SAMPLE_CLIP: &[u8] = include_bytes!("../../../tests/fixtures/huge-manatees.mp3");
+pub(super) const SAMPLE_CLIP_NAME: &str = "huge-manatees.mp3";
+pub(super) const SAMPLE_CLIP_TEXT: &str = "Huge manatees.";
 
 /// An audio format, recognised by its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AudioFormat {
+pub(super) struct AudioFormat {
     pub name: &'static str,
     /// For the uploaded file's name and part type: services guess the format from them.
     pub ext: &'static str,
@@ -24,9 +24,9 @@ const fn format(name: &'static str, ext: &'static str, mime: &'static str) -> Au
     AudioFormat { name, ext, mime }
 }
 
-pub const MP3: AudioFormat = format("MP3", "mp3", "audio/mpeg");
+pub(super) const MP3: AudioFormat = format("MP3", "mp3", "audio/mpeg");
 
-pub fn audio_format(b: &[u8]) -> Option<AudioFormat> {
+pub(super) fn audio_format(b: &[u8]) -> Option<AudioFormat> {
     let at = |i: usize, magic: &[u8]| b.get(i..i + magic.len()) == Some(magic);
     if at(0, b"ID3") {
         Some(MP3)
@@ -53,7 +53,7 @@ pub fn audio_format(b: &[u8]) -> Option<AudioFormat> {
 }
 
 /// Lower-case words, punctuation dropped: what a round trip through speech should keep.
-pub fn words(text: &str) -> Vec<String> {
+pub(super) fn words(text: &str) -> Vec<String> {
     text.chars()
         .filter(|c| *c != '\'' && *c != '’')
         .map(|c| if c.is_alphanumeric() { c } else { ' ' })
@@ -66,7 +66,7 @@ pub fn words(text: &str) -> Vec<String> {
 
 /// A `multipart/form-data` upload of `audio` for `model`, as the SDKs send it (the model
 /// first): its content type and body.
-pub fn multipart(file_name: &str, mime: &str, audio: &[u8], model: &str) -> (String, Bytes) {
+pub(super) fn multipart(file_name: &str, mime: &str, audio: &[u8], model: &str) -> (String, Bytes) {
     let mut boundary = String::from("openai-proxy-check-5f0c9e2a7b");
     while audio
         .windows(boundary.len())
@@ -99,7 +99,7 @@ pub fn multipart(file_name: &str, mime: &str, audio: &[u8], model: &str) -> (Str
 }
 
 /// Audio to transcribe and what it says.
-pub struct Clip {
+pub(super) struct Clip {
     pub audio: Bytes,
     pub file_name: String,
     pub mime: &'static str,

@@ -78,6 +78,7 @@ pub enum CheckName {
 }
 
 impl CheckName {
+    /// Every check, in the order they run and are reported.
     pub const ALL: [CheckName; 6] = [
         CheckName::Health,
         CheckName::Models,

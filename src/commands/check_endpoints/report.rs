@@ -25,7 +25,7 @@ const SECRET_HEADERS: &[&str] = &[
 ];
 
 /// Everything printed goes through here, so the API key can never appear.
-pub struct Output {
+pub(super) struct Output {
     /// Where lines go (stdout). Behind a `RefCell`: the checks print through `&self`.
     out: std::cell::RefCell<Box<dyn std::io::Write>>,
     verbose: bool,
@@ -36,7 +36,7 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn new(
+    pub(super) fn new(
         out: Box<dyn std::io::Write>,
         verbose: bool,
         headers: bool,
@@ -61,7 +61,7 @@ impl Output {
 
     /// A response body with every occurrence of the key replaced, before any of it is cut
     /// into excerpts (a cut could otherwise leave part of the key standing).
-    pub fn redact_body(&self, body: Bytes) -> Bytes {
+    pub(super) fn redact_body(&self, body: Bytes) -> Bytes {
         let Some(key) = self.secret.as_deref().map(str::as_bytes) else {
             return body;
         };
@@ -81,12 +81,12 @@ impl Output {
     }
 
     /// Prints one line (redacted). An error (stdout closed, say) ends the run.
-    pub fn line(&self, text: &str) -> std::io::Result<()> {
+    pub(super) fn line(&self, text: &str) -> std::io::Result<()> {
         writeln!(self.out.borrow_mut(), "{}", self.redact(text))
     }
 
     /// Prints one check's result line, and with `-H`/`-v` the headers and body.
-    pub fn report(&self, r: &Report) -> std::io::Result<()> {
+    pub(super) fn report(&self, r: &Report) -> std::io::Result<()> {
         let name = r.label.as_deref().unwrap_or(r.name.as_str());
         let (mark, detail) = match &r.verdict {
             Verdict::Pass(d) => ("✓", Cow::Borrowed(d.as_str())),
@@ -136,7 +136,7 @@ fn body_excerpt(body: &[u8]) -> String {
 }
 
 /// A short one-line excerpt for a result line.
-pub fn snippet(text: &str, max: usize) -> String {
+pub(super) fn snippet(text: &str, max: usize) -> String {
     let flat: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -148,7 +148,7 @@ pub fn snippet(text: &str, max: usize) -> String {
     }
 }
 
-pub fn human_size(n: usize) -> String {
+pub(super) fn human_size(n: usize) -> String {
     match n {
         n if n < 1024 => format!("{n} B"),
         n if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
@@ -157,7 +157,7 @@ pub fn human_size(n: usize) -> String {
 }
 
 /// One complete exchange with the proxy.
-pub struct Exchange {
+pub(super) struct Exchange {
     pub status: StatusCode,
     pub headers: HeaderMap,
     /// The whole body, with `$OPENAI_API_KEY` replaced wherever a backend echoed it.
@@ -168,11 +168,11 @@ pub struct Exchange {
 
 impl Exchange {
     /// The backend that answered, as the proxy says in `X-Backend`.
-    pub fn backend(&self) -> Option<&str> {
+    pub(super) fn backend(&self) -> Option<&str> {
         self.headers.get("x-backend").and_then(|v| v.to_str().ok())
     }
 
-    pub fn content_type(&self) -> &str {
+    pub(super) fn content_type(&self) -> &str {
         self.headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -180,7 +180,7 @@ impl Exchange {
     }
 
     /// The body as JSON, or why it is not.
-    pub fn json(&self) -> Result<Value, String> {
+    pub(super) fn json(&self) -> Result<Value, String> {
         serde_json::from_slice(&self.body).map_err(|_| {
             format!(
                 "the body is not JSON (content type \"{}\"): {}",
@@ -191,7 +191,7 @@ impl Exchange {
     }
 
     /// The proxy's own 404 for a path no route covers (it sets no `X-Backend`).
-    pub fn is_no_route(&self) -> bool {
+    pub(super) fn is_no_route(&self) -> bool {
         self.status == StatusCode::NOT_FOUND
             && self.backend().is_none()
             && self.json().is_ok_and(|v| {
@@ -201,7 +201,7 @@ impl Exchange {
 
     /// What an error answer says: OpenAI's `error.message`, Ollama's `error`, FastAPI's
     /// `detail`, or the start of the body.
-    pub fn error_text(&self) -> String {
+    pub(super) fn error_text(&self) -> String {
         let v = self.json().unwrap_or(Value::Null);
         let text = [&v["error"]["message"], &v["error"], &v["detail"]]
             .into_iter()
@@ -212,7 +212,7 @@ impl Exchange {
 }
 
 /// The outcome of one check.
-pub enum Verdict {
+pub(super) enum Verdict {
     Pass(String),
     Fail(String),
     /// The check could not run. `no_route`: because the proxy has no route for its path, a
@@ -223,7 +223,7 @@ pub enum Verdict {
     },
 }
 
-pub struct Report {
+pub(super) struct Report {
     pub name: CheckName,
     /// What the result line calls it, when not its name (`model NAME`).
     pub label: Option<String>,
@@ -233,7 +233,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn skip(name: CheckName, reason: String) -> Report {
+    pub(super) fn skip(name: CheckName, reason: String) -> Report {
         Report {
             name,
             label: None,
@@ -245,13 +245,13 @@ impl Report {
         }
     }
 
-    pub fn passed(&self) -> bool {
+    pub(super) fn passed(&self) -> bool {
         matches!(self.verdict, Verdict::Pass(_))
     }
 }
 
 /// A request one check sends.
-pub struct Ask<'a> {
+pub(super) struct Ask<'a> {
     pub method: Method,
     pub path: &'a str,
     pub accept: &'static str,
@@ -260,7 +260,7 @@ pub struct Ask<'a> {
 }
 
 impl<'a> Ask<'a> {
-    pub fn get(path: &'a str) -> Ask<'a> {
+    pub(super) fn get(path: &'a str) -> Ask<'a> {
         Ask {
             method: Method::GET,
             path,
@@ -270,7 +270,7 @@ impl<'a> Ask<'a> {
         }
     }
 
-    pub fn post_json(path: &'a str, accept: &'static str, body: &Value) -> Ask<'a> {
+    pub(super) fn post_json(path: &'a str, accept: &'static str, body: &Value) -> Ask<'a> {
         Ask {
             method: Method::POST,
             path,

@@ -15,7 +15,7 @@ const CHAT_PATH: &str = "/v1/chat/completions";
 
 /// A chat model and where it was picked from (`None`: named with `--chat-model`), or why
 /// there is none.
-pub type Picked = Result<(String, Option<String>), String>;
+pub(super) type Picked = Result<(String, Option<String>), String>;
 
 /// The kinds of request a model is checked with.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +36,7 @@ const PROBES: [(&str, Probe); 4] = [
 
 /// The config's routes with backend names as targets (the config `serve` would use), or why
 /// it could not be read.
-pub fn routes(config_flag: Option<&Path>) -> Result<Router<String>, String> {
+pub(super) fn routes(config_flag: Option<&Path>) -> Result<Router<String>, String> {
     let c = config::load(config_flag).map_err(|e| {
         let text = e.to_string();
         text.lines().next().unwrap_or_default().to_string()

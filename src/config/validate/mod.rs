@@ -29,7 +29,7 @@ fn value<T: Clone>(v: &Option<Spanned<T>>) -> Option<T> {
     v.as_ref().map(|s| s.get_ref().clone())
 }
 
-pub fn validate(raw: RawConfig, source: Source, issues: &mut Issues<'_>) -> Config {
+pub(super) fn validate(raw: RawConfig, source: Source, issues: &mut Issues<'_>) -> Config {
     let server = server::validate_server(raw.server, issues);
     let log = server::validate_log(raw.log);
     let metrics = server::validate_metrics(&raw.metrics, issues);
@@ -66,7 +66,7 @@ pub fn validate(raw: RawConfig, source: Source, issues: &mut Issues<'_>) -> Conf
 }
 
 /// Whether `name` can name a backend (and a credential): letters, digits, `-` and `_`, at most 64.
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

@@ -13,20 +13,20 @@ use super::Metrics;
 
 /// What a scrape shows: taken from the configuration that is live when it comes.
 #[derive(Debug)]
-pub struct Exposition {
+pub(crate) struct Exposition {
     pub routes: Vec<RouteSeries>,
     pub servers: Vec<ServerSeries>,
     pub metrics: Arc<Metrics>,
 }
 
 /// A route: its counters with its backend, and with its fallback.
-pub struct RouteSeries {
+pub(crate) struct RouteSeries {
     pub tally: Arc<Tally>,
     pub fallback: Option<Arc<Tally>>,
 }
 
 /// A server of a backend, as it is when scraped.
-pub struct ServerSeries {
+pub(crate) struct ServerSeries {
     pub backend: Arc<str>,
     pub url: Arc<str>,
     /// In: not out after failures, not failing its health check.
@@ -51,7 +51,7 @@ impl std::fmt::Debug for ServerSeries {
 
 /// The two text formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Prometheus,
     OpenMetrics,
 }
@@ -59,7 +59,7 @@ pub enum Format {
 impl Format {
     /// OpenMetrics when the scraper's `Accept` names it (Prometheus does), else Prometheus
     /// text.
-    pub fn from_accept(accept: Option<&[u8]>) -> Format {
+    pub(crate) fn from_accept(accept: Option<&[u8]>) -> Format {
         let wants = |a: &[u8]| {
             a.windows(b"application/openmetrics-text".len())
                 .any(|w| w.eq_ignore_ascii_case(b"application/openmetrics-text"))
@@ -70,7 +70,7 @@ impl Format {
         }
     }
 
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Format::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -79,7 +79,7 @@ impl Format {
 }
 
 /// The scrape's text.
-pub fn render(exposition: Exposition, format: Format) -> Result<String, std::fmt::Error> {
+pub(crate) fn render(exposition: Exposition, format: Format) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(exposition));
     let mut out = String::with_capacity(8 << 10);

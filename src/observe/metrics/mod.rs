@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-pub use expose::{render, Exposition, Format, RouteSeries, ServerSeries};
-pub use tally::{Done, Tally};
+pub(crate) use expose::{render, Exposition, Format, RouteSeries, ServerSeries};
+pub(crate) use tally::{Done, Tally};
 
 /// The counters of every (route, backend) pair any live configuration uses, and those of the
 /// process (reloads).

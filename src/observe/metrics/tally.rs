@@ -11,7 +11,7 @@ use crate::sync::PerWorker;
 
 /// Upper bounds of the histograms' buckets, in seconds (and `+Inf` after them): from a local
 /// model's first token to a long transcription.
-pub const BUCKETS: [f64; 15] = [
+pub(super) const BUCKETS: [f64; 15] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
@@ -27,10 +27,10 @@ const BOUNDS_US: [u64; 15] = {
 };
 
 /// Status classes counted: 1xx to 5xx.
-pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+pub(super) const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Why a fallback was taken (the `reason` label): a fixed set of words.
-pub const REASONS: [&str; 9] = [
+pub(super) const REASONS: [&str; 9] = [
     "refused",
     "unreachable",
     "connect_timeout",

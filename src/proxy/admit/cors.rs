@@ -22,13 +22,13 @@ static ALLOW_PRIVATE_NETWORK: HeaderName =
 
 /// The CORS side of a request from an allowed origin.
 #[derive(Debug, Clone)]
-pub struct Cors {
+pub(crate) struct Cors {
     origin: HeaderValue,
 }
 
 impl Cors {
     /// For a request whose `Origin` is allowed.
-    pub fn new(origin: HeaderValue) -> Cors {
+    pub(crate) fn new(origin: HeaderValue) -> Cors {
         Cors { origin }
     }
 
@@ -36,7 +36,7 @@ impl Cors {
     /// headers it asked for (`Authorization`, the secret headers and the SDKs' `x-stainless-*`
     /// included; all but connection-level ones), and, for Chromium's Private Network Access
     /// (a public page asking for a loopback address), the permission it asks for.
-    pub fn preflight(&self, request: &HeaderMap) -> HeaderMap {
+    pub(crate) fn preflight(&self, request: &HeaderMap) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.origin.clone());
         h.insert(
@@ -81,7 +81,7 @@ impl Cors {
     /// Lets the page read a response: its origin allowed, every response header exposed
     /// (`X-Request-ID`, `X-Backend`, OpenAI's rate-limit headers), and a backend's own
     /// `Access-Control-Allow-*` replaced.
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.origin.clone());
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,

@@ -32,7 +32,7 @@ use crate::proxy::admit::cors::Cors;
 
 /// What to do with a request.
 #[derive(Debug)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Go on; for a request from an allowed web page, the CORS headers its response gets.
     Forward(Option<Cors>),
     /// A CORS preflight from an allowed origin: answer 204 with these headers.
@@ -43,7 +43,7 @@ pub enum Admission {
 
 /// The checks of one config.
 #[derive(Debug)]
-pub struct Guard {
+pub(crate) struct Guard {
     /// `server.allowed_hosts`.
     hosts: Vec<HostRule>,
     /// This machine's name, lowercase, as `gethostname` said when the config was loaded.
@@ -55,7 +55,7 @@ pub struct Guard {
 static SEC_FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-fetch-site");
 
 impl Guard {
-    pub fn new(server: &ServerConfig) -> Guard {
+    pub(crate) fn new(server: &ServerConfig) -> Guard {
         Guard {
             hosts: server.allowed_hosts.clone(),
             hostname: machine_hostname(),
@@ -65,7 +65,7 @@ impl Guard {
 
     /// Checks a request head. `unix`: it came over a Unix socket, so its Host names no
     /// machine (its syntax is still checked, and its Origin).
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         method: &Method,
         version: Version,

@@ -8,7 +8,7 @@ use crate::error::ProxyError;
 
 /// Longest request target (path and query) accepted; longer ones get 414. A request line
 /// longer than `server.max_header_size` never gets here: hyper answers 431.
-pub const MAX_URI_LEN: usize = 8 << 10;
+pub(super) const MAX_URI_LEN: usize = 8 << 10;
 
 /// Refuses a request head that is too long or whose body framing another parser could read
 /// differently. hyper already refuses differing `Content-Length`s and a `Transfer-Encoding`

@@ -36,12 +36,12 @@ use crate::sync;
 use crate::upstream::Backend;
 
 /// Names the backends whose lists are missing, and why.
-pub static X_MODELS_SKIPPED: HeaderName = HeaderName::from_static("x-models-skipped");
+pub(crate) static X_MODELS_SKIPPED: HeaderName = HeaderName::from_static("x-models-skipped");
 
 /// How long a backend may take to list its models.
-pub const LIST_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const LIST_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a list is used before it is asked for again.
-pub const LIST_TTL: Duration = Duration::from_secs(60);
+pub(crate) const LIST_TTL: Duration = Duration::from_secs(60);
 /// How long a failure is remembered before the backend is asked again.
 const FAILED_TTL: Duration = Duration::from_secs(10);
 /// A cached answer older than this is not served while it is refreshed: the request waits.
@@ -50,7 +50,7 @@ const MAX_STALE: Duration = Duration::from_secs(600);
 const MAX_LIST_BYTES: usize = 8 << 20;
 
 /// A backend that takes part in the list.
-pub struct Member {
+pub(crate) struct Member {
     pub backend: Arc<Backend>,
     /// Where its list is: the path a route to it would forward `/v1/models` to, or
     /// `/v1/models` under its base path.
@@ -96,7 +96,7 @@ struct Slot {
 }
 
 /// The model list of one config.
-pub struct Catalog {
+pub(crate) struct Catalog {
     /// Answer `GET /v1/models` itself (the config routes by model, and asking one backend
     /// as any request would is not the same).
     merged: bool,
@@ -108,7 +108,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn new(
+    pub(crate) fn new(
         members: Vec<Member>,
         routes_by_model: bool,
         extra_secrets: Box<[HeaderName]>,
@@ -125,18 +125,18 @@ impl Catalog {
     }
 
     /// Whether `GET /v1/models` is answered with the merged list.
-    pub fn is_merged(&self) -> bool {
+    pub(crate) fn is_merged(&self) -> bool {
         self.merged
     }
 
     /// The backends that take part, in order.
-    pub fn members(&self) -> impl Iterator<Item = &Member> {
+    pub(crate) fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.iter()
     }
 
     /// Answers `GET /v1/models` when it is the proxy's to answer; `None`: route it as any
     /// other request.
-    pub async fn answer(
+    pub(crate) async fn answer(
         self: &Arc<Self>,
         parts: &Parts,
         peer: Option<IpAddr>,

@@ -47,14 +47,14 @@ use crate::upstream::swap::Turn;
 const KEY_PROTOCOL: &str = "openai-insecure-api-key.";
 
 /// How long the other side may take to close after one side closed.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// Bytes copied at a time, each way.
 const COPY_BUF: usize = 16 << 10;
 
 /// Whether a request asks to become a WebSocket: `GET`, HTTP/1.1, `Upgrade: websocket` and
 /// `Connection: upgrade`. Other upgrades (`h2c`, ...) are not passed on.
-pub fn is_websocket(method: &Method, version: Version, headers: &HeaderMap) -> bool {
+pub(crate) fn is_websocket(method: &Method, version: Version, headers: &HeaderMap) -> bool {
     method == Method::GET
         && version == Version::HTTP_11
         && has_token(headers, &header::UPGRADE, "websocket")
@@ -121,7 +121,7 @@ fn mark_sensitive(headers: &mut HeaderMap) {
 /// A client token presented as a subprotocol (`openai-insecure-api-key.TOKEN`), by a browser
 /// that cannot send `Authorization`: when `allows` accepts one, it is removed (it is the
 /// proxy's, no backend's) and `true` returned.
-pub fn take_token(headers: &mut HeaderMap, allows: impl Fn(&[u8]) -> bool) -> bool {
+pub(crate) fn take_token(headers: &mut HeaderMap, allows: impl Fn(&[u8]) -> bool) -> bool {
     let mut found = false;
     filter_protocols(headers, |p| match p.strip_prefix(KEY_PROTOCOL) {
         Some(token) if !found && allows(token.as_bytes()) => {
@@ -137,7 +137,7 @@ pub fn take_token(headers: &mut HeaderMap, allows: impl Fn(&[u8]) -> bool) -> bo
 /// away the hop-by-hop `Upgrade` and `Connection`): puts the upgrade back, removes key
 /// subprotocols unless the backend takes the client's key, and sets `Host` to the server's
 /// (the request goes on a connection of its own, which adds none).
-pub fn prepare(headers: &mut HeaderMap, bc: &BackendConfig, server: &ServerUrl) {
+pub(crate) fn prepare(headers: &mut HeaderMap, bc: &BackendConfig, server: &ServerUrl) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     if !bc.takes_client_credentials() {
@@ -164,7 +164,7 @@ fn host(server: &ServerUrl) -> Option<HeaderValue> {
 
 /// Why an upgrade request did not reach its backend.
 #[derive(Debug)]
-pub struct SendError {
+pub(crate) struct SendError {
     pub error: Box<dyn std::error::Error + Send + Sync>,
     /// Nothing was sent (connecting or the TLS handshake failed).
     pub connect: bool,
@@ -172,7 +172,7 @@ pub struct SendError {
 
 /// Sends an upgrade request to its backend on a new HTTP/1.1 connection (TLS for `https://`
 /// backends, with the backend's own settings and ALPN `http/1.1` only).
-pub async fn send(
+pub(crate) async fn send(
     bc: &BackendConfig,
     mut req: Request<RequestBody>,
 ) -> Result<Response<Incoming>, SendError> {
@@ -210,20 +210,20 @@ pub async fn send(
 /// `server.shutdown_timeout`). The server puts one in the extensions of every upgrade
 /// request.
 #[derive(Clone)]
-pub struct Session {
+pub(crate) struct Session {
     _open: Arc<dyn Send + Sync>,
     stop: watch::Receiver<bool>,
 }
 
 impl Session {
-    pub fn new(open: Arc<dyn Send + Sync>, stop: watch::Receiver<bool>) -> Session {
+    pub(crate) fn new(open: Arc<dyn Send + Sync>, stop: watch::Receiver<bool>) -> Session {
         Session { _open: open, stop }
     }
 }
 
 /// An upgrade the backend accepted, in the extensions of the `101` response until the proxy
 /// takes it out ([`Pending::join`]) to join the two connections.
-pub struct Pending {
+pub(crate) struct Pending {
     client: OnUpgrade,
     backend: OnUpgrade,
     session: Option<Session>,
@@ -241,7 +241,7 @@ struct Slot(Arc<std::sync::Mutex<Option<Pending>>>);
 /// removed) plus the upgrade, an empty body, and the [`Pending`] join in its extensions.
 /// `client` is the client request's upgrade (`None`: it cannot upgrade, 502 instead); `turn`,
 /// the backend's turn in its swap group, is held until the session ends.
-pub fn switching(
+pub(crate) fn switching(
     mut res: Response<Incoming>,
     client: Option<OnUpgrade>,
     session: Option<Session>,
@@ -279,7 +279,7 @@ pub fn switching(
 }
 
 /// Whether a backend answered an upgrade request by switching.
-pub fn switched(res: &Response<Incoming>) -> bool {
+pub(crate) fn switched(res: &Response<Incoming>) -> bool {
     res.status() == StatusCode::SWITCHING_PROTOCOLS
 }
 
@@ -297,7 +297,7 @@ enum End {
 
 impl Pending {
     /// Takes the pending join out of a response, if it is a `101` made by [`switching`].
-    pub fn take(res: &mut Response<ResponseBody>) -> Option<Pending> {
+    pub(crate) fn take(res: &mut Response<ResponseBody>) -> Option<Pending> {
         let Slot(slot) = res.extensions_mut().remove::<Slot>()?;
         let pending = crate::sync::lock(&slot).take();
         pending
@@ -305,7 +305,7 @@ impl Pending {
 
     /// Joins the two connections in a task of their own, once hyper has handed them over
     /// (the client's after the `101` was written); `access` is written when the session ends.
-    pub fn join(self, access: Option<Box<AccessRecord>>) {
+    pub(crate) fn join(self, access: Option<Box<AccessRecord>>) {
         tokio::spawn(self.run(access));
     }
 

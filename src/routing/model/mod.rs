@@ -30,7 +30,12 @@ use self::multipart::{boundary, is_multipart, MultipartScan};
 pub enum Found {
     /// The model, and the bytes of the body that hold it: the JSON string with its quotes,
     /// or the multipart field's value.
-    Model { name: String, span: Range<usize> },
+    Model {
+        /// The model's name, as the body has it (JSON unescaped).
+        name: String,
+        /// Where its bytes are in the body (where an alias goes).
+        span: Range<usize>,
+    },
     /// No model can be read from the body.
     Missing(Missing),
 }
@@ -150,6 +155,7 @@ impl Scanner {
         })
     }
 
+    /// What kind of body it reads (JSON or multipart).
     pub fn kind(&self) -> Kind {
         match self.inner {
             Inner::Json(_) => Kind::Json,
@@ -199,7 +205,7 @@ const MODELS_PATH: &str = "/v1/models/";
 
 /// The model a normalized path names: `/v1/models/{id}` (`id` may contain `/`, as in
 /// `org/model`), percent-escapes decoded.
-pub fn path_model(path: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn path_model(path: &str) -> Option<Cow<'_, str>> {
     let id = path.strip_prefix(MODELS_PATH).filter(|id| !id.is_empty())?;
     if !id.contains('%') {
         return Some(Cow::Borrowed(id));
@@ -228,7 +234,7 @@ pub fn path_model(path: &str) -> Option<Cow<'_, str>> {
 }
 
 /// `/v1/models/{model}`, with what a path may not hold as it is percent-encoded.
-pub fn model_path(model: &str) -> String {
+pub(crate) fn model_path(model: &str) -> String {
     let mut s = String::from(MODELS_PATH);
     for b in model.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {

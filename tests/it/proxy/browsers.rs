@@ -268,10 +268,8 @@ async fn pages_of_other_origins_reach_no_backend_and_allowed_ones_get_cors() {
 fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-    assert_eq!(
-        unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) },
-        0
-    );
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    assert_eq!(rc, 0);
     let len = buf.iter().position(|&b| b == 0).unwrap();
     String::from_utf8_lossy(&buf[..len]).into_owned()
 }
