@@ -50,9 +50,18 @@ fn why_chosen(origin: Origin) -> &'static str {
 
 /// The resolved configuration, as `check-config -v` prints it.
 fn describe(c: &Config) -> String {
+    let mut s = describe_server(c);
+    s.push_str(&describe_access(c));
+    s.push_str(&describe_sessions_and_logs(c));
+    s.push_str(&describe_routes(c));
+    s.push_str(&describe_backends(c));
+    s
+}
+
+/// The file, the listeners, the limits.
+fn describe_server(c: &Config) -> String {
     let mut s = String::new();
     let listen: Vec<String> = c.server.listen.iter().map(|l| l.to_string()).collect();
-    let target = c.log.target.as_str();
     let _ = writeln!(s, "Config file: {}", c.source.display_name());
     let _ = writeln!(s, "  chosen because: {}", why_chosen(c.source.origin));
     let _ = writeln!(
@@ -73,6 +82,12 @@ fn describe(c: &Config) -> String {
         format_size(c.server.max_replay_body),
         c.server.workers,
     );
+    s
+}
+
+/// Who may use the proxy: client tokens, Host names, web pages, HTTPS.
+fn describe_access(c: &Config) -> String {
+    let mut s = String::new();
     let tokens = &c.server.client_tokens;
     let _ = match &tokens.file {
         Some(f) if tokens.enabled() => writeln!(
@@ -117,6 +132,13 @@ fn describe(c: &Config) -> String {
         ),
         None => writeln!(s, "HTTPS:       off: plain HTTP (no tls_cert, tls_key)"),
     };
+    s
+}
+
+/// WebSockets, logs and metrics.
+fn describe_sessions_and_logs(c: &Config) -> String {
+    let mut s = String::new();
+    let target = c.log.target.as_str();
     let idle: Vec<String> = c
         .backends
         .iter()
@@ -146,6 +168,12 @@ fn describe(c: &Config) -> String {
              manager turns them on)"
         ),
     };
+    s
+}
+
+/// The routes, with what each takes and where it falls back.
+fn describe_routes(c: &Config) -> String {
+    let mut s = String::new();
     s.push_str(
         "\nRoutes (longest matching prefix first, then in file order; the first that takes the \
          request's model wins):\n",
@@ -196,6 +224,12 @@ fn describe(c: &Config) -> String {
             );
         }
     }
+    s
+}
+
+/// The backends: pools, health checks, on-demand servers, aliases, the model list, TLS trust.
+fn describe_backends(c: &Config) -> String {
+    let mut s = String::new();
     for b in &c.backends {
         let h = &b.health;
         if b.is_pool() {

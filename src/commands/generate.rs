@@ -441,6 +441,7 @@ fn entries(roff: &mut Roff, title: &str, items: &[Entry]) {
 }
 
 /// The man page `openai-proxy(1)` of the command line `cli`.
+// Why one piece: the man page's sections in the order they appear, each a few roff calls.
 pub fn man_page(mut cmd: clap::Command) -> Vec<u8> {
     cmd.build();
     let man = clap_mangen::Man::new(cmd.clone())

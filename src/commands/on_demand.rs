@@ -151,6 +151,8 @@ fn systemd_duration(d: Duration) -> String {
 }
 
 /// The plan of `enable-backend`. `resolve` finds a program name in `$PATH`.
+// Why one piece: the steps of `enable-backend` in the order they run (checks, units, drop-ins,
+// commands), as a reader of its `--dry-run` output sees them.
 pub fn enable_plan(
     o: &Enable,
     dir: &Path,

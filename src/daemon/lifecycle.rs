@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::config::{AuthPolicy, Config, HostRule, ListenAddr, OriginRule};
 use crate::daemon::listeners;
@@ -114,17 +115,7 @@ async fn run(
     let config = &*config;
     let mut signals = Signals::new()?;
     announce(config, &listeners);
-    let exposed: Vec<String> = listeners
-        .iter()
-        .filter_map(|l| match l {
-            StdListener::Tcp(t) => t
-                .local_addr()
-                .ok()
-                .filter(|a| !a.ip().to_canonical().is_loopback()),
-            StdListener::Unix { .. } => None,
-        })
-        .map(|a| a.to_string())
-        .collect();
+    let exposed = exposed(&listeners);
     warn_about_exposure(config, &exposed);
     let addresses = listeners
         .iter()
@@ -140,25 +131,7 @@ async fn run(
     let worker_count = config.server.workers.resolve();
     let state = Shared::new(proxy);
     state.cache_on_this_worker();
-    let scraping = match metrics {
-        Some(l) => {
-            let addr = l
-                .local_addr()
-                .map_or_else(|_| "?".into(), |a| a.to_string());
-            tracing::info!("metrics: http://{addr}/metrics");
-            let open = !matches!(l.local_addr(), Ok(a) if a.ip().to_canonical().is_loopback());
-            if open && !state.proxy().config.server.client_tokens.enabled() {
-                tracing::warn!(
-                    "the metrics listener {addr} is reachable beyond loopback and \
-                     server.client_tokens_file is not set: anyone who can reach it can read \
-                     the routes, backends and servers"
-                );
-            }
-            let (state, never) = (state.clone(), std::future::pending());
-            Some(tokio::spawn(serve::serve_metrics(l, state, never)))
-        }
-        None => None,
-    };
+    let scraping = metrics.map(|l| serve_metrics(l, &state));
     let workers = Workers::spawn(worker_count - 1, &listeners, &state)?;
     tracing::debug!("serving with {worker_count} worker thread(s)");
     let server = Acceptor::new(listeners, state.clone())?;
@@ -179,34 +152,8 @@ async fn run(
         exposed,
     });
     let shutdown = async {
-        // One reload at a time, in a task of its own; a SIGHUP meanwhile makes one more after.
-        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        let mut reloading: Option<tokio::task::JoinHandle<()>> = None;
-        let mut again = false;
-        let why = loop {
-            tokio::select! {
-                _ = signals.hup.recv() => {
-                    if reloading.is_some() {
-                        again = true;
-                    } else {
-                        reloading = Some(reload.clone().spawn(done_tx.clone()));
-                    }
-                }
-                Some(()) = done_rx.recv() => {
-                    reloading = std::mem::take(&mut again)
-                        .then(|| reload.clone().spawn(done_tx.clone()));
-                }
-                _ = signals.term.recv() => break "SIGTERM",
-                _ = signals.int.recv() => break "SIGINT",
-                () = idle(&state, idle_exit), if activated && !idle_exit.is_zero() => {
-                    break "idle_exit: no connection"
-                }
-            }
-        };
-        // A reload still running must not report READY after STOPPING.
-        if let Some(task) = reloading {
-            task.abort();
-        }
+        let idle_exit = (activated && !idle_exit.is_zero()).then_some(idle_exit);
+        let why = until_stop(&mut signals, &reload, &state, idle_exit).await;
         notifier.send(&[
             NotifyState::Stopping,
             NotifyState::Status(&format!("Stopping ({why})")),
@@ -222,6 +169,81 @@ async fn run(
     background.abort();
     tracing::info!("stopped");
     result
+}
+
+/// The TCP listeners reachable beyond loopback, for the warnings about exposure.
+fn exposed(listeners: &[StdListener]) -> Vec<String> {
+    listeners
+        .iter()
+        .filter_map(|l| match l {
+            StdListener::Tcp(t) => t
+                .local_addr()
+                .ok()
+                .filter(|a| !a.ip().to_canonical().is_loopback()),
+            StdListener::Unix { .. } => None,
+        })
+        .map(|a| a.to_string())
+        .collect()
+}
+
+/// Serves `/metrics` on `listener` until aborted, warning when anyone beyond loopback can
+/// read it without a token.
+fn serve_metrics(
+    listener: std::net::TcpListener,
+    state: &Arc<Shared>,
+) -> JoinHandle<anyhow::Result<()>> {
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string());
+    tracing::info!("metrics: http://{addr}/metrics");
+    let open = !matches!(listener.local_addr(), Ok(a) if a.ip().to_canonical().is_loopback());
+    if open && !state.proxy().config.server.client_tokens.enabled() {
+        tracing::warn!(
+            "the metrics listener {addr} is reachable beyond loopback and \
+             server.client_tokens_file is not set: anyone who can reach it can read \
+             the routes, backends and servers"
+        );
+    }
+    let (state, never) = (state.clone(), std::future::pending());
+    tokio::spawn(serve::serve_metrics(listener, state, never))
+}
+
+/// Reloads on SIGHUP (one at a time, in a task of its own; a SIGHUP meanwhile makes one more
+/// after it) until SIGTERM, SIGINT, or `idle_exit` without a connection; says which.
+async fn until_stop(
+    signals: &mut Signals,
+    reload: &Arc<Reload>,
+    state: &Shared,
+    idle_exit: Option<Duration>,
+) -> &'static str {
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut reloading: Option<JoinHandle<()>> = None;
+    let mut again = false;
+    let why = loop {
+        tokio::select! {
+            _ = signals.hup.recv() => {
+                if reloading.is_some() {
+                    again = true;
+                } else {
+                    reloading = Some(reload.clone().spawn(done_tx.clone()));
+                }
+            }
+            Some(()) = done_rx.recv() => {
+                reloading = std::mem::take(&mut again)
+                    .then(|| reload.clone().spawn(done_tx.clone()));
+            }
+            _ = signals.term.recv() => break "SIGTERM",
+            _ = signals.int.recv() => break "SIGINT",
+            () = idle(state, idle_exit.unwrap_or_default()), if idle_exit.is_some() => {
+                break "idle_exit: no connection"
+            }
+        }
+    };
+    // A reload still running must not report READY after STOPPING.
+    if let Some(task) = reloading {
+        task.abort();
+    }
+    why
 }
 
 struct Signals {
@@ -265,7 +287,7 @@ impl Status {
 
 /// Sends `WATCHDOG=1` at half the watchdog interval, and refreshes `STATUS=` when the request
 /// count changed (at most every 10 s; nothing at all while idle).
-fn spawn_reporting(notifier: &Arc<Notifier>, status: &Arc<Status>) -> tokio::task::JoinHandle<()> {
+fn spawn_reporting(notifier: &Arc<Notifier>, status: &Arc<Status>) -> JoinHandle<()> {
     let notifier = notifier.clone();
     let status = status.clone();
     tokio::spawn(async move {
@@ -307,7 +329,7 @@ struct Reload {
 
 impl Reload {
     /// Runs [`Reload::run`] in a task; `done` hears when it is over.
-    fn spawn(self: Arc<Self>, done: mpsc::Sender<()>) -> tokio::task::JoinHandle<()> {
+    fn spawn(self: Arc<Self>, done: mpsc::Sender<()>) -> JoinHandle<()> {
         tokio::spawn(async move {
             self.run().await;
             let _ = done.send(()).await;

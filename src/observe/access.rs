@@ -371,18 +371,8 @@ fn field(buf: &mut Vec<u8>, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// A number in decimal.
-pub(crate) fn put_u64(buf: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&digits[i..]);
+pub(crate) fn put_u64(buf: &mut Vec<u8>, n: u64) {
+    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Milliseconds with three decimals (`{:.3}`), rounded to the nearest microsecond.
@@ -392,13 +382,10 @@ fn put_ms(buf: &mut Vec<u8>, d: Duration) {
         .saturating_mul(1_000_000)
         .saturating_add(u64::from((d.subsec_nanos() + 500) / 1000));
     put_u64(buf, micros / 1000);
-    let frac = micros % 1000;
-    buf.extend_from_slice(&[
-        b'.',
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ]);
+    buf.push(b'.');
+    // The three decimals with their leading zeros: `1xyz` without its `1`.
+    let mut digits = itoa::Buffer::new();
+    buf.extend_from_slice(&digits.format(1000 + micros % 1000).as_bytes()[1..]);
 }
 
 /// Bytes known to need no escaping, in double quotes.

@@ -292,8 +292,6 @@ static PENDING: AtomicBool = AtomicBool::new(false);
 #[derive(Default)]
 struct Scratch {
     line: Vec<u8>,
-    /// The `2026-11-30T01:58:18` of the last line, and its second since the epoch.
-    stamp: (u64, [u8; 19]),
 }
 
 thread_local! {
@@ -322,7 +320,7 @@ pub(crate) fn access(write: impl FnOnce(Format<'_>)) {
         scratch.line.clear();
         match sink {
             Sink::Stderr => {
-                let at = put_time(scratch);
+                let at = put_time(&mut scratch.line);
                 scratch.line.extend_from_slice(b"  INFO ");
                 write(Format::Text(&mut scratch.line));
                 scratch.line.push(b'\n');
@@ -403,56 +401,18 @@ fn write_out(mut batch: MutexGuard<'_, Batch>, urgent: bool) {
     }
 }
 
-/// `2026-11-30T01:58:18.455222Z`, UTC, as `tracing`'s formatter writes it; returns the time.
-fn put_time(scratch: &mut Scratch) -> Duration {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
-    if scratch.stamp.0 != secs || scratch.stamp.1[0] == 0 {
-        scratch.stamp = (secs, date_time(secs));
-    }
-    scratch.line.extend_from_slice(&scratch.stamp.1);
-    let micros = now.subsec_micros();
-    let mut frac = [b'.', 0, 0, 0, 0, 0, 0, b'Z'];
-    for (i, d) in frac[1..7].iter_mut().enumerate() {
-        *d = b'0' + (micros / 10u32.pow(5 - i as u32) % 10) as u8;
-    }
-    scratch.line.extend_from_slice(&frac);
-    now
+/// `2026-11-30T01:58:18.455222Z`, UTC, as `tracing`'s formatter writes it; returns the time
+/// since the epoch.
+fn put_time(line: &mut Vec<u8>) -> Duration {
+    let now = SystemTime::now();
+    put_stamp(line, now);
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` of a Unix time (the civil-from-days algorithm).
-fn date_time(secs: u64) -> [u8; 19] {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut out = [0u8; 19];
-    let mut put = |at: usize, v: u64, width: usize| {
-        for i in 0..width {
-            out[at + i] = b'0' + (v / 10u64.pow((width - 1 - i) as u32) % 10) as u8;
-        }
-    };
-    put(0, year.clamp(0, 9999) as u64, 4);
-    put(5, month as u64, 2);
-    put(8, day as u64, 2);
-    put(11, rem / 3600, 2);
-    put(14, rem / 60 % 60, 2);
-    put(17, rem % 60, 2);
-    out[4] = b'-';
-    out[7] = b'-';
-    out[10] = b'T';
-    out[13] = b':';
-    out[16] = b':';
-    out
+/// `t` in RFC 3339 with microseconds (humantime's).
+fn put_stamp(line: &mut Vec<u8>, t: SystemTime) {
+    let _ = write!(line, "{}", humantime::format_rfc3339_micros(t));
 }
 
 /// The daemon's messages to stderr: formatted whole, then written with the access lines
@@ -495,9 +455,15 @@ mod tests {
 
     #[test]
     fn timestamps_are_utc_like_the_formatter_writes_them() {
-        assert_eq!(&date_time(0), b"1970-01-01T00:00:00");
-        assert_eq!(&date_time(951_782_400), b"2000-02-29T00:00:00");
-        assert_eq!(&date_time(1_796_003_898), b"2026-11-30T01:58:18");
+        let stamp = |secs: u64, micros: u64| {
+            let mut line = Vec::new();
+            let t = SystemTime::UNIX_EPOCH + Duration::from_micros(secs * 1_000_000 + micros);
+            put_stamp(&mut line, t);
+            String::from_utf8(line).unwrap()
+        };
+        assert_eq!(stamp(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(stamp(951_782_400, 7), "2000-02-29T00:00:00.000007Z");
+        assert_eq!(stamp(1_796_003_898, 455_222), "2026-11-30T01:58:18.455222Z");
     }
 
     #[test]

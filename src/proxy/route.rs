@@ -24,6 +24,8 @@ use crate::routing::routes::normalize_path;
 
 impl Proxy {
     /// Everything after admission; errors become the client's answer.
+    // Why one piece: the route phase in the order it happens; its steps that stand alone are
+    // functions of their own (`answer_own`, `request_body`, `by_body_model`, `once`).
     pub(super) async fn forward(
         &self,
         req: Request<Incoming>,

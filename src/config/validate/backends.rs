@@ -18,6 +18,8 @@ use crate::routing::routes::normalize_path;
 /// Most servers in a pool: more is a config mistake (and every server is a label value).
 pub(super) const MAX_POOL: usize = 64;
 
+// Why one piece: a `[backends.NAME]` table's keys, checked one after the other in the man
+// page's order, each a few lines adding to the same issue list and the same backend.
 pub(super) fn validate_backend(
     name: &Spanned<String>,
     raw: RawBackend,
@@ -132,6 +134,9 @@ struct OnDemand {
     swap_group: Option<String>,
 }
 
+/// A backend's `on_demand`, `start_timeout` and `swap_group`.
+// Why one piece: the three keys depend on one another and on the servers, so they are
+// checked together and each message can name the key it conflicts with.
 fn on_demand(
     key: &dyn Fn(&str) -> String,
     raw: &RawBackend,
@@ -240,6 +245,8 @@ fn on_demand(
 }
 
 /// `url`, or the pool of `urls` (exactly one of them), and the base path they share.
+// Why one piece: which of `url` and `urls` was given, each URL, and the base path they must
+// share are checked over the same list, a few lines each.
 fn servers(
     name: &Spanned<String>,
     raw: &RawBackend,

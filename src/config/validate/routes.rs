@@ -13,6 +13,9 @@ use crate::routing::routes::normalize_path;
 /// Routes seen so far by path: `true` when one of them takes every model on it.
 pub(super) type SeenPaths = HashMap<String, bool>;
 
+// Why one piece: the `[[route]]` table's keys, checked one after the other in the order the man
+// page lists them, each a few lines adding to the same issue list and the same route; split,
+// every part would take all of them.
 pub(super) fn validate_route(
     i: usize,
     raw: Spanned<RawRoute>,

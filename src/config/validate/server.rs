@@ -20,6 +20,9 @@ use crate::config::tokens::ClientTokens;
 const MIN_HEADER_SIZE: u64 = 1 << 10;
 const MAX_HEADER_SIZE: u64 = 256 << 10;
 
+// Why one piece: the `[server]` table's keys, checked one after the other in the man page's
+// order, each a few lines adding to the same issue list; split, every part would take all of
+// them.
 pub(super) fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
     let mut listen = Vec::new();
     match &raw.listen {

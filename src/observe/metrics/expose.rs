@@ -114,6 +114,15 @@ fn tallies(routes: &[RouteSeries]) -> Vec<&Arc<Tally>> {
 
 impl Collector for Exposition {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_routes(&mut enc)?;
+        self.encode_servers(&mut enc)?;
+        self.encode_process(&mut enc)
+    }
+}
+
+impl Exposition {
+    /// Each route's requests, bytes, streams, fallbacks and times.
+    fn encode_routes(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let tallies = tallies(&self.routes);
 
         let mut m = enc.encode_descriptor(
@@ -174,6 +183,15 @@ impl Collector for Exposition {
                 .encode_gauge(&t.streams())?;
         }
 
+        self.encode_route_times(enc, &routed)
+    }
+
+    /// Each routed route's times to headers and durations, and its fallbacks.
+    fn encode_route_times(
+        &self,
+        enc: &mut DescriptorEncoder<'_>,
+        routed: &[&&Arc<Tally>],
+    ) -> Result<(), std::fmt::Error> {
         let hist =
             |m: &mut prometheus_client::encoding::MetricEncoder<'_>, t: &Tally, h: HistTotal| {
                 m.encode_family(&route_labels(t))?
@@ -185,7 +203,7 @@ impl Collector for Exposition {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for t in &routed {
+        for t in routed {
             hist(&mut m, t, t.headers())?;
         }
         let mut m = enc.encode_descriptor(
@@ -194,7 +212,7 @@ impl Collector for Exposition {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for t in &routed {
+        for t in routed {
             hist(&mut m, t, t.duration())?;
         }
 
@@ -219,7 +237,11 @@ impl Collector for Exposition {
                     .encode_counter::<NoLabelSet, _, u64>(&r.tally.fallbacks(i), None)?;
             }
         }
+        Ok(())
+    }
 
+    /// Each server's health, load and times taken out.
+    fn encode_servers(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let server_labels = |s: &'_ ServerSeries| -> Vec<(&'static str, String)> {
             vec![
                 ("backend", s.backend.to_string()),
@@ -258,7 +280,11 @@ impl Collector for Exposition {
             m.encode_family(&server_labels(s))?
                 .encode_counter::<NoLabelSet, _, u64>(&s.taken_out, None)?;
         }
+        Ok(())
+    }
 
+    /// The process's: reloads.
+    fn encode_process(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let (ok, failed, last_ok) = self.metrics.reloads();
         let mut m = enc.encode_descriptor(
             "openai_proxy_config_reloads",

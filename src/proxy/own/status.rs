@@ -126,6 +126,7 @@ impl Proxy {
 }
 
 /// `https`: the listeners speak TLS.
+// Why one piece: the `/` page's text, section after section, as it reads.
 pub(crate) fn page(router: &Router<Target>, catalog: &Catalog, https: bool) -> Bytes {
     use std::fmt::Write;
     let mut s = format!(

@@ -179,6 +179,8 @@ impl JsonScan {
         found
     }
 
+    // Why one piece: one state machine over the bytes of a JSON prefix: its states and their
+    // transitions read best in one `match`.
     fn scan(&mut self, chunk: &[u8]) -> Option<Found> {
         let bad = |at: usize, what| Some(Found::Missing(Missing::NotJson { at, what }));
         let mut i = 0;
