@@ -59,8 +59,9 @@ pub mod hot_path {
     pub use crate::proxy::backend_uri;
     pub use crate::proxy::headers::{
         extra_secrets, is_sane_request_id, new_request_id, request_id, rewrite_request,
-        rewrite_response, without_key_params, HOP_BY_HOP, SECRET_HEADERS,
+        rewrite_response, HOP_BY_HOP, SECRET_HEADERS,
     };
+    pub use crate::proxy::query::without_key_params;
     pub use crate::routing::model::{Found, Scanner};
     pub use crate::routing::routes::{normalize_path, Router};
 }

@@ -22,16 +22,17 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::{AuthPolicy, Config, HostRule, ListenAddr, OriginRule};
+use crate::config::{AuthPolicy, Config, ListenAddr};
+use crate::daemon::exposure::{exposed, warn_about_exposure};
 use crate::daemon::listeners;
 use crate::daemon::notify::{Notifier, NotifyState};
-use crate::daemon::reload::{self, Loader, Reloader};
+use crate::daemon::reload::{self, Loader, Reload, Reloader};
+use crate::daemon::status::{spawn_reporting, Status};
 use crate::daemon::workers::{self, Workers};
 use crate::observe::logging;
 use crate::proxy::Proxy;
 use crate::serve::StdListener;
 use crate::serve::{self, Acceptor, Shared};
-use crate::sync;
 use crate::upstream::lasting::Lasting;
 
 /// Runs the proxy in the foreground until SIGTERM or SIGINT (or idle exit). `listen`, when
@@ -171,21 +172,6 @@ async fn run(
     result
 }
 
-/// The TCP listeners reachable beyond loopback, for the warnings about exposure.
-fn exposed(listeners: &[StdListener]) -> Vec<String> {
-    listeners
-        .iter()
-        .filter_map(|l| match l {
-            StdListener::Tcp(t) => t
-                .local_addr()
-                .ok()
-                .filter(|a| !a.ip().to_canonical().is_loopback()),
-            StdListener::Unix { .. } => None,
-        })
-        .map(|a| a.to_string())
-        .collect()
-}
-
 /// Serves `/metrics` on `listener` until aborted, warning when anyone beyond loopback can
 /// read it without a token.
 fn serve_metrics(
@@ -262,179 +248,6 @@ impl Signals {
     }
 }
 
-/// The one-line summary the service manager shows (`systemctl status`).
-struct Status {
-    state: Arc<Shared>,
-    addresses: String,
-    /// Set while the last reload failed: the old config is still serving.
-    reload_error: Mutex<Option<String>>,
-}
-
-impl Status {
-    fn line(&self) -> String {
-        let routes = self.state.proxy().config.routes.len();
-        let requests = self.state.requests.get();
-        let base = format!(
-            "Serving {routes} routes on {}; {requests} requests",
-            self.addresses
-        );
-        match sync::lock(&self.reload_error).clone() {
-            Some(e) => format!("{base}; reload FAILED, previous config kept: {e}"),
-            None => base,
-        }
-    }
-}
-
-/// Sends `WATCHDOG=1` at half the watchdog interval, and refreshes `STATUS=` when the request
-/// count changed (at most every 10 s; nothing at all while idle).
-fn spawn_reporting(notifier: &Arc<Notifier>, status: &Arc<Status>) -> JoinHandle<()> {
-    let notifier = notifier.clone();
-    let status = status.clone();
-    tokio::spawn(async move {
-        if !notifier.is_active() {
-            return;
-        }
-        const STATUS_EVERY: Duration = Duration::from_secs(10);
-        let tick = notifier
-            .watchdog_interval
-            .map_or(STATUS_EVERY, |w| w.min(STATUS_EVERY));
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_requests = status.state.requests.get();
-        let mut last_status = tokio::time::Instant::now();
-        loop {
-            interval.tick().await;
-            if notifier.watchdog_interval.is_some() {
-                notifier.send(&[NotifyState::Watchdog]);
-            }
-            let requests = status.state.requests.get();
-            if requests != last_requests && last_status.elapsed() >= STATUS_EVERY {
-                last_requests = requests;
-                last_status = tokio::time::Instant::now();
-                notifier.send(&[NotifyState::Status(&status.line())]);
-            }
-        }
-    })
-}
-
-/// What a reload needs, shared with its task.
-struct Reload {
-    reloader: Reloader,
-    state: Arc<Shared>,
-    notifier: Arc<Notifier>,
-    status: Arc<Status>,
-    /// The addresses listened on beyond loopback.
-    exposed: Vec<String>,
-}
-
-impl Reload {
-    /// Runs [`Reload::run`] in a task; `done` hears when it is over.
-    fn spawn(self: Arc<Self>, done: mpsc::Sender<()>) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            self.run().await;
-            let _ = done.send(()).await;
-        })
-    }
-
-    /// Re-reads the config (off this thread) and swaps it in; on failure keeps the old one
-    /// and says so.
-    async fn run(&self) {
-        let Reload {
-            reloader,
-            state,
-            notifier,
-            status,
-            exposed,
-        } = self;
-        let mut states = vec![NotifyState::Reloading];
-        if let Ok(now) = NotifyState::monotonic_usec_now() {
-            states.push(now);
-        }
-        notifier.send(&states);
-        tracing::info!("SIGHUP: reloading the configuration");
-        let outcome = reloader.prepare().await.map(|prepared| {
-            let config = &prepared.proxy.config;
-            let old = state.proxy();
-            if config.server.listen != old.config.server.listen {
-                tracing::warn!("server.listen changed: that takes effect only after a restart");
-            }
-            if config.server.workers != old.config.server.workers {
-                tracing::warn!("server.workers changed: that takes effect only after a restart");
-            }
-            match (&config.server.tls, &old.config.server.tls) {
-                (Some(tls), _) => tracing::info!(
-                    "new connections get the certificate of {}",
-                    tls.cert_file.display()
-                ),
-                (None, Some(_)) => {
-                    tracing::warn!("TLS turned off: new connections are plain HTTP")
-                }
-                (None, None) => {}
-            }
-            if config.log.target != old.config.log.target {
-                tracing::warn!("log.target changed: that takes effect only after a restart");
-            }
-            if config.metrics.listen != old.config.metrics.listen {
-                tracing::warn!("metrics.listen changed: that takes effect only after a restart");
-            }
-            logging::reconfigure(&config.log);
-            for w in &prepared.warnings {
-                tracing::warn!("{w}");
-            }
-            warn_about_exposure(config, exposed);
-            let routes = config.routes.len();
-            let source = config.source.display_name();
-            state.replace(prepared.proxy);
-            release_when_done(old);
-            tracing::info!("reloaded {source}: {routes} routes");
-        });
-        report_reload(outcome, notifier, status);
-    }
-}
-
-/// Logs how a reload ended and tells the service manager.
-fn report_reload(outcome: anyhow::Result<()>, notifier: &Notifier, status: &Status) {
-    let error = match outcome {
-        Ok(()) => None,
-        Err(e) => {
-            let text = format!("{e:#}");
-            for line in text.lines() {
-                tracing::error!("reload failed, keeping the previous configuration: {line}");
-            }
-            Some(text.lines().next().unwrap_or_default().to_string())
-        }
-    };
-    if let Some(m) = &status.state.proxy().lasting.metrics {
-        m.reloaded(error.is_none());
-    }
-    *sync::lock(&status.reload_error) = error;
-    notifier.send(&[NotifyState::Ready, NotifyState::Status(&status.line())]);
-}
-
-/// Lets the replaced configuration go once the last request using it is done, then hands the
-/// memory it and its backend connections used back to the OS: glibc's allocator keeps freed
-/// memory otherwise, and a proxy reloaded now and then for weeks would only ever grow.
-fn release_when_done(old: Arc<Proxy>) {
-    tokio::spawn(async move {
-        while Arc::strong_count(&old) > 1 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        drop(old);
-        // Its pooled connections close in their own tasks; give them a moment.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let _ = tokio::task::spawn_blocking(trim_heap).await;
-    });
-}
-
-/// Returns free heap pages to the OS (glibc only; elsewhere the allocator does it itself).
-fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Resolves once no connection has been open for `after`.
 async fn idle(state: &Shared, after: Duration) {
     loop {
@@ -491,72 +304,6 @@ fn announce(config: &Config, listeners: &[StdListener]) {
     }
 }
 
-/// Warns when the proxy listens beyond loopback without asking clients for a token, and when
-/// a backend forwards the client's `Authorization`, which then carries the proxy's token.
-fn warn_about_exposure(config: &Config, exposed: &[String]) {
-    for w in exposure_warnings(config, exposed) {
-        tracing::warn!("{w}");
-    }
-    let tokens = &config.server.client_tokens;
-    if tokens.enabled() {
-        tracing::info!(
-            "clients must send one of {} tokens from {}",
-            tokens.len(),
-            tokens
-                .file
-                .as_deref()
-                .map_or_else(|| "?".into(), |p| p.display().to_string())
-        );
-        for b in &config.backends {
-            if b.auth == AuthPolicy::Forward {
-                tracing::warn!(
-                    "backend '{}' has forward_client_auth = true, but with client tokens the \
-                     client's Authorization header holds the proxy's token and is removed; \
-                     give the backend its key with api_key_file",
-                    b.name
-                );
-            }
-        }
-    }
-}
-
-/// The warnings for listening beyond loopback (`exposed`: those addresses) without client
-/// tokens, and for letting every web page (`"*"` in `server.cors_origins`) or every name
-/// (`"*"` in `server.allowed_hosts`) through.
-fn exposure_warnings(config: &Config, exposed: &[String]) -> Vec<String> {
-    let mut w = Vec::new();
-    if !exposed.is_empty() && !config.server.client_tokens.enabled() {
-        w.push(format!(
-            "listening on {} beyond loopback without server.client_tokens_file: anyone who \
-             can reach it can use every backend and any key the proxy injects",
-            exposed.join(", ")
-        ));
-    }
-    if !exposed.is_empty() && config.server.tls.is_none() {
-        w.push(format!(
-            "listening on {} beyond loopback without TLS (server.tls_cert, server.tls_key): \
-             requests, answers and any client token or key in them cross the network in \
-             clear text",
-            exposed.join(", ")
-        ));
-    }
-    if config.server.cors_origins.contains(&OriginRule::Any) {
-        w.push(
-            "server.cors_origins contains \"*\": every web page you visit can use the proxy, \
-             and any key it injects; list the origins of your web clients instead"
-                .to_string(),
-        );
-    }
-    if config.server.allowed_hosts.contains(&HostRule::Any) {
-        w.push(
-            "server.allowed_hosts contains \"*\": a web page can rebind its own DNS name to \
-             this machine and use the proxy (DNS rebinding); list the names instead"
-                .to_string(),
-        );
-    }
-    w
-}
-
 /// Raises the soft limit on open files to the hard limit: every connection costs a descriptor
 /// (two when proxied), and the usual soft limit of 1024 would refuse connections long before
 /// the machine runs out of anything.
@@ -578,52 +325,5 @@ fn raise_fd_limit() {
         if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
             tracing::debug!("raised the open-files limit from {old} to {}", lim.rlim_max);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listening_beyond_loopback_without_tokens_is_warned_about() {
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = dir.path().join("tokens");
-        std::fs::write(&tokens, "a-client-token-0123456789\n").unwrap();
-        let routes = "[backends.b]\nurl = \"http://127.0.0.1:9\"\n[[route]]\npath = \"/v1\"\nbackend = \"b\"\n";
-        let open = Config::from_toml(routes).unwrap();
-        let guarded = Config::from_toml(&format!(
-            "[server]\nclient_tokens_file = {tokens:?}\n{routes}"
-        ))
-        .unwrap();
-        let exposed = ["0.0.0.0:2020".to_string(), "[::]:2020".to_string()];
-        let w = exposure_warnings(&open, &exposed);
-        assert_eq!(w.len(), 2);
-        assert!(
-            w[0].starts_with("listening on 0.0.0.0:2020, [::]:2020 beyond loopback without server.client_tokens_file"),
-            "{w:?}"
-        );
-        assert!(
-            w[1].starts_with("listening on 0.0.0.0:2020, [::]:2020 beyond loopback without TLS"),
-            "{w:?}"
-        );
-        assert!(exposure_warnings(&open, &[]).is_empty());
-        let w = exposure_warnings(&guarded, &exposed);
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("without TLS"), "{w:?}");
-        let any = Config::from_toml(&format!(
-            "[server]\ncors_origins = [\"*\"]\nallowed_hosts = [\"*\"]\n{routes}"
-        ))
-        .unwrap();
-        let w = exposure_warnings(&any, &[]);
-        assert_eq!(w.len(), 2, "{w:?}");
-        assert!(
-            w[0].starts_with("server.cors_origins contains \"*\""),
-            "{w:?}"
-        );
-        assert!(
-            w[1].starts_with("server.allowed_hosts contains \"*\""),
-            "{w:?}"
-        );
     }
 }

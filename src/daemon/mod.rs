@@ -1,9 +1,11 @@
 //! The process: start-up, worker threads, listeners (inherited or bound), reload on SIGHUP
 //! off the serving thread, readiness for the service manager (systemd, launchd), stop.
 
+mod exposure;
 pub(crate) mod launchd;
 pub(crate) mod lifecycle;
 pub(crate) mod listeners;
 mod notify;
 pub(crate) mod reload;
+mod status;
 pub(crate) mod workers;

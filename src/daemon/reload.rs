@@ -1,4 +1,5 @@
-//! Reading the config for a reload without stopping the proxy.
+//! Reloading on SIGHUP: the config read without stopping the proxy, swapped in, and the
+//! outcome told to the log and the service manager.
 //!
 //! The main thread serves requests too (it is worker 0, see `workers`), so a reload that
 //! waited there for a file (a FIFO, a stuck network file system, a slow disk) would stop its
@@ -12,8 +13,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::exposure::warn_about_exposure;
+use super::notify::{Notifier, NotifyState};
+use super::status::Status;
 use crate::config::{self, AuthPolicy, Config, ConfigError, KeySource, ListenAddr};
+use crate::observe::logging;
 use crate::proxy::Proxy;
+use crate::serve::Shared;
+use crate::sync;
 use crate::upstream::lasting::Lasting;
 
 /// How long a reload may take to read and check the config and build the new routes.
@@ -158,6 +168,124 @@ pub(crate) fn file_warnings(config: &Config) -> Vec<String> {
         }
     }
     out
+}
+
+/// What a reload needs, shared with its task.
+pub(super) struct Reload {
+    pub(super) reloader: Reloader,
+    pub(super) state: Arc<Shared>,
+    pub(super) notifier: Arc<Notifier>,
+    pub(super) status: Arc<Status>,
+    /// The addresses listened on beyond loopback.
+    pub(super) exposed: Vec<String>,
+}
+
+impl Reload {
+    /// Runs [`Reload::run`] in a task; `done` hears when it is over.
+    pub(super) fn spawn(self: Arc<Self>, done: mpsc::Sender<()>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            self.run().await;
+            let _ = done.send(()).await;
+        })
+    }
+
+    /// Re-reads the config (off this thread) and swaps it in; on failure keeps the old one
+    /// and says so.
+    async fn run(&self) {
+        let Reload {
+            reloader,
+            state,
+            notifier,
+            status,
+            exposed,
+        } = self;
+        let mut states = vec![NotifyState::Reloading];
+        if let Ok(now) = NotifyState::monotonic_usec_now() {
+            states.push(now);
+        }
+        notifier.send(&states);
+        tracing::info!("SIGHUP: reloading the configuration");
+        let outcome = reloader.prepare().await.map(|prepared| {
+            let config = &prepared.proxy.config;
+            let old = state.proxy();
+            if config.server.listen != old.config.server.listen {
+                tracing::warn!("server.listen changed: that takes effect only after a restart");
+            }
+            if config.server.workers != old.config.server.workers {
+                tracing::warn!("server.workers changed: that takes effect only after a restart");
+            }
+            match (&config.server.tls, &old.config.server.tls) {
+                (Some(tls), _) => tracing::info!(
+                    "new connections get the certificate of {}",
+                    tls.cert_file.display()
+                ),
+                (None, Some(_)) => {
+                    tracing::warn!("TLS turned off: new connections are plain HTTP")
+                }
+                (None, None) => {}
+            }
+            if config.log.target != old.config.log.target {
+                tracing::warn!("log.target changed: that takes effect only after a restart");
+            }
+            if config.metrics.listen != old.config.metrics.listen {
+                tracing::warn!("metrics.listen changed: that takes effect only after a restart");
+            }
+            logging::reconfigure(&config.log);
+            for w in &prepared.warnings {
+                tracing::warn!("{w}");
+            }
+            warn_about_exposure(config, exposed);
+            let routes = config.routes.len();
+            let source = config.source.display_name();
+            state.replace(prepared.proxy);
+            release_when_done(old);
+            tracing::info!("reloaded {source}: {routes} routes");
+        });
+        report_reload(outcome, notifier, status);
+    }
+}
+
+/// Logs how a reload ended and tells the service manager.
+fn report_reload(outcome: anyhow::Result<()>, notifier: &Notifier, status: &Status) {
+    let error = match outcome {
+        Ok(()) => None,
+        Err(e) => {
+            let text = format!("{e:#}");
+            for line in text.lines() {
+                tracing::error!("reload failed, keeping the previous configuration: {line}");
+            }
+            Some(text.lines().next().unwrap_or_default().to_string())
+        }
+    };
+    if let Some(m) = &status.state.proxy().lasting.metrics {
+        m.reloaded(error.is_none());
+    }
+    *sync::lock(&status.reload_error) = error;
+    notifier.send(&[NotifyState::Ready, NotifyState::Status(&status.line())]);
+}
+
+/// Lets the replaced configuration go once the last request using it is done, then hands the
+/// memory it and its backend connections used back to the OS: glibc's allocator keeps freed
+/// memory otherwise, and a proxy reloaded now and then for weeks would only ever grow.
+fn release_when_done(old: Arc<Proxy>) {
+    tokio::spawn(async move {
+        while Arc::strong_count(&old) > 1 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        drop(old);
+        // Its pooled connections close in their own tasks; give them a moment.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = tokio::task::spawn_blocking(trim_heap).await;
+    });
+}
+
+/// Returns free heap pages to the OS (glibc only; elsewhere the allocator does it itself).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 #[cfg(test)]

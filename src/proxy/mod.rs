@@ -19,6 +19,7 @@ mod by_model;
 mod context;
 pub(crate) mod headers;
 pub(crate) mod own;
+pub(crate) mod query;
 mod rewrite;
 mod route;
 mod send;

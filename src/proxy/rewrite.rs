@@ -7,7 +7,7 @@ use http::header::HeaderValue;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Uri};
 
-use super::headers;
+use super::{headers, query};
 use super::{Peer, Proxy};
 use crate::config::BackendConfig;
 use crate::error::ProxyError;
@@ -51,7 +51,7 @@ pub(super) fn server_uri(
 
 /// The URL a request goes to: the backend's scheme and authority, `forward_path`, and the
 /// client's query string, without its key parameters when `strip_keys`
-/// ([`headers::without_key_params`]). When the path and query are forwarded as the client
+/// ([`query::without_key_params`]). When the path and query are forwarded as the client
 /// sent them (the usual case: already normal, no rewrite, no base path, no key in the query),
 /// the client's path-and-query is reused as is, which copies nothing.
 pub fn backend_uri(
@@ -62,7 +62,7 @@ pub fn backend_uri(
     authority: &Authority,
 ) -> Result<Uri, ProxyError> {
     let stripped = match client.query() {
-        Some(q) if strip_keys => headers::without_key_params(q),
+        Some(q) if strip_keys => query::without_key_params(q),
         _ => None,
     };
     let pq = match (client.path_and_query(), &stripped) {

@@ -108,6 +108,17 @@ pub(super) struct Clip {
     pub origin: &'static str,
 }
 
+/// The clip built into the binary, for a transcription without fresh speech.
+pub(super) fn built_in_clip() -> Clip {
+    Clip {
+        audio: Bytes::from_static(SAMPLE_CLIP),
+        file_name: SAMPLE_CLIP_NAME.into(),
+        mime: MP3.mime,
+        text: SAMPLE_CLIP_TEXT,
+        origin: "built-in clip",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

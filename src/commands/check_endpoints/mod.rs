@@ -16,17 +16,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde_json::{json, Value};
 
-use self::audio::{
-    audio_format, multipart, words, Clip, MP3, SAMPLE_CLIP, SAMPLE_CLIP_NAME, SAMPLE_CLIP_TEXT,
-    TRANSCRIPTION_MODEL,
-};
-use self::report::{human_size, snippet, Ask, Exchange, Output, Report, Verdict};
+use self::audio::{audio_format, built_in_clip, multipart, words, Clip, MP3, TRANSCRIPTION_MODEL};
+use self::report::{human_size, snippet, stream_content, Ask, Exchange, Output, Report, Verdict};
 use self::routing::Picked;
 use super::client::{
     self, parse_proxy_url, Client, ProxyUrl, SendError, Trust, MAX_CONNECT_TIMEOUT,
@@ -563,61 +559,4 @@ impl Checker {
         })
         .await
     }
-}
-
-/// The clip built into the binary, for a transcription without fresh speech.
-fn built_in_clip() -> Clip {
-    Clip {
-        audio: Bytes::from_static(SAMPLE_CLIP),
-        file_name: SAMPLE_CLIP_NAME.into(),
-        mime: MP3.mime,
-        text: SAMPLE_CLIP_TEXT,
-        origin: "built-in clip",
-    }
-}
-
-/// Reads a chat stream: every `data:` chunk JSON, then `data: [DONE]`. Returns the count and
-/// the text the chunks carried.
-fn stream_content(a: &Exchange) -> Result<String, String> {
-    let text = std::str::from_utf8(&a.body).map_err(|_| "the stream is not UTF-8 text")?;
-    let mut chunks = 0usize;
-    let mut done = false;
-    let mut said = String::new();
-    for line in text.lines() {
-        let Some(data) = line.strip_prefix("data:").map(str::trim) else {
-            continue;
-        };
-        if data == "[DONE]" {
-            done = true;
-            break;
-        }
-        let v: Value = serde_json::from_str(data)
-            .map_err(|_| format!("chunk {} is not JSON: {}", chunks + 1, snippet(data, 80)))?;
-        if !v["error"].is_null() {
-            return Err(format!(
-                "the stream carried an error: {}",
-                snippet(&v["error"].to_string(), 120)
-            ));
-        }
-        chunks += 1;
-        if let Some(piece) = v["choices"][0]["delta"]["content"].as_str() {
-            said.push_str(piece);
-        }
-    }
-    if chunks == 0 {
-        return Err(format!(
-            "no \"data:\" chunks (content type \"{}\"): {}",
-            a.content_type(),
-            snippet(text, 80)
-        ));
-    }
-    if !done {
-        return Err(format!(
-            "{chunks} chunks but no \"data: [DONE]\" at the end"
-        ));
-    }
-    Ok(format!(
-        "{chunks} chunks, [DONE], \"{}\"",
-        snippet(&said, 60)
-    ))
 }

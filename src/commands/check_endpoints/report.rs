@@ -281,6 +281,52 @@ impl<'a> Ask<'a> {
     }
 }
 
+/// Reads a chat stream: every `data:` chunk JSON, then `data: [DONE]`. Returns the count and
+/// the text the chunks carried.
+pub(super) fn stream_content(a: &Exchange) -> Result<String, String> {
+    let text = std::str::from_utf8(&a.body).map_err(|_| "the stream is not UTF-8 text")?;
+    let mut chunks = 0usize;
+    let mut done = false;
+    let mut said = String::new();
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+            continue;
+        };
+        if data == "[DONE]" {
+            done = true;
+            break;
+        }
+        let v: Value = serde_json::from_str(data)
+            .map_err(|_| format!("chunk {} is not JSON: {}", chunks + 1, snippet(data, 80)))?;
+        if !v["error"].is_null() {
+            return Err(format!(
+                "the stream carried an error: {}",
+                snippet(&v["error"].to_string(), 120)
+            ));
+        }
+        chunks += 1;
+        if let Some(piece) = v["choices"][0]["delta"]["content"].as_str() {
+            said.push_str(piece);
+        }
+    }
+    if chunks == 0 {
+        return Err(format!(
+            "no \"data:\" chunks (content type \"{}\"): {}",
+            a.content_type(),
+            snippet(text, 80)
+        ));
+    }
+    if !done {
+        return Err(format!(
+            "{chunks} chunks but no \"data: [DONE]\" at the end"
+        ));
+    }
+    Ok(format!(
+        "{chunks} chunks, [DONE], \"{}\"",
+        snippet(&said, 60)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use serde_json::json;
 
+use super::audio::built_in_clip;
 use super::report::{Ask, Exchange, Report, Verdict};
-use super::{built_in_clip, CheckName, Checker, ModelList};
+use super::{CheckName, Checker, ModelList};
 use crate::config;
 use crate::routing::routes::Router;
 

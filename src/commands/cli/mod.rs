@@ -10,11 +10,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands::check_endpoints::{self, CheckName};
 use crate::commands::client::{parse_proxy_url, ProxyUrl};
-use crate::commands::container;
-use crate::commands::container::DEFAULT_IMAGE;
 use crate::commands::init;
 use crate::commands::on_demand;
 use crate::commands::wait_ready;
+
+mod container;
+pub use self::container::{
+    ContainerArgs, ContainerCommand, ContainerEnableArgs, ContainerLogsArgs, ContainerRunArgs,
+    ContainerScopeArgs,
+};
 use crate::config::{parse_duration, ListenAddr};
 
 const ABOUT: &str = "Route OpenAI-API requests to self-hosted services";
@@ -127,8 +131,8 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-#[derive(Debug, Subcommand)]
 /// The commands.
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy in the foreground (the default).
     ///
@@ -257,93 +261,6 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-/// `container ...`: the proxy under Podman.
-#[derive(Debug, Clone, Subcommand)]
-pub enum ContainerCommand {
-    /// Start the container in the background (replacing a running one of the same name).
-    Start(ContainerRunArgs),
-
-    /// Stop the container (and remove it: start creates it afresh).
-    Stop(ContainerArgs),
-
-    /// Show the container's state and what /health answers.
-    ///
-    /// Exits 0 when /health answers 200, 3 when the proxy is not serving.
-    Status(ContainerArgs),
-
-    /// Show the container's log (the proxy logs to stderr).
-    Logs(ContainerLogsArgs),
-
-    /// Install a Podman quadlet and start the container now and at every boot (or login).
-    ///
-    /// Writes openai-proxy.container to /etc/containers/systemd/ (with --user:
-    /// ~/.config/containers/systemd/), reloads systemd, whose quadlet generator turns it into
-    /// openai-proxy.service, and starts that service. Needs Podman 4.5 or later. The generated
-    /// openai-proxy.service stands in for the package's unit of the same name, so do not also
-    /// enable openai-proxy.socket for the same service manager.
-    Enable(ContainerEnableArgs),
-
-    /// Stop the quadlet's service and remove the quadlet that enable installed.
-    Disable(ContainerScopeArgs),
-}
-
-/// Options shared by the `container` commands.
-#[derive(Debug, Clone, Default, Args)]
-pub struct ContainerArgs {
-    /// Print each podman and systemctl command before running it.
-    #[arg(long, short = 'v')]
-    pub verbose: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-/// `container start|stop|status`.
-pub struct ContainerRunArgs {
-    /// The image to run.
-    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_IMAGE)]
-    pub image: String,
-
-    #[command(flatten)]
-    /// What every container command takes.
-    pub common: ContainerArgs,
-}
-
-#[derive(Debug, Clone, Args)]
-/// `container logs`.
-pub struct ContainerLogsArgs {
-    /// Keep printing new log lines as they come.
-    #[arg(long, short = 'f')]
-    pub follow: bool,
-
-    #[command(flatten)]
-    /// What every container command takes.
-    pub common: ContainerArgs,
-}
-
-#[derive(Debug, Clone, Args)]
-/// `container enable|disable`.
-pub struct ContainerEnableArgs {
-    /// The image the quadlet runs.
-    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_IMAGE)]
-    pub image: String,
-
-    #[command(flatten)]
-    /// Whose service: the user's or the system's.
-    pub scope: ContainerScopeArgs,
-}
-
-#[derive(Debug, Clone, Default, Args)]
-/// `--user` and what every container command takes.
-pub struct ContainerScopeArgs {
-    /// Use the per-user service manager and ~/.config/containers/systemd/ (rootless Podman)
-    /// instead of the system ones.
-    #[arg(long)]
-    pub user: bool,
-
-    #[command(flatten)]
-    /// What every container command takes.
-    pub common: ContainerArgs,
-}
-
 /// `enable-backend NAME ...`.
 #[derive(Debug, Clone, Args)]
 pub struct EnableBackendArgs {
@@ -386,8 +303,8 @@ pub struct EnableBackendArgs {
     #[arg(long, value_name = "PATH")]
     pub ready_path: Option<String>,
 
-    #[command(flatten)]
     /// The backend and the service manager's scope.
+    #[command(flatten)]
     pub common: BackendUnitArgs,
 }
 
@@ -398,8 +315,8 @@ pub struct DisableBackendArgs {
     #[arg(value_name = "NAME")]
     pub name: String,
 
-    #[command(flatten)]
     /// The backend and the service manager's scope.
+    #[command(flatten)]
     pub common: BackendUnitArgs,
 }
 
@@ -478,8 +395,8 @@ pub struct ManageArgs {
     pub verbose: bool,
 }
 
-#[derive(Debug, Clone, Default, Args)]
 /// `init`.
+#[derive(Debug, Clone, Default, Args)]
 pub struct InitArgs {
     /// Write the per-user config (~/.config/openai-proxy/config.toml) for the user service,
     /// instead of /etc/openai-proxy/config.toml.
@@ -501,8 +418,8 @@ impl From<&InitArgs> for init::Options {
     }
 }
 
-#[derive(Debug, Clone, Default, Args)]
 /// `serve`.
+#[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
     /// Listen on ADDR instead of server.listen; repeat for several.
     ///
@@ -511,8 +428,8 @@ pub struct ServeArgs {
     pub listen: Vec<ListenAddr>,
 }
 
-#[derive(Debug, Clone, Default, Args)]
 /// `check-config`.
+#[derive(Debug, Clone, Default, Args)]
 pub struct CheckConfigArgs {
     /// Also print the resolved configuration.
     ///
@@ -531,8 +448,8 @@ pub struct CheckConfigArgs {
     pub path: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Args)]
 /// `check-endpoints`.
+#[derive(Debug, Clone, Args)]
 pub struct CheckEndpointsArgs {
     /// The proxy's base URL, e.g. http://127.0.0.1:2020 or https://proxy.lan:2020.
     ///
@@ -635,37 +552,6 @@ impl From<&CheckEndpointsArgs> for check_endpoints::Options {
             chat_model: a.chat_model.clone(),
             models: a.model.clone(),
             ca_file: a.ca_file.clone(),
-        }
-    }
-}
-
-impl ContainerCommand {
-    /// The command as plain values.
-    pub fn request(&self) -> container::Request {
-        use container::Action as A;
-        let (action, image, user, verbose) = match self {
-            ContainerCommand::Start(a) => (A::Start, a.image.as_str(), false, a.common.verbose),
-            ContainerCommand::Stop(a) => (A::Stop, DEFAULT_IMAGE, false, a.verbose),
-            ContainerCommand::Status(a) => (A::Status, DEFAULT_IMAGE, false, a.verbose),
-            ContainerCommand::Logs(a) => (
-                A::Logs { follow: a.follow },
-                DEFAULT_IMAGE,
-                false,
-                a.common.verbose,
-            ),
-            ContainerCommand::Enable(a) => (
-                A::Enable,
-                a.image.as_str(),
-                a.scope.user,
-                a.scope.common.verbose,
-            ),
-            ContainerCommand::Disable(a) => (A::Disable, DEFAULT_IMAGE, a.user, a.common.verbose),
-        };
-        container::Request {
-            action,
-            image: image.to_string(),
-            user,
-            verbose,
         }
     }
 }
