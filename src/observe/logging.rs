@@ -292,6 +292,8 @@ static PENDING: AtomicBool = AtomicBool::new(false);
 #[derive(Default)]
 struct Scratch {
     line: Vec<u8>,
+    /// The `2026-11-30T01:58:18` of the last line, and its second since the epoch.
+    stamp: (u64, [u8; 19]),
 }
 
 thread_local! {
@@ -320,7 +322,7 @@ pub(crate) fn access(write: impl FnOnce(Format<'_>)) {
         scratch.line.clear();
         match sink {
             Sink::Stderr => {
-                let at = put_time(&mut scratch.line);
+                let at = put_time(scratch);
                 scratch.line.extend_from_slice(b"  INFO ");
                 write(Format::Text(&mut scratch.line));
                 scratch.line.push(b'\n');
@@ -402,17 +404,38 @@ fn write_out(mut batch: MutexGuard<'_, Batch>, urgent: bool) {
 }
 
 /// `2026-11-30T01:58:18.455222Z`, UTC, as `tracing`'s formatter writes it; returns the time
-/// since the epoch.
-fn put_time(line: &mut Vec<u8>) -> Duration {
-    let now = SystemTime::now();
-    put_stamp(line, now);
-    now.duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
+/// since the epoch. The date and time to the second are made (by humantime) once a second.
+fn put_time(scratch: &mut Scratch) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    if scratch.stamp.0 != secs || scratch.stamp.1[0] == 0 {
+        scratch.stamp = (secs, seconds_stamp(secs));
+    }
+    put_stamp(&mut scratch.line, &scratch.stamp.1, now.subsec_micros());
+    now
 }
 
-/// `t` in RFC 3339 with microseconds (humantime's).
-fn put_stamp(line: &mut Vec<u8>, t: SystemTime) {
-    let _ = write!(line, "{}", humantime::format_rfc3339_micros(t));
+/// `2026-11-30T01:58:18` of a second since the epoch (humantime's RFC 3339).
+fn seconds_stamp(secs: u64) -> [u8; 19] {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    let text = humantime::format_rfc3339_seconds(t).to_string();
+    let mut out = [0u8; 19];
+    if let Some(date_time) = text.as_bytes().get(..19) {
+        out.copy_from_slice(date_time);
+    }
+    out
+}
+
+/// The second's stamp, then `.MMMMMMZ`.
+fn put_stamp(line: &mut Vec<u8>, seconds: &[u8; 19], micros: u32) {
+    line.extend_from_slice(seconds);
+    line.push(b'.');
+    // Six digits with their leading zeros: `1MMMMMM` without its `1`.
+    let mut digits = itoa::Buffer::new();
+    line.extend_from_slice(&digits.format(1_000_000 + micros).as_bytes()[1..]);
+    line.push(b'Z');
 }
 
 /// The daemon's messages to stderr: formatted whole, then written with the access lines
@@ -455,10 +478,9 @@ mod tests {
 
     #[test]
     fn timestamps_are_utc_like_the_formatter_writes_them() {
-        let stamp = |secs: u64, micros: u64| {
+        let stamp = |secs: u64, micros: u32| {
             let mut line = Vec::new();
-            let t = SystemTime::UNIX_EPOCH + Duration::from_micros(secs * 1_000_000 + micros);
-            put_stamp(&mut line, t);
+            put_stamp(&mut line, &seconds_stamp(secs), micros);
             String::from_utf8(line).unwrap()
         };
         assert_eq!(stamp(0, 0), "1970-01-01T00:00:00.000000Z");
