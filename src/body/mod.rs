@@ -431,7 +431,11 @@ impl Body for ResponseBody {
         *this.ended |= r.is_none();
         if let Some(progress) = this.progress {
             match &r {
-                Some(Ok(frame)) => progress.data(data_len(frame)),
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        progress.data(data);
+                    }
+                }
                 Some(Err(e)) => progress.failed(e),
                 None => progress.end(),
             }
@@ -457,8 +461,8 @@ impl Body for ResponseBody {
 /// Told what a response body passes (the access-log record counts the bytes and notes how
 /// it ended). Dropped with the body.
 pub trait Progress: Send {
-    /// A frame of `len` data bytes went to the client.
-    fn data(&mut self, len: u64);
+    /// These data bytes went to the client.
+    fn data(&mut self, data: &[u8]);
     /// The stream was cut off.
     fn failed(&mut self, error: &BodyError);
     /// The body reached its end (called again, harmlessly, when it is dropped complete).

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::body::{BodyError, Progress};
 use crate::observe::metrics::{Done, Tally};
+use crate::observe::usage::{Usage, UsageScanner};
 
 /// The `tracing` target access lines had, still their journald `TARGET`.
 pub(crate) const ACCESS_TARGET: &str = "openai_proxy::access";
@@ -68,6 +69,8 @@ pub struct AccessRecord {
     stream: bool,
     /// A backend answered (its time to headers counts).
     pub answered: bool,
+    /// Reads the token usage in the answer as it passes (answers that can carry one).
+    pub(crate) usage: Option<UsageScanner>,
 }
 
 impl std::fmt::Debug for AccessRecord {
@@ -83,8 +86,11 @@ impl std::fmt::Debug for AccessRecord {
 
 /// The response body tells the record what it passed.
 impl Progress for AccessRecord {
-    fn data(&mut self, len: u64) {
-        self.bytes_out += len;
+    fn data(&mut self, data: &[u8]) {
+        self.bytes_out += data.len() as u64;
+        if let Some(u) = &mut self.usage {
+            u.feed(data);
+        }
     }
 
     fn failed(&mut self, error: &BodyError) {
@@ -120,6 +126,7 @@ impl AccessRecord {
             in_flight: false,
             stream: false,
             answered: false,
+            usage: None,
         }
     }
 
@@ -165,6 +172,17 @@ impl AccessRecord {
         };
     }
 
+    /// The answer's usage, once it is over; a stream whose last event passed counts as
+    /// complete even if its client went away before the connection's end (SDKs do).
+    fn take_usage(&mut self) -> Usage {
+        let Some(scanner) = &mut self.usage else {
+            return Usage::default();
+        };
+        let usage = scanner.finish();
+        self.completed |= scanner.ended();
+        usage
+    }
+
     fn outcome(&self) -> &str {
         match (&self.error, self.completed) {
             (Some(e), _) => e.as_str(),
@@ -175,7 +193,7 @@ impl AccessRecord {
 
     /// The values of one line, as they are when the request is done (`total`: since it
     /// came).
-    fn line(&self, total: Duration) -> Line<'_> {
+    fn line(&self, total: Duration, usage: Usage) -> Line<'_> {
         Line {
             request_id: self.request_id.as_bytes(),
             method: self.method.as_str(),
@@ -193,6 +211,7 @@ impl AccessRecord {
             bytes_out: self.bytes_out,
             headers: self.headers_after,
             total,
+            usage,
             outcome: self.outcome(),
         }
     }
@@ -202,17 +221,20 @@ impl AccessRecord {
     /// Appends the line as text (`GET /path 200 request_id="..." ...`, without time and
     /// level) to `buf`.
     pub fn text(&self, buf: &mut Vec<u8>) {
-        self.line(self.start.elapsed()).text(buf);
+        self.line(self.start.elapsed(), Usage::default()).text(buf);
     }
 }
 
 impl Drop for AccessRecord {
     fn drop(&mut self) {
         let total = self.start.elapsed();
+        let usage = self.take_usage();
         if self.log {
             crate::observe::logging::access(|out| match out {
-                crate::observe::logging::Format::Text(buf) => self.line(total).text(buf),
-                crate::observe::logging::Format::Journal(buf) => self.line(total).journal(buf),
+                crate::observe::logging::Format::Text(buf) => self.line(total, usage).text(buf),
+                crate::observe::logging::Format::Journal(buf) => {
+                    self.line(total, usage).journal(buf)
+                }
             });
         }
         if let Some(t) = &self.tally {
@@ -224,6 +246,7 @@ impl Drop for AccessRecord {
                 total,
                 in_flight: self.in_flight,
                 stream: self.stream,
+                usage,
             });
         }
     }
@@ -253,6 +276,7 @@ struct Line<'a> {
     bytes_out: u64,
     headers: Duration,
     total: Duration,
+    usage: Usage,
     outcome: &'a str,
 }
 
@@ -295,6 +319,14 @@ impl Line<'_> {
         put_u64(buf, self.bytes_in);
         buf.extend_from_slice(b" bytes_out=");
         put_u64(buf, self.bytes_out);
+        if let Some(n) = self.usage.prompt {
+            buf.extend_from_slice(b" prompt_tokens=");
+            put_u64(buf, n);
+        }
+        if let Some(n) = self.usage.completion {
+            buf.extend_from_slice(b" completion_tokens=");
+            put_u64(buf, n);
+        }
         buf.extend_from_slice(b" headers_ms=");
         put_ms(buf, self.headers);
         buf.extend_from_slice(b" total_ms=");
@@ -349,6 +381,15 @@ impl Line<'_> {
         ];
         for (name, value) in numbers {
             field(buf, name, |b| put_u64(b, value));
+        }
+        let tokens = [
+            ("PROMPT_TOKENS", self.usage.prompt),
+            ("COMPLETION_TOKENS", self.usage.completion),
+        ];
+        for (name, value) in tokens {
+            if let Some(n) = value {
+                field(buf, name, |b| put_u64(b, n));
+            }
         }
         field(buf, "HEADERS_MS", |b| put_ms(b, self.headers));
         field(buf, "TOTAL_MS", |b| put_ms(b, self.total));
@@ -438,6 +479,7 @@ mod tests {
             bytes_out: 0,
             headers: Duration::from_micros(1234),
             total: Duration::from_nanos(98_765_432),
+            usage: Usage::default(),
             outcome,
         }
     }
@@ -459,6 +501,31 @@ mod tests {
             text.ends_with(r#" outcome="said \"no\"\n""#),
             "escaped as {{:?}} does: {text}"
         );
+    }
+
+    #[test]
+    fn token_counts_are_in_the_text_and_the_journal_when_found() {
+        let mut with = line("ok");
+        with.usage = Usage {
+            prompt: Some(12),
+            completion: Some(3),
+        };
+        let mut text = Vec::new();
+        with.text(&mut text);
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains(" bytes_out=0 prompt_tokens=12 completion_tokens=3 headers_ms="),
+            "{text}"
+        );
+        let mut journal = Vec::new();
+        with.journal(&mut journal);
+        let journal = String::from_utf8_lossy(&journal).into_owned();
+        for field in ["PROMPT_TOKENS", "COMPLETION_TOKENS"] {
+            assert!(journal.contains(&format!("\n{field}\n")), "{field}");
+        }
+        let mut text = Vec::new();
+        line("ok").text(&mut text);
+        assert!(!String::from_utf8(text).unwrap().contains("_tokens="));
     }
 
     #[test]

@@ -4,3 +4,4 @@
 pub(crate) mod access;
 pub(crate) mod logging;
 pub(crate) mod metrics;
+pub(crate) mod usage;

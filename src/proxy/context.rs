@@ -13,6 +13,7 @@ use super::headers;
 use super::{Peer, Target};
 use crate::observe::access::AccessRecord;
 use crate::observe::metrics::Tally;
+use crate::observe::usage::UsageScanner;
 use crate::upstream::{Backend, Server};
 
 /// One request's context.
@@ -98,6 +99,7 @@ impl Ctx {
     pub(super) fn answered(&mut self, backend: &Backend, server: &Server, response: &HeaderMap) {
         if let Some(a) = self.access() {
             a.answered = true;
+            a.usage = UsageScanner::for_response(response);
             if backend.config.is_pool() {
                 a.server = Some(server.state.url.clone());
             }

@@ -161,6 +161,21 @@ impl Exposition {
                 .encode_counter::<NoLabelSet, _, u64>(&t.bytes_out(), None)?;
         }
 
+        let mut m = enc.encode_descriptor(
+            "openai_proxy_tokens",
+            "Tokens counted in answers' usage, by route, backend and kind (prompt, completion); answers without usage add none",
+            None,
+            MetricType::Counter,
+        )?;
+        for t in &tallies {
+            for (i, kind) in ["prompt", "completion"].into_iter().enumerate() {
+                let mut labels = route_labels(t);
+                labels.push(("kind", kind));
+                m.encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&t.tokens(i), None)?;
+            }
+        }
+
         let routed: Vec<&&Arc<Tally>> = tallies.iter().filter(|t| !t.backend.is_empty()).collect();
         let mut m = enc.encode_descriptor(
             "openai_proxy_requests_in_flight",
