@@ -78,30 +78,41 @@ impl ClientTokens {
     /// presented token is hashed and compared with every digest in constant time, so the time
     /// taken says nothing about how close a guess was or which token matched.
     pub fn allows(&self, headers: &http::HeaderMap) -> bool {
-        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-            return false;
-        };
-        let b = value.as_bytes();
-        let Some(token) = b
+        self.digest_of_header(headers).is_some()
+    }
+
+    /// [`ClientTokens::allows`], giving the token's digest ([`ClientTokens::digest_of`]).
+    pub fn digest_of_header(&self, headers: &http::HeaderMap) -> Option<[u8; 32]> {
+        let b = headers.get(http::header::AUTHORIZATION)?.as_bytes();
+        let token = b
             .get(..7)
             .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
-            .and_then(|_| b.get(7..))
-        else {
-            return false;
-        };
-        self.allows_token(token)
+            .and_then(|_| b.get(7..))?;
+        self.digest_of(token)
     }
 
     /// Whether `token` is one of the tokens (compared as [`ClientTokens::allows`] does).
     pub fn allows_token(&self, token: &[u8]) -> bool {
+        self.digest_of(token).is_some()
+    }
+
+    /// The SHA-256 digest of `token` when it is one of the tokens: what a WebSocket session
+    /// opened with it remembers, to be closed when a reload no longer allows it.
+    pub fn digest_of(&self, token: &[u8]) -> Option<[u8; 32]> {
         let token = token.trim_ascii();
         if token.is_empty() {
-            return false;
+            return None;
         }
         let presented = sha256(token);
+        self.allows_digest(&presented).then_some(presented)
+    }
+
+    /// Whether a token's digest ([`ClientTokens::digest_of`]) is one of the tokens', compared
+    /// with every one in constant time.
+    pub fn allows_digest(&self, digest: &[u8; 32]) -> bool {
         let mut found = subtle::Choice::from(0);
         for known in &self.digests {
-            found |= presented.ct_eq(known);
+            found |= digest.ct_eq(known);
         }
         found.into()
     }

@@ -237,7 +237,9 @@ impl Reload {
             warn_about_exposure(config, exposed);
             let routes = config.routes.len();
             let source = config.source.display_name();
-            state.replace(prepared.proxy);
+            let mut proxy = prepared.proxy;
+            proxy.take_over_sessions(&old);
+            state.replace(proxy);
             release_when_done(old);
             tracing::info!("reloaded {source}: {routes} routes");
         });

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::AuthPolicy;
+use crate::proxy::websocket::protocols;
 
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(crate) static X_BACKEND: HeaderName = HeaderName::from_static("x-backend");
@@ -57,6 +58,8 @@ const EXPECT_BIT: u32 = 1 << HOP_BY_HOP.len();
 const SECRET_SHIFT: usize = HOP_BY_HOP.len() + 1;
 const SECRET_MASK: u32 = ((1 << SECRET_HEADERS.len()) - 1) << SECRET_SHIFT;
 const SET_COOKIE_BIT: u32 = 1 << (SECRET_SHIFT + SECRET_HEADERS.len());
+/// `Sec-WebSocket-Protocol`, which may carry a browser's key: filtered, never removed by bit.
+const PROTOCOL_BIT: u32 = SET_COOKIE_BIT << 1;
 
 /// The bit of a header the rewrite may remove, or 0. Comparing names once beats hashing each
 /// candidate name for a lookup: a request has a handful of headers and usually none of these.
@@ -83,6 +86,7 @@ fn header_bit(name: &HeaderName) -> u32 {
         "api_key" => 18,
         "x_api_key" => 19,
         "set-cookie" => 20,
+        "sec-websocket-protocol" => 21,
         _ => return 0,
     };
     1 << i
@@ -147,7 +151,7 @@ pub fn extra_secrets(configured: &[HeaderName]) -> Box<[HeaderName]> {
 /// Rewrites a client's request headers for a backend, in one pass over the names: hop-by-hop
 /// headers (and those named in `Connection`) and `Expect` removed (hyper already answered
 /// `100-continue`), the auth policy applied to the secret headers (the built-in ones and
-/// `extra_secrets`), `X-Forwarded-*` set, the request id set, and `Host` replaced by `host`
+/// `extra_secrets`) and to the key subprotocols of `Sec-WebSocket-Protocol`, `X-Forwarded-*` set, the request id set, and `Host` replaced by `host`
 /// (or removed, for the client to set from the URI).
 pub fn rewrite_request(
     headers: &mut HeaderMap,
@@ -162,13 +166,18 @@ pub fn rewrite_request(
         None => headers.remove(header::HOST),
     };
     let mut remove = HOP_MASK | EXPECT_BIT;
+    let present = present(headers);
     if !matches!(policy, AuthPolicy::Forward) {
         remove |= SECRET_MASK;
         for name in extra_secrets {
             headers.remove(name);
         }
+        if present & PROTOCOL_BIT != 0 {
+            // On every request, an upgrade or not: a backend may read it on any.
+            protocols::remove_keys(headers);
+        }
     }
-    let bits = present(headers) & remove;
+    let bits = present & remove;
     if bits != 0 {
         remove_present(headers, bits);
         if let (Some(h), true) = (host, bits & 1 != 0) {

@@ -43,6 +43,7 @@ use crate::error::ProxyError;
 use crate::observe::metrics::Tally;
 use crate::proxy::admit::guard::{Admission, Guard};
 use crate::proxy::own::catalog::Catalog;
+use crate::proxy::websocket::revoke::Sessions;
 use crate::proxy::websocket::session;
 use crate::routing::routes::Router;
 use crate::upstream::lasting::Lasting;
@@ -95,6 +96,8 @@ pub struct Proxy {
     status_page: Bytes,
     /// Its part that says which backends systemd starts on demand, and whether they run.
     on_demand: Watch,
+    /// The WebSocket sessions opened with a client token (taken over by the next config).
+    sessions: Arc<Sessions>,
 }
 
 impl Proxy {
@@ -142,6 +145,7 @@ impl Proxy {
         let status_page = own::status::page(&router, &catalog, config.server.tls.is_some());
         Ok(Proxy {
             on_demand: Watch::new(&config),
+            sessions: Sessions::new(config.server.client_tokens.clone()),
             guard: Guard::new(&config.server),
             extra_secrets: headers::extra_secrets(&config.server.secret_headers),
             config: Arc::new(config),
@@ -152,6 +156,12 @@ impl Proxy {
             catalog,
             status_page,
         })
+    }
+
+    /// Takes over the WebSocket sessions of `old`, the configuration this one replaces:
+    /// those opened with a client token this one does not accept are ended.
+    pub(crate) fn take_over_sessions(&mut self, old: &Proxy) {
+        self.sessions = self.sessions.take_over(&old.sessions);
     }
 
     /// Every backend, in name order.

@@ -39,13 +39,14 @@ impl Proxy {
         ctx.path(&parts.uri, normalized.as_deref().ok());
         let path = normalized.map_err(|e| ProxyError::BadPath(e.0))?;
         let websocket = session::is_websocket(&parts.method, parts.version, &parts.headers);
-        if &*path != "/health" {
-            check_client_token(
+        let token = match &*path {
+            "/health" => None,
+            _ => check_client_token(
                 &self.config.server.client_tokens,
                 &mut parts.headers,
                 websocket,
-            )?;
-        }
+            )?,
+        };
         if let Some(res) = self.answer_own(&path, &parts, ctx).await? {
             return Ok(res);
         }
@@ -77,7 +78,8 @@ impl Proxy {
         if websocket {
             let forward_path = forward_path.into_owned();
             drop(path);
-            return Box::pin(self.open_session(parts, body, target, &forward_path, ctx)).await;
+            let opened = (parts, body, token);
+            return Box::pin(self.open_session(opened, target, &forward_path, ctx)).await;
         }
         if target.fallback.is_none() && !bc.is_pool() && !bc.waits() {
             // One server and nowhere else to go: the request is sent once, as it is.

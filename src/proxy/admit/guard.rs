@@ -23,7 +23,7 @@
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Version};
 
 use crate::config::{quote, HostRule, OriginRule, ServerConfig};
@@ -75,12 +75,16 @@ impl Guard {
         if let Err(e) = self.check_host(version, headers, unix) {
             return Admission::Refuse(e);
         }
-        let Some(origin) = headers.get(header::ORIGIN) else {
-            return match headers.get(&SEC_FETCH_SITE).map(HeaderValue::as_bytes) {
-                Some(b"cross-site") => Admission::Refuse(ProxyError::CrossSite("cross-site")),
-                Some(b"same-site") => Admission::Refuse(ProxyError::CrossSite("same-site")),
-                _ => Admission::Forward(None),
-            };
+        let mut origins = headers.get_all(header::ORIGIN).iter();
+        let origin = match (origins.next(), origins.next()) {
+            (Some(origin), None) => origin,
+            // Which would a backend or a relay read? Neither is let through.
+            (Some(_), Some(_)) => {
+                return Admission::Refuse(ProxyError::OriginNotAllowed(
+                    "(more than one Origin header)".into(),
+                ))
+            }
+            (None, _) => return cross_site(headers),
         };
         if !self.origins.iter().any(|r| r.matches(origin.as_bytes())) {
             return Admission::Refuse(ProxyError::OriginNotAllowed(quote(
@@ -137,6 +141,21 @@ impl Guard {
                 .is_some_and(|h| name == h || name.strip_suffix(".local") == Some(h))
             || self.hosts.iter().any(|r| r.matches(name))
     }
+}
+
+/// A request without `Origin`: refused when the browser says a page of another site sent it
+/// (`Sec-Fetch-Site`, in any letter case, in any of its headers).
+fn cross_site(headers: &HeaderMap) -> Admission {
+    for v in headers.get_all(&SEC_FETCH_SITE) {
+        let v = v.as_bytes();
+        if v.eq_ignore_ascii_case(b"cross-site") {
+            return Admission::Refuse(ProxyError::CrossSite("cross-site"));
+        }
+        if v.eq_ignore_ascii_case(b"same-site") {
+            return Admission::Refuse(ProxyError::CrossSite("same-site"));
+        }
+    }
+    Admission::Forward(None)
 }
 
 /// What a `Host` header names.
@@ -222,6 +241,7 @@ fn machine_hostname() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderValue;
 
     fn guard(hosts: &[&str], origins: &[&str]) -> Guard {
         Guard {
@@ -349,6 +369,23 @@ mod tests {
             code(admit(Method::GET, &[("sec-fetch-site", "none")])),
             "forward"
         );
+        for site in ["Cross-Site", "SAME-SITE"] {
+            let refused = admit(
+                Method::GET,
+                &[("sec-fetch-site", "none"), ("sec-fetch-site", site)],
+            );
+            assert_eq!(code(refused), "origin_not_allowed", "{site}");
+        }
+        let two = [
+            ("origin", "http://localhost:3000"),
+            ("origin", "http://evil.example"),
+        ];
+        assert_eq!(code(admit(Method::POST, &two)), "origin_not_allowed");
+        let two = [
+            ("origin", "http://localhost:3000"),
+            ("origin", "http://localhost:3000"),
+        ];
+        assert_eq!(code(admit(Method::POST, &two)), "origin_not_allowed");
         for allowed in ["http://localhost:3000", "moz-extension://0a1b2c"] {
             match admit(
                 Method::POST,

@@ -4,23 +4,31 @@ use http::header;
 
 use crate::config::tokens::ClientTokens;
 use crate::error::ProxyError;
-use crate::proxy::websocket::session;
+use crate::proxy::websocket::protocols;
 
 /// With `server.client_tokens_file`, a request needs `Authorization: Bearer TOKEN` with one of
-/// its tokens; the header is then removed, so the token never reaches a backend. A WebSocket
-/// request may present its token as a subprotocol instead (`openai-insecure-api-key.TOKEN`:
-/// browsers cannot set headers on a WebSocket), which is removed likewise.
+/// its tokens. A WebSocket request may present its token as a subprotocol instead
+/// (`openai-insecure-api-key.TOKEN`: browsers cannot set headers on a WebSocket). The token is
+/// removed from wherever it came, the header and every subprotocol entry carrying an accepted
+/// token, whatever the backend's policy: it is the proxy's, no backend's. Returns the
+/// accepted token's digest (what a WebSocket session remembers, to end when a reload no
+/// longer accepts it), `None` without tokens.
 pub(crate) fn check_client_token(
     tokens: &ClientTokens,
     headers: &mut http::HeaderMap,
     websocket: bool,
-) -> Result<(), ProxyError> {
-    if tokens.enabled() {
-        if tokens.allows(headers) {
-            headers.remove(header::AUTHORIZATION);
-        } else if !(websocket && session::take_token(headers, |t| tokens.allows_token(t))) {
-            return Err(ProxyError::Unauthorized);
-        }
+) -> Result<Option<[u8; 32]>, ProxyError> {
+    if !tokens.enabled() {
+        return Ok(None);
     }
-    Ok(())
+    let by_header = tokens.digest_of_header(headers);
+    if by_header.is_some() {
+        headers.remove(header::AUTHORIZATION);
+    }
+    let by_protocol = protocols::take_token(headers, |t| tokens.digest_of(t));
+    match (by_header, by_protocol) {
+        (Some(d), _) => Ok(Some(d)),
+        (None, Some(d)) if websocket => Ok(Some(d)),
+        _ => Err(ProxyError::Unauthorized),
+    }
 }

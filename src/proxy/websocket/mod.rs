@@ -3,6 +3,8 @@
 //! its own ([`session`]); a `101` is answered with the join pending, anything else passed
 //! back as it came.
 
+pub(crate) mod protocols;
+pub(crate) mod revoke;
 pub(crate) mod session;
 
 use http::request::Parts;
@@ -20,16 +22,17 @@ use crate::proxy::headers;
 use crate::upstream::failure;
 use crate::upstream::swap::Turn;
 use crate::upstream::{Backend, Server};
+use revoke::Revocation;
 use session::Session;
 
 impl Proxy {
     /// A routed WebSocket request: joined to one server of its backend (the least busy one
     /// that is in), holding its swap group's turn while the session lasts, so that a swap
-    /// never cuts it.
+    /// never cuts it. `token`: the digest of the client token it was admitted with, if any
+    /// (the session ends when a reload no longer accepts it).
     pub(in crate::proxy) async fn open_session(
         &self,
-        mut parts: Parts,
-        body: RequestBody,
+        (mut parts, body, token): (Parts, RequestBody, Option<[u8; 32]>),
         target: &Target,
         forward_path: &str,
         ctx: &mut Ctx,
@@ -49,7 +52,8 @@ impl Proxy {
             &ctx.rid,
             server.host.as_ref(),
         );
-        self.forward_websocket(parts, body, backend, server, turn)
+        let revocation = token.map(|t| self.sessions.register(t));
+        self.forward_websocket(parts, body, backend, server, (turn, revocation))
             .await
     }
 
@@ -59,12 +63,12 @@ impl Proxy {
         body: RequestBody,
         backend: &Backend,
         server: &Server,
-        turn: Option<Turn>,
+        held: (Option<Turn>, Option<Revocation>),
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let bc = &backend.config;
         let client = parts.extensions.remove::<OnUpgrade>();
         let session = parts.extensions.remove::<Session>();
-        session::prepare(&mut parts.headers, bc, &server.url);
+        session::prepare(&mut parts.headers, &server.url);
         let deadline = Instant::now() + bc.response_timeout;
         let sent = session::send(bc, Request::from_parts(parts, body));
         let mut res = match tokio::time::timeout_at(deadline, sent).await {
@@ -96,7 +100,7 @@ impl Proxy {
             ));
         }
         let shutdown = self.config.server.shutdown_timeout;
-        session::switching(res, client, session, bc, shutdown, turn).ok_or_else(|| {
+        session::switching(res, client, session, bc, shutdown, held).ok_or_else(|| {
             ProxyError::BackendFailed {
                 backend: bc.name.clone(),
                 url: server.url.url.clone(),

@@ -37,14 +37,13 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::protocols::mark_sensitive;
+use super::revoke::Revocation;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::{BackendConfig, ServerUrl};
 use crate::observe::access::AccessRecord;
 use crate::upstream;
 use crate::upstream::swap::Turn;
-
-/// The subprotocol prefix OpenAI's browser clients carry their key in.
-const KEY_PROTOCOL: &str = "openai-insecure-api-key.";
 
 /// How long the other side may take to close after one side closed.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(10);
@@ -71,78 +70,15 @@ fn has_token(headers: &HeaderMap, name: &header::HeaderName, token: &str) -> boo
     })
 }
 
-/// The entries of `Sec-WebSocket-Protocol`, as sent.
-fn protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or_default().split(','))
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-}
-
-/// Rewrites `Sec-WebSocket-Protocol` without the entries `drop` picks (the header goes when
-/// none is left); returns whether any was dropped. Values that still hold a key entry are
-/// marked sensitive.
-fn filter_protocols(headers: &mut HeaderMap, mut drop: impl FnMut(&str) -> bool) -> bool {
-    let mut kept = Vec::new();
-    let mut dropped = false;
-    for p in protocols(headers) {
-        if drop(p) {
-            dropped = true;
-        } else {
-            kept.push(p.to_string());
-        }
-    }
-    if dropped {
-        headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
-        if let Ok(v) = HeaderValue::from_str(&kept.join(", ")) {
-            if !kept.is_empty() {
-                headers.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
-            }
-        }
-    }
-    mark_sensitive(headers);
-    dropped
-}
-
-/// Marks `Sec-WebSocket-Protocol` values holding a key sensitive, so no `Debug` print of the
-/// headers shows them.
-fn mark_sensitive(headers: &mut HeaderMap) {
-    if let header::Entry::Occupied(mut e) = headers.entry(header::SEC_WEBSOCKET_PROTOCOL) {
-        for v in e.iter_mut() {
-            if v.to_str().unwrap_or_default().contains(KEY_PROTOCOL) {
-                v.set_sensitive(true);
-            }
-        }
-    }
-}
-
-/// A client token presented as a subprotocol (`openai-insecure-api-key.TOKEN`), by a browser
-/// that cannot send `Authorization`: when `allows` accepts one, it is removed (it is the
-/// proxy's, no backend's) and `true` returned.
-pub(crate) fn take_token(headers: &mut HeaderMap, allows: impl Fn(&[u8]) -> bool) -> bool {
-    let mut found = false;
-    filter_protocols(headers, |p| match p.strip_prefix(KEY_PROTOCOL) {
-        Some(token) if !found && allows(token.as_bytes()) => {
-            found = true;
-            true
-        }
-        _ => false,
-    });
-    found
-}
-
 /// Readies the headers of an upgrade request already rewritten for its backend (which took
-/// away the hop-by-hop `Upgrade` and `Connection`): puts the upgrade back, removes key
-/// subprotocols unless the backend takes the client's key, and sets `Host` to the server's
-/// (the request goes on a connection of its own, which adds none).
-pub(crate) fn prepare(headers: &mut HeaderMap, bc: &BackendConfig, server: &ServerUrl) {
+/// away the hop-by-hop `Upgrade` and `Connection`, and the key subprotocols unless the
+/// backend takes the client's key): puts the upgrade back, keeps `Sec-WebSocket-Protocol`
+/// marked sensitive, and sets `Host` to the server's (the request goes on a connection of its
+/// own, which adds none).
+pub(crate) fn prepare(headers: &mut HeaderMap, server: &ServerUrl) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if !bc.takes_client_credentials() {
-        filter_protocols(headers, |p| p.starts_with(KEY_PROTOCOL));
-    }
+    mark_sensitive(headers);
     if let Some(host) = host(server) {
         headers.insert(header::HOST, host);
     }
@@ -231,6 +167,8 @@ pub(crate) struct Pending {
     shutdown_timeout: Duration,
     /// Its backend's turn in a swap group, held while the session lasts.
     turn: Option<Turn>,
+    /// Says when the client token it was opened with is no longer accepted.
+    revocation: Option<Revocation>,
 }
 
 /// Where a [`Pending`] waits in the response's extensions (which hold only `Clone` values).
@@ -240,14 +178,15 @@ struct Slot(Arc<std::sync::Mutex<Option<Pending>>>);
 /// The `101` for the client from the backend's: its headers (without hop-by-hop ones, already
 /// removed) plus the upgrade, an empty body, and the [`Pending`] join in its extensions.
 /// `client` is the client request's upgrade (`None`: it cannot upgrade, 502 instead); `turn`,
-/// the backend's turn in its swap group, is held until the session ends.
+/// the backend's turn in its swap group, is held until the session ends, and `revocation`
+/// ends it when its client token is no longer accepted.
 pub(crate) fn switching(
     mut res: Response<Incoming>,
     client: Option<OnUpgrade>,
     session: Option<Session>,
     bc: &BackendConfig,
     shutdown_timeout: Duration,
-    turn: Option<Turn>,
+    (turn, revocation): (Option<Turn>, Option<Revocation>),
 ) -> Option<Response<ResponseBody>> {
     let client = client?;
     let backend = hyper::upgrade::on(&mut res);
@@ -268,6 +207,7 @@ pub(crate) fn switching(
         idle: bc.websocket_idle_timeout,
         shutdown_timeout,
         turn,
+        revocation,
     };
     parts
         .extensions
@@ -292,6 +232,8 @@ enum End {
     HalfClosed,
     Idle,
     Shutdown,
+    /// A reload no longer accepts the client token it was opened with.
+    Revoked,
     Failed(io::Error),
 }
 
@@ -317,6 +259,7 @@ impl Pending {
             idle,
             shutdown_timeout,
             turn,
+            revocation,
         } = self;
         // Given back when the session is over, however it ends.
         let _turn = turn;
@@ -335,7 +278,12 @@ impl Pending {
         let copy =
             tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, COPY_BUF, COPY_BUF);
         let stop = session.as_ref().map(|s| s.stop.clone());
-        let end = watch(copy, &activity, idle, stop, shutdown_timeout).await;
+        let ends = Ends {
+            stop,
+            shutdown_timeout,
+            revocation,
+        };
+        let end = watch(copy, &activity, idle, ends).await;
         if let Some(a) = access.as_deref_mut() {
             a.bytes_in
                 .store(activity.up.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -351,6 +299,9 @@ impl Pending {
                     crate::config::format_duration(idle)
                 )),
                 End::Shutdown => Some("WebSocket closed: shutdown_timeout reached".into()),
+                End::Revoked => {
+                    Some("WebSocket closed: a reload no longer accepts its client token".into())
+                }
                 End::Failed(e) => Some(format!("WebSocket connection failed: {e}")),
             };
         }
@@ -358,16 +309,28 @@ impl Pending {
     }
 }
 
-/// Runs the copy until both sides closed, or it fails, idles, or outlasts a stop.
+/// What else may end a session: a graceful stop (after `shutdown_timeout`), and its client
+/// token's revocation.
+struct Ends {
+    stop: Option<watch::Receiver<bool>>,
+    shutdown_timeout: Duration,
+    revocation: Option<Revocation>,
+}
+
+/// Runs the copy until both sides closed, or it fails, idles, outlasts a stop, or its token
+/// is revoked.
 async fn watch(
     copy: impl std::future::Future<Output = io::Result<(u64, u64)>>,
     activity: &Activity,
     idle: Duration,
-    stop: Option<watch::Receiver<bool>>,
-    shutdown_timeout: Duration,
+    ends: Ends,
 ) -> End {
     tokio::pin!(copy);
-    let mut stop = stop;
+    let Ends {
+        mut stop,
+        shutdown_timeout,
+        mut revocation,
+    } = ends;
     let mut stop_at: Option<Instant> = None;
     let mut close_at: Option<Instant> = None;
     let far = || Instant::now() + Duration::from_secs(86400 * 365);
@@ -399,6 +362,7 @@ async fn watch(
             () = stopping(&mut stop), if stop_at.is_none() => {
                 stop_at = Some(Instant::now() + shutdown_timeout);
             }
+            () = revoked(&mut revocation) => return End::Revoked,
         }
     }
 }
@@ -411,6 +375,14 @@ async fn stopping(stop: &mut Option<watch::Receiver<bool>>) {
                 // The server is gone: a stop all the same.
             }
         }
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the session's client token is no longer accepted; never without one.
+async fn revoked(revocation: &mut Option<Revocation>) {
+    match revocation {
+        Some(r) => r.revoked().await,
         None => std::future::pending().await,
     }
 }
@@ -525,19 +497,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
 mod tests {
     use super::*;
 
-    fn shown(headers: &HeaderMap) -> String {
-        protocols(headers).collect::<Vec<_>>().join(", ")
-    }
-
-    fn with_protocols(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_str(v).unwrap(),
-        );
-        h
-    }
-
     #[test]
     fn websocket_requests_are_recognised() {
         let mut h = HeaderMap::new();
@@ -554,36 +513,5 @@ mod tests {
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         assert!(!is_websocket(&Method::GET, Version::HTTP_11, &h));
-    }
-
-    #[test]
-    fn key_subprotocols_are_removed_and_the_rest_kept() {
-        let mut h =
-            with_protocols("realtime, openai-insecure-api-key.sk-secret, openai-beta.realtime-v1");
-        assert!(filter_protocols(&mut h, |p| p.starts_with(KEY_PROTOCOL)));
-        assert_eq!(shown(&h), "realtime, openai-beta.realtime-v1");
-        let mut h = with_protocols("openai-insecure-api-key.sk-secret");
-        assert!(filter_protocols(&mut h, |p| p.starts_with(KEY_PROTOCOL)));
-        assert!(!h.contains_key(header::SEC_WEBSOCKET_PROTOCOL));
-        let mut h = with_protocols("realtime");
-        assert!(!filter_protocols(&mut h, |p| p.starts_with(KEY_PROTOCOL)));
-        assert_eq!(shown(&h), "realtime");
-    }
-
-    #[test]
-    fn key_subprotocols_are_redacted_in_debug_output() {
-        let mut h = with_protocols("realtime, openai-insecure-api-key.sk-secret");
-        mark_sensitive(&mut h);
-        let debug = format!("{h:?}");
-        assert!(!debug.contains("sk-secret"), "{debug}");
-    }
-
-    #[test]
-    fn a_client_token_is_taken_from_the_subprotocols() {
-        let mut h = with_protocols("realtime, openai-insecure-api-key.the-token");
-        assert!(!take_token(&mut h, |t| t == b"another"));
-        assert_eq!(shown(&h), "realtime, openai-insecure-api-key.the-token");
-        assert!(take_token(&mut h, |t| t == b"the-token"));
-        assert_eq!(shown(&h), "realtime");
     }
 }
