@@ -78,6 +78,7 @@ pub(crate) mod defaults {
     pub(crate) const MAX_JSON_PEEK: u64 = 1 << 20;
     pub(crate) const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
     pub(crate) const MAX_REPLAY_BODY: u64 = 1 << 20;
+    pub(crate) const MAX_CONNECTIONS_PER_IP: u32 = 256;
     pub(crate) const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
     pub(crate) const HEALTH_BACKOFF: Duration = Duration::from_secs(1);
     pub(crate) const HEALTH_BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -203,6 +204,10 @@ pub struct ServerConfig {
     /// How much of a request body is kept while it is in flight, so that it can be sent again
     /// to another server or to the route's fallback when the first one fails before answering.
     pub max_replay_body: u64,
+    /// Connections one client address may have open at once on the TCP listeners (loopback
+    /// addresses not counted); the next one is closed right after it is accepted. Zero: no
+    /// cap.
+    pub max_connections_per_ip: u32,
 }
 
 /// `[metrics]`: Prometheus metrics on a listener of their own.

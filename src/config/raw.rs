@@ -45,6 +45,7 @@ pub(super) struct RawServer {
     pub tls_key: Option<Spanned<PathBuf>>,
     pub max_replay_body: Option<Spanned<Size>>,
     pub workers: Option<Spanned<RawWorkers>>,
+    pub max_connections_per_ip: Option<Spanned<i64>>,
 }
 
 /// `server.workers` as written: `"auto"` or a number (checked in validation).

@@ -4,8 +4,10 @@
 //! [`run`] takes its listeners and its shutdown future from the caller, so `serve`, socket
 //! activation and the tests all use the same entry point.
 
+mod h2;
 mod metrics_listener;
 mod parse_errors;
+mod per_ip;
 mod socket;
 
 pub use socket::StdListener;
@@ -19,9 +21,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify};
@@ -33,7 +35,9 @@ use crate::proxy::{Peer, Proxy};
 use crate::sync::{self, PerWorker};
 use crate::upstream::checks;
 use crate::upstream::lasting::Lasting;
+use h2::serve_h2;
 use parse_errors::JsonErrors;
+use per_ip::PerIp;
 
 /// What every worker shares: the live [`Proxy`] (swapped on reload) and counters for status
 /// reports and idle exit. Counters written per request are sharded by worker, so workers on
@@ -54,6 +58,8 @@ pub struct Shared {
     pub open_connections: AtomicUsize,
     /// Notified whenever the last open connection closes.
     pub all_closed: Notify,
+    /// Open connections per client address (`server.max_connections_per_ip`).
+    per_ip: Arc<PerIp>,
 }
 
 impl Shared {
@@ -71,6 +77,7 @@ impl Shared {
             accepted: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
             all_closed: Notify::new(),
+            per_ip: Arc::default(),
         });
         state.start_checks(&proxy);
         state
@@ -86,6 +93,12 @@ impl Shared {
         checks::spawn(proxy.backends(), async move {
             let _ = replaced.changed().await;
         });
+    }
+
+    /// Connections closed right after they were accepted because their client address had
+    /// `server.max_connections_per_ip` open already, since start.
+    pub fn refused_connections(&self) -> u64 {
+        self.per_ip.refused()
     }
 
     /// What the live configuration keeps across reloads (health, metrics).
@@ -346,16 +359,29 @@ async fn accept_loop(listener: Listener, state: Arc<Shared>, mut stop: watch::Re
         };
         match accepted {
             Ok(Accepted::Tcp(stream, peer)) => {
+                let current = state.current();
+                let server = &current.config.server;
+                // Over the cap: closed at once (dropped), before any TLS or HTTP work.
+                let Ok(slot) = state.per_ip.admit(peer.ip(), server.max_connections_per_ip) else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let ip = Some(peer.ip());
-                match state.current().config.server.tls.as_ref() {
+                let (state, stop) = (state.clone(), stop.clone());
+                match server.tls.as_ref() {
                     Some(tls) => {
                         let tls = tls.server.clone();
-                        tokio::spawn(serve_tls(stream, ip, tls, state.clone(), stop.clone()));
+                        tokio::spawn(async move {
+                            let _slot = slot;
+                            serve_tls(stream, ip, tls, state, stop).await;
+                        });
                     }
                     None => {
                         let peer = Peer { ip, https: false };
-                        tokio::spawn(serve_connection(stream, peer, state.clone(), stop.clone()));
+                        tokio::spawn(async move {
+                            let _slot = slot;
+                            serve_connection(stream, peer, state, stop).await;
+                        });
                     }
                 }
             }
@@ -443,31 +469,6 @@ fn service(
         let proxy = state.current();
         async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
     })
-}
-
-/// An HTTP/2 connection (TLS with ALPN `h2`), until it ends or the server stops.
-async fn serve_h2<I>(io: I, peer: Peer, state: Arc<Shared>, mut stop: watch::Receiver<bool>)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let _guard = ConnGuard::new(&state);
-    let max_header_size = state.current().config.server.max_header_size;
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX));
-    let conn = builder.serve_connection(TokioIo::new(io), service(&state, peer, &stop));
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!("HTTP/2 connection ended with an error: {e}");
-    }
 }
 
 async fn serve_connection<I>(io: I, peer: Peer, state: Arc<Shared>, mut stop: watch::Receiver<bool>)

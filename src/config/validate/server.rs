@@ -128,7 +128,31 @@ pub(super) fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> Server
         max_json_peek: max_json_peek(&raw, issues),
         tls: tls_files(&raw, issues),
         max_replay_body: max_replay_body(&raw, issues),
+        max_connections_per_ip: max_connections_per_ip(&raw, issues),
         workers,
+    }
+}
+
+/// Upper bound of `server.max_connections_per_ip`: more than any file limit allows.
+const MAX_CONNECTIONS_PER_IP: u32 = 1 << 20;
+
+fn max_connections_per_ip(raw: &RawServer, issues: &mut Issues<'_>) -> u32 {
+    let Some(n) = value(&raw.max_connections_per_ip) else {
+        return defaults::MAX_CONNECTIONS_PER_IP;
+    };
+    match u32::try_from(n) {
+        Ok(n) if n <= MAX_CONNECTIONS_PER_IP => n,
+        _ => {
+            issues.add(
+                "server.max_connections_per_ip",
+                span(&raw.max_connections_per_ip),
+                format!(
+                    "must be between 0 (no cap) and {MAX_CONNECTIONS_PER_IP} (open connections \
+                     from one client address)"
+                ),
+            );
+            defaults::MAX_CONNECTIONS_PER_IP
+        }
     }
 }
 
