@@ -72,7 +72,8 @@ fn describe_server(c: &Config) -> String {
     let _ = writeln!(
         s,
         "Server:      max_body_size {}, max_header_size {}, header_read_timeout {}, \
-         shutdown_timeout {}, idle_exit {}, max_json_peek {}, max_replay_body {}, workers {}",
+         shutdown_timeout {}, idle_exit {}, max_json_peek {}, max_replay_body {}, workers {}, \
+         max_connections_per_ip {}",
         format_size(c.server.max_body_size),
         format_size(c.server.max_header_size as u64),
         format_duration(c.server.header_read_timeout),
@@ -81,6 +82,10 @@ fn describe_server(c: &Config) -> String {
         format_size(c.server.max_json_peek),
         format_size(c.server.max_replay_body),
         c.server.workers,
+        match c.server.max_connections_per_ip {
+            0 => "off".to_string(),
+            n => n.to_string(),
+        },
     );
     s
 }
