@@ -8,22 +8,22 @@
 //! `upstream` holds the connection it goes out on. A folder imports only from folders below
 //! it (and `config`, `body`, `error`, `shard`, which every floor may use).
 //!
-//! - [`daemon`]: the process: start-up ([`serve`]), worker threads, listeners, reload,
+//! - `daemon`: the process: start-up (`serve`), worker threads, listeners, reload,
 //!   readiness for systemd and launchd, stop.
-//! - [`serve`]: the accept loop, connections, server-side TLS, answers to requests hyper
+//! - `serve`: the accept loop, connections, server-side TLS, answers to requests hyper
 //!   cannot parse, the metrics listener.
-//! - [`proxy`]: one request: admit (Host/Origin, CORS, client token) → route → rewrite
+//! - `proxy`: one request: admit (Host/Origin, CORS, client token) → route → rewrite
 //!   headers → send; what the proxy answers itself; WebSockets.
-//! - [`upstream`]: backends and their servers, the connection pool, health, swap groups,
+//! - `upstream`: backends and their servers, the connection pool, health, swap groups,
 //!   on-demand units, failure classification, client TLS.
-//! - [`observe`]: access log, daemon log, metrics.
-//! - [`routing`]: pure: path normalisation, routes, a request's `model`.
-//! - [`body`]: streamed bodies: size limits, idle time-outs, byte counts, replayed frames.
-//! - [`config`]: lookup, parsing, validation (file:line:column messages), client tokens,
+//! - `observe`: access log, daemon log, metrics.
+//! - `routing`: pure: path normalisation, routes, a request's `model`.
+//! - `body`: streamed bodies: size limits, idle time-outs, byte counts, replayed frames.
+//! - `config`: lookup, parsing, validation (file:line:column messages), client tokens,
 //!   TLS files.
-//! - [`error`]: `ProxyError` → status + OpenAI-shaped JSON.
-//! - [`shard`]: which worker thread this is, and counters with one part per worker.
-//! - [`commands`]: the tools apart from the daemon, with their clap types (`init`,
+//! - `error`: `ProxyError` → status + OpenAI-shaped JSON.
+//! - `sync`: what worker threads share: which worker this is, per-worker parts, locks.
+//! - `commands`: the tools apart from the daemon, with their clap types (`init`,
 //!   `check-config`, `check-endpoints`, start/stop/status, `container`, `generate`).
 
 mod body;

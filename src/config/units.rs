@@ -23,7 +23,7 @@ const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 
 const DURATION_UNITS: &str = "units: ms, s, m, h, d";
 
-/// Parses the duration syntax of [`Dur`].
+/// Parses the duration syntax of `Dur` ("10s", "5m", "1h30m").
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     use humantime::DurationError as E;
     let t = s.trim();
@@ -80,7 +80,7 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-/// Parses the size syntax of [`Size`].
+/// Parses the size syntax of `Size` ("100MiB", "64KiB").
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     if !t.starts_with(|c: char| c.is_ascii_digit()) {

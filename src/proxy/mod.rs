@@ -1,14 +1,18 @@
-//! One request: route it (by path, and by model where routes list `models`), rewrite it for
-//! its backend, forward it with the body streamed, and stream the backend's response back, or
-//! answer with an OpenAI-shaped error.
+//! One request, in phases that share one per-request context ([`context`]: its id, who sent
+//! it, its access record), as pingora's proxy phases do:
 //!
-//! Routing by model reads no more of the body than it needs: the `model` found in its first
-//! bytes ([`crate::routing::model`]) picks the route, an alias is spliced in, and the bytes read go to
-//! the backend first, followed by the rest of the stream ([`RequestBody`]).
-//!
-//! A request goes to a server of its route's backend; when that fails before any byte of an
-//! answer went to the client, it may go to another server of a pool, or to the route's
-//! fallback ([`send`]).
+//! 1. **admit** ([`admit`]): the head (length, framing), `Host` and `Origin`, CORS
+//!    preflights, the client token; what is refused here reaches no backend;
+//! 2. **route** ([`route`]): the proxy's own answers ([`own`]: `/`, `/health`, the merged
+//!    `/v1/models`), the route by path, or by the `model` its body names ([`by_model`], reading
+//!    no more of the body than it needs; the bytes read go to the backend first);
+//! 3. **rewrite** ([`rewrite`], [`headers`], [`query`]): the URL and headers for one server of
+//!    the route's backend, its credentials policy applied;
+//! 4. **send** ([`send`]): once, or, for pools, fallbacks and on-demand backends ([`start`]),
+//!    to another server or the fallback while no byte of an answer has gone out; a WebSocket
+//!    goes to [`websocket`];
+//! 5. **finish** (here): the error's OpenAI-shaped answer, the request id, CORS headers, and
+//!    the access record handed to the response body, which writes it when done.
 //!
 //! A [`Proxy`] is an immutable snapshot built from one [`Config`]: routes, backends with their
 //! connection pools, limits. Reloading builds a new one; requests already running keep theirs.
