@@ -282,8 +282,9 @@ impl MultipartScan {
                             ))
                         }
                         [b'\r', b'\n', ..] => self.state = M::Head(self.at + pad),
-                        [] | [b'\r'] | [b'-'] if rest.len() <= MAX_PART_HEAD => return Ok(None),
-                        [] | [b'\r'] | [b'-'] => {
+                        [] | [b'\r'] if rest.len() <= MAX_PART_HEAD => return Ok(None),
+                        [b'-'] if pad == 0 => return Ok(None),
+                        [] | [b'\r'] => {
                             let why = "a boundary line that does not end";
                             return Ok(Some(Found::Missing(Missing::BadMultipart(why))));
                         }
@@ -299,6 +300,12 @@ impl MultipartScan {
                         return Ok(None);
                     };
                     let k = from + k;
+                    // The boundary at a line start in the headers is a delimiter (RFC 2046):
+                    // a part without the empty line after its headers.
+                    let block = &self.buf[from..k + 2];
+                    if memmem::find_iter(block, &self.dash).any(|i| block[i - 1] == b'\n') {
+                        return Err(FAKE);
+                    }
                     let head = self.buf.get(from + 2..k).unwrap_or_default();
                     self.at = k + 4;
                     self.state = match part(head)? {
