@@ -266,8 +266,8 @@ pub fn headers(data: &[u8]) {
 /// than its limit, gives the same answer however the body is split, and a model it finds
 /// stands in the body where it says: as a JSON string that decodes to it, or as the
 /// multipart field's bytes. And it is the model a real parser reads ([`reference`]): when
-/// serde_json parses the body, its top level has exactly that one `"model"` (and no key that
-/// is `model` ignoring case); when the whole body was within the limit and RFC 2046 splits it,
+/// serde_json parses the body's object within the limit, its top level has exactly that one
+/// `"model"` (and no key that is `model` ignoring case); when the whole body was within the limit and RFC 2046 splits it,
 /// there is exactly one field named `model` and its value is the span. A body the scanner
 /// calls ambiguous really is, for JSON: two `model` keys, or one in another case.
 pub fn model(data: &[u8]) {
@@ -329,7 +329,9 @@ fn differential(multipart: bool, body: &[u8], limit: usize, found: &Found) {
         assert_eq!(&body[span.clone()], name.as_bytes());
         return;
     }
-    let Some(top) = reference::json_top_level(body) else {
+    // Past the limit the scanner does not look (a second `model` there is not seen, by
+    // design: docs/security.md).
+    let Some((top, _)) = reference::json_top_level(body).filter(|(_, end)| *end <= limit) else {
         return;
     };
     match found {
@@ -341,7 +343,7 @@ fn differential(multipart: bool, body: &[u8], limit: usize, found: &Found) {
             );
             assert_eq!(top.other_case, 0, "a key that is model ignoring case");
         }
-        Found::Ambiguous(why) if body.len() <= limit => {
+        Found::Ambiguous(why) => {
             assert!(
                 top.models.len() > 1 || top.other_case > 0,
                 "not ambiguous: {why}"

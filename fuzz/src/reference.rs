@@ -6,7 +6,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 /// What a JSON object's top level says about `model`.
 #[derive(Debug, Default)]
@@ -18,6 +18,12 @@ pub struct TopLevel {
 }
 
 struct TopLevelVisitor;
+
+impl<'de> Deserialize<'de> for TopLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TopLevel, D::Error> {
+        d.deserialize_map(TopLevelVisitor)
+    }
+}
 
 impl<'de> Visitor<'de> for TopLevelVisitor {
     type Value = TopLevel;
@@ -42,10 +48,11 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
 }
 
 /// serde_json's reading of the first JSON value of `body` (what follows it is ignored), when
-/// it is an object.
-pub fn json_top_level(body: &[u8]) -> Option<TopLevel> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    (&mut de).deserialize_map(TopLevelVisitor).ok()
+/// it is an object, and where that object ends.
+pub fn json_top_level(body: &[u8]) -> Option<(TopLevel, usize)> {
+    let mut values = serde_json::Deserializer::from_slice(body).into_iter::<TopLevel>();
+    let top = values.next()?.ok()?;
+    Some((top, values.byte_offset()))
 }
 
 /// One field of a multipart body: its `name` and where its value stands in the body.
