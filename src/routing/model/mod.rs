@@ -205,9 +205,9 @@ impl Scanner {
     /// The body ended before the answer was known.
     pub fn finish(&mut self) -> Found {
         if let Inner::Multipart(m) = &mut self.inner {
-            // The whole body was read: a model without a closing delimiter is the only one.
-            if let Some(found) = m.take_found() {
-                return found;
+            // Without its closing delimiter, the last part's end is each parser's guess.
+            if m.take_found().is_some() {
+                return Found::Ambiguous(multipart::UNCLOSED);
             }
         }
         Found::Missing(match (&self.inner, self.fed) {

@@ -143,6 +143,9 @@ const TWICE: &str = "the multipart body has two \"model\" fields, and parsers di
 /// Why a line that starts with the boundary but is no delimiter is refused.
 const FAKE: &str = "a line of the multipart body starts with the boundary but is no delimiter \
                     (RFC 2046), which some parsers take for one";
+/// Why a body without its closing delimiter is refused once it named a model.
+pub(super) const UNCLOSED: &str = "the multipart body ends before its closing delimiter, where \
+                                   parsers guess differently where its last part ends";
 /// Why the boundary after a bare CR or LF is refused.
 const BARE: &str = "the multipart boundary follows a bare CR or LF, which some parsers take \
                     for a delimiter";
@@ -512,6 +515,9 @@ mod tests {
         body.truncate(body.len() - "--b--\r\n".len());
         body.extend_from_slice(field("\"model\"", "b").as_bytes());
         assert!(matches!(multipart(&body, "b"), Found::Ambiguous(_)));
+        // A model, then no closing delimiter.
+        let body = field("model", "a") + "--b\r\nContent-Disposition: form-data; name=x\r";
+        assert!(matches!(raw(&body), Found::Ambiguous(_)));
     }
     #[test]
     fn parameters_are_read_with_their_quotes() {
