@@ -110,14 +110,14 @@ pub fn multipart_fields(boundary: &[u8], body: &[u8]) -> Option<Vec<Field>> {
         let (head, value_at) = if part.starts_with(b"\r\n") {
             (&part[..0], 2)
         } else {
-            let Some(k) = part.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match part.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(k) => (&part[..k], k + 4),
+                // Headers and no body (`[CRLF *OCTET]` is optional): the value is empty.
+                None if part.ends_with(b"\r\n") => (&part[..part.len() - 2], part.len()),
                 // A last part cut short in its headers has no value.
-                if end == body.len() {
-                    break;
-                }
-                return None;
-            };
-            (&part[..k], k + 4)
+                None if end == body.len() => break,
+                None => return None,
+            }
         };
         let mut name = None;
         for line in head.split(|&b| b == b'\n') {

@@ -260,6 +260,10 @@ impl MultipartScan {
                         return Ok(None);
                     };
                     if let Some(start) = model {
+                        if start > i {
+                            // `name=model\r\n` then the delimiter's CRLF: no empty line.
+                            return Err("the model field has no empty line after its headers");
+                        }
                         let Ok(name) = std::str::from_utf8(&self.buf[start..i]) else {
                             let why = Missing::BadMultipart("the model is not UTF-8");
                             return Ok(Some(Found::Missing(why)));
@@ -515,6 +519,9 @@ mod tests {
         body.truncate(body.len() - "--b--\r\n".len());
         body.extend_from_slice(field("\"model\"", "b").as_bytes());
         assert!(matches!(multipart(&body, "b"), Found::Ambiguous(_)));
+        // A model field without the empty line after its headers.
+        let body = "--b\r\nContent-Disposition: form-data; name=model\r\n\r\n--b--";
+        assert!(matches!(raw(body), Found::Ambiguous(_)));
         // A model, then no closing delimiter.
         let body = field("model", "a") + "--b\r\nContent-Disposition: form-data; name=x\r";
         assert!(matches!(raw(&body), Found::Ambiguous(_)));
