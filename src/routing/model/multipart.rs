@@ -299,7 +299,14 @@ impl MultipartScan {
                     }
                 }
                 M::Head(from) => {
-                    let Some(k) = memmem::find(&self.buf[from..], b"\r\n\r\n") else {
+                    let found = memmem::find(&self.buf[from..], b"\r\n\r\n");
+                    // The boundary at a line start in the headers is a delimiter (RFC 2046):
+                    // a part without the empty line after its headers.
+                    let block = &self.buf[from..found.map_or(self.buf.len(), |k| from + k + 2)];
+                    if memmem::find_iter(block, &self.dash).any(|i| block[i - 1] == b'\n') {
+                        return Err(FAKE);
+                    }
+                    let Some(k) = found else {
                         if self.buf.len() - from > MAX_PART_HEAD {
                             let why = "part headers longer than 16 KiB";
                             return Ok(Some(Found::Missing(Missing::BadMultipart(why))));
@@ -307,12 +314,6 @@ impl MultipartScan {
                         return Ok(None);
                     };
                     let k = from + k;
-                    // The boundary at a line start in the headers is a delimiter (RFC 2046):
-                    // a part without the empty line after its headers.
-                    let block = &self.buf[from..k + 2];
-                    if memmem::find_iter(block, &self.dash).any(|i| block[i - 1] == b'\n') {
-                        return Err(FAKE);
-                    }
                     let head = self.buf.get(from + 2..k).unwrap_or_default();
                     self.at = k + 4;
                     self.state = match part(head)? {
@@ -522,6 +523,9 @@ mod tests {
         // A model field without the empty line after its headers.
         let body = "--b\r\nContent-Disposition: form-data; name=model\r\n\r\n--b--";
         assert!(matches!(raw(body), Found::Ambiguous(_)));
+        // A part whose headers never end, and a delimiter among them.
+        let body = field("model", "a") + "--b\r\nX: 1\r\n--b\r\n";
+        assert!(matches!(raw(&body), Found::Ambiguous(_)));
         // A model, then no closing delimiter.
         let body = field("model", "a") + "--b\r\nContent-Disposition: form-data; name=x\r";
         assert!(matches!(raw(&body), Found::Ambiguous(_)));
