@@ -50,6 +50,8 @@ pub enum ProxyError {
         why: String,
         code: &'static str,
     },
+    #[error("cannot read one model from the body for {path}: {why}; the request is refused, as a backend could read another model than the proxy routes by (send \"model\" once)")]
+    AmbiguousModel { path: String, why: &'static str },
     #[error("no backend listed its models: {0}")]
     NoModelList(String),
     #[error("no backend named {0} takes part in the model list (its list_models is false, or it does not exist)")]
@@ -123,7 +125,8 @@ impl ProxyError {
             | ProxyError::ClientBody(_)
             | ProxyError::BadFraming(_)
             | ProxyError::BadHost(_)
-            | ProxyError::NoModel { .. } => StatusCode::BAD_REQUEST,
+            | ProxyError::NoModel { .. }
+            | ProxyError::AmbiguousModel { .. } => StatusCode::BAD_REQUEST,
             ProxyError::HostNotAllowed(_)
             | ProxyError::OriginNotAllowed(_)
             | ProxyError::CrossSite(_) => StatusCode::FORBIDDEN,
@@ -182,6 +185,7 @@ impl ProxyError {
             }
             ProxyError::ModelNotFound { .. } => "model_not_found",
             ProxyError::NoModel { code, .. } => code,
+            ProxyError::AmbiguousModel { .. } => "ambiguous_model",
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
             ProxyError::BodyTooLarge { .. } => "request_too_large",
             ProxyError::ClientStalled(_) => "client_timeout",
@@ -208,9 +212,17 @@ impl ProxyError {
         }
     }
 
+    /// `error.param`: the request parameter an error is about, if any.
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::AmbiguousModel { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
     /// The JSON body.
     pub fn body(&self) -> Bytes {
-        json_error(&self.to_string(), self.kind(), self.code())
+        json_body(&self.to_string(), self.kind(), self.code(), self.param())
     }
 
     /// A complete response for this error.
@@ -259,12 +271,19 @@ impl From<&BodyError> for ProxyError {
 
 /// `{"error":{"message":...,"type":...,"code":...}}`
 pub(crate) fn json_error(message: &str, kind: &str, code: &str) -> Bytes {
+    json_body(message, kind, code, None)
+}
+
+/// `{"error":{"message":...,"type":...,"code":...}}`, and `"param"` when there is one.
+fn json_body(message: &str, kind: &str, code: &str, param: Option<&str>) -> Bytes {
     #[derive(serde::Serialize)]
     struct Inner<'a> {
         message: &'a str,
         #[serde(rename = "type")]
         kind: &'a str,
         code: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        param: Option<&'a str>,
     }
     #[derive(serde::Serialize)]
     struct Outer<'a> {
@@ -275,6 +294,7 @@ pub(crate) fn json_error(message: &str, kind: &str, code: &str) -> Bytes {
             message,
             kind,
             code,
+            param,
         },
     };
     // Serializing three strings cannot fail; fall back to a fixed body all the same.
@@ -306,7 +326,23 @@ mod tests {
         );
         assert_eq!(v["error"]["type"], "proxy_error");
         assert_eq!(v["error"]["code"], "backend_unreachable");
+        assert!(v["error"].get("param").is_none());
         let e = ProxyError::BadPath("x");
         assert_eq!(e.kind(), "invalid_request_error");
+    }
+
+    #[test]
+    fn an_ambiguous_model_is_a_client_error_about_the_model() {
+        let e = ProxyError::AmbiguousModel {
+            path: "/v1/chat/completions".into(),
+            why: "two",
+        };
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "ambiguous_model");
+        assert_eq!(v["error"]["param"], "model");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("/v1/chat/completions: two;"), "{message}");
     }
 }

@@ -5,6 +5,9 @@
 //! Each function takes raw bytes, must never panic except through a failed assertion, and
 //! asserts what the proxy promises about its input.
 
+#[path = "reference.rs"]
+pub mod reference;
+
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
@@ -262,7 +265,11 @@ pub fn headers(data: &[u8]) {
 /// `b`), the second where it is split in two frames. Scanning never panics, reads no further
 /// than its limit, gives the same answer however the body is split, and a model it finds
 /// stands in the body where it says: as a JSON string that decodes to it, or as the
-/// multipart field's bytes.
+/// multipart field's bytes. And it is the model a real parser reads ([`reference`]): when
+/// serde_json parses the body's object within the limit, its top level has exactly that one
+/// `"model"` (and no key that is `model` ignoring case); when the whole body was within the limit and RFC 2046 splits it,
+/// there is exactly one field named `model` and its value is the span. A body the scanner
+/// calls ambiguous really is, for JSON: two `model` keys, or one in another case.
 pub fn model(data: &[u8]) {
     let [kind, cut, body @ ..] = data else {
         return;
@@ -286,7 +293,8 @@ pub fn model(data: &[u8]) {
     let whole = scan(&[body]);
     let at = usize::from(*cut).min(body.len());
     assert_eq!(scan(&[&body[..at], &body[at..]]), whole, "split at {at}");
-    if let Found::Model { name, span } = whole {
+    if let Found::Model { name, span } = &whole {
+        let span = span.clone();
         assert!(
             span.end <= body.len().min(limit),
             "{span:?} beyond the limit"
@@ -296,7 +304,51 @@ pub fn model(data: &[u8]) {
             assert_eq!(raw, name.as_bytes());
         } else {
             let decoded: String = serde_json::from_slice(raw).expect("a JSON string");
-            assert_eq!(decoded, name);
+            assert_eq!(&decoded, name);
         }
+    }
+    differential(multipart, body, limit, &whole);
+}
+
+/// The scanner's answer against the reference readers (see [`model`]).
+fn differential(multipart: bool, body: &[u8], limit: usize, found: &Found) {
+    if multipart {
+        let Found::Model { name, span } = found else {
+            return;
+        };
+        if body.len() > limit {
+            return;
+        }
+        let fields = reference::multipart_fields(b"b", body).expect("RFC 2046 splits the body");
+        let models: Vec<_> = fields
+            .iter()
+            .filter(|f| f.name.as_deref() == Some(b"model"))
+            .collect();
+        assert_eq!(models.len(), 1, "{fields:?}");
+        assert_eq!(&models[0].value, span);
+        assert_eq!(&body[span.clone()], name.as_bytes());
+        return;
+    }
+    // Past the limit the scanner does not look (a second `model` there is not seen, by
+    // design: docs/security.md).
+    let Some((top, _)) = reference::json_top_level(body).filter(|(_, end)| *end <= limit) else {
+        return;
+    };
+    match found {
+        Found::Model { name, .. } => {
+            assert_eq!(
+                top.models,
+                [Some(name.clone())],
+                "serde_json reads another model"
+            );
+            assert_eq!(top.other_case, 0, "a key that is model ignoring case");
+        }
+        Found::Ambiguous(why) => {
+            assert!(
+                top.models.len() > 1 || top.other_case > 0,
+                "not ambiguous: {why}"
+            );
+        }
+        _ => {}
     }
 }

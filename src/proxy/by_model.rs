@@ -31,8 +31,9 @@ impl Proxy {
         Some((m, alias.map(|to| model::model_path(to))))
     }
 
-    /// Reads as much of the body as it takes to find its `model`, and picks the first route
-    /// that takes it (or, without a model, the first that takes every model). The model and
+    /// Reads as much of the body as it takes to find its `model` and see that it is the only
+    /// one, and picks the first route that takes it (or, without a model, the first that takes
+    /// every model); a body that names it ambiguously is refused. The model and
     /// where it stands come back too, for an alias to be spliced in for the backend that gets
     /// the request ([`BodyModel::alias_for`]).
     pub(super) async fn by_body_model<'p>(
@@ -55,6 +56,14 @@ impl Proxy {
         };
         let (name, span) = match found {
             Found::Model { name, span } => (name, span),
+            // Refused before any route is chosen: no backend gets a body it could read as
+            // naming another model.
+            Found::Ambiguous(why) => {
+                return Err(ProxyError::AmbiguousModel {
+                    path: path.to_string(),
+                    why,
+                })
+            }
             Found::Missing(why) => {
                 let m =
                     self.router

@@ -1,6 +1,13 @@
-//! The JSON scanner: the first top-level `"model"` string of a body read frame by frame,
-//! tracking strings (escapes included) and nesting, so that a `"model"` key inside a nested
-//! object does not count. It keeps nothing of the body but the key it is in and the model.
+//! The JSON scanner: the top-level `"model"` string of a body read frame by frame, tracking
+//! strings (escapes included) and nesting, so that a `"model"` key inside a nested object does
+//! not count. After the model it reads on to the end of the top-level object (within the
+//! limit) to make sure there is no second `"model"` key: JSON parsers disagree on which of two
+//! counts (Python's and JavaScript's take the last), so two are refused
+//! ([`Found::Ambiguous`]), as is a key that is `model` only when case is ignored (Go's
+//! `encoding/json` matches field names that way). It keeps nothing of the body but the key it
+//! is in and the model.
+
+use std::ops::Range;
 
 use super::{Found, Missing};
 
@@ -160,8 +167,17 @@ pub(super) struct JsonScan {
     model: JsonStr,
     /// Where the model's string (its opening quote) starts.
     model_at: usize,
+    /// The model once its string ended, and its span: the answer unless a second one follows.
+    found: Option<(String, Range<usize>)>,
     skip: Skip,
 }
+
+/// Why a body with two top-level `model` keys is refused.
+const TWICE: &str = "the JSON body names \"model\" twice at its top level, and JSON parsers \
+                     disagree on which one counts";
+/// Why a body with a key such as `Model` is refused.
+const CASE: &str = "the JSON body has a top-level key that is \"model\" only when case is \
+                    ignored, which some JSON parsers read as the model";
 
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
@@ -171,6 +187,21 @@ impl JsonScan {
     /// Whether anything but white space came yet.
     pub(super) fn started(&self) -> bool {
         self.state != J::Start
+    }
+
+    /// The model read so far, if any: what the limit leaves as the answer when it cuts the
+    /// scan short after the model (a body with `model` first and a long `messages`).
+    pub(super) fn take_found(&mut self) -> Option<Found> {
+        let (name, span) = self.found.take()?;
+        Some(Found::Model { name, span })
+    }
+
+    /// The top-level object ended: its model, or none.
+    fn end(&mut self) -> Option<Found> {
+        Some(
+            self.take_found()
+                .unwrap_or(Found::Missing(Missing::NoModel)),
+        )
     }
 
     pub(super) fn feed(&mut self, chunk: &[u8]) -> Option<Found> {
@@ -196,12 +227,19 @@ impl JsonScan {
                     self.key.start(8);
                     self.state = J::InKey;
                 }
-                J::KeyOrEnd if b == b'}' => return Some(Found::Missing(Missing::NoModel)),
+                J::KeyOrEnd if b == b'}' => return self.end(),
                 J::KeyOrEnd | J::Key => return bad(at, "expected a key"),
                 J::InKey => match self.key.push(b) {
                     Ok(false) => {}
                     Ok(true) => {
-                        self.is_model = !self.key.over && self.key.out == b"model";
+                        let key = (!self.key.over).then_some(&self.key.out[..]);
+                        self.is_model = key == Some(b"model");
+                        if self.is_model && self.found.is_some() {
+                            return Some(Found::Ambiguous(TWICE));
+                        }
+                        if !self.is_model && key.is_some_and(|k| k.eq_ignore_ascii_case(b"model")) {
+                            return Some(Found::Ambiguous(CASE));
+                        }
                         self.state = J::Colon;
                     }
                     Err(what) => return bad(at, what),
@@ -221,7 +259,8 @@ impl JsonScan {
                     match b {
                         b'"' => s.in_string = true,
                         b'{' | b'[' => s.open.push(b),
-                        b'-' | b'0'..=b'9' | b'a'..=b'z' => s.scalar = true,
+                        // `NaN` and `Infinity` too: Python writes and reads them.
+                        b'-' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' => s.scalar = true,
                         _ => return bad(at, "expected a value"),
                     }
                     self.state = J::Skip;
@@ -229,18 +268,12 @@ impl JsonScan {
                 J::InModel => match self.model.push(b) {
                     Ok(false) => {}
                     Ok(true) => {
-                        return Some(
-                            match String::from_utf8(std::mem::take(&mut self.model.out)) {
-                                Ok(name) => Found::Model {
-                                    name,
-                                    span: self.model_at..at + 1,
-                                },
-                                Err(_) => Found::Missing(Missing::NotJson {
-                                    at,
-                                    what: "a string that is not UTF-8",
-                                }),
-                            },
-                        );
+                        let Ok(name) = String::from_utf8(std::mem::take(&mut self.model.out))
+                        else {
+                            return bad(at, "a string that is not UTF-8");
+                        };
+                        self.found = Some((name, self.model_at..at + 1));
+                        self.state = J::Next;
                     }
                     Err(what) => return bad(at, what),
                 },
@@ -289,7 +322,7 @@ impl JsonScan {
                     }
                 }
                 J::Next if b == b',' => self.state = J::Key,
-                J::Next if b == b'}' => return Some(Found::Missing(Missing::NoModel)),
+                J::Next if b == b'}' => return self.end(),
                 J::Next => return bad(at, "expected ',' or '}'"),
             }
             i += 1;
@@ -355,9 +388,35 @@ mod tests {
         assert_eq!(model(r#"{"m\u006fdel":"escaped-key"}"#), "escaped-key");
         assert_eq!(model(r#"{"model":"\ud83e\udd99 caf\u00e9"}"#), "🦙 café");
         assert_eq!(model("{\"model\":\"llamä\"}"), "llamä");
-        // The first of two wins; the scan stops there.
-        assert_eq!(model(r#"{"model":"first","model":"second"}"#), "first");
-        assert_eq!(model(r#"{"model":"x"  garbage after"#), "x");
+        assert_eq!(model(r#"{"model":"x","t":NaN,"u":-Infinity}"#), "x");
+    }
+    #[test]
+    fn a_second_model_or_one_that_differs_in_case_is_ambiguous() {
+        for body in [
+            r#"{"model":"gpt-4o-mini","model":"o1-pro"}"#,
+            r#"{"model":"a","messages":[{"model":"n"}],"model":3}"#,
+            r#"{"model":"a","m\u006fdel":"b"}"#,
+            r#"{"model":"a","Model":"b"}"#,
+            r#"{"MODEL":"b","model":"a"}"#,
+            r#"{"mOdEl":"b"}"#,
+        ] {
+            assert!(matches!(json(body), Found::Ambiguous(_)), "{body}");
+        }
+        // Nested, or longer keys, are not the model.
+        assert_eq!(
+            model(r#"{"model":"a","tools":[{"model":"b"}],"models":"c","Model2":1}"#),
+            "a"
+        );
+    }
+    #[test]
+    fn after_the_model_the_rest_must_be_json_too() {
+        for body in [
+            r#"{"model":"x"  garbage after"#,
+            r#"{"model":"x","a":[}"#,
+            r#"{"model":"x","a":#,"model":"y"}"#,
+        ] {
+            assert!(matches!(missing(body), Missing::NotJson { .. }), "{body}");
+        }
     }
     #[test]
     fn says_why_there_is_no_model() {
@@ -403,9 +462,23 @@ mod tests {
             scan_in(late.as_bytes(), 1000, 8192, None),
             Found::Model { .. }
         ));
+        // The model first, then more than the limit: the model read is the answer (a second
+        // one beyond the limit is not seen; docs/security.md).
         let early = format!(r#"{{"model":"early","messages":["{filler}"]}}"#);
         assert!(matches!(
             scan_in(early.as_bytes(), 4096, 64, None),
+            Found::Model { name, span } if name == "early" && span == (9..16)
+        ));
+        // Within the limit, a second one is seen, however the body arrives.
+        let twice = format!(r#"{{"model":"a","messages":["{filler}"],"model":"b"}}"#);
+        for piece in [1, 100, 5000] {
+            assert!(matches!(
+                scan_in(twice.as_bytes(), piece, 8192, None),
+                Found::Ambiguous(_)
+            ));
+        }
+        assert!(matches!(
+            scan_in(twice.as_bytes(), 100, 4096, None),
             Found::Model { .. }
         ));
     }

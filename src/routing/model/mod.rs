@@ -2,13 +2,24 @@
 //! place. Pure: bytes in, findings out.
 //!
 //! - JSON (`json`): an incremental scanner that tracks strings (escapes included) and
-//!   nesting, and stops at the first top-level `"model"` string. A `"model"` key inside a
-//!   nested object does not count.
+//!   nesting, finds the top-level `"model"` string and reads on to the end of the object to
+//!   see that it is the only one. A `"model"` key inside a nested object does not count.
 //! - `multipart/form-data` (`multipart`; transcriptions): the parts are read in order, file parts
-//!   included, until the field named `model`. The Python SDK sends it before the file, so it
-//!   is found in the first frame; the Node SDK sends the fields in the order of the call's
-//!   arguments (its README writes `file` first), so for a file larger than the limit the model
-//!   is out of reach.
+//!   included, by RFC 2046 (a delimiter only at a line start) and RFC 7578 (`Content-Disposition`
+//!   parameters with quoted strings), to the closing delimiter, to find the field named `model`
+//!   and see that it is the only one. The Python SDK sends it before the file, so it is found
+//!   in the first frame; the Node SDK sends the fields in the order of the call's arguments
+//!   (its README writes `file` first), so for a file larger than the limit the model is out of
+//!   reach.
+//!
+//! One reading of `model`: where a backend's parser could read another model than the proxy
+//! routes by (two `model` keys or fields, a key that is `model` only when case is ignored, a
+//! line that starts with the boundary but is no delimiter, headers that parsers split
+//! differently), the scanner says [`Found::Ambiguous`] and the request is refused. When the
+//! limit ends the scan after the model, before the end of the body, the model read is the
+//! answer: a second `model` further on than `server.max_json_peek` is not seen (SDKs send
+//! `model` first or early and long `messages` after it; refusing those would refuse most large
+//! requests). docs/security.md says so.
 //! - A path that names a model, `/v1/models/{id}`: [`path_model`].
 //!
 //! A scanner is fed the body's frames as they arrive and reads at most `server.max_json_peek`
@@ -38,6 +49,9 @@ pub enum Found {
     },
     /// No model can be read from the body.
     Missing(Missing),
+    /// The body could be read as naming another model than the one the proxy would route by
+    /// (why, in a sentence): it is refused.
+    Ambiguous(&'static str),
 }
 
 /// Why a body names no model the proxy can route by.
@@ -172,19 +186,30 @@ impl Scanner {
             Inner::Multipart(s) => s.feed(chunk),
         };
         self.fed += take;
-        match (found, &self.inner) {
-            (None, Inner::Multipart(m)) if self.fed >= self.limit && m.saw_file => {
-                Some(Found::Missing(Missing::AfterFile(self.limit)))
-            }
-            (None, _) if self.fed >= self.limit => {
-                Some(Found::Missing(Missing::Beyond(self.limit)))
-            }
-            (found, _) => found,
+        if found.is_some() || self.fed < self.limit {
+            return found;
         }
+        // The limit: the model read so far, if any, is the answer.
+        Some(
+            match &mut self.inner {
+                Inner::Json(s) => s.take_found(),
+                Inner::Multipart(m) => m.take_found(),
+            }
+            .unwrap_or(match &self.inner {
+                Inner::Multipart(m) if m.saw_file => Found::Missing(Missing::AfterFile(self.limit)),
+                _ => Found::Missing(Missing::Beyond(self.limit)),
+            }),
+        )
     }
 
     /// The body ended before the answer was known.
-    pub fn finish(&self) -> Found {
+    pub fn finish(&mut self) -> Found {
+        if let Inner::Multipart(m) = &mut self.inner {
+            // Without its closing delimiter, the last part's end is each parser's guess.
+            if m.take_found().is_some() {
+                return Found::Ambiguous(multipart::UNCLOSED);
+            }
+        }
         Found::Missing(match (&self.inner, self.fed) {
             (_, 0) => Missing::Empty,
             (Inner::Json(s), _) if !s.started() => Missing::Empty,
