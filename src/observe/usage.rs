@@ -2,10 +2,12 @@
 //! no byte is changed, and only a bounded part is kept to look at.
 //!
 //! - A JSON answer (`application/json`: OpenAI's chat, completions, embeddings and Responses
-//!   API, Anthropic's Messages, Ollama's native API without streaming) keeps its last
-//!   [`TAIL`] bytes; at its end, the last `"usage"` object there gives the counts
-//!   (`prompt_tokens`/`completion_tokens`, or `input_tokens`/`output_tokens`), else Ollama's
-//!   `prompt_eval_count`/`eval_count`.
+//!   API, Anthropic's Messages, Ollama's native API without streaming): each piece is searched
+//!   for a `"usage"` key (and Ollama's `"prompt_eval_count"`); from the last one on, at most
+//!   [`TAIL`] bytes are read when the answer ends: the counts are `prompt_tokens`/
+//!   `completion_tokens`, or `input_tokens`/`output_tokens`, else Ollama's
+//!   `prompt_eval_count`/`eval_count`. A piece that holds its usage whole is read in place,
+//!   copying nothing; only a usage split between pieces is kept.
 //! - A stream of server-sent events (`text/event-stream`) is read event line by event line as
 //!   it passes (a line longer than [`MAX_LINE`] is skipped): the `usage` of OpenAI's last chunk
 //!   (when the client asked for it with `stream_options.include_usage`), of the Responses
@@ -19,10 +21,12 @@
 
 use http::header::{self, HeaderMap};
 use memchr::memmem;
-use serde_json::Value;
 
-/// How much of a JSON answer's end is kept to find its `usage`.
+/// How much of a JSON answer is read from its last `usage` key on.
 pub(crate) const TAIL: usize = 4096;
+/// Bytes of a piece's end kept to find a key split between two pieces.
+const EDGE: usize = 24;
+
 /// The longest event line read; a longer one (a huge chunk of text) is skipped.
 pub(crate) const MAX_LINE: usize = 64 << 10;
 
@@ -46,8 +50,12 @@ enum Kind {
 #[derive(Debug)]
 pub(crate) struct UsageScanner {
     kind: Kind,
-    /// JSON: the answer's last bytes (up to twice [`TAIL`]); a stream: its current line so far.
+    /// JSON: the answer from its last counts key on, when that is split between pieces (up to
+    /// [`TAIL`]); a stream: its current line so far.
     kept: Vec<u8>,
+    /// JSON: the end of the last piece, for a key split between two pieces.
+    edge: [u8; EDGE],
+    edge_len: usize,
     /// The current line is too long: skipped up to its end.
     skipping: bool,
     usage: Usage,
@@ -72,6 +80,8 @@ impl UsageScanner {
         Some(UsageScanner {
             kind,
             kept: Vec::new(),
+            edge: [0; EDGE],
+            edge_len: 0,
             skipping: false,
             usage: Usage::default(),
             ended: false,
@@ -81,7 +91,7 @@ impl UsageScanner {
     /// The next bytes of the answer.
     pub(crate) fn feed(&mut self, mut data: &[u8]) {
         if self.kind == Kind::Json {
-            self.keep_tail(data);
+            self.json_piece(data);
             return;
         }
         while let Some(nl) = memchr::memchr(b'\n', data) {
@@ -116,7 +126,12 @@ impl UsageScanner {
     /// The counts found, once the answer is over (or was cut).
     pub(crate) fn finish(&mut self) -> Usage {
         match self.kind {
-            Kind::Json => json_tail_usage(&self.kept),
+            Kind::Json => {
+                if !self.kept.is_empty() {
+                    self.usage = json_usage(&self.kept);
+                }
+                self.usage
+            }
             Kind::Events | Kind::NdJson => {
                 // A last line without its newline.
                 if !self.skipping && !self.kept.is_empty() {
@@ -128,22 +143,63 @@ impl UsageScanner {
         }
     }
 
-    fn keep_tail(&mut self, data: &[u8]) {
-        if data.len() >= TAIL {
-            self.kept.clear();
-            self.kept.extend_from_slice(&data[data.len() - TAIL..]);
-            return;
+    /// One piece of a JSON answer: the counts after its last counts key, read in place when
+    /// they end in it, else kept (with what follows, up to [`TAIL`]) for the pieces to come.
+    fn json_piece(&mut self, data: &[u8]) {
+        let keys = keys();
+        // Forward searches (SIMD) for the last occurrence: faster than a reverse search.
+        let found = (keys.usage_fwd.find_iter(data).last())
+            .or_else(|| keys.ollama_fwd.find_iter(data).last());
+        match found {
+            Some(at) => {
+                self.kept.clear();
+                let from = &data[at..];
+                // Both counts in this piece (the usual case): read in place, nothing copied.
+                let found = json_usage(from);
+                if found.prompt.is_some() && found.completion.is_some() {
+                    self.usage = found;
+                } else {
+                    self.kept.extend_from_slice(&from[..from.len().min(TAIL)]);
+                }
+            }
+            None if !self.kept.is_empty() => {
+                let room = TAIL.saturating_sub(self.kept.len());
+                self.kept.extend_from_slice(&data[..data.len().min(room)]);
+            }
+            None => {
+                // A key split between the last piece and this one.
+                let mut joined = [0u8; 2 * EDGE];
+                let head = &data[..data.len().min(EDGE)];
+                joined[..self.edge_len].copy_from_slice(&self.edge[..self.edge_len]);
+                joined[self.edge_len..self.edge_len + head.len()].copy_from_slice(head);
+                let joined = &joined[..self.edge_len + head.len()];
+                let at = [keys.usage_fwd.find(joined), keys.ollama_fwd.find(joined)]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                if let Some(at) = at.filter(|&at| at < self.edge_len) {
+                    self.kept.extend_from_slice(&joined[at..self.edge_len]);
+                    self.kept.extend_from_slice(&data[..data.len().min(TAIL)]);
+                }
+            }
         }
-        if self.kept.len() + data.len() > 2 * TAIL {
-            let drop = self.kept.len() + data.len() - TAIL;
-            self.kept.drain(..drop.min(self.kept.len()));
+        // The stream's last EDGE bytes, across pieces however small.
+        if data.len() >= EDGE {
+            self.edge.copy_from_slice(&data[data.len() - EDGE..]);
+            self.edge_len = EDGE;
+        } else {
+            let keep = self.edge_len.min(EDGE - data.len());
+            self.edge
+                .copy_within(self.edge_len - keep..self.edge_len, 0);
+            self.edge[keep..keep + data.len()].copy_from_slice(data);
+            self.edge_len = keep + data.len();
         }
-        self.kept.extend_from_slice(data);
     }
 
     /// One complete line of a stream (without its newline).
     fn line(&mut self, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let keys = keys();
         match self.kind {
             Kind::Events => {
                 let Some(data) = line.strip_prefix(b"data:") else {
@@ -152,44 +208,27 @@ impl UsageScanner {
                 let data = data.trim_ascii();
                 if data == b"[DONE]" {
                     self.ended = true;
-                } else if memmem::find(data, b"\"usage\"").is_some()
-                    || memmem::find(data, b"message_stop").is_some()
-                {
-                    self.event(data);
+                    return;
+                }
+                // OpenAI's chunks say `"usage":null` until the last: only an object is read.
+                if let Some(at) = keys.usage_fwd.find_iter(data).last() {
+                    let after = data[at + USAGE.len()..].trim_ascii_start();
+                    let object = after.strip_prefix(b":").map(<[u8]>::trim_ascii_start);
+                    if object.is_some_and(|o| o.starts_with(b"{")) {
+                        self.merge(json_usage(&data[at..]));
+                    }
+                }
+                if keys.completed.find(data).is_some() || keys.message_stop.find(data).is_some() {
+                    self.ended = true;
                 }
             }
             Kind::NdJson => {
-                if memmem::find(line, b"\"done\"").is_some() {
-                    self.ollama_line(line);
+                if keys.done.find(line).is_some() {
+                    self.ended = true;
+                    self.merge(json_usage(line));
                 }
             }
             Kind::Json => {}
-        }
-    }
-
-    /// An event that names `usage` (or Anthropic's last).
-    fn event(&mut self, data: &[u8]) {
-        let Ok(v) = serde_json::from_slice::<Value>(data) else {
-            return;
-        };
-        match v["type"].as_str() {
-            Some("response.completed") => {
-                self.ended = true;
-                self.merge(usage_object(&v["response"]["usage"]));
-            }
-            Some("message_stop") => self.ended = true,
-            Some("message_start") => self.merge(usage_object(&v["message"]["usage"])),
-            _ => self.merge(usage_object(&v["usage"])),
-        }
-    }
-
-    fn ollama_line(&mut self, line: &[u8]) {
-        let Ok(v) = serde_json::from_slice::<Value>(line) else {
-            return;
-        };
-        if v["done"] == Value::Bool(true) {
-            self.ended = true;
-            self.merge(ollama_counts(&v));
         }
     }
 
@@ -205,54 +244,74 @@ fn starts_with_ignore_case(value: &[u8], prefix: &[u8]) -> bool {
     value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
-/// The counts of a `usage` object, in OpenAI's words or Anthropic's and the Responses API's.
-fn usage_object(u: &Value) -> Usage {
-    let count = |a: &str, b: &str| u[a].as_u64().or_else(|| u[b].as_u64());
-    Usage {
-        prompt: count("prompt_tokens", "input_tokens"),
-        completion: count("completion_tokens", "output_tokens"),
-    }
+const USAGE: &[u8] = b"\"usage\"";
+const OLLAMA: &[u8] = b"\"prompt_eval_count\"";
+
+/// The searchers, made once: making one costs more than a search of a small answer.
+struct Keys {
+    usage_fwd: memmem::Finder<'static>,
+    ollama_fwd: memmem::Finder<'static>,
+    completed: memmem::Finder<'static>,
+    message_stop: memmem::Finder<'static>,
+    done: memmem::Finder<'static>,
 }
 
-/// Ollama's native counts.
-fn ollama_counts(v: &Value) -> Usage {
-    Usage {
-        prompt: v["prompt_eval_count"].as_u64(),
-        completion: v["eval_count"].as_u64(),
-    }
+fn keys() -> &'static Keys {
+    static KEYS: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| Keys {
+        usage_fwd: memmem::Finder::new(USAGE),
+        ollama_fwd: memmem::Finder::new(OLLAMA),
+        completed: memmem::Finder::new(b"\"response.completed\""),
+        message_stop: memmem::Finder::new(b"\"message_stop\""),
+        done: memmem::Finder::new(b"\"done\":true"),
+    })
 }
 
-/// The usage at the end of a JSON answer: its last `"usage": {...}`, else Ollama's counts.
-/// Read by finding the keys, not by parsing the JSON: this runs for every JSON answer.
-fn json_tail_usage(tail: &[u8]) -> Usage {
-    if let Some(at) = memmem::rfind(tail, b"\"usage\"") {
-        let usage = &tail[at..];
-        let found = Usage {
-            prompt: number_after(usage, b"\"prompt_tokens\"")
-                .or_else(|| number_after(usage, b"\"input_tokens\"")),
-            completion: number_after(usage, b"\"completion_tokens\"")
-                .or_else(|| number_after(usage, b"\"output_tokens\"")),
+/// The counts in JSON text from a counts key on (a `usage` object, or Ollama's fields): the
+/// first of each count's names, read by walking the quoted names once (no JSON parse; this
+/// runs for every JSON answer). OpenAI's names, else Anthropic's and the Responses API's,
+/// else Ollama's.
+fn json_usage(text: &[u8]) -> Usage {
+    const NAMES: [&[u8]; 6] = [
+        b"prompt_tokens",
+        b"input_tokens",
+        b"completion_tokens",
+        b"output_tokens",
+        b"prompt_eval_count",
+        b"eval_count",
+    ];
+    let mut found = [None; NAMES.len()];
+    // Quotes that end or start a string (not `\"` inside one).
+    let mut quotes = memchr::memchr_iter(b'"', text).filter(|&at| {
+        let backslashes = text[..at].iter().rev().take_while(|&&b| b == b'\\').count();
+        backslashes % 2 == 0
+    });
+    while let (Some(open), Some(close)) = (quotes.next(), quotes.next()) {
+        let Some(slot) = NAMES.iter().position(|n| *n == &text[open + 1..close]) else {
+            continue;
         };
-        if found != Usage::default() {
-            return found;
+        let value = text[close + 1..].trim_ascii_start();
+        if let (None, Some(value)) = (found[slot], value.strip_prefix(b":")) {
+            found[slot] = leading_number(value.trim_ascii_start());
         }
     }
-    let last = |key: &[u8]| number_after(&tail[memmem::rfind(tail, key)?..], key);
+    let usage = Usage {
+        prompt: found[0].or(found[1]),
+        completion: found[2].or(found[3]),
+    };
+    if usage != Usage::default() {
+        return usage;
+    }
     Usage {
-        prompt: last(b"\"prompt_eval_count\""),
-        completion: last(b"\"eval_count\""),
+        prompt: found[4],
+        completion: found[5],
     }
 }
 
-/// The whole number after the first `key` in `hay`: `"key": 123`.
-fn number_after(hay: &[u8], key: &[u8]) -> Option<u64> {
-    let at = memmem::find(hay, key)?;
-    let rest = hay[at + key.len()..]
-        .trim_ascii_start()
-        .strip_prefix(b":")?;
-    let rest = rest.trim_ascii_start();
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+/// The whole number `text` starts with.
+fn leading_number(text: &[u8]) -> Option<u64> {
+    let digits = text.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&text[..digits]).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -318,6 +377,18 @@ mod tests {
             assert!(s.kept.len() <= 2 * TAIL);
         }
         assert_eq!(s.finish(), counts(1, 2));
+    }
+
+    #[test]
+    fn json_usage_split_anywhere_between_pieces_is_found() {
+        let body = r#"{"output":[{"text":"hi"}],"usage":{"input_tokens":5,"input_tokens_details":{"cached_tokens":0},"output_tokens":8}}"#;
+        for cut in 1..body.len() {
+            let (a, b) = body.as_bytes().split_at(cut);
+            let mut s = scanner("application/json");
+            s.feed(a);
+            s.feed(b);
+            assert_eq!(s.finish(), counts(5, 8), "cut at {cut}");
+        }
     }
 
     #[test]
