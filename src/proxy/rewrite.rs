@@ -7,8 +7,9 @@ use http::header::HeaderValue;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Uri};
 
+use super::context::Ctx;
+use super::Proxy;
 use super::{headers, query};
-use super::{Peer, Proxy};
 use crate::config::BackendConfig;
 use crate::error::ProxyError;
 use crate::upstream::Server;
@@ -21,11 +22,18 @@ impl Proxy {
         &self,
         headers: &mut HeaderMap,
         bc: &BackendConfig,
-        peer: Peer,
-        rid: &HeaderValue,
+        ctx: &Ctx,
         host: Option<&HeaderValue>,
     ) {
-        headers::rewrite_request(headers, &bc.auth, &self.extra_secrets, peer.ip, rid, host);
+        let peer = ctx.peer;
+        headers::rewrite_request(
+            headers,
+            &bc.auth,
+            &self.extra_secrets,
+            peer.ip,
+            &ctx.rid,
+            host,
+        );
         if peer.https {
             headers::forwarded_https(headers);
         }

@@ -190,13 +190,7 @@ impl Proxy {
             return Err(no_server(backend));
         }
         let server = &backend.servers[0];
-        self.rewrite_request(
-            &mut parts.headers,
-            bc,
-            ctx.peer,
-            &ctx.rid,
-            server.host.as_ref(),
-        );
+        self.rewrite_request(&mut parts.headers, bc, ctx, server.host.as_ref());
         // Without a body, an idempotent request can be sent again when the pooled connection
         // it went out on turns out to have been closed by the backend (see `is_stale`).
         let again = (parts.method.is_idempotent() && http_body::Body::is_end_stream(&body))
@@ -311,7 +305,7 @@ impl Proxy {
         if let Some((span, with)) = &alias {
             fix_length(&mut headers, span, with.len());
         }
-        self.rewrite_request(&mut headers, bc, ctx.peer, &ctx.rid, None);
+        self.rewrite_request(&mut headers, bc, ctx, None);
         let waiting = self.wait_turn(backend).await?;
         Ok(Leg {
             backend,

@@ -45,13 +45,7 @@ impl Proxy {
         };
         let server = &backend.servers[i];
         parts.uri = server_uri(&parts.uri, forward_path, bc, server)?;
-        self.rewrite_request(
-            &mut parts.headers,
-            bc,
-            ctx.peer,
-            &ctx.rid,
-            server.host.as_ref(),
-        );
+        self.rewrite_request(&mut parts.headers, bc, ctx, server.host.as_ref());
         let revocation = token.map(|t| self.sessions.register(t));
         self.forward_websocket(parts, body, backend, server, (turn, revocation))
             .await

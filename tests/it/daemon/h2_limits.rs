@@ -5,20 +5,17 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::client::TlsStream;
 
 use crate::support::bin::command;
 use crate::support::mock::{full, handler, Mock};
-use crate::support::tls::{test_ca, TestCa};
+use crate::support::tls::{connect_h2, test_ca, TestCa};
 use crate::support::{routes_to, start_proxy, TestProxy};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -39,29 +36,6 @@ async fn tls_proxy(dir: &Path, server: &str, backend: &str) -> (TestProxy, TestC
         routes_to(backend)
     );
     (start_proxy(&cfg).await, ca)
-}
-
-/// A TLS connection to `proxy` on which ALPN agreed on h2.
-async fn connect_h2(proxy: &TestProxy, ca: &TestCa) -> TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca.ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("TLS handshake with the proxy");
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    tls
 }
 
 /// Reads until the proxy closes the connection (at most 5 s); the frames it sent (type,
@@ -126,7 +100,7 @@ async fn h2_connections_without_a_request_are_closed_after_header_read_timeout()
             &[PREFACE, SETTINGS, &[0, 0, 1, 1, 0, 0, 0, 0, 1, 0x82]].concat()[..],
         ),
     ] {
-        let mut tls = connect_h2(&proxy, &ca).await;
+        let mut tls = connect_h2(proxy.addr, &ca).await;
         let t = Instant::now();
         tls.write_all(send).await.unwrap();
         let (frames, closed) = frames_until_closed(&mut tls).await;
@@ -155,7 +129,7 @@ async fn h2_client(
     hyper::client::conn::http2::SendRequest<crate::support::mock::MockBody>,
     tokio::task::JoinHandle<()>,
 ) {
-    let tls = connect_h2(proxy, ca).await;
+    let tls = connect_h2(proxy.addr, ca).await;
     let (send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
             .await
@@ -210,7 +184,7 @@ async fn fifty_idle_h2_connections_are_closed_and_lock_nobody_out() {
     let (proxy, ca) = tls_proxy(dir.path(), "", &backend.url()).await;
     let mut idle = Vec::new();
     for i in 0..50 {
-        let mut tls = connect_h2(&proxy, &ca).await;
+        let mut tls = connect_h2(proxy.addr, &ca).await;
         let send = match i % 3 {
             0 => Vec::new(),
             1 => PREFACE.to_vec(),
@@ -308,7 +282,7 @@ async fn a_graceful_stop_sends_goaway_and_drains_h2_connections() {
     // A connection with a request in flight, and one with none.
     let (mut send, conn) = h2_client(&proxy, &ca).await;
     let answer = tokio::spawn(send.send_request(chat(&proxy)));
-    let mut idle = connect_h2(&proxy, &ca).await;
+    let mut idle = connect_h2(proxy.addr, &ca).await;
     idle.write_all(&[PREFACE, SETTINGS].concat()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stop = tokio::spawn(proxy.stop());

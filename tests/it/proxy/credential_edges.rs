@@ -3,21 +3,18 @@
 //! names, `Sec-Fetch-Site` in another case, two `Origin`s, an HTTP/2 `Host` that is not its
 //! `:authority`, and WebSocket sessions whose client token a reload removed.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use http::Request;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::ServerName;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::activation::{config_file, start_notified};
 use crate::support::client::ask;
 use crate::support::mock::{full, Mock, Seen};
-use crate::support::tls::test_ca;
+use crate::support::tls::{connect_h2, test_ca};
 use crate::support::ws::{connect, Client, WsEcho};
 use crate::support::{default_routes, routes_to, start_proxy};
 
@@ -215,23 +212,7 @@ async fn over_http2_a_host_that_is_not_the_authority_is_refused() {
         routes_to(&local.url())
     ))
     .await;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca.ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = connect_h2(proxy.addr, &ca).await;
     let (mut tx, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
             .await
