@@ -103,7 +103,7 @@ impl Ctx {
             if backend.config.is_pool() {
                 a.server = Some(server.state.url.clone());
             }
-            if a.counts() && is_event_stream(response) {
+            if a.counts() && headers::is_event_stream(response) {
                 a.streaming();
             }
         }
@@ -115,9 +115,4 @@ impl Ctx {
             a.backend = backend.cloned();
         }
     }
-}
-
-fn is_event_stream(h: &HeaderMap) -> bool {
-    h.get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }

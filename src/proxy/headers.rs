@@ -214,7 +214,7 @@ pub fn rewrite_response(headers: &mut HeaderMap, backend: &HeaderValue, keep_coo
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// Whether a response is a stream of server-sent events (`text/event-stream`).
-fn is_event_stream(headers: &HeaderMap) -> bool {
+pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| {
         v.as_bytes()
             .get(..17)
