@@ -117,7 +117,7 @@ fn journald_target_sends_structured_access_lines() {
         .iter()
         .find(|e| e.iter().any(|(k, _)| k == "REQUEST_ID"))
         .unwrap_or_else(|| panic!("no access line reached journald: {entries:?}"));
-    // Every field of the access entry (src/access.rs, `Line::journal`), and no other: a
+    // Every field of the access entry (src/observe/access.rs, `Line::journal`), and no other: a
     // request with neither a server, a fallback nor a wait.
     let mut keys: Vec<&str> = access.iter().map(|(k, _)| k.as_str()).collect();
     keys.sort_unstable();

@@ -172,3 +172,14 @@ pub fn pattern_byte(i: u64) -> u8 {
 pub fn pattern(offset: u64, len: usize) -> Vec<u8> {
     (0..len as u64).map(|i| pattern_byte(offset + i)).collect()
 }
+
+/// Asserts that the user guide `docs/GUIDE` shows `example` (the config file `file`) as a TOML
+/// block exactly as it is, so that the guide cannot drift from the file the tests run.
+pub fn assert_guide_shows(guide: &str, file: &str, example: &str) {
+    let text = std::fs::read_to_string(format!("{}/docs/{guide}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("docs/{guide}: {e}"));
+    assert!(
+        text.contains(&format!("```toml\n{example}```")),
+        "docs/{guide} must show {file} as it is"
+    );
+}

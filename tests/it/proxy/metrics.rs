@@ -317,8 +317,13 @@ async fn an_inherited_socket_named_metrics_serves_them() {
     let m = scrape(metrics_addr.parse().unwrap(), false).await;
     assert_eq!(requests(&m, "/v1", "openai", "2xx"), 1.0);
     assert_eq!(get(format!("http://{http_addr}/metrics")).await, 404);
+    // Asked of the proxy's own sockets: another test may have bound the port meanwhile.
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", configured)).is_err(),
+        listens_on(act.child.id(), http) && listens_on(act.child.id(), metrics),
+        "the proxy's inherited sockets are seen"
+    );
+    assert!(
+        !listens_on(act.child.id(), configured),
         "metrics.listen must not be bound when a metrics socket is inherited"
     );
     let log = act.log_text();
@@ -366,4 +371,33 @@ async fn metrics_need_a_client_token_when_the_proxy_does() {
     let m = crate::support::prom::parse(&String::from_utf8_lossy(&body), false);
     assert_eq!(m.value("openai_proxy_build_info", &[]), 1.0);
     proxy.stop().await;
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port` (its descriptors' socket
+/// inodes, looked up in /proc/net/tcp and tcp6, state 0A).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let local_port = f
+                    .get(1)
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| u16::from_str_radix(p, 16).ok());
+                f.get(3) == Some(&"0A")
+                    && local_port == Some(port)
+                    && f.get(9).is_some_and(|i| inodes.iter().any(|x| x == i))
+            })
+    })
 }

@@ -74,14 +74,10 @@ async fn chat_answered_by(proxy: &crate::support::TestProxy, body: &str, backend
 
 #[tokio::test]
 async fn the_example_parses_as_written_and_is_in_the_routing_guide() {
-    let guide = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/routing-and-models.md"
-    ))
-    .unwrap();
-    assert!(
-        guide.contains(&format!("```toml\n{EXAMPLE}```")),
-        "docs/routing-and-models.md must show config/examples/local-and-openai.toml as it is"
+    crate::support::assert_guide_shows(
+        "routing-and-models.md",
+        "config/examples/local-and-openai.toml",
+        EXAMPLE,
     );
     openai_proxy::Config::from_toml(EXAMPLE).unwrap_or_else(|e| panic!("{e}"));
 }

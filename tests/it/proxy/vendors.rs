@@ -17,14 +17,10 @@ const CLIENT_OPENAI: &str = "sk-openai-client-0123456789";
 
 #[test]
 fn the_routing_guide_shows_the_example_as_it_is() {
-    let guide = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/routing-and-models.md"
-    ))
-    .unwrap();
-    assert!(
-        guide.contains(&format!("```toml\n{EXAMPLE}```")),
-        "docs/routing-and-models.md must show config/examples/anthropic-and-openai.toml as it is"
+    crate::support::assert_guide_shows(
+        "routing-and-models.md",
+        "config/examples/anthropic-and-openai.toml",
+        EXAMPLE,
     );
 }
 
