@@ -95,6 +95,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[usage]`.
+    pub usage: UsageConfig,
     /// Sorted by name.
     pub backends: Vec<BackendConfig>,
     /// In file order.
@@ -216,6 +218,13 @@ pub struct MetricsConfig {
     /// Where `/metrics` is served when no socket named `metrics` is inherited; `None`: no
     /// metrics (unless such a socket is).
     pub listen: Option<SocketAddr>,
+}
+
+/// `[usage]`: the totals of requests and tokens per model and client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageConfig {
+    /// Where they are kept across restarts (an absolute path); `None`: in memory only.
+    pub file: Option<PathBuf>,
 }
 
 /// `server.workers`: how many threads serve connections.

@@ -22,6 +22,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub metrics: RawMetrics,
     #[serde(default)]
+    pub usage: RawUsage,
+    #[serde(default)]
     pub backends: BTreeMap<Spanned<String>, RawBackend>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
@@ -117,6 +119,13 @@ pub(super) struct RawLog {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     pub listen: Option<Spanned<String>>,
+}
+
+/// `[usage]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUsage {
+    pub file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,20 +1,26 @@
 //! Client tokens (`server.client_tokens_file`): what a request must present when the proxy is
-//! exposed beyond loopback. The tokens are kept only as SHA-256 digests, so checking a
+//! exposed beyond loopback, and the names they go by (who made a request: the access log, the
+//! ledger, the metrics' `client` label; never the token). The tokens are kept only as SHA-256 digests, so checking a
 //! request costs one hash and a constant-time comparison per token, and the tokens themselves
 //! are not held in memory.
 
 use std::fmt;
 use std::path::PathBuf;
 
-use subtle::ConstantTimeEq;
+use std::sync::Arc;
+
+use subtle::{ConditionallySelectable as _, ConstantTimeEq};
 
 /// Shortest client token accepted: shorter ones can be guessed.
 pub const MIN_CLIENT_TOKEN_LEN: usize = 16;
 
-/// The accepted tokens. `Debug` shows only how many there are.
+/// The accepted tokens, and the name each goes by (when the file gives one). `Debug` shows
+/// only how many there are.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ClientTokens {
     digests: Vec<[u8; 32]>,
+    /// The name of each token, in `digests`' order.
+    names: Vec<Option<Arc<str>>>,
     /// The file they were read from (for messages).
     pub file: Option<PathBuf>,
 }
@@ -24,6 +30,12 @@ impl fmt::Debug for ClientTokens {
         write!(f, "ClientTokens({} tokens)", self.digests.len())
     }
 }
+
+/// A hash in place of a token: `sha256:` and 64 hex digits.
+const HASH_PREFIX: &str = "sha256:";
+
+/// The longest client name.
+const MAX_NAME: usize = 64;
 
 impl ClientTokens {
     /// Whether clients must present a token.
@@ -41,37 +53,67 @@ impl ClientTokens {
         self.digests.is_empty()
     }
 
-    /// Parses the text of a tokens file: one token per line; blank lines and lines starting
-    /// with `#` are ignored. Messages name the line, never a token.
+    /// The names tokens go by, each once, in file order.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for n in self.names.iter().flatten() {
+            if !names.contains(&&**n) {
+                names.push(n);
+            }
+        }
+        names
+    }
+
+    /// Parses the text of a tokens file: a token per line, or a name and a token separated
+    /// by spaces (`alice TOKEN`); in place of a token, its SHA-256 hash as `sha256:HEX`.
+    /// Blank lines and lines starting with `#` are ignored. Messages name the line, never a
+    /// token.
     pub fn parse(text: &str) -> Result<ClientTokens, String> {
-        let mut digests = Vec::new();
+        let mut tokens = ClientTokens::default();
         for (i, line) in text.lines().enumerate() {
-            let token = line.trim();
-            if token.is_empty() || token.starts_with('#') {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            if !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(format!(
-                    "line {}: a token may contain only visible ASCII characters, no spaces",
-                    i + 1
-                ));
+            let at = |what: String| format!("line {}: {what}", i + 1);
+            let mut words = line.split_ascii_whitespace();
+            let (name, token) = match (words.next(), words.next(), words.next()) {
+                (Some(token), None, _) => (None, token),
+                (Some(name), Some(token), None) => (Some(name), token),
+                _ => {
+                    return Err(at(
+                        "give a token, or a name and a token separated by a space \
+                                   (NAME TOKEN)"
+                            .into(),
+                    ))
+                }
+            };
+            if let Some(name) = name {
+                if name.len() > MAX_NAME
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+                {
+                    return Err(at(format!(
+                        "a client name may have letters, digits, '-', '_', '.' and '@', at \
+                         most {MAX_NAME}"
+                    )));
+                }
             }
-            if token.len() < MIN_CLIENT_TOKEN_LEN {
-                return Err(format!(
-                    "line {}: the token is shorter than {MIN_CLIENT_TOKEN_LEN} characters \
-                     (make one with `openssl rand -hex 32`)",
-                    i + 1
-                ));
-            }
-            digests.push(sha256(token.as_bytes()));
+            tokens.digests.push(token_digest(token).map_err(at)?);
+            tokens.names.push(name.map(Arc::from));
         }
-        if digests.is_empty() {
+        if tokens.digests.is_empty() {
             return Err("contains no token (one token per line)".into());
         }
-        Ok(ClientTokens {
-            digests,
-            file: None,
-        })
+        Ok(tokens)
+    }
+
+    /// The name of the token whose digest this is ([`ClientTokens::digest_of`]), when it has
+    /// one; found in constant time, as tokens are compared.
+    pub fn name_of(&self, digest: &[u8; 32]) -> Option<Arc<str>> {
+        let i = self.index_of(digest)?;
+        self.names.get(i)?.clone()
     }
 
     /// Whether `headers` carry `Authorization: Bearer TOKEN` with one of the tokens. The
@@ -110,12 +152,52 @@ impl ClientTokens {
     /// Whether a token's digest ([`ClientTokens::digest_of`]) is one of the tokens', compared
     /// with every one in constant time.
     pub fn allows_digest(&self, digest: &[u8; 32]) -> bool {
-        let mut found = subtle::Choice::from(0);
-        for known in &self.digests {
-            found |= digest.ct_eq(known);
-        }
-        found.into()
+        self.index_of(digest).is_some()
     }
+
+    /// Where `digest` is among the tokens': compared with every one, the place taken without a
+    /// branch, so the time says nothing about which token matched.
+    fn index_of(&self, digest: &[u8; 32]) -> Option<usize> {
+        let mut found = subtle::Choice::from(0);
+        let mut at = 0u32;
+        for (i, known) in self.digests.iter().enumerate() {
+            let same = digest.ct_eq(known);
+            at.conditional_assign(&u32::try_from(i).unwrap_or(u32::MAX), same);
+            found |= same;
+        }
+        bool::from(found).then_some(at as usize)
+    }
+}
+
+/// The digest a token (or its `sha256:HEX` hash) stands for; the error never quotes it.
+fn token_digest(token: &str) -> Result<[u8; 32], String> {
+    if let Some(hex) = token.strip_prefix(HASH_PREFIX) {
+        let mut digest = [0u8; 32];
+        let ok = hex.len() == 64
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            && digest.iter_mut().enumerate().all(|(i, d)| {
+                u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                    .map(|b| *d = b)
+                    .is_ok()
+            });
+        return if ok {
+            Ok(digest)
+        } else {
+            Err(format!(
+                "a hash is {HASH_PREFIX} and 64 hex digits (its SHA-256)"
+            ))
+        };
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("a token may contain only visible ASCII characters, no spaces".into());
+    }
+    if token.len() < MIN_CLIENT_TOKEN_LEN {
+        return Err(format!(
+            "the token is shorter than {MIN_CLIENT_TOKEN_LEN} characters \
+             (make one with `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(sha256(token.as_bytes()))
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -123,4 +205,55 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn hex(d: &[u8; 32]) -> String {
+        d.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn names_tokens_and_hashes_in_one_file_old_lines_still_read() {
+        let c = "cccccccccccccccccccccccc";
+        let text = format!(
+            "# people\nalice {A}\n{B}\n  bob.tools@home   sha256:{}\n",
+            hex(&sha256(c.as_bytes())).to_uppercase()
+        );
+        let t = ClientTokens::parse(&text).unwrap();
+        assert_eq!(t.len(), 3);
+        let name = |tok: &str| t.name_of(&t.digest_of(tok.as_bytes()).unwrap());
+        assert_eq!(name(A).as_deref(), Some("alice"));
+        assert_eq!(name(B), None);
+        assert_eq!(name(c).as_deref(), Some("bob.tools@home"));
+        assert!(t.digest_of(b"dddddddddddddddddddddddd").is_none());
+        assert_eq!(t.names(), ["alice", "bob.tools@home"]);
+    }
+
+    #[test]
+    fn bad_lines_are_named_without_their_token() {
+        for (text, says) in [
+            (
+                format!("alice {A} extra"),
+                "line 1: give a token, or a name and a token",
+            ),
+            (format!("al/ice {A}"), "line 1: a client name may have"),
+            ("alice tiny1".to_string(), "line 1: the token is shorter"),
+            (
+                "x sha256:abc".to_string(),
+                "line 1: a hash is sha256: and 64 hex digits",
+            ),
+            (format!("x sha256:{}", "é".repeat(32)), "line 1: a hash is"),
+            ("# none\n".to_string(), "contains no token"),
+        ] {
+            let e = ClientTokens::parse(&text).unwrap_err();
+            assert!(e.starts_with(says), "{text:?}: {e}");
+            assert!(!e.contains(A) && !e.contains("tiny1"), "{e}");
+        }
+    }
 }

@@ -28,6 +28,7 @@ use crate::daemon::listeners;
 use crate::daemon::notify::{Notifier, NotifyState};
 use crate::daemon::reload::{self, Loader, Reload, Reloader};
 use crate::daemon::status::{spawn_reporting, Status};
+use crate::daemon::usage_file;
 use crate::daemon::workers::{self, Workers};
 use crate::observe::logging;
 use crate::proxy::Proxy;
@@ -78,6 +79,7 @@ pub fn serve(config_flag: Option<&Path>, listen: &[ListenAddr]) -> anyhow::Resul
     // single-threaded loop (see `workers`).
     let runtime = workers::runtime()?;
     let lasting = Lasting::new(metrics.is_some().then(|| config.server.workers.resolve()));
+    lasting.ledger.configure(&config, true);
     let result = runtime.block_on(run(
         Reloader::new(loader, lasting.clone()),
         Sockets {
@@ -144,6 +146,8 @@ async fn run(
     let notifier = Arc::new(notifier);
     notifier.send(&[NotifyState::Ready, NotifyState::Status(&status.line())]);
     let background = spawn_reporting(&notifier, &status);
+    let ledger = state.proxy().lasting.ledger.clone();
+    let saving = usage_file::spawn_saving(&ledger);
 
     let reload = Arc::new(Reload {
         reloader,
@@ -168,6 +172,8 @@ async fn run(
     let result = server.run(shutdown).await;
     let result = result.and(workers.join().await);
     background.abort();
+    saving.abort();
+    usage_file::save(&ledger).await;
     tracing::info!("stopped");
     result
 }

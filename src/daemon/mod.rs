@@ -1,5 +1,6 @@
 //! The process: start-up, worker threads, listeners (inherited or bound), reload on SIGHUP
-//! off the serving thread, readiness for the service manager (systemd, launchd), stop.
+//! off the serving thread, readiness for the service manager (systemd, launchd), the usage
+//! file, stop.
 
 mod exposure;
 pub(crate) mod launchd;
@@ -8,4 +9,5 @@ pub(crate) mod listeners;
 mod notify;
 pub(crate) mod reload;
 mod status;
+mod usage_file;
 pub(crate) mod workers;

@@ -2,6 +2,7 @@
 //! syslog or stderr) and the metrics' counters and their text.
 
 pub(crate) mod access;
+pub(crate) mod ledger;
 pub(crate) mod logging;
 pub(crate) mod metrics;
 pub(crate) mod usage;

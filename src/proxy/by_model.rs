@@ -95,6 +95,11 @@ pub(super) struct BodyModel {
 }
 
 impl BodyModel {
+    /// The model's name, as the body gives it.
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The span to replace and what to put there, when `backend` has an alias for the model.
     pub(super) fn alias_for(&self, backend: &BackendConfig) -> Option<(Range<usize>, Vec<u8>)> {
         let to = backend.aliases.get(&self.name)?;

@@ -1,5 +1,5 @@
 //! The per-request context: what every phase of one request shares (as pingora's `CTX` does):
-//! its id, who sent it, and its access record, kept when the access log or metrics are on.
+//! its id, who sent it, and its access record (the access line, the metrics, the ledger).
 //! The phases note in it what they decided (route, fallback, wait, answer), so that the access
 //! line and the counters say it without each phase taking the record as a parameter.
 
@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::headers;
 use super::{Peer, Target};
 use crate::observe::access::AccessRecord;
+use crate::observe::ledger::Ledger;
 use crate::observe::metrics::Tally;
 use crate::observe::usage::UsageScanner;
 use crate::upstream::{Backend, Server};
@@ -27,26 +28,44 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    /// The context of `req`: with a record when the access log is on (`log`) or requests
-    /// are counted (`unrouted`: the counters of the proxy's own answers, until it is routed).
+    /// The context of `req`: its record is written to the access log when it is on (`log`),
+    /// counted (`unrouted`: the counters of the proxy's own answers, until it is routed) and
+    /// added to `ledger` once routed.
     pub(super) fn new<B>(
         req: &Request<B>,
         peer: Peer,
         log: bool,
         unrouted: Option<&Arc<Tally>>,
+        ledger: &Arc<Ledger>,
     ) -> Ctx {
         let rid = headers::request_id(req.headers());
-        let access = (log || unrouted.is_some()).then(|| {
-            let mut a = Box::new(AccessRecord::new(
-                rid.clone(),
-                req.method().clone(),
-                Instant::now(),
-            ));
-            a.log = log;
-            a.count_on(unrouted);
-            a
-        });
-        Ctx { rid, peer, access }
+        let mut a = Box::new(AccessRecord::new(
+            rid.clone(),
+            req.method().clone(),
+            Instant::now(),
+        ));
+        a.log = log;
+        a.count_on(unrouted);
+        a.record_in(ledger);
+        Ctx {
+            rid,
+            peer,
+            access: Some(a),
+        }
+    }
+
+    /// The request came with the client token named `name`.
+    pub(super) fn client(&mut self, name: Option<&Arc<str>>) {
+        if let (Some(a), Some(name)) = (self.access(), name) {
+            a.client = Some(name.clone());
+        }
+    }
+
+    /// The request asks for model `name`.
+    pub(super) fn model(&mut self, name: &str) {
+        if let Some(a) = self.access() {
+            a.model = Some(name.into());
+        }
     }
 
     /// The access record, when one is kept.
@@ -66,6 +85,7 @@ impl Ctx {
         if let Some(a) = self.access() {
             a.route = Some(target.route.clone());
             a.backend = Some(target.backend.header.clone());
+            a.backend_name = Some(target.backend.name.clone());
             a.route_to(target.tally.as_ref());
         }
     }
@@ -84,6 +104,7 @@ impl Ctx {
         if let Some(a) = self.access() {
             a.fallback = Some((target.backend.header.clone(), reason));
             a.backend = Some(to.header.clone());
+            a.backend_name = Some(to.name.clone());
             a.route_to(target.fallback_tally.as_ref());
         }
     }

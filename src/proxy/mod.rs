@@ -111,6 +111,7 @@ impl Proxy {
     pub fn new(config: Config) -> anyhow::Result<Proxy> {
         let workers = config.server.workers.resolve();
         let lasting = Lasting::new(config.metrics.listen.map(|_| workers));
+        lasting.ledger.configure(&config, true);
         Proxy::with(config, &lasting)
     }
 
@@ -147,6 +148,7 @@ impl Proxy {
             headers::extra_secrets(&config.server.secret_headers),
         );
         let status_page = own::status::page(&router, &catalog, config.server.tls.is_some());
+        lasting.ledger.configure(&config, false);
         Ok(Proxy {
             on_demand: Watch::new(&config),
             sessions: Sessions::new(config.server.client_tokens.clone()),
@@ -188,6 +190,7 @@ impl Proxy {
             peer,
             self.config.log.access_log,
             self.unrouted.as_ref(),
+            &self.lasting.ledger,
         );
         let (result, cors) = match self.admit(&mut req, peer) {
             // Boxed: the connection keeps room for this future as long as it lives (hyper

@@ -47,6 +47,9 @@ impl Proxy {
                 websocket,
             )?,
         };
+        if let Some(digest) = &token {
+            ctx.client(self.config.server.client_tokens.name_of(digest).as_ref());
+        }
         if let Some(res) = self.answer_own(&path, &parts, ctx).await? {
             return Ok(res);
         }
@@ -63,6 +66,9 @@ impl Proxy {
             None => {
                 let (m, model) =
                     Box::pin(self.by_body_model(&path, &parts.headers, &mut body)).await?;
+                if let Some(found) = &model {
+                    ctx.model(found.name());
+                }
                 (m, None, model)
             }
         };
@@ -128,8 +134,8 @@ impl Proxy {
         Ok(RequestBody::new(body, limit, idle, counter))
     }
 
-    /// What the proxy answers itself, before any route: `/health`, `/` and the merged
-    /// `GET /v1/models` (when it answers that: see [`super::own::catalog`]).
+    /// What the proxy answers itself, before any route: `/health`, `/`, `GET /usage` and the
+    /// merged `GET /v1/models` (when it answers that: see [`super::own::catalog`]).
     async fn answer_own(
         &self,
         path: &str,
@@ -142,6 +148,14 @@ impl Proxy {
                 Bytes::from_static(b"{\"status\":\"ok\"}\n"),
             ))),
             "/" => Ok(Some(self.status(&parts.headers).await)),
+            "/usage" if parts.method == Method::GET => {
+                let after = super::own::usage::after(parts.uri.query());
+                let body = self
+                    .lasting
+                    .ledger
+                    .read(|book| super::own::usage::usage_json(book, after));
+                Ok(Some(own_response("application/json", body)))
+            }
             "/v1/models" if parts.method == Method::GET => {
                 let res = self.catalog.answer(parts, ctx.peer.ip, &ctx.rid).await?;
                 if let Some(res) = &res {

@@ -1,11 +1,12 @@
 //! What outlives a reload: the health of each backend server (found again by backend name and
 //! URL, so a reload does not send requests to a server it just found down) and, when metrics
-//! are on, their counters. A reload builds its new proxy (`Proxy`) with the same
+//! are on, their counters; the ledger of what was served. A reload builds its new proxy (`Proxy`) with the same
 //! `Lasting`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use crate::observe::ledger::Ledger;
 use crate::observe::metrics::Metrics;
 use crate::sync;
 use crate::upstream::health::ServerState;
@@ -17,6 +18,8 @@ pub struct Lasting {
     swap_groups: Mutex<HashMap<String, Weak<SwapGroup>>>,
     /// `None`: metrics are off (nothing is counted).
     pub metrics: Option<Arc<Metrics>>,
+    /// What was served, by whom, with which model.
+    pub ledger: Arc<Ledger>,
 }
 
 impl Lasting {
@@ -26,6 +29,7 @@ impl Lasting {
             servers: Mutex::new(HashMap::new()),
             swap_groups: Mutex::new(HashMap::new()),
             metrics: metrics.map(|workers| Arc::new(Metrics::new(workers))),
+            ledger: Arc::new(Ledger::default()),
         })
     }
 

@@ -59,6 +59,8 @@ pub struct Backend {
     pub servers: Box<[Server]>,
     /// The `X-Backend` response header value, made once.
     pub header: HeaderValue,
+    /// Its name, shared (the access record and the ledger keep it).
+    pub name: Arc<str>,
     /// Where each worker's next pick starts (pools): ties go round robin.
     round_robin: PerWorker<AtomicUsize>,
     /// The client of its HTTPS servers, made on first use.
@@ -118,6 +120,7 @@ impl Backend {
         let round_robin = PerWorker::new(if config.is_pool() { workers } else { 1 });
         Ok(Backend {
             swap: config.swap_group.as_deref().map(|g| lasting.swap_group(g)),
+            name: Arc::from(config.name.as_str()),
             config,
             servers,
             header,

@@ -33,6 +33,7 @@ pub(super) fn validate(raw: RawConfig, source: Source, issues: &mut Issues<'_>) 
     let server = server::validate_server(raw.server, issues);
     let log = server::validate_log(raw.log);
     let metrics = server::validate_metrics(&raw.metrics, issues);
+    let usage = server::validate_usage(raw.usage, issues);
     let mut backends = Vec::new();
     for (name, b) in raw.backends {
         if let Some(b) = backends::validate_backend(&name, b, issues) {
@@ -60,6 +61,7 @@ pub(super) fn validate(raw: RawConfig, source: Source, issues: &mut Issues<'_>) 
         server,
         log,
         metrics,
+        usage,
         backends,
         routes,
     }

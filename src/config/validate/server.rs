@@ -6,10 +6,11 @@ use toml::Spanned;
 
 use super::super::browsers::{HostRule, OriginRule};
 use super::super::diagnostics::{quote, Issues};
-use super::super::raw::{RawLog, RawMetrics, RawServer, RawWorkers};
+use super::super::raw::{RawLog, RawMetrics, RawServer, RawUsage, RawWorkers};
 use super::super::units::format_size;
 use super::super::{
-    defaults, ListenAddr, LogConfig, LogTarget, MetricsConfig, ServerConfig, WorkerCount,
+    defaults, ListenAddr, LogConfig, LogTarget, MetricsConfig, ServerConfig, UsageConfig,
+    WorkerCount,
 };
 use super::keys::{read_tokens, tls_files};
 use super::{span, value, NOT_SECRETS};
@@ -277,4 +278,23 @@ pub(super) fn validate_metrics(raw: &RawMetrics, issues: &mut Issues<'_>) -> Met
             }
         });
     MetricsConfig { listen }
+}
+
+pub(super) fn validate_usage(raw: RawUsage, issues: &mut Issues<'_>) -> UsageConfig {
+    let file = raw.file.and_then(|f| {
+        let span = f.span();
+        let path = f.into_inner();
+        if path.is_absolute() && path.file_name().is_some() {
+            Some(path)
+        } else {
+            issues.add(
+                "usage.file",
+                Some(span),
+                "give an absolute path to a file, e.g. \"/var/lib/openai-proxy/usage.json\" \
+                 (with systemd: StateDirectory=openai-proxy)",
+            );
+            None
+        }
+    });
+    UsageConfig { file }
 }

@@ -10,6 +10,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::tally::{HistTotal, Tally, CLASSES, REASONS};
 use super::Metrics;
+use crate::observe::ledger::Ledger;
 
 /// What a scrape shows: taken from the configuration that is live when it comes.
 #[derive(Debug)]
@@ -17,6 +18,7 @@ pub(crate) struct Exposition {
     pub routes: Vec<RouteSeries>,
     pub servers: Vec<ServerSeries>,
     pub metrics: Arc<Metrics>,
+    pub ledger: Arc<Ledger>,
 }
 
 /// A route: its counters with its backend, and with its fallback.
@@ -115,6 +117,7 @@ fn tallies(routes: &[RouteSeries]) -> Vec<&Arc<Tally>> {
 impl Collector for Exposition {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.encode_routes(&mut enc)?;
+        super::usage::encode(&self.ledger, &mut enc)?;
         self.encode_servers(&mut enc)?;
         self.encode_process(&mut enc)
     }
@@ -159,21 +162,6 @@ impl Exposition {
         for t in &tallies {
             m.encode_family(&route_labels(t))?
                 .encode_counter::<NoLabelSet, _, u64>(&t.bytes_out(), None)?;
-        }
-
-        let mut m = enc.encode_descriptor(
-            "openai_proxy_tokens",
-            "Tokens counted in answers' usage, by route, backend and kind (prompt, completion); answers without usage add none",
-            None,
-            MetricType::Counter,
-        )?;
-        for t in &tallies {
-            for (i, kind) in ["prompt", "completion"].into_iter().enumerate() {
-                let mut labels = route_labels(t);
-                labels.push(("kind", kind));
-                m.encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(&t.tokens(i), None)?;
-            }
         }
 
         let routed: Vec<&&Arc<Tally>> = tallies.iter().filter(|t| !t.backend.is_empty()).collect();

@@ -7,6 +7,8 @@
 //! encoders ([`expose`]), Prometheus text or OpenMetrics as the scraper asks. Labels come from
 //! the config only (route paths, backend names, server URLs, status classes, a fixed set of
 //! fallback reasons), never from what a client sends: their number is bounded by the config.
+//! The ledger's series ([`usage`]: tokens by model and client, stream speeds) are bounded as
+//! the ledger bounds its labels.
 //!
 //! The counters of a route and backend live as long as some configuration uses them: a reload
 //! that keeps a route keeps counting on the same counters; the series of a route, backend or
@@ -14,6 +16,7 @@
 
 mod expose;
 mod tally;
+mod usage;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

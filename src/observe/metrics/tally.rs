@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::observe::usage::Usage;
 use crate::sync::PerWorker;
 
 /// Upper bounds of the histograms' buckets, in seconds (and `+Inf` after them): from a local
@@ -65,8 +64,6 @@ struct Shard {
     requests: [AtomicU64; 5],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    /// Tokens found in answers: the prompt's, then those generated.
-    tokens: [AtomicU64; 2],
     in_flight: AtomicI64,
     streams: AtomicI64,
     fallbacks: [AtomicU64; REASONS.len()],
@@ -101,8 +98,6 @@ pub struct Done {
     /// It was counted in flight (routed), and as a stream.
     pub in_flight: bool,
     pub stream: bool,
-    /// The token counts its answer carried.
-    pub(crate) usage: Usage,
 }
 
 impl std::fmt::Debug for Tally {
@@ -157,11 +152,6 @@ impl Tally {
             s.bytes_in.fetch_add(d.bytes_in, Ordering::Relaxed);
         }
         s.bytes_out.fetch_add(d.bytes_out, Ordering::Relaxed);
-        for (i, n) in [d.usage.prompt, d.usage.completion].into_iter().enumerate() {
-            if let Some(n) = n {
-                s.tokens[i].fetch_add(n, Ordering::Relaxed);
-            }
-        }
         if d.in_flight {
             s.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
@@ -188,11 +178,6 @@ impl Tally {
 
     pub fn bytes_out(&self) -> u64 {
         self.sum(|s| s.bytes_out.load(Ordering::Relaxed))
-    }
-
-    /// Tokens found in answers: `0` the prompt's, `1` those generated.
-    pub fn tokens(&self, kind: usize) -> u64 {
-        self.sum(|s| s.tokens[kind].load(Ordering::Relaxed))
     }
 
     pub fn fallbacks(&self, reason: usize) -> u64 {
@@ -258,13 +243,8 @@ mod tests {
             total: Duration::from_millis(400),
             in_flight: true,
             stream: false,
-            usage: Usage {
-                prompt: Some(12),
-                completion: None,
-            },
         });
         assert_eq!(t.in_flight(), 0);
-        assert_eq!((t.tokens(0), t.tokens(1)), (12, 0));
         assert_eq!(t.requests(4), 1);
         assert_eq!((t.bytes_in(), t.bytes_out()), (10, 20));
         let h = t.headers();
@@ -283,12 +263,7 @@ mod tests {
             total: Duration::from_secs(1000),
             in_flight: false,
             stream: false,
-            usage: Usage {
-                prompt: Some(3),
-                completion: Some(4),
-            },
         });
-        assert_eq!((t.tokens(0), t.tokens(1)), (15, 4));
         assert_eq!(t.headers().buckets[0], (0.005, 1));
         assert_eq!(t.duration().buckets[15], (f64::INFINITY, 1));
     }

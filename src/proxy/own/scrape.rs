@@ -105,6 +105,7 @@ impl Proxy {
             routes,
             servers,
             metrics,
+            ledger: self.lasting.ledger.clone(),
         })
     }
 }

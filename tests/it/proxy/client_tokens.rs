@@ -165,13 +165,19 @@ fn tokens_files_are_checked_and_never_echoed() {
         ),
         (
             "good-token-0123456789\nwith space inside 0123\n",
+            "line 2: give a token, or a name and a token separated by a space",
+        ),
+        (
+            "good-token-0123456789\nname tok\u{e9}n-0123456789abc\n",
             "line 2: a token may contain only visible ASCII characters",
         ),
     ] {
         let err = ClientTokens::parse(text).unwrap_err();
         assert!(err.contains(message), "{text:?}: {err}");
         assert!(
-            !err.contains("short-token") && !err.contains("inside"),
+            !err.contains("short-token")
+                && !err.contains("inside")
+                && !err.contains("0123456789abc"),
             "{err}"
         );
     }

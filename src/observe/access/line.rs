@@ -1,289 +1,46 @@
-//! The access log: one line per request, written when the response is done (finished,
-//! failed, or abandoned by the client), whatever `[log] level` says (`[log] access_log`).
-//! The same record, when it is done, adds the request to the metrics of its route and backend
-//! (when metrics are on).
-//!
-//! What is never logged: header values (so no key, token or cookie), request and response
-//! bodies, and query strings (some clients put keys there).
-//!
-//! A line is formatted here by hand, into a buffer the caller reuses: as text, exactly as
-//! `tracing`'s formatter wrote it before (`MESSAGE key=value ...`), or as a journald entry
-//! with one field per value. Where it goes, and when, is [`crate::observe::logging`]'s business.
+//! One access line, formatted by hand into a reused buffer: as text (`MESSAGE key=value ...`,
+//! as `tracing`'s formatter wrote it) or as a journald entry with one field per value.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Uri};
-use tokio::time::Instant;
+use crate::observe::usage::Usage;
 
-use crate::body::{BodyError, Progress};
-use crate::observe::metrics::{Done, Tally};
-use crate::observe::usage::{Usage, UsageScanner};
-
-/// The `tracing` target access lines had, still their journald `TARGET`.
-pub(crate) const ACCESS_TARGET: &str = "openai_proxy::access";
-
-/// What one access line says. Filled in as the request goes; written when dropped, which is
-/// when the response body is finished, failed, or abandoned by the client.
-pub struct AccessRecord {
-    /// Write the line (`log.access_log`); else the record only feeds the metrics.
-    pub log: bool,
-    /// The request id (`X-Request-ID`).
-    pub request_id: HeaderValue,
-    /// The request's method.
-    pub method: Method,
-    /// Normalized path, without the query string.
-    path: LoggedPath,
-    /// The route's prefix, once routed.
-    pub route: Option<Arc<str>>,
-    /// The backend that answered (its `X-Backend` value).
-    pub backend: Option<HeaderValue>,
-    /// The server of a pool that answered.
-    pub server: Option<Arc<str>>,
-    /// The backend that failed before `backend` (the route's fallback) answered, and why.
-    pub fallback: Option<(HeaderValue, &'static str)>,
-    /// How long it waited for an on-demand backend: its turn in a swap group, its server to
-    /// come up (`None`: not at all).
-    pub waited: Option<Duration>,
-    /// The response status.
-    pub status: u16,
-    /// Request body bytes, counted as they stream (shared with the body).
-    pub bytes_in: Arc<AtomicU64>,
-    /// Response body bytes sent to the client.
-    pub bytes_out: u64,
-    /// When the request arrived.
-    pub start: Instant,
-    /// Time until the response headers were ready.
-    pub headers_after: Duration,
-    /// The body reached its end.
-    pub completed: bool,
-    /// What went wrong, if anything (never contains a secret).
-    pub error: Option<String>,
-    /// The counters it adds to when done (metrics on): its route and backend's once routed.
-    tally: Option<Arc<Tally>>,
-    /// Counted in flight on `tally`, and as a stream.
-    in_flight: bool,
-    stream: bool,
-    /// A backend answered (its time to headers counts).
-    pub answered: bool,
-    /// Reads the token usage in the answer as it passes (answers that can carry one).
-    pub(crate) usage: Option<UsageScanner>,
-}
-
-impl std::fmt::Debug for AccessRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessRecord")
-            .field("request_id", &self.request_id)
-            .field("route", &self.route)
-            .field("backend", &self.backend)
-            .field("status", &self.status)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The response body tells the record what it passed.
-impl Progress for AccessRecord {
-    fn data(&mut self, data: &[u8]) {
-        self.bytes_out += data.len() as u64;
-        if let Some(u) = &mut self.usage {
-            u.feed(data);
-        }
-    }
-
-    fn failed(&mut self, error: &BodyError) {
-        self.error = Some(error.in_response());
-    }
-
-    fn end(&mut self) {
-        self.completed = true;
-    }
-}
-
-impl AccessRecord {
-    /// The record of a request with id `request_id` that arrived at `start`.
-    pub fn new(request_id: HeaderValue, method: Method, start: Instant) -> Self {
-        AccessRecord {
-            log: true,
-            request_id,
-            method,
-            path: LoggedPath::Owned(String::new()),
-            route: None,
-            backend: None,
-            server: None,
-            fallback: None,
-            waited: None,
-            status: 0,
-            bytes_in: Arc::new(AtomicU64::new(0)),
-            bytes_out: 0,
-            start,
-            headers_after: Duration::ZERO,
-            completed: false,
-            error: None,
-            tally: None,
-            in_flight: false,
-            stream: false,
-            answered: false,
-            usage: None,
-        }
-    }
-
-    /// Counts the request on `tally` (the proxy's own answers', until it is routed).
-    pub fn count_on(&mut self, tally: Option<&Arc<Tally>>) {
-        self.tally = tally.cloned();
-    }
-
-    /// The request goes to a backend: counted in flight on `tally` (that route and backend's)
-    /// from now on, instead of where it was.
-    pub fn route_to(&mut self, tally: Option<&Arc<Tally>>) {
-        let Some(tally) = tally else {
-            return;
-        };
-        if let (true, Some(old)) = (self.in_flight, &self.tally) {
-            old.leave();
-        }
-        tally.enter();
-        self.tally = Some(tally.clone());
-        self.in_flight = true;
-    }
-
-    /// Whether it adds to metrics.
-    pub fn counts(&self) -> bool {
-        self.tally.is_some()
-    }
-
-    /// Its response is a stream of events (counted as one while it lasts).
-    pub fn streaming(&mut self) {
-        if let (Some(t), false) = (&self.tally, self.stream) {
-            t.stream();
-            self.stream = true;
-        }
-    }
-
-    /// Sets the path: `normalized`, or the client's when it could not be normalized. A path
-    /// that normalizing left as it was is kept as a reference to the request's URI (no copy).
-    pub fn set_path(&mut self, uri: &Uri, normalized: Option<&str>) {
-        self.path = match (uri.path_and_query(), normalized) {
-            (Some(pq), Some(n)) if pq.path() == n => LoggedPath::Uri(pq.clone()),
-            (Some(pq), None) => LoggedPath::Uri(pq.clone()),
-            (_, n) => LoggedPath::Owned(n.unwrap_or_else(|| uri.path()).to_string()),
-        };
-    }
-
-    /// The answer's usage, once it is over; a stream whose last event passed counts as
-    /// complete even if its client went away before the connection's end (SDKs do).
-    fn take_usage(&mut self) -> Usage {
-        let Some(scanner) = &mut self.usage else {
-            return Usage::default();
-        };
-        let usage = scanner.finish();
-        self.completed |= scanner.ended();
-        usage
-    }
-
-    fn outcome(&self) -> &str {
-        match (&self.error, self.completed) {
-            (Some(e), _) => e.as_str(),
-            (None, true) => "ok",
-            (None, false) => "client went away before the response was complete",
-        }
-    }
-
-    /// The values of one line, as they are when the request is done (`total`: since it
-    /// came).
-    fn line(&self, total: Duration, usage: Usage) -> Line<'_> {
-        Line {
-            request_id: self.request_id.as_bytes(),
-            method: self.method.as_str(),
-            path: match &self.path {
-                LoggedPath::Uri(pq) => pq.path(),
-                LoggedPath::Owned(p) => p,
-            },
-            route: self.route.as_deref().unwrap_or("-"),
-            backend: self.backend.as_ref().map_or(b"-", |b| b.as_bytes()),
-            server: self.server.as_deref(),
-            fallback: self.fallback.as_ref().map(|(b, why)| (b.as_bytes(), *why)),
-            waited: self.waited,
-            status: self.status,
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out,
-            headers: self.headers_after,
-            total,
-            usage,
-            outcome: self.outcome(),
-        }
-    }
-}
-
-impl AccessRecord {
-    /// Appends the line as text (`GET /path 200 request_id="..." ...`, without time and
-    /// level) to `buf`.
-    pub fn text(&self, buf: &mut Vec<u8>) {
-        self.line(self.start.elapsed(), Usage::default()).text(buf);
-    }
-}
-
-impl Drop for AccessRecord {
-    fn drop(&mut self) {
-        let total = self.start.elapsed();
-        let usage = self.take_usage();
-        if self.log {
-            crate::observe::logging::access(|out| match out {
-                crate::observe::logging::Format::Text(buf) => self.line(total, usage).text(buf),
-                crate::observe::logging::Format::Journal(buf) => {
-                    self.line(total, usage).journal(buf)
-                }
-            });
-        }
-        if let Some(t) = &self.tally {
-            t.done(&Done {
-                status: self.status,
-                bytes_in: self.bytes_in.load(Ordering::Relaxed),
-                bytes_out: self.bytes_out,
-                headers: self.answered.then_some(self.headers_after),
-                total,
-                in_flight: self.in_flight,
-                stream: self.stream,
-                usage,
-            });
-        }
-    }
-}
-
-/// The path an access line shows.
-#[derive(Debug)]
-enum LoggedPath {
-    /// The path of the request's own URI.
-    Uri(PathAndQuery),
-    Owned(String),
-}
+use super::ACCESS_TARGET;
 
 /// One access line's values. The request id (kept only when it is plain ASCII, else made
 /// anew) and the backend name (validated) need no escaping.
-struct Line<'a> {
-    request_id: &'a [u8],
-    method: &'a str,
-    path: &'a str,
-    route: &'a str,
-    backend: &'a [u8],
-    server: Option<&'a str>,
-    fallback: Option<(&'a [u8], &'a str)>,
-    waited: Option<Duration>,
-    status: u16,
-    bytes_in: u64,
-    bytes_out: u64,
-    headers: Duration,
-    total: Duration,
-    usage: Usage,
-    outcome: &'a str,
+pub(super) struct Line<'a> {
+    pub request_id: &'a [u8],
+    pub method: &'a str,
+    pub path: &'a str,
+    pub route: &'a str,
+    pub backend: &'a [u8],
+    pub server: Option<&'a str>,
+    pub fallback: Option<(&'a [u8], &'a str)>,
+    pub waited: Option<Duration>,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub headers: Duration,
+    pub total: Duration,
+    pub usage: Usage,
+    /// The client token's name.
+    pub client: Option<&'a str>,
+    /// The model asked for, and the one the answer named when it differs.
+    pub model: Option<&'a str>,
+    pub backend_model: Option<&'a str>,
+    /// Until the answer's first body byte.
+    pub first_byte: Option<Duration>,
+    /// Tokens generated per second.
+    pub tokens_per_second: Option<f64>,
+    pub outcome: &'a str,
 }
 
 impl Line<'_> {
     /// `GET /path 200 request_id="..." method=GET ... outcome="ok"`: the message, then every
     /// field (strings quoted as `{:?}` quotes them, the rest as they are).
-    fn text(&self, buf: &mut Vec<u8>) {
+    pub(super) fn text(&self, buf: &mut Vec<u8>) {
         buf.extend_from_slice(self.method.as_bytes());
         buf.push(b' ');
         buf.extend_from_slice(self.path.as_bytes());
@@ -309,6 +66,17 @@ impl Line<'_> {
             buf.extend_from_slice(b" fallback_reason=");
             put_plain_quoted(buf, why.as_bytes());
         }
+        let names = [
+            (&b" client="[..], self.client),
+            (b" model=", self.model),
+            (b" backend_model=", self.backend_model),
+        ];
+        for (name, value) in names {
+            if let Some(v) = value {
+                buf.extend_from_slice(name);
+                put_quoted(buf, v);
+            }
+        }
         if let Some(w) = self.waited {
             buf.extend_from_slice(b" wait_ms=");
             put_ms(buf, w);
@@ -327,8 +95,16 @@ impl Line<'_> {
             buf.extend_from_slice(b" completion_tokens=");
             put_u64(buf, n);
         }
+        if let Some(t) = self.tokens_per_second {
+            buf.extend_from_slice(b" tokens_per_s=");
+            put_tenths(buf, t);
+        }
         buf.extend_from_slice(b" headers_ms=");
         put_ms(buf, self.headers);
+        if let Some(d) = self.first_byte {
+            buf.extend_from_slice(b" ttfb_ms=");
+            put_ms(buf, d);
+        }
         buf.extend_from_slice(b" total_ms=");
         put_ms(buf, self.total);
         buf.extend_from_slice(b" outcome=");
@@ -337,7 +113,7 @@ impl Line<'_> {
 
     /// A journald entry (native protocol, every value length-prefixed): the fields
     /// `tracing-journald` sent, upper-cased, and `MESSAGE`.
-    fn journal(&self, buf: &mut Vec<u8>) {
+    pub(super) fn journal(&self, buf: &mut Vec<u8>) {
         field(buf, "PRIORITY", |b| b.push(b'5'));
         field(buf, "TARGET", |b| {
             b.extend_from_slice(ACCESS_TARGET.as_bytes())
@@ -371,6 +147,16 @@ impl Line<'_> {
                 b.extend_from_slice(why.as_bytes())
             });
         }
+        let names = [
+            ("CLIENT", self.client),
+            ("MODEL", self.model),
+            ("BACKEND_MODEL", self.backend_model),
+        ];
+        for (name, value) in names {
+            if let Some(v) = value {
+                field(buf, name, |b| b.extend_from_slice(v.as_bytes()));
+            }
+        }
         if let Some(w) = self.waited {
             field(buf, "WAIT_MS", |b| put_ms(b, w));
         }
@@ -391,7 +177,13 @@ impl Line<'_> {
                 field(buf, name, |b| put_u64(b, n));
             }
         }
+        if let Some(t) = self.tokens_per_second {
+            field(buf, "TOKENS_PER_S", |b| put_tenths(b, t));
+        }
         field(buf, "HEADERS_MS", |b| put_ms(b, self.headers));
+        if let Some(d) = self.first_byte {
+            field(buf, "TTFB_MS", |b| put_ms(b, d));
+        }
         field(buf, "TOTAL_MS", |b| put_ms(b, self.total));
         field(buf, "OUTCOME", |b| {
             b.extend_from_slice(self.outcome.as_bytes())
@@ -427,6 +219,14 @@ fn put_ms(buf: &mut Vec<u8>, d: Duration) {
     // The three decimals with their leading zeros: `1xyz` without its `1`.
     let mut digits = itoa::Buffer::new();
     buf.extend_from_slice(&digits.format(1000 + micros % 1000).as_bytes()[1..]);
+}
+
+/// A non-negative number with one decimal (`38.2`).
+fn put_tenths(buf: &mut Vec<u8>, n: f64) {
+    let tenths = (n * 10.0).round().clamp(0.0, 1e18) as u64;
+    put_u64(buf, tenths / 10);
+    buf.push(b'.');
+    put_u64(buf, tenths % 10);
 }
 
 /// Bytes known to need no escaping, in double quotes.
@@ -480,6 +280,11 @@ mod tests {
             headers: Duration::from_micros(1234),
             total: Duration::from_nanos(98_765_432),
             usage: Usage::default(),
+            client: None,
+            model: None,
+            backend_model: None,
+            first_byte: None,
+            tokens_per_second: None,
             outcome,
         }
     }
@@ -509,6 +314,7 @@ mod tests {
         with.usage = Usage {
             prompt: Some(12),
             completion: Some(3),
+            ..Usage::default()
         };
         let mut text = Vec::new();
         with.text(&mut text);
@@ -526,6 +332,39 @@ mod tests {
         let mut text = Vec::new();
         line("ok").text(&mut text);
         assert!(!String::from_utf8(text).unwrap().contains("_tokens="));
+    }
+
+    #[test]
+    fn who_which_model_and_how_fast_are_in_the_text_and_the_journal() {
+        let mut with = line("ok");
+        with.client = Some("alice");
+        with.model = Some("fast \"one\"");
+        with.backend_model = Some("llama3:8b");
+        with.first_byte = Some(Duration::from_micros(20_500));
+        with.tokens_per_second = Some(38.25);
+        let mut text = Vec::new();
+        with.text(&mut text);
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains(r#" backend="ollama" client="alice" model="fast \"one\"" backend_model="llama3:8b" status=200"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(" tokens_per_s=38.3 headers_ms=1.234 ttfb_ms=20.500 total_ms="),
+            "{text}"
+        );
+        let mut journal = Vec::new();
+        with.journal(&mut journal);
+        let journal = String::from_utf8_lossy(&journal).into_owned();
+        for field in [
+            "CLIENT",
+            "MODEL",
+            "BACKEND_MODEL",
+            "TTFB_MS",
+            "TOKENS_PER_S",
+        ] {
+            assert!(journal.contains(&format!("\n{field}\n")), "{field}");
+        }
     }
 
     #[test]

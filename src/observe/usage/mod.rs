@@ -17,10 +17,19 @@
 //! - Ollama's streamed NDJSON (`application/x-ndjson`): the line with `"done":true` has the
 //!   counts, and ends the stream.
 //!
+//! - llama.cpp's `timings` (sent after `usage`) give its own prompt and generation speeds.
+//! - The answer's first bytes name the model that answered ([`model`]).
+//!
 //! Where a backend sends no usage, the counts are absent: nothing is guessed.
+
+mod json;
+mod model;
 
 use http::header::{self, HeaderMap};
 use memchr::memmem;
+
+use self::json::json_usage;
+use self::model::AnswerModel;
 
 /// How much of a JSON answer is read from its last `usage` key on.
 pub(crate) const TAIL: usize = 4096;
@@ -31,12 +40,15 @@ const EDGE: usize = 24;
 pub(crate) const MAX_LINE: usize = 64 << 10;
 
 /// The counts an answer carried.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Usage {
     /// Tokens of the prompt (`prompt_tokens`, `input_tokens`, `prompt_eval_count`).
     pub prompt: Option<u64>,
     /// Tokens generated (`completion_tokens`, `output_tokens`, `eval_count`).
     pub completion: Option<u64>,
+    /// The backend's own measure of its speeds (llama.cpp's `timings`), tokens per second.
+    pub prompt_per_second: Option<f64>,
+    pub generated_per_second: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +73,8 @@ pub(crate) struct UsageScanner {
     usage: Usage,
     /// The stream's last event passed.
     ended: bool,
+    /// The model the answer names.
+    model: AnswerModel,
 }
 
 impl UsageScanner {
@@ -85,11 +99,13 @@ impl UsageScanner {
             skipping: false,
             usage: Usage::default(),
             ended: false,
+            model: AnswerModel::default(),
         })
     }
 
     /// The next bytes of the answer.
     pub(crate) fn feed(&mut self, mut data: &[u8]) {
+        self.model.feed(data);
         if self.kind == Kind::Json {
             self.json_piece(data);
             return;
@@ -121,6 +137,16 @@ impl UsageScanner {
     /// the whole answer).
     pub(crate) fn ended(&self) -> bool {
         self.ended
+    }
+
+    /// Whether the answer is a stream (events, or Ollama's lines).
+    pub(crate) fn is_stream(&self) -> bool {
+        self.kind != Kind::Json
+    }
+
+    /// The model the answer named, if it did (once).
+    pub(crate) fn take_model(&mut self) -> Option<Box<str>> {
+        self.model.take()
     }
 
     /// The counts found, once the answer is over (or was cut).
@@ -235,8 +261,11 @@ impl UsageScanner {
     /// Counts found later win; a part not found keeps what was found before (Anthropic
     /// sends the prompt's count first, the completion's at the end).
     fn merge(&mut self, found: Usage) {
-        self.usage.prompt = found.prompt.or(self.usage.prompt);
-        self.usage.completion = found.completion.or(self.usage.completion);
+        let u = &mut self.usage;
+        u.prompt = found.prompt.or(u.prompt);
+        u.completion = found.completion.or(u.completion);
+        u.prompt_per_second = found.prompt_per_second.or(u.prompt_per_second);
+        u.generated_per_second = found.generated_per_second.or(u.generated_per_second);
     }
 }
 
@@ -267,53 +296,6 @@ fn keys() -> &'static Keys {
     })
 }
 
-/// The counts in JSON text from a counts key on (a `usage` object, or Ollama's fields): the
-/// first of each count's names, read by walking the quoted names once (no JSON parse; this
-/// runs for every JSON answer). OpenAI's names, else Anthropic's and the Responses API's,
-/// else Ollama's.
-fn json_usage(text: &[u8]) -> Usage {
-    const NAMES: [&[u8]; 6] = [
-        b"prompt_tokens",
-        b"input_tokens",
-        b"completion_tokens",
-        b"output_tokens",
-        b"prompt_eval_count",
-        b"eval_count",
-    ];
-    let mut found = [None; NAMES.len()];
-    // Quotes that end or start a string (not `\"` inside one).
-    let mut quotes = memchr::memchr_iter(b'"', text).filter(|&at| {
-        let backslashes = text[..at].iter().rev().take_while(|&&b| b == b'\\').count();
-        backslashes % 2 == 0
-    });
-    while let (Some(open), Some(close)) = (quotes.next(), quotes.next()) {
-        let Some(slot) = NAMES.iter().position(|n| *n == &text[open + 1..close]) else {
-            continue;
-        };
-        let value = text[close + 1..].trim_ascii_start();
-        if let (None, Some(value)) = (found[slot], value.strip_prefix(b":")) {
-            found[slot] = leading_number(value.trim_ascii_start());
-        }
-    }
-    let usage = Usage {
-        prompt: found[0].or(found[1]),
-        completion: found[2].or(found[3]),
-    };
-    if usage != Usage::default() {
-        return usage;
-    }
-    Usage {
-        prompt: found[4],
-        completion: found[5],
-    }
-}
-
-/// The whole number `text` starts with.
-fn leading_number(text: &[u8]) -> Option<u64> {
-    let digits = text.iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&text[..digits]).ok()?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
@@ -340,6 +322,7 @@ mod tests {
         Usage {
             prompt: Some(prompt),
             completion: Some(completion),
+            ..Usage::default()
         }
     }
 
@@ -425,6 +408,26 @@ mod tests {
             scan("text/event-stream", anthropic, 4),
             (counts(25, 15), true)
         );
+    }
+
+    #[test]
+    fn llama_cpp_answers_give_model_and_speeds() {
+        let stream = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"created\":1,\"id\":\"c\",\"model\":\"qwen2.5-0.5b\",\"object\":\"chat.completion.chunk\"}\n\n\
+                      data: {\"choices\":[],\"usage\":{\"completion_tokens\":8,\"prompt_tokens\":5},\"timings\":{\"prompt_per_second\":400.0,\"predicted_per_second\":52.5}}\n\n\
+                      data: [DONE]\n\n";
+        for step in [3, 4096] {
+            let mut s = scanner("text/event-stream");
+            for piece in stream.as_bytes().chunks(step.max(100)) {
+                s.feed(piece);
+            }
+            let u = s.finish();
+            assert_eq!((u.prompt, u.completion), (Some(5), Some(8)));
+            assert_eq!(
+                (u.prompt_per_second, u.generated_per_second),
+                (Some(400.0), Some(52.5))
+            );
+            assert_eq!(s.take_model().as_deref(), Some("qwen2.5-0.5b"));
+        }
     }
 
     #[test]

@@ -1,0 +1,203 @@
+//! The ledger: what was served, by whom and with which model, since counting began. Totals of
+//! requests and tokens per route, backend, model and client; the speeds of streams (time to
+//! first byte, tokens per second) per route, backend and model; tokens per minute for the last
+//! hour; and the last [`recent::RECENT`] requests. `/usage`, the browser page, `openai-proxy models`
+//! and `/metrics` read it.
+//!
+//! It outlives reloads (it is kept in [`crate::upstream::lasting::Lasting`]) and, with
+//! `[usage] file`, restarts ([`file`]). Every request a backend answered adds to it once, when
+//! its response is done, under one short lock.
+//!
+//! Labels stay bounded whatever clients send: a model is counted under its own name only when
+//! the config names it (route `models` without wildcards, aliases) or a backend answered with
+//! it, up to [`MAX_MODELS`] such names; others count as `other`. Client names come from the
+//! client tokens file.
+
+mod book;
+pub(crate) mod file;
+mod recent;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use crate::config::Config;
+use crate::observe::usage::Usage;
+use crate::sync;
+
+pub(crate) use self::book::{Book, Hist, Key, Speeds, Totals, FIRST_BYTE_BUCKETS, SPEED_BUCKETS};
+pub(crate) use self::recent::Entry;
+
+/// Model names learned from answers, at most (the config's own are not counted).
+pub(crate) const MAX_MODELS: usize = 100;
+
+/// The model label of what could not be given its own.
+pub(crate) const OTHER: &str = "other";
+
+/// One request, as the ledger takes it when its response is done.
+#[derive(Debug)]
+pub(crate) struct Served<'a> {
+    pub route: &'a Arc<str>,
+    pub backend: &'a Arc<str>,
+    /// The client token's name, when clients present named tokens.
+    pub client: Option<&'a Arc<str>>,
+    /// The model the request asked for (read from its body or path), and the one the answer
+    /// named.
+    pub asked: Option<&'a str>,
+    pub answered: Option<&'a str>,
+    pub status: u16,
+    pub usage: Usage,
+    pub total: Duration,
+    /// Until the answer's first byte, when one came.
+    pub first_byte: Option<Duration>,
+    /// Its answer was a stream of events.
+    pub stream: bool,
+    /// Tokens generated per second: the backend's own measure, or counted over the stream.
+    pub tokens_per_second: Option<f64>,
+}
+
+/// The model names counted under their own name.
+#[derive(Debug, Default)]
+struct Labels {
+    /// From the config: always their own.
+    configured: HashSet<Arc<str>>,
+    /// Named by backends' answers, up to [`MAX_MODELS`].
+    learned: HashSet<Arc<str>>,
+}
+
+impl Labels {
+    fn get(&self, name: &str) -> Option<Arc<str>> {
+        self.configured
+            .get(name)
+            .or_else(|| self.learned.get(name))
+            .cloned()
+    }
+}
+
+/// See the module's documentation.
+pub struct Ledger {
+    book: Mutex<Book>,
+    labels: RwLock<Labels>,
+    /// `[usage] file`: where the totals are kept across restarts.
+    file: Mutex<Option<PathBuf>>,
+    /// [`OTHER`], and `""` (no model, or no client, named), made once.
+    other: Arc<str>,
+    none: Arc<str>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").finish_non_exhaustive()
+    }
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            book: Mutex::new(Book::new(now_secs())),
+            labels: RwLock::new(Labels::default()),
+            file: Mutex::new(None),
+            other: Arc::from(OTHER),
+            none: Arc::from(""),
+        }
+    }
+}
+
+impl Ledger {
+    /// Takes a configuration's model names and `[usage] file` (at start and at each reload).
+    /// At start (`first`), the totals that file kept are read back.
+    pub fn configure(&self, config: &Config, first: bool) {
+        let mut configured = HashSet::new();
+        for r in &config.routes {
+            for m in r.models.iter().flatten() {
+                if !m.contains(['*', '?', '[']) {
+                    configured.insert(Arc::<str>::from(m.as_str()));
+                }
+            }
+        }
+        for b in &config.backends {
+            for (from, to) in &b.aliases {
+                configured.insert(Arc::from(from.as_str()));
+                configured.insert(Arc::from(to.as_str()));
+            }
+        }
+        sync::write(&self.labels).configured = configured;
+        let path = config.usage.file.clone();
+        if first {
+            if let Some(p) = &path {
+                if let Some(kept) = file::read(p) {
+                    sync::lock(&self.book).restore(kept);
+                }
+            }
+        }
+        *sync::lock(&self.file) = path;
+    }
+
+    /// The label `name` counts under: its own when known (or learned now, for a name a backend
+    /// answered with), else [`OTHER`].
+    fn label(&self, asked: Option<&str>, answered: Option<&str>) -> Arc<str> {
+        {
+            let labels = sync::read(&self.labels);
+            for name in asked.into_iter().chain(answered) {
+                if let Some(l) = labels.get(name) {
+                    return l;
+                }
+            }
+            match (asked, answered) {
+                (None, None) => return self.none.clone(),
+                (_, None) => return self.other.clone(),
+                _ => {}
+            }
+        }
+        let Some(name) = answered else {
+            return self.other.clone();
+        };
+        let mut labels = sync::write(&self.labels);
+        if labels.learned.len() >= MAX_MODELS {
+            return self.other.clone();
+        }
+        let l: Arc<str> = Arc::from(name);
+        labels.learned.insert(l.clone());
+        l
+    }
+
+    /// Adds a request whose response is done.
+    pub(crate) fn record(&self, s: &Served<'_>) {
+        let model = self.label(s.asked, s.answered);
+        let client = s.client.cloned().unwrap_or_else(|| self.none.clone());
+        let entry = Entry::of(s);
+        sync::lock(&self.book).add(s, model, client, entry);
+    }
+
+    /// Reads the book (for `/usage`, the page, `/metrics`).
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Book) -> T) -> T {
+        f(&sync::lock(&self.book))
+    }
+
+    /// Writes the totals to `[usage] file` when they changed since the last write (every few
+    /// seconds, and at the end). Runs off the serving threads.
+    pub fn save(&self) {
+        let Some(path) = sync::lock(&self.file).clone() else {
+            return;
+        };
+        let Some(kept) = sync::lock(&self.book).take_changes() else {
+            return;
+        };
+        if let Err(e) = file::write(&path, &kept) {
+            tracing::warn!("[usage] file {}: could not write it: {e}", path.display());
+        }
+    }
+
+    /// Whether `[usage] file` is set.
+    pub fn keeps_file(&self) -> bool {
+        sync::lock(&self.file).is_some()
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
