@@ -103,6 +103,10 @@ fn describe_access(c: &Config) -> String {
         ),
         _ => writeln!(s, "Clients:     no token needed (no client_tokens_file)"),
     };
+    let named = tokens.names();
+    if !named.is_empty() {
+        let _ = writeln!(s, "  named:     {}", named.join(", "));
+    }
     let names: Vec<String> = c
         .server
         .allowed_hosts
@@ -140,7 +144,7 @@ fn describe_access(c: &Config) -> String {
     s
 }
 
-/// WebSockets, logs and metrics.
+/// WebSockets, logs, metrics and the usage totals.
 fn describe_sessions_and_logs(c: &Config) -> String {
     let mut s = String::new();
     let target = c.log.target.as_str();
@@ -171,6 +175,18 @@ fn describe_sessions_and_logs(c: &Config) -> String {
             s,
             "Metrics:     off (no metrics.listen; a socket named metrics passed by the service \
              manager turns them on)"
+        ),
+    };
+    let _ = match &c.usage.file {
+        Some(f) => writeln!(
+            s,
+            "Usage:       totals per model and client kept in {} (read at start)",
+            f.display()
+        ),
+        None => writeln!(
+            s,
+            "Usage:       totals per model and client in memory (kept across reloads; no \
+             usage.file)"
         ),
     };
     s

@@ -643,7 +643,7 @@ fn check_config_shows_pools_fallbacks_and_metrics() {
     let file = dir.path().join("config.toml");
     std::fs::write(
         &file,
-        "[metrics]\nlisten = \"127.0.0.1:9102\"\n\
+        "[metrics]\nlisten = \"127.0.0.1:9102\"\n[usage]\nfile = \"/var/lib/openai-proxy/usage.json\"\n\
          [backends.ollama]\nurls = [\"http://10.0.0.1:11434\", \"http://10.0.0.2:11434\"]\n\
          health_path = \"/api/version\"\nhealth_interval = \"5s\"\nhealth_backoff = \"2s\"\n\
          [backends.openai]\nurl = \"https://api.openai.com\"\nforward_client_auth = true\n\
@@ -663,6 +663,7 @@ fn check_config_shows_pools_fallbacks_and_metrics() {
     for l in [
         "max_replay_body 1MiB",
         "Metrics:     http://127.0.0.1:9102/metrics",
+        "Usage:       totals per model and client kept in /var/lib/openai-proxy/usage.json",
         "http://10.0.0.1:11434, http://10.0.0.2:11434",
         "Route /v1/chat/completions falls back to openai when ollama fails before answering or \
          answers 5xx",
@@ -675,4 +676,28 @@ fn check_config_shows_pools_fallbacks_and_metrics() {
     ] {
         assert!(r.stdout.contains(l), "expected `{l}` in:\n{}", r.stdout);
     }
+}
+
+#[test]
+fn a_usage_file_must_be_an_absolute_path_and_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(
+        &file,
+        "[backends.b]\nurl = \"http://127.0.0.1:9\"\n[[route]]\npath = \"/v1\"\nbackend = \"b\"\n\
+         [usage]\nfile = \"usage.json\"\n",
+    )
+    .unwrap();
+    let out = command()
+        .args(["check-config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let r = finished(out);
+    assert_eq!(r.code, Some(78), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("config.toml:7") && r.stderr.contains("usage.file"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("give an absolute path"), "{}", r.stderr);
 }

@@ -307,6 +307,7 @@ fn with_key(key: &str, line: &str) -> String {
         "server" => base(line, "", "", ""),
         "log" => base("", line, "", ""),
         "metrics" => with_metrics("", "", line, "", ""),
+        "usage" => format!("{}[usage]\n{line}\n", base("", "", "", "")),
         "backends" => base("", "", line, ""),
         _ => base("", "", "", line),
     }
@@ -319,6 +320,7 @@ fn keys_in_code() -> Vec<String> {
         ("server", "server."),
         ("log", "log."),
         ("metrics", "metrics."),
+        ("usage", "usage."),
         ("backends", "backends.NAME."),
         ("route", "route."),
     ] {
@@ -338,7 +340,7 @@ fn keys_in_code() -> Vec<String> {
 }
 
 /// "key → default" from openai-proxy.toml(5): entries `NAME = TYPE (default: VALUE)` under
-/// subsections `[server]`, `[log]`, `[metrics]`, `[backends.NAME]`, `[[route]]`.
+/// subsections `[server]`, `[log]`, `[metrics]`, `[usage]`, `[backends.NAME]`, `[[route]]`.
 fn keys_in_man() -> BTreeMap<String, String> {
     let text = render(&format!("{ROOT}/man/openai-proxy.toml.5"));
     let mut section = String::new();
