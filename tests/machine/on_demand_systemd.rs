@@ -1,7 +1,8 @@
 //! Backends on demand in a real systemd user manager (tests/tools/systemd-user-sandbox): the
 //! recipe of `contrib/systemd/on-demand/` with the proxy in front (first request starts the
 //! server, idle stops it while the proxy runs on, conflicting servers in one swap group take
-//! turns without cutting a stream). The units alone, `enable-backend` and `wait-ready` are in
+//! turns without cutting a stream; models loaded and unloaded through the proxy's API and
+//! `openai-proxy models`). The units alone, `enable-backend` and `wait-ready` are in
 //! the integration tests' `cli::on_demand`.
 
 use std::path::{Path, PathBuf};
@@ -79,5 +80,50 @@ fn on_demand_backends_in_a_real_systemd_user_manager() {
     assert!(
         out.status.success() && stdout.contains("ALL OK"),
         "the on-demand run in a systemd user manager failed:\n{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn models_load_and_unload_in_a_real_systemd_user_manager() {
+    crate::support::tools::require_user_manager();
+    crate::support::tools::require("/usr/bin/python3", "python3");
+    crate::support::tools::require("/usr/lib/systemd/systemd-socket-proxyd", "systemd");
+    let work = tempfile::tempdir().unwrap();
+    let (port, pm, pp) = (free_port(), free_port(), free_port());
+    let cfg = work.path().join("config.toml");
+    // m is on demand and not asked for its list: GET /models shows the model its route names.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[backends.m]\nurl = \"http://127.0.0.1:{pm}\"\non_demand = true\n\
+             [backends.plain]\nurl = \"http://127.0.0.1:{pp}\"\n\
+             [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"m\"\nmodels = [\"m\"]\n\
+             [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"plain\"\nmodels = [\"plain\"]\n"
+        ),
+    )
+    .unwrap();
+    let units = sandbox_units(&cfg, port);
+    let sandbox: PathBuf = format!("{ROOT}/tests/tools/systemd-user-sandbox").into();
+    let out = Command::new(sandbox)
+        .arg(units.path())
+        .arg("bash")
+        .arg(format!("{ROOT}/tests/scripts/models.sh"))
+        .env("SANDBOX_TIMEOUT", "180")
+        .env("PORT", port.to_string())
+        .env("PM", pm.to_string())
+        .env("SM", free_port().to_string())
+        .env("PP", pp.to_string())
+        .env("BIN", bin::exe())
+        .env("CFG", &cfg)
+        .env("MOCK", format!("{ROOT}/tests/scripts/mock-model-server.py"))
+        .env("DIR", work.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("ALL OK"),
+        "loading and unloading models in a systemd user manager failed:\n{stdout}\n{stderr}"
     );
 }

@@ -62,6 +62,10 @@ pub(crate) struct Member {
     /// When every route to it lists `models`: only those models are shown (they are the ones
     /// that reach it).
     pub filter: Option<ModelSet>,
+    /// Whether it is asked for its list. An on-demand backend with `list_models = false` is
+    /// not (that would start its server): its models are those its routes name exactly (no
+    /// `*`) and its aliases, so that their state can be shown.
+    pub asked: bool,
 }
 
 /// What asking one backend came to.
@@ -128,7 +132,7 @@ impl Catalog {
         routes_by_model: bool,
         extra_secrets: Box<[HeaderName]>,
     ) -> Arc<Catalog> {
-        let plain = matches!(&members[..], [m] if m.filter.is_none()
+        let plain = matches!(&members[..], [m] if m.asked && m.filter.is_none()
             && m.backend.config.aliases.is_empty());
         let slots = members.iter().map(|_| Slot::default()).collect();
         Arc::new(Catalog {
@@ -236,22 +240,33 @@ impl Catalog {
         peer: Option<IpAddr>,
         rid: &HeaderValue,
     ) -> Listing<'_> {
-        let outcomes = self.outcomes(chosen, client, peer, rid).await;
+        let asked: Vec<usize> = chosen
+            .iter()
+            .copied()
+            .filter(|&i| self.members[i].asked)
+            .collect();
+        let mut outcomes = self.outcomes(&asked, client, peer, rid).await.into_iter();
         let mut seen = HashSet::new();
         let mut list = Listing::default();
-        for (&i, outcome) in chosen.iter().zip(&outcomes) {
+        for &i in chosen {
             let m = &self.members[i];
             let name = m.backend.config.name.as_str();
             let mut data = Vec::new();
-            match outcome {
-                Outcome::Listed(models) => {
-                    list.listed.push(name);
-                    merge(m, models, &mut seen, &mut data);
-                }
-                Outcome::Skipped { why, .. } => {
-                    list.skipped.push(format!("{name} ({why})"));
-                    // Its aliases are still what the config says (whisper.cpp lists nothing).
-                    merge(m, &[], &mut seen, &mut data);
+            if !m.asked {
+                merge(m, &named_models(m), &mut seen, &mut data);
+            } else {
+                match outcomes.next() {
+                    Some(Outcome::Listed(models)) => {
+                        list.listed.push(name);
+                        merge(m, &models, &mut seen, &mut data);
+                    }
+                    Some(Outcome::Skipped { why, .. }) => {
+                        list.skipped.push(format!("{name} ({why})"));
+                        // Its aliases are still what the config says (whisper.cpp lists
+                        // nothing).
+                        merge(m, &[], &mut seen, &mut data);
+                    }
+                    None => {}
                 }
             }
             list.data.extend(data.into_iter().map(|v| (i, v)));
@@ -354,6 +369,27 @@ fn backend_param(query: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The models a backend that is not asked has: those its routes name exactly, in a plain
+/// entry each.
+fn named_models(m: &Member) -> Vec<Value> {
+    let names = m.filter.as_ref().map_or(&[][..], ModelSet::patterns);
+    names
+        .iter()
+        .filter(|n| !n.contains('*'))
+        .map(|id| plain_entry(id, &m.backend.config.name))
+        .collect()
+}
+
+/// A model entry made by the proxy: `id`, `object`, `created` 0, `owned_by` its backend.
+fn plain_entry(id: &str, backend: &str) -> Value {
+    json!({
+        "id": id,
+        "object": "model",
+        "created": 0,
+        "owned_by": backend,
+    })
+}
+
 /// Adds one backend's models (those its filter lets through) and its aliases to the list, each
 /// `id` once: the first backend to list it keeps it.
 fn merge(m: &Member, models: &[Value], seen: &mut HashSet<String>, data: &mut Vec<Value>) {
@@ -376,12 +412,7 @@ fn merge(m: &Member, models: &[Value], seen: &mut HashSet<String>, data: &mut Ve
                 v["id"] = Value::String(alias.clone());
                 v
             }
-            None => json!({
-                "id": alias,
-                "object": "model",
-                "created": 0,
-                "owned_by": m.backend.config.name,
-            }),
+            None => plain_entry(alias, &m.backend.config.name),
         };
         data.push(entry);
     }

@@ -32,7 +32,7 @@ fn models(s: &Seen) -> Response<MockBody> {
 }
 
 /// `llm` is up and lists llama3; `down` is unreachable (its alias `tiny` is listed all the
-/// same); `od` is on demand but no socket unit listens for it.
+/// same); `od` is on demand (so not asked for its list) but no socket unit listens for it.
 async fn setup(server: &str) -> (Mock, Mock, TestProxy) {
     let llm = Mock::recording(models).await;
     let od = Mock::recording(models).await;
@@ -60,7 +60,7 @@ models = ["tiny"]
 [[route]]
 path = "/v1/chat/completions"
 backend = "od"
-models = ["od-*"]
+models = ["od-*", "od-exact"]
 "#,
         llm.url(),
         dead_addr(),
@@ -115,6 +115,10 @@ async fn the_lists_give_each_model_its_backend_and_state() {
         let tiny = by_id(&v, "tiny");
         assert_eq!(tiny["backend"], "down", "{path}: {v}");
         assert_eq!(tiny["status"]["value"], "unloaded", "{path}: {v}");
+        // An on-demand backend is not asked (that would start it): the model its route names
+        // exactly is listed for it, its pattern is not.
+        assert_eq!(by_id(&v, "od-exact")["backend"], "od", "{path}: {v}");
+        assert!(!v.to_string().contains("od-*"), "{v}");
     }
 }
 
