@@ -17,16 +17,7 @@ SERVER=openai-proxy-server@m.service
 python3 "$MOCK" --model plain --port "$PP" --load-seconds 0 2>>"$DIR/plain.log" & PLAIN=$!
 trap 'kill "$PLAIN" 2>/dev/null || true; wait "$PLAIN" 2>/dev/null || true' EXIT
 
-step() { echo "== $(date +%T.%N) $*"; }
-fail() {
-    echo "FAIL: $*"
-    systemctl --user status 'openai-proxy*' --no-pager -l || true
-    exit 1
-}
-state() { systemctl --user show -p ActiveState --value "$1"; }
-is() { [ "$(state "$1")" = "$2" ]; }
-now() { date +%s%N; }
-ms() { echo $((($2 - $1) / 1000000)); }
+. "${BASH_SOURCE%/*}/sandbox-common.sh"
 # model_state NAME: the status.value of NAME in GET /models.
 model_state() {
     curl -fsS -m 10 "$U/models" | python3 -c '
