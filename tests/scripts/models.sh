@@ -129,6 +129,13 @@ echo "the stream ended $(ms "$t" "$(cat "$DIR/long.end")") ms after unload --for
 [ "$(ms "$t" "$(cat "$DIR/long.end")")" -lt 3000 ] || fail "the stream ran on after unload --force"
 if grep -q '^data: \[DONE\]' "$DIR/long.txt"; then fail "the stream was not cut by unload --force"; fi
 
+step "openai-proxy models counts the requests for m (GET /usage) and shows it unloaded"
+"$BIN" --config "$CFG" models --url "$U" > "$DIR/models.txt" || fail "models: $(cat "$DIR/models.txt")"
+cat "$DIR/models.txt"
+requests=$(awk '$1 == "m" { print $4 }' "$DIR/models.txt")
+[ "$(awk '$1 == "m" { print $3 }' "$DIR/models.txt")" = unloaded ] || fail "models: m is not unloaded"
+[ "$requests" -ge 1 ] 2>/dev/null || fail "models: m has '$requests' requests, not the streams'"
+
 step "the CLI's refusals exit 1 with the proxy's message"
 if "$BIN" --config "$CFG" models --url "$U" load plain 2> "$DIR/refused.txt"; then fail "models load plain succeeded"; fi
 grep -q "model_not_on_demand" "$DIR/refused.txt" || fail "models load plain: $(cat "$DIR/refused.txt")"
