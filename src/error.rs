@@ -110,6 +110,26 @@ pub enum ProxyError {
     },
     #[error("metrics are off")]
     NoMetrics,
+    #[error("the model {0} is not served here: no route, alias or backend's model list has it (see /models)")]
+    UnknownModel(String),
+    #[error("the model {model} cannot be loaded or unloaded: backend '{backend}' {why}")]
+    NotOnDemand {
+        /// Quoted, and cut short when long.
+        model: String,
+        backend: String,
+        why: &'static str,
+    },
+    #[error("invalid request body: {0}")]
+    BadControlBody(String),
+    #[error("loading and unloading models is refused to web pages of other origins ({0})")]
+    NotSameOrigin(String),
+    #[error("backend '{backend}': systemctl {action} {unit} failed: {detail}")]
+    UnitControl {
+        backend: String,
+        action: &'static str,
+        unit: String,
+        detail: String,
+    },
     #[error("backend '{backend}' has no server to take the request: {detail}")]
     NoServer {
         backend: String,
@@ -126,15 +146,19 @@ impl ProxyError {
             | ProxyError::BadFraming(_)
             | ProxyError::BadHost(_)
             | ProxyError::NoModel { .. }
+            | ProxyError::NotOnDemand { .. }
+            | ProxyError::BadControlBody(_)
             | ProxyError::AmbiguousModel { .. } => StatusCode::BAD_REQUEST,
             ProxyError::HostNotAllowed(_)
             | ProxyError::OriginNotAllowed(_)
+            | ProxyError::NotSameOrigin(_)
             | ProxyError::CrossSite(_) => StatusCode::FORBIDDEN,
             ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::NoRoute(_)
             | ProxyError::NotFound(_)
             | ProxyError::ModelNotFound { .. }
+            | ProxyError::UnknownModel(_)
             | ProxyError::UnknownListBackend(_)
             | ProxyError::NoMetrics => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -145,6 +169,7 @@ impl ProxyError {
             | ProxyError::Tls { .. }
             | ProxyError::BackendFailed { .. }
             | ProxyError::NoServer { .. }
+            | ProxyError::UnitControl { .. }
             | ProxyError::NoModelList(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. }
             | ProxyError::ResponseTimeout { .. }
@@ -164,6 +189,8 @@ impl ProxyError {
             | ProxyError::StartTimeout { backend, .. }
             | ProxyError::SwapTimeout { backend, .. }
             | ProxyError::BackendFailed { backend, .. }
+            | ProxyError::NotOnDemand { backend, .. }
+            | ProxyError::UnitControl { backend, .. }
             | ProxyError::NoServer { backend, .. } => Some(backend),
             _ => None,
         }
@@ -177,13 +204,18 @@ impl ProxyError {
             ProxyError::BadFraming(_) => "invalid_framing",
             ProxyError::BadHost(_) => "invalid_host",
             ProxyError::HostNotAllowed(_) => "host_not_allowed",
-            ProxyError::OriginNotAllowed(_) | ProxyError::CrossSite(_) => "origin_not_allowed",
+            ProxyError::OriginNotAllowed(_)
+            | ProxyError::CrossSite(_)
+            | ProxyError::NotSameOrigin(_) => "origin_not_allowed",
             ProxyError::Unauthorized => "invalid_api_key",
             ProxyError::NoRoute(_) => "no_route",
             ProxyError::NotFound(_) | ProxyError::UnknownListBackend(_) | ProxyError::NoMetrics => {
                 "not_found"
             }
-            ProxyError::ModelNotFound { .. } => "model_not_found",
+            ProxyError::ModelNotFound { .. } | ProxyError::UnknownModel(_) => "model_not_found",
+            ProxyError::NotOnDemand { .. } => "model_not_on_demand",
+            ProxyError::BadControlBody(_) => "invalid_request_body",
+            ProxyError::UnitControl { .. } => "unit_control_failed",
             ProxyError::NoModel { code, .. } => code,
             ProxyError::AmbiguousModel { .. } => "ambiguous_model",
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
@@ -215,7 +247,9 @@ impl ProxyError {
     /// `error.param`: the request parameter an error is about, if any.
     pub fn param(&self) -> Option<&'static str> {
         match self {
-            ProxyError::AmbiguousModel { .. } => Some("model"),
+            ProxyError::AmbiguousModel { .. }
+            | ProxyError::UnknownModel(_)
+            | ProxyError::NotOnDemand { .. } => Some("model"),
             _ => None,
         }
     }

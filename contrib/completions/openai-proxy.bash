@@ -49,6 +49,9 @@ _openai__proxy() {
             openai__proxy,init)
                 cmd="openai__proxy__subcmd__init"
                 ;;
+            openai__proxy,models)
+                cmd="openai__proxy__subcmd__models"
+                ;;
             openai__proxy,reload)
                 cmd="openai__proxy__subcmd__reload"
                 ;;
@@ -145,6 +148,9 @@ _openai__proxy() {
             openai__proxy__subcmd__help,init)
                 cmd="openai__proxy__subcmd__help__subcmd__init"
                 ;;
+            openai__proxy__subcmd__help,models)
+                cmd="openai__proxy__subcmd__help__subcmd__models"
+                ;;
             openai__proxy__subcmd__help,reload)
                 cmd="openai__proxy__subcmd__help__subcmd__reload"
                 ;;
@@ -184,6 +190,30 @@ _openai__proxy() {
             openai__proxy__subcmd__help__subcmd__container,stop)
                 cmd="openai__proxy__subcmd__help__subcmd__container__subcmd__stop"
                 ;;
+            openai__proxy__subcmd__help__subcmd__models,load)
+                cmd="openai__proxy__subcmd__help__subcmd__models__subcmd__load"
+                ;;
+            openai__proxy__subcmd__help__subcmd__models,unload)
+                cmd="openai__proxy__subcmd__help__subcmd__models__subcmd__unload"
+                ;;
+            openai__proxy__subcmd__models,help)
+                cmd="openai__proxy__subcmd__models__subcmd__help"
+                ;;
+            openai__proxy__subcmd__models,load)
+                cmd="openai__proxy__subcmd__models__subcmd__load"
+                ;;
+            openai__proxy__subcmd__models,unload)
+                cmd="openai__proxy__subcmd__models__subcmd__unload"
+                ;;
+            openai__proxy__subcmd__models__subcmd__help,help)
+                cmd="openai__proxy__subcmd__models__subcmd__help__subcmd__help"
+                ;;
+            openai__proxy__subcmd__models__subcmd__help,load)
+                cmd="openai__proxy__subcmd__models__subcmd__help__subcmd__load"
+                ;;
+            openai__proxy__subcmd__models__subcmd__help,unload)
+                cmd="openai__proxy__subcmd__models__subcmd__help__subcmd__unload"
+                ;;
             *)
                 ;;
         esac
@@ -191,7 +221,7 @@ _openai__proxy() {
 
     case "${cmd}" in
         openai__proxy)
-            opts="-c -h -V --config --help --version serve check-config check-endpoints init start stop restart reload status enable disable enable-backend disable-backend wait-ready completions generate container help"
+            opts="-c -h -V --config --help --version serve check-config check-endpoints init start stop restart reload status enable disable enable-backend disable-backend models wait-ready completions generate container help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -711,7 +741,7 @@ _openai__proxy() {
             return 0
             ;;
         openai__proxy__subcmd__help)
-            opts="serve check-config check-endpoints init start stop restart reload status enable disable enable-backend disable-backend wait-ready completions generate container help"
+            opts="serve check-config check-endpoints init start stop restart reload status enable disable enable-backend disable-backend models wait-ready completions generate container help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -962,6 +992,48 @@ _openai__proxy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        openai__proxy__subcmd__help__subcmd__models)
+            opts="load unload"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__help__subcmd__models__subcmd__load)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__help__subcmd__models__subcmd__unload)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         openai__proxy__subcmd__help__subcmd__reload)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1067,6 +1139,152 @@ _openai__proxy() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__models)
+            opts="-c -h --url --timeout --config --help load unload help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__models__subcmd__help)
+            opts="load unload help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__models__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__models__subcmd__help__subcmd__load)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__models__subcmd__help__subcmd__unload)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__models__subcmd__load)
+            opts="-c -h --url --timeout --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__models__subcmd__unload)
+            opts="-c -h --force --url --timeout --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -1,11 +1,11 @@
-//! The tools' one HTTP client of a running proxy (`check-endpoints`, and `/health` for
-//! `status`): where the proxy is ([`ProxyUrl`]: `--url`, `$OPENAI_BASE_URL`, a socket unit's
+//! The tools' one HTTP client of a running proxy (`check-endpoints`, `models`, and `/health`
+//! for `status`): where the proxy is ([`ProxyUrl`]: `--url`, `$OPENAI_BASE_URL`, a socket unit's
 //! address, or the config's first listen address), and one request over TCP or a Unix socket
 //! with hyper, a fresh connection each.
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::ServerName;
 
 use crate::config::tls::AcceptAnyCertificate;
-use crate::config::{Config, ListenAddr};
+use crate::config::{self, Config, ListenAddr};
 
 /// Connecting to the proxy (normally on loopback) takes no longer than this.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -361,6 +361,51 @@ pub fn health(url: &ProxyUrl, timeout: Duration) -> anyhow::Result<(u16, Duratio
             .map_err(|_| anyhow!("no answer within {timeout:?}"))??;
         Ok((status, start.elapsed()))
     })
+}
+
+/// The proxy's URL and where it came from: `--url`, then `$OPENAI_BASE_URL`, then the
+/// config's first listen address.
+pub fn locate_proxy(
+    config_flag: Option<&Path>,
+    url: Option<&ProxyUrl>,
+) -> anyhow::Result<(ProxyUrl, String)> {
+    if let Some(u) = url {
+        return Ok((u.clone(), "--url".into()));
+    }
+    if let Some(v) = std::env::var_os("OPENAI_BASE_URL").filter(|v| !v.is_empty()) {
+        let v = v
+            .to_str()
+            .ok_or_else(|| anyhow!("$OPENAI_BASE_URL is not valid UTF-8"))?;
+        let u = parse_proxy_url(v).map_err(|e| {
+            anyhow!("$OPENAI_BASE_URL: {e}; pass --url to check the proxy somewhere else")
+        })?;
+        return Ok((u, "$OPENAI_BASE_URL".into()));
+    }
+    let config = config::load(config_flag)?;
+    let url = ProxyUrl::from_config(&config)?;
+    Ok((
+        url,
+        format!("server.listen in {}", config.source.display_name()),
+    ))
+}
+
+/// `$OPENAI_API_KEY` as a sensitive `Authorization` value, and the key itself (to redact).
+pub fn api_key() -> anyhow::Result<Option<(HeaderValue, String)>> {
+    let Some(raw) = std::env::var_os("OPENAI_API_KEY") else {
+        return Ok(None);
+    };
+    let key = raw
+        .to_str()
+        .ok_or_else(|| anyhow!("$OPENAI_API_KEY is not valid UTF-8"))?
+        .trim();
+    if key.is_empty() {
+        return Ok(None);
+    }
+    let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+        anyhow!("$OPENAI_API_KEY contains characters that are not allowed in an HTTP header")
+    })?;
+    value.set_sensitive(true);
+    Ok(Some((value, key.to_string())))
 }
 
 #[cfg(test)]

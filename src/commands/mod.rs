@@ -1,5 +1,5 @@
 //! The tools around the daemon, each a command of the binary: writing the first config
-//! (`init`), checking a config or a running proxy, driving the service manager or Podman, and generating the man page and completions.
+//! (`init`), checking a config or a running proxy, its models (`models`), driving the service manager or Podman, and generating the man page and completions.
 //! They share one client of a running proxy ([`client`]), one way to run other programs
 //! ([`process`]) and one `status` report ([`status`]).
 
@@ -11,6 +11,7 @@ pub mod container;
 pub mod generate;
 pub mod init;
 pub mod manage;
+pub mod models;
 pub mod on_demand;
 mod process;
 mod status;

@@ -120,7 +120,8 @@ pub(super) fn fix_length(headers: &mut HeaderMap, span: &Range<usize>, with: usi
 }
 
 /// The backends that take part in the model list, in the order their first route comes in
-/// the config: those a route uses, unless `list_models = false`.
+/// the config: those a route uses, unless `list_models = false` (an on-demand backend takes
+/// part all the same, without being asked: see [`Member::asked`]).
 pub(super) fn members(config: &Config, router: &Router<Target>) -> Vec<Member> {
     let mut members: Vec<Member> = Vec::new();
     for r in &config.routes {
@@ -133,7 +134,8 @@ pub(super) fn members(config: &Config, router: &Router<Target>) -> Vec<Member> {
         };
         let backend = &route.target.backend;
         let bc = &backend.config;
-        if !bc.list_models || members.iter().any(|m| m.backend.config.name == bc.name) {
+        let silent = !bc.list_models && !bc.on_demand;
+        if silent || members.iter().any(|m| m.backend.config.name == bc.name) {
             continue;
         }
         // Every route to it takes only some models: only those are listed.
@@ -154,6 +156,7 @@ pub(super) fn members(config: &Config, router: &Router<Target>) -> Vec<Member> {
             backend: backend.clone(),
             path,
             filter,
+            asked: bc.list_models,
         });
     }
     members

@@ -1,5 +1,5 @@
 //! The route phase of one admitted request: the client token, the proxy's own answers
-//! (`/health`, `/`, `/v1/models`), the route its path or its model picks, and how it is sent:
+//! (`/health`, `/`, `/v1/models`, `/models` and loading and unloading models), the route its path or its model picks, and how it is sent:
 //! as a WebSocket session, once, or with retries and fallback ([`super::send`]).
 
 use std::borrow::Cow;
@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use super::admit::check_client_token;
 use super::by_model::{self, BodyModel};
 use super::context::Ctx;
+use super::own::models;
 use super::rewrite::server_uri;
 use super::send::{self, Outgoing};
 use super::websocket::session;
@@ -49,6 +50,10 @@ impl Proxy {
         };
         if let Some(digest) = &token {
             ctx.client(self.config.server.client_tokens.name_of(digest).as_ref());
+        }
+        if let Some(action) = models::control_path(&path) {
+            // After the client token: it changes the machine.
+            return self.control_model(action, &parts, body, ctx).await;
         }
         if let Some(res) = self.answer_own(&path, &parts, ctx).await? {
             return Ok(res);
@@ -134,8 +139,9 @@ impl Proxy {
         Ok(RequestBody::new(body, limit, idle, counter))
     }
 
-    /// What the proxy answers itself, before any route: `/health`, `/`, `GET /usage` and the
-    /// merged `GET /v1/models` (when it answers that: see [`super::own::catalog`]).
+    /// What the proxy answers itself, before any route: `/health`, `/`, `GET /usage`, the
+    /// merged `GET /v1/models` (when it answers that: see [`super::own::catalog`]) and
+    /// llama.cpp's `GET /models` ([`super::own::models`]).
     async fn answer_own(
         &self,
         path: &str,
@@ -156,13 +162,8 @@ impl Proxy {
                     .read(|book| super::own::usage::usage_json(book, after));
                 Ok(Some(own_response("application/json", body)))
             }
-            "/v1/models" if parts.method == Method::GET => {
-                let res = self.catalog.answer(parts, ctx.peer.ip, &ctx.rid).await?;
-                if let Some(res) = &res {
-                    ctx.answered_by(res.headers().get(&super::headers::X_BACKEND));
-                }
-                Ok(res)
-            }
+            "/v1/models" if parts.method == Method::GET => self.model_list(parts, ctx, false).await,
+            "/models" if parts.method == Method::GET => self.model_list(parts, ctx, true).await,
             _ => Ok(None),
         }
     }

@@ -196,6 +196,7 @@ impl Proxy {
         let again = (parts.method.is_idempotent() && http_body::Body::is_end_stream(&body))
             .then(|| parts.clone());
         let deadline = Instant::now() + bc.response_timeout;
+        let load = backend.counts_in_flight().then(|| server.state.start());
         let upstream = backend.send(server, Request::from_parts(parts, body));
         let mut result = tokio::time::timeout_at(deadline, upstream).await;
         if let (Some(parts), Ok(Err(e))) = (again, &result) {
@@ -217,7 +218,7 @@ impl Proxy {
                 res,
                 Held {
                     lease,
-                    load: None,
+                    load,
                     turn: None,
                 },
                 backend,
@@ -350,7 +351,7 @@ impl Proxy {
                 return Err(att.last.take().unwrap_or_else(|| no_server(backend)));
             };
             let req = leg.request(parts, server, body)?;
-            let load = backend.counts_load().then(|| server.state.start());
+            let load = backend.counts_in_flight().then(|| server.state.start());
             // While waiting for a server to come up, each attempt has its own time-out.
             let deadline = match &leg.waiting {
                 Some(_) => Instant::now() + bc.response_timeout,

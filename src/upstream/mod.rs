@@ -8,6 +8,7 @@
 //! sees alike. The active checks of a backend's servers are in [`checks`].
 
 pub(crate) mod checks;
+pub(crate) mod control;
 pub(crate) mod failure;
 pub(crate) mod health;
 pub(crate) mod lasting;
@@ -188,6 +189,17 @@ impl Backend {
         self.servers.len() > 1
     }
 
+    /// Whether requests are counted in flight on their server: a pool's (to choose by), and an
+    /// on-demand backend's (unloading its model waits for them).
+    pub fn counts_in_flight(&self) -> bool {
+        self.counts_load() || self.config.on_demand
+    }
+
+    /// Its requests in flight, bodies included (counted where [`Self::counts_in_flight`]).
+    pub fn in_flight(&self) -> u32 {
+        self.servers.iter().map(|s| s.state.in_flight()).sum()
+    }
+
     /// Why no server can take a request: each server and its state.
     pub fn why_none(&self) -> String {
         let mut s = String::new();
@@ -221,7 +233,7 @@ impl Backend {
             if let Some(h) = &server.host {
                 req.headers_mut().insert(http::header::HOST, h.clone());
             }
-            let load = self.counts_load().then(|| server.state.start());
+            let load = self.counts_in_flight().then(|| server.state.start());
             match self.send(server, req).await {
                 Ok((res, lease)) => {
                     server.state.answered(&self.config.name);

@@ -9,9 +9,10 @@
 //! (the recipe's `openai-proxy-server@NAME.service`), or the triggered service itself when it
 //! binds to none (a server that is socket-activated itself).
 //!
-//! Used by `openai-proxy status` and by the `/` page.
+//! Used by `openai-proxy status`, the `/` page and the model lists' states; starting and
+//! stopping the units found here is [`super::control`]'s.
 
-use std::io::Read as _;
+use std::io::Read;
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -51,7 +52,7 @@ impl Scope {
         }
     }
 
-    fn systemctl(self) -> Command {
+    pub(crate) fn systemctl(self) -> Command {
         let mut c = Command::new("systemctl");
         if self == Scope::User {
             c.arg("--user");
@@ -92,12 +93,12 @@ pub(crate) fn addresses(config: &Config) -> Vec<Address> {
         .collect()
 }
 
-/// The on-demand section of the `/` page for one config: asked of systemd when the page is
-/// asked for (off the serving thread), at most once a [`FRESH`] interval.
+/// What systemd says of one config's on-demand backends, for the `/` page and the model lists:
+/// asked when they are asked for (off the serving thread), at most once a [`FRESH`] interval.
 pub(crate) struct Watch {
     scope: Option<Scope>,
     addresses: Vec<Address>,
-    last: tokio::sync::Mutex<Option<(Instant, Arc<str>)>>,
+    last: tokio::sync::Mutex<Option<(Instant, Arc<[OnDemand]>)>>,
 }
 
 impl Watch {
@@ -114,25 +115,44 @@ impl Watch {
         }
     }
 
-    /// The lines of [`describe`], or nothing without systemd or on-demand backends.
-    pub(crate) async fn describe(&self) -> Arc<str> {
+    /// The service manager asked, if any.
+    pub(crate) fn scope(&self) -> Option<Scope> {
+        self.scope
+    }
+
+    /// The backends whose address is a socket unit, and their servers' states; empty without
+    /// systemd or on-demand backends.
+    pub(crate) async fn found(&self) -> Arc<[OnDemand]> {
         let Some(scope) = self.scope else {
-            return Arc::from("");
+            return Arc::from([]);
         };
         // One query at a time; those waiting meanwhile get its answer.
         let mut last = self.last.lock().await;
-        if let Some((at, text)) = &*last {
+        if let Some((at, found)) = &*last {
             if at.elapsed() < FRESH {
-                return text.clone();
+                return found.clone();
             }
         }
         let addresses = self.addresses.clone();
-        let text: Arc<str> =
-            tokio::task::spawn_blocking(move || describe(&query(scope, &addresses), scope))
-                .await
-                .map_or_else(|_| Arc::from(""), Arc::from);
-        *last = Some((Instant::now(), text.clone()));
-        text
+        let found: Arc<[OnDemand]> = tokio::task::spawn_blocking(move || query(scope, &addresses))
+            .await
+            .map_or_else(|_| Arc::from([]), Arc::from);
+        *last = Some((Instant::now(), found.clone()));
+        found
+    }
+
+    /// Forgets what systemd said: the next question asks again (a unit was just started or
+    /// stopped).
+    pub(crate) async fn forget(&self) {
+        *self.last.lock().await = None;
+    }
+
+    /// The lines of [`describe`], or nothing without systemd or on-demand backends.
+    pub(crate) async fn describe(&self) -> Arc<str> {
+        match self.scope {
+            None => Arc::from(""),
+            Some(scope) => Arc::from(describe(&self.found().await, scope)),
+        }
     }
 }
 
@@ -173,6 +193,9 @@ pub(crate) struct OnDemand {
     pub state: UnitState,
     /// The server's unit.
     pub server: String,
+    /// The service the socket starts (`systemd-socket-proxyd`, which starts the server); the
+    /// server itself when it is socket-activated.
+    pub forwarder: String,
     pub socket: String,
     /// The socket's first address, as systemd shows it.
     pub listen: String,
@@ -287,6 +310,7 @@ pub(crate) fn query(scope: Scope, addresses: &[Address]) -> Vec<OnDemand> {
                 socket_down: !m.socket_up,
                 backend: m.backend,
                 server: m.server,
+                forwarder: m.triggers,
                 socket: m.socket,
                 listen: m.listen,
             }
@@ -357,20 +381,65 @@ pub(crate) fn parse_show(text: &str) -> Vec<Unit> {
 
 /// Runs `cmd` and returns its standard output when it exits 0 within `limit`; a command still
 /// running then is killed.
-fn output_within(mut cmd: Command, limit: Duration) -> Option<String> {
+fn output_within(cmd: Command, limit: Duration) -> Option<String> {
+    run_within(cmd, limit).ok()
+}
+
+/// Why a command run by [`run_within`] did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RunError {
+    /// It could not be started (say, no `systemctl`).
+    Spawn(String),
+    /// Still running after the limit: killed.
+    TimedOut,
+    /// It exited with a failure: its status and the first line of what it wrote on stderr.
+    Failed(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Spawn(e) => write!(f, "cannot run systemctl: {e}"),
+            RunError::TimedOut => write!(f, "systemctl did not finish in time"),
+            RunError::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Longest part of a command's stderr kept for a message.
+const STDERR_PREFIX: usize = 200;
+
+/// Runs `cmd` and returns its standard output when it exits 0 within `limit`; a command still
+/// running then is killed. A failure keeps a short prefix of its stderr's first line.
+pub(crate) fn run_within(mut cmd: Command, limit: Duration) -> Result<String, RunError> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .ok()?;
-    let mut stdout = child.stdout.take()?;
+        .map_err(|e| RunError::Spawn(e.to_string()))?;
     // Read beside the wait, so a full pipe never stalls the child.
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
@@ -383,8 +452,22 @@ fn output_within(mut cmd: Command, limit: Duration) -> Option<String> {
             }
         }
     };
-    let text = reader.join().ok()?;
-    status.filter(|s| s.success()).map(|_| text)
+    let text = stdout.join().unwrap_or_default();
+    let err = stderr.join().unwrap_or_default();
+    match status {
+        None => Err(RunError::TimedOut),
+        Some(s) if s.success() => Ok(text),
+        Some(s) => {
+            let first: String = err
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(STDERR_PREFIX)
+                .collect();
+            Err(RunError::Failed(format!("{s}: {}", first.trim())))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -430,6 +513,7 @@ mod tests {
             backend: "chat".into(),
             state: UnitState::Starting,
             server: "openai-proxy-server@chat.service".into(),
+            forwarder: "openai-proxy-backend@chat.service".into(),
             socket: "openai-proxy-backend@chat.socket".into(),
             listen: "127.0.0.1:8081".into(),
             socket_down: false,

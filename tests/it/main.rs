@@ -28,6 +28,7 @@ mod proxy {
     mod metrics; // /metrics as Prometheus text and OpenMetrics, counters, no client labels
     mod model_list; // GET /v1/models merged from every backend, aliases, per-key OpenAI lists
     pub mod model_routing; // routing by the request's model: JSON and multipart bodies, aliases
+    mod model_state; // each listed model's backend and state; load/unload refused: not on demand, unknown, cross-origin, no token
     mod on_demand_proxy; // start_timeout, swap groups, idle connections to on-demand servers
     mod parse_errors; // requests hyper refuses still get OpenAI-shaped JSON on the wire
     mod pool; // plain-HTTP backends: origin-form requests, keep-alive reuse

@@ -1,7 +1,8 @@
 //! Backends on demand in a real systemd user manager (tests/tools/systemd-user-sandbox): the
 //! recipe of `contrib/systemd/on-demand/` with the proxy in front (first request starts the
 //! server, idle stops it while the proxy runs on, conflicting servers in one swap group take
-//! turns without cutting a stream). The units alone, `enable-backend` and `wait-ready` are in
+//! turns without cutting a stream; models loaded and unloaded through the proxy's API and
+//! `openai-proxy models`). The units alone, `enable-backend` and `wait-ready` are in
 //! the integration tests' `cli::on_demand`.
 
 use std::path::{Path, PathBuf};
@@ -33,39 +34,25 @@ fn sandbox_units(config: &Path, port: u16) -> tempfile::TempDir {
     dir
 }
 
-#[test]
-fn on_demand_backends_in_a_real_systemd_user_manager() {
+/// Runs `bash tests/scripts/SCRIPT` in a real systemd user manager with the proxy's units
+/// (listening on `port`, config `config`) and the on-demand templates, with `env` besides
+/// PORT, BIN, CFG, MOCK and DIR; fails the test unless the script says "ALL OK".
+fn run_in_user_manager(script: &str, config: &str, port: u16, env: &[(&str, String)]) {
     crate::support::tools::require_user_manager();
     crate::support::tools::require("/usr/bin/python3", "python3");
     crate::support::tools::require("/usr/lib/systemd/systemd-socket-proxyd", "systemd");
     let work = tempfile::tempdir().unwrap();
-    let (port, pa, pb) = (free_port(), free_port(), free_port());
     let cfg = work.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[backends.a]\nurl = \"http://127.0.0.1:{pa}\"\nswap_group = \"gpu\"\n\
-             start_timeout = \"60s\"\n\
-             [backends.b]\nurl = \"http://127.0.0.1:{pb}\"\nswap_group = \"gpu\"\n\
-             start_timeout = \"60s\"\n\
-             [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"a\"\nmodels = [\"a\"]\n\
-             [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"b\"\nmodels = [\"b\"]\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, config).unwrap();
     let units = sandbox_units(&cfg, port);
     let sandbox: PathBuf = format!("{ROOT}/tests/tools/systemd-user-sandbox").into();
     let out = Command::new(sandbox)
         .arg(units.path())
         .arg("bash")
-        .arg(format!("{ROOT}/tests/scripts/on-demand.sh"))
+        .arg(format!("{ROOT}/tests/scripts/{script}"))
         .env("SANDBOX_TIMEOUT", "240")
         .env("PORT", port.to_string())
-        .env("PA", pa.to_string())
-        .env("PB", pb.to_string())
-        .env("SA", free_port().to_string())
-        .env("SB", free_port().to_string())
-        .env("PC", free_port().to_string())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("BIN", bin::exe())
         .env("CFG", &cfg)
         .env("MOCK", format!("{ROOT}/tests/scripts/mock-model-server.py"))
@@ -78,6 +65,45 @@ fn on_demand_backends_in_a_real_systemd_user_manager() {
     eprintln!("{stdout}");
     assert!(
         out.status.success() && stdout.contains("ALL OK"),
-        "the on-demand run in a systemd user manager failed:\n{stdout}\n{stderr}"
+        "{script} in a systemd user manager failed:\n{stdout}\n{stderr}"
     );
+}
+
+#[test]
+fn on_demand_backends_in_a_real_systemd_user_manager() {
+    let (port, pa, pb) = (free_port(), free_port(), free_port());
+    let config = format!(
+        "[backends.a]\nurl = \"http://127.0.0.1:{pa}\"\nswap_group = \"gpu\"\n\
+         start_timeout = \"60s\"\n\
+         [backends.b]\nurl = \"http://127.0.0.1:{pb}\"\nswap_group = \"gpu\"\n\
+         start_timeout = \"60s\"\n\
+         [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"a\"\nmodels = [\"a\"]\n\
+         [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"b\"\nmodels = [\"b\"]\n"
+    );
+    let env = [
+        ("PA", pa.to_string()),
+        ("PB", pb.to_string()),
+        ("SA", free_port().to_string()),
+        ("SB", free_port().to_string()),
+        ("PC", free_port().to_string()),
+    ];
+    run_in_user_manager("on-demand.sh", &config, port, &env);
+}
+
+#[test]
+fn models_load_and_unload_in_a_real_systemd_user_manager() {
+    let (port, pm, pp) = (free_port(), free_port(), free_port());
+    // m is on demand and not asked for its list: GET /models shows the model its route names.
+    let config = format!(
+        "[backends.m]\nurl = \"http://127.0.0.1:{pm}\"\non_demand = true\n\
+         [backends.plain]\nurl = \"http://127.0.0.1:{pp}\"\n\
+         [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"m\"\nmodels = [\"m\"]\n\
+         [[route]]\npath = \"/v1/chat/completions\"\nbackend = \"plain\"\nmodels = [\"plain\"]\n"
+    );
+    let env = [
+        ("PM", pm.to_string()),
+        ("SM", free_port().to_string()),
+        ("PP", pp.to_string()),
+    ];
+    run_in_user_manager("models.sh", &config, port, &env);
 }

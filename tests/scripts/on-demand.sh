@@ -11,24 +11,7 @@ set -euo pipefail
 U="http://127.0.0.1:$PORT"
 IDLE=3
 
-step() { echo "== $(date +%T.%N) $*"; }
-fail() {
-    echo "FAIL: $*"
-    systemctl --user status 'openai-proxy*' --no-pager -l || true
-    exit 1
-}
-state() { systemctl --user show -p ActiveState --value "$1"; }
-is() { [ "$(state "$1")" = "$2" ]; }
-# wait_until DESCRIPTION SECONDS COMMAND...: retries every 0.1 s.
-wait_until() {
-    local what=$1 limit=$2; shift 2
-    local end=$(($(date +%s%N) + limit * 1000000000))
-    until "$@" >/dev/null 2>&1; do
-        [ "$(date +%s%N)" -lt "$end" ] || fail "not within $limit s: $what"
-        sleep 0.1
-    done
-}
-now() { date +%s%N; }
+. "${BASH_SOURCE%/*}/sandbox-common.sh"
 ms_since() { echo $((($(now) - $1) / 1000000)); }
 # chat MODEL [URL]: a chat completion through the proxy (or URL); prints the status and the
 # model that answered.

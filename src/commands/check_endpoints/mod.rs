@@ -24,10 +24,8 @@ use serde_json::{json, Value};
 use self::audio::{audio_format, built_in_clip, multipart, words, Clip, MP3, TRANSCRIPTION_MODEL};
 use self::report::{human_size, snippet, stream_content, Ask, Exchange, Output, Report, Verdict};
 use self::routing::Picked;
-use super::client::{
-    self, parse_proxy_url, Client, ProxyUrl, SendError, Trust, MAX_CONNECT_TIMEOUT,
-};
-use crate::config::{self, format_duration};
+use super::client::{self, Client, ProxyUrl, SendError, Trust, MAX_CONNECT_TIMEOUT};
+use crate::config::format_duration;
 use crate::routing::routes::Router;
 
 /// What one run checks and how (the command line, as plain values).
@@ -98,51 +96,6 @@ impl CheckName {
     }
 }
 
-/// The proxy's URL and where it came from: `--url`, then `$OPENAI_BASE_URL`, then the
-/// config's first listen address.
-fn locate_proxy(
-    config_flag: Option<&Path>,
-    url: Option<&ProxyUrl>,
-) -> anyhow::Result<(ProxyUrl, String)> {
-    if let Some(u) = url {
-        return Ok((u.clone(), "--url".into()));
-    }
-    if let Some(v) = std::env::var_os("OPENAI_BASE_URL").filter(|v| !v.is_empty()) {
-        let v = v
-            .to_str()
-            .ok_or_else(|| anyhow!("$OPENAI_BASE_URL is not valid UTF-8"))?;
-        let u = parse_proxy_url(v).map_err(|e| {
-            anyhow!("$OPENAI_BASE_URL: {e}; pass --url to check the proxy somewhere else")
-        })?;
-        return Ok((u, "$OPENAI_BASE_URL".into()));
-    }
-    let config = config::load(config_flag)?;
-    let url = ProxyUrl::from_config(&config)?;
-    Ok((
-        url,
-        format!("server.listen in {}", config.source.display_name()),
-    ))
-}
-
-/// `$OPENAI_API_KEY` as a sensitive `Authorization` value, and the key itself (to redact).
-fn api_key() -> anyhow::Result<Option<(HeaderValue, String)>> {
-    let Some(raw) = std::env::var_os("OPENAI_API_KEY") else {
-        return Ok(None);
-    };
-    let key = raw
-        .to_str()
-        .ok_or_else(|| anyhow!("$OPENAI_API_KEY is not valid UTF-8"))?
-        .trim();
-    if key.is_empty() {
-        return Ok(None);
-    }
-    let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-        anyhow!("$OPENAI_API_KEY contains characters that are not allowed in an HTTP header")
-    })?;
-    value.set_sensitive(true);
-    Ok(Some((value, key.to_string())))
-}
-
 /// What the speech check asks for, and what the transcription of it should give back.
 const SPEECH_TEXT: &str = "The quick brown fox jumps over the lazy dog.";
 /// Model and voice names OpenAI knows and Kokoro-FastAPI maps to its own.
@@ -161,12 +114,12 @@ pub fn run(
     options: &Options,
     out: Box<dyn std::io::Write>,
 ) -> anyhow::Result<bool> {
-    let (url, from) = locate_proxy(config_flag, options.url.as_ref())?;
+    let (url, from) = client::locate_proxy(config_flag, options.url.as_ref())?;
     let trust = match &options.ca_file {
         Some(path) => client::read_ca_file(path)?,
         None => Trust::Roots(Vec::new()),
     };
-    let key = api_key()?;
+    let key = client::api_key()?;
     let selected: Vec<CheckName> = CheckName::ALL
         .into_iter()
         .filter(|c| options.only.is_empty() || options.only.contains(c))

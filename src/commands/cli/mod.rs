@@ -15,10 +15,12 @@ use crate::commands::on_demand;
 use crate::commands::wait_ready;
 
 mod container;
+mod models;
 pub use self::container::{
     ContainerArgs, ContainerCommand, ContainerEnableArgs, ContainerLogsArgs, ContainerRunArgs,
     ContainerScopeArgs,
 };
+pub use self::models::{ModelNameArgs, ModelsAction, ModelsArgs, UnloadArgs};
 use crate::config::{parse_duration, ListenAddr};
 
 const ABOUT: &str = "Route OpenAI-API requests to self-hosted services";
@@ -99,6 +101,26 @@ on_demand = true, or, with --conflicts, a swap_group shared with the OTHER backe
 
 Running it again for the same NAME replaces the drop-ins and restarts the socket (stopping a
 running server).";
+
+const MODELS_LONG_ABOUT: &str = "\
+List the models of a running proxy with their state, requests and tokens; load or unload one.
+
+Without a subcommand, prints a table: each model of GET /models (every backend's models, its
+aliases), its backend, its state (loaded, loading or unloaded: an on-demand backend's from the
+service manager, any other's from its health), and the requests and tokens (prompt/completion)
+since the proxy started, from GET /usage (- when the proxy does not count them).
+
+models load NAME and models unload NAME [--force] start or stop the server of an on-demand
+backend (one made with enable-backend, on_demand = true in the config) through the proxy
+(POST /models/load, /models/unload); unload waits for the model's requests in flight first.
+
+The proxy is found as check-endpoints finds it (--url, $OPENAI_BASE_URL, the config's
+server.listen). $OPENAI_API_KEY, when set, is sent as \"Authorization: Bearer KEY\" (the client
+token, when the proxy requires one) and never printed.
+
+Exit status: 0 success; 1 when the proxy cannot be reached or refuses (the model is unknown or
+not on demand, the service manager failed); 2 usage error; 78 when the config needed to find
+the proxy is invalid.";
 
 const COMPLETIONS_LONG_ABOUT: &str = "\
 Print a shell completion script to stdout.
@@ -203,6 +225,11 @@ pub enum Command {
     /// removes the three drop-ins enable-backend wrote (and their directories when nothing
     /// else is in them), and reloads the service manager.
     DisableBackend(DisableBackendArgs),
+
+    /// List the models of a running proxy with their state, requests and tokens; load or
+    /// unload one.
+    #[command(long_about = MODELS_LONG_ABOUT)]
+    Models(ModelsArgs),
 
     /// Wait until a server answers HTTP at URL (ExecStartPost= of an on-demand model server).
     ///

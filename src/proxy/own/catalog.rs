@@ -4,6 +4,10 @@
 //! `GET /v1/models?backend=NAME` (one backend's list, as `check-endpoints` asks for it)
 //! answers whatever the config.
 //!
+//! Each model says which backend it is of (`backend`) and its state, as llama.cpp's router
+//! does (`"status": {"value": "loaded"}`): see [`super::models`]. The same list, for every
+//! backend whatever the config, answers llama.cpp's `GET /models`.
+//!
 //! A backend that fails, times out, or answers anything but a model list is left out, logged
 //! (when that changes), and named in the `X-Models-Skipped` response header, so that a user
 //! can see why a model is missing; its aliases are listed all the same.
@@ -58,6 +62,10 @@ pub(crate) struct Member {
     /// When every route to it lists `models`: only those models are shown (they are the ones
     /// that reach it).
     pub filter: Option<ModelSet>,
+    /// Whether it is asked for its list. An on-demand backend with `list_models = false` is
+    /// not (that would start its server): its models are those its routes name exactly (no
+    /// `*`) and its aliases, so that their state can be shown.
+    pub asked: bool,
 }
 
 /// What asking one backend came to.
@@ -95,6 +103,17 @@ struct Slot {
     last: Option<String>,
 }
 
+/// The merged models of the chosen members.
+#[derive(Default)]
+struct Listing<'c> {
+    /// Each model with the index of the member it came from.
+    data: Vec<(usize, Value)>,
+    /// The members that listed their models.
+    listed: Vec<&'c str>,
+    /// Those left out, and why.
+    skipped: Vec<String>,
+}
+
 /// The model list of one config.
 pub(crate) struct Catalog {
     /// Answer `GET /v1/models` itself (the config routes by model, and asking one backend
@@ -113,7 +132,7 @@ impl Catalog {
         routes_by_model: bool,
         extra_secrets: Box<[HeaderName]>,
     ) -> Arc<Catalog> {
-        let plain = matches!(&members[..], [m] if m.filter.is_none()
+        let plain = matches!(&members[..], [m] if m.asked && m.filter.is_none()
             && m.backend.config.aliases.is_empty());
         let slots = members.iter().map(|_| Slot::default()).collect();
         Arc::new(Catalog {
@@ -129,22 +148,31 @@ impl Catalog {
         self.merged
     }
 
+    /// Whether `GET /v1/models` with this query is the proxy's to answer: the merged list, or
+    /// one backend's (`?backend=NAME`).
+    pub(crate) fn answers(&self, parts: &Parts) -> bool {
+        self.merged || parts.uri.query().and_then(backend_param).is_some()
+    }
+
     /// The backends that take part, in order.
     pub(crate) fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.iter()
     }
 
-    /// Answers `GET /v1/models` when it is the proxy's to answer; `None`: route it as any
-    /// other request.
+    /// Answers `GET /v1/models` when it is the proxy's to answer (`all`: whatever the config,
+    /// as for llama.cpp's `GET /models`); `None`: route it as any other request. Each model
+    /// gets its backend's name and its state (`state`: see [`super::models`]).
     pub(crate) async fn answer(
         self: &Arc<Self>,
         parts: &Parts,
         peer: Option<IpAddr>,
         rid: &HeaderValue,
+        all: bool,
+        state: &(dyn Fn(&Backend) -> &'static str + Sync),
     ) -> Result<Option<Response<ResponseBody>>, ProxyError> {
         let only = parts.uri.query().and_then(backend_param);
         let chosen: Vec<usize> = match &only {
-            None if !self.merged => return Ok(None),
+            None if !self.merged && !all => return Ok(None),
             None => (0..self.members.len()).collect(),
             Some(name) => vec![self
                 .members
@@ -152,29 +180,22 @@ impl Catalog {
                 .position(|m| m.backend.config.name == *name)
                 .ok_or_else(|| ProxyError::UnknownListBackend(quote(name)))?],
         };
-        let outcomes = self.outcomes(&chosen, &parts.headers, peer, rid).await;
-        let mut seen = HashSet::new();
-        let mut data = Vec::new();
-        let mut listed = Vec::new();
-        let mut skipped = Vec::new();
-        for (&i, outcome) in chosen.iter().zip(&outcomes) {
-            let m = &self.members[i];
-            let name = m.backend.config.name.as_str();
-            match outcome {
-                Outcome::Listed(models) => {
-                    listed.push(name);
-                    merge(m, models, &mut seen, &mut data);
-                }
-                Outcome::Skipped { why, .. } => {
-                    skipped.push(format!("{name} ({why})"));
-                    // Its aliases are still what the config says (whisper.cpp lists nothing).
-                    merge(m, &[], &mut seen, &mut data);
-                }
-            }
+        let list = self.listing(&chosen, &parts.headers, peer, rid).await;
+        if list.data.is_empty() && !list.skipped.is_empty() {
+            return Err(ProxyError::NoModelList(list.skipped.join(", ")));
         }
-        if data.is_empty() && !skipped.is_empty() {
-            return Err(ProxyError::NoModelList(skipped.join(", ")));
-        }
+        let data: Vec<Value> = list
+            .data
+            .into_iter()
+            .map(|(i, mut model)| {
+                let backend = &self.members[i].backend;
+                if let Value::Object(o) = &mut model {
+                    o.insert("backend".into(), json!(backend.config.name));
+                    o.insert("status".into(), json!({ "value": state(backend) }));
+                }
+                model
+            })
+            .collect();
         let body = json!({ "object": "list", "data": data }).to_string();
         let mut res = Response::new(ResponseBody::full(Bytes::from(body)));
         let h = res.headers_mut();
@@ -182,15 +203,75 @@ impl Catalog {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Ok(v) = HeaderValue::from_str(&listed.join(",")) {
+        if let Ok(v) = HeaderValue::from_str(&list.listed.join(",")) {
             h.insert(X_BACKEND.clone(), v);
         }
-        if let Ok(v) = HeaderValue::from_str(&skipped.join(", ")) {
-            if !skipped.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&list.skipped.join(", ")) {
+            if !list.skipped.is_empty() {
                 h.insert(X_MODELS_SKIPPED.clone(), v);
             }
         }
         Ok(Some(res))
+    }
+
+    /// The backend whose model list (or aliases) has the model `id`: the first to list it, as
+    /// in the merged list.
+    pub(crate) async fn owner_of(
+        self: &Arc<Self>,
+        id: &str,
+        client: &HeaderMap,
+        peer: Option<IpAddr>,
+        rid: &HeaderValue,
+    ) -> Option<Arc<Backend>> {
+        let all: Vec<usize> = (0..self.members.len()).collect();
+        let list = self.listing(&all, client, peer, rid).await;
+        list.data
+            .iter()
+            .find(|(_, model)| model["id"] == id)
+            .map(|(i, _)| self.members[*i].backend.clone())
+    }
+
+    /// The chosen members' models merged (each with the member it came from), and which
+    /// members listed or were left out.
+    async fn listing(
+        self: &Arc<Self>,
+        chosen: &[usize],
+        client: &HeaderMap,
+        peer: Option<IpAddr>,
+        rid: &HeaderValue,
+    ) -> Listing<'_> {
+        let asked: Vec<usize> = chosen
+            .iter()
+            .copied()
+            .filter(|&i| self.members[i].asked)
+            .collect();
+        let mut outcomes = self.outcomes(&asked, client, peer, rid).await.into_iter();
+        let mut seen = HashSet::new();
+        let mut list = Listing::default();
+        for &i in chosen {
+            let m = &self.members[i];
+            let name = m.backend.config.name.as_str();
+            let mut data = Vec::new();
+            if !m.asked {
+                merge(m, &named_models(m), &mut seen, &mut data);
+            } else {
+                match outcomes.next() {
+                    Some(Outcome::Listed(models)) => {
+                        list.listed.push(name);
+                        merge(m, &models, &mut seen, &mut data);
+                    }
+                    Some(Outcome::Skipped { why, .. }) => {
+                        list.skipped.push(format!("{name} ({why})"));
+                        // Its aliases are still what the config says (whisper.cpp lists
+                        // nothing).
+                        merge(m, &[], &mut seen, &mut data);
+                    }
+                    None => {}
+                }
+            }
+            list.data.extend(data.into_iter().map(|v| (i, v)));
+        }
+        list
     }
 
     /// The outcome for each chosen member, from the cache where it may be used.
@@ -288,6 +369,27 @@ fn backend_param(query: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The models a backend that is not asked has: those its routes name exactly, in a plain
+/// entry each.
+fn named_models(m: &Member) -> Vec<Value> {
+    let names = m.filter.as_ref().map_or(&[][..], ModelSet::patterns);
+    names
+        .iter()
+        .filter(|n| !n.contains('*'))
+        .map(|id| plain_entry(id, &m.backend.config.name))
+        .collect()
+}
+
+/// A model entry made by the proxy: `id`, `object`, `created` 0, `owned_by` its backend.
+fn plain_entry(id: &str, backend: &str) -> Value {
+    json!({
+        "id": id,
+        "object": "model",
+        "created": 0,
+        "owned_by": backend,
+    })
+}
+
 /// Adds one backend's models (those its filter lets through) and its aliases to the list, each
 /// `id` once: the first backend to list it keeps it.
 fn merge(m: &Member, models: &[Value], seen: &mut HashSet<String>, data: &mut Vec<Value>) {
@@ -310,12 +412,7 @@ fn merge(m: &Member, models: &[Value], seen: &mut HashSet<String>, data: &mut Ve
                 v["id"] = Value::String(alias.clone());
                 v
             }
-            None => json!({
-                "id": alias,
-                "object": "model",
-                "created": 0,
-                "owned_by": m.backend.config.name,
-            }),
+            None => plain_entry(alias, &m.backend.config.name),
         };
         data.push(entry);
     }

@@ -175,14 +175,17 @@ async fn the_lists_are_merged_failures_named_aliases_added() {
             "ft:gpt-4o:alice"
         ]
     );
-    // Each object as its backend sent it; an alias takes its model's.
+    // Each object as its backend sent it, with its backend and state added (llama.cpp
+    // router's "status"); an alias takes its model's.
     assert_eq!(
         data[0],
-        json!({"id": "llama3.2:3b", "object": "model", "created": 1727000000, "owned_by": "library"})
+        json!({"id": "llama3.2:3b", "object": "model", "created": 1727000000, "owned_by": "library",
+               "backend": "ollama", "status": {"value": "loaded"}})
     );
     assert_eq!(
         data[2],
-        json!({"id": "gpt-4o-mini", "object": "model", "created": 1727000000, "owned_by": "library"})
+        json!({"id": "gpt-4o-mini", "object": "model", "created": 1727000000, "owned_by": "library",
+               "backend": "ollama", "status": {"value": "loaded"}})
     );
     assert_eq!(data[3]["owned_by"], "whisper");
     assert_eq!(data[4]["owned_by"], "system");
