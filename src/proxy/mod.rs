@@ -146,6 +146,7 @@ impl Proxy {
             by_model::members(&config, &router),
             config.routes_by_model(),
             headers::extra_secrets(&config.server.secret_headers),
+            &lasting.ledger,
         );
         let status_page = own::status::page(&router, &catalog, config.server.tls.is_some());
         lasting.ledger.configure(&config, false);

@@ -162,6 +162,19 @@ impl Ledger {
         l
     }
 
+    /// Learns the model names a backend lists (up to [`MAX_MODELS`] learned in all).
+    pub(crate) fn learn<'n>(&self, names: impl Iterator<Item = &'n str>) {
+        let mut labels = sync::write(&self.labels);
+        for name in names {
+            if labels.learned.len() >= MAX_MODELS {
+                return;
+            }
+            if !name.is_empty() && name.len() <= 200 && labels.get(name).is_none() {
+                labels.learned.insert(Arc::from(name));
+            }
+        }
+    }
+
     /// Adds a request whose response is done.
     pub(crate) fn record(&self, s: &Served<'_>) {
         let model = self.label(s.asked, s.answered);
@@ -200,4 +213,30 @@ pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_the_configs_and_at_most_so_many_learned_then_other() {
+        let ledger = Ledger::default();
+        sync::write(&ledger.labels).configured = [Arc::from("fast")].into_iter().collect();
+        assert_eq!(&*ledger.label(Some("fast"), Some("qwen")), "fast");
+        assert_eq!(&*ledger.label(None, None), "");
+        // Asked for by a client, unknown, no answer naming it: not its own.
+        assert_eq!(&*ledger.label(Some("random-1"), None), OTHER);
+        let listed: Vec<String> = (0..MAX_MODELS - 1).map(|i| format!("m{i}")).collect();
+        ledger.learn(listed.iter().map(String::as_str));
+        assert_eq!(&*ledger.label(Some("random-2"), Some("m7")), "m7");
+        assert_eq!(&*ledger.label(None, Some("last")), "last");
+        assert_eq!(&*ledger.label(None, Some("one-too-many")), OTHER);
+        assert_eq!(
+            &*ledger.label(Some("fast"), None),
+            "fast",
+            "the config's stay"
+        );
+        assert_eq!(sync::read(&ledger.labels).learned.len(), MAX_MODELS);
+    }
 }

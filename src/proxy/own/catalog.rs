@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use crate::body::ResponseBody;
 use crate::config::{format_duration, quote, AuthPolicy};
 use crate::error::ProxyError;
+use crate::observe::ledger::Ledger;
 use crate::proxy::headers::{self, X_BACKEND};
 use crate::routing::routes::ModelSet;
 use crate::sync;
@@ -124,6 +125,8 @@ pub(crate) struct Catalog {
     slots: Mutex<Vec<Slot>>,
     /// `server.secret_headers` beyond the built-in ones, handled as for any request.
     extra_secrets: Box<[HeaderName]>,
+    /// Learns the model names backends list (its labels).
+    ledger: Arc<Ledger>,
 }
 
 impl Catalog {
@@ -131,6 +134,7 @@ impl Catalog {
         members: Vec<Member>,
         routes_by_model: bool,
         extra_secrets: Box<[HeaderName]>,
+        ledger: &Arc<Ledger>,
     ) -> Arc<Catalog> {
         let plain = matches!(&members[..], [m] if m.asked && m.filter.is_none()
             && m.backend.config.aliases.is_empty());
@@ -140,6 +144,7 @@ impl Catalog {
             members,
             slots: Mutex::new(slots),
             extra_secrets,
+            ledger: ledger.clone(),
         })
     }
 
@@ -338,6 +343,12 @@ impl Catalog {
         slot.refreshing = false;
         if !per_client(m) {
             slot.cached = Some((Instant::now(), o.clone()));
+            // A list that depends on the client's key (OpenAI's, with a hundred models) would
+            // crowd the labels: only the backend's own lists name them.
+            if let Outcome::Listed(models) = o {
+                self.ledger
+                    .learn(models.iter().filter_map(|v| v.get("id")?.as_str()));
+            }
         }
         if slot.last.as_deref() == Some(o.summary()) {
             return;
