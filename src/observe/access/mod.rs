@@ -200,28 +200,31 @@ impl AccessRecord {
         };
     }
 
-    /// The answer's usage and model, once it is over; a stream whose last event passed
-    /// counts as complete even if its client went away before the connection's end (SDKs
-    /// do).
-    fn take_usage(&mut self) -> (Usage, Option<Box<str>>) {
-        let Some(scanner) = &mut self.usage else {
-            return (Usage::default(), None);
+    /// What the answer said, once it is over; a stream whose last event passed counts as
+    /// complete even if its client went away before the connection's end (SDKs do).
+    fn ended(&mut self, total: Duration) -> Ended {
+        let (usage, answered) = match &mut self.usage {
+            Some(scanner) => {
+                let usage = scanner.finish();
+                self.completed |= scanner.ended();
+                (usage, scanner.take_model())
+            }
+            None => (Usage::default(), None),
         };
-        let usage = scanner.finish();
-        self.completed |= scanner.ended();
-        (usage, scanner.take_model())
-    }
-
-    /// Tokens generated per second: the backend's own measure (llama.cpp's), else, for a
-    /// stream, the tokens over the time from its first byte to its end (`total` after start).
-    fn tokens_per_second(&self, usage: &Usage, total: Duration) -> Option<f64> {
-        if let Some(t) = usage.generated_per_second {
-            return Some(t);
+        let first_byte = self.first_byte.map(|t| t.saturating_duration_since(self.start));
+        // Tokens generated per second: the backend's own measure (llama.cpp's), else, for a
+        // stream, the tokens over the time from its first byte to its end.
+        let tokens_per_second = usage.generated_per_second.or_else(|| {
+            let generating = total.checked_sub(first_byte?)?.as_secs_f64();
+            let tokens = usage.completion.filter(|&n| n > 1)?;
+            (self.streamed() && generating >= 0.001).then(|| tokens as f64 / generating)
+        });
+        Ended {
+            usage,
+            answered,
+            first_byte,
+            tokens_per_second,
         }
-        let first = self.first_byte?.checked_duration_since(self.start)?;
-        let generating = total.checked_sub(first)?.as_secs_f64();
-        let tokens = usage.completion.filter(|&n| n > 1)?;
-        (self.streamed() && generating >= 0.001).then(|| tokens as f64 / generating)
     }
 
     /// Its answer is a stream (of events, or Ollama's lines).
@@ -238,9 +241,10 @@ impl AccessRecord {
     }
 
     /// The values of one line, as they are when the request is done (`total`: since it
-    /// came; `answered`: the model the answer named).
-    fn line<'a>(&'a self, total: Duration, usage: Usage, answered: Option<&'a str>) -> Line<'a> {
+    /// came).
+    fn line<'a>(&'a self, total: Duration, end: &'a Ended) -> Line<'a> {
         let model = self.model.as_deref();
+        let answered = end.answered.as_deref();
         Line {
             request_id: self.request_id.as_bytes(),
             method: self.method.as_str(),
@@ -258,14 +262,12 @@ impl AccessRecord {
             bytes_out: self.bytes_out,
             headers: self.headers_after,
             total,
-            usage,
+            usage: end.usage,
             client: self.client.as_deref(),
             model: model.or(answered),
             backend_model: answered.filter(|a| model.is_some_and(|m| m != *a)),
-            first_byte: self
-                .first_byte
-                .map(|t| t.saturating_duration_since(self.start)),
-            tokens_per_second: self.tokens_per_second(&usage, total),
+            first_byte: end.first_byte,
+            tokens_per_second: end.tokens_per_second,
             outcome: self.outcome(),
         }
     }
@@ -275,43 +277,38 @@ impl AccessRecord {
     /// Appends the line as text (`GET /path 200 request_id="..." ...`, without time and
     /// level) to `buf`.
     pub fn text(&self, buf: &mut Vec<u8>) {
-        self.line(self.start.elapsed(), Usage::default(), None)
-            .text(buf);
+        let end = Ended::default();
+        self.line(self.start.elapsed(), &end).text(buf);
     }
 }
 
 impl Drop for AccessRecord {
     fn drop(&mut self) {
         let total = self.start.elapsed();
-        let (usage, answered) = self.take_usage();
-        let answered = answered.as_deref();
+        let end = self.ended(total);
         if self.log {
             crate::observe::logging::access(|out| match out {
-                crate::observe::logging::Format::Text(buf) => {
-                    self.line(total, usage, answered).text(buf)
-                }
+                crate::observe::logging::Format::Text(buf) => self.line(total, &end).text(buf),
                 crate::observe::logging::Format::Journal(buf) => {
-                    self.line(total, usage, answered).journal(buf)
+                    self.line(total, &end).journal(buf)
                 }
             });
         }
         if let (Some(ledger), Some(route), Some(backend)) =
             (&self.ledger, &self.route, &self.backend_name)
         {
-            ledger.record(&Served {
+            ledger.record(Served {
                 route,
                 backend,
                 client: self.client.as_ref(),
-                asked: self.model.as_deref(),
-                answered,
+                asked: self.model.take(),
+                answered: end.answered,
                 status: self.status,
-                usage,
+                usage: end.usage,
                 total,
-                first_byte: self
-                    .first_byte
-                    .map(|t| t.saturating_duration_since(self.start)),
-                stream: self.streamed(),
-                tokens_per_second: self.tokens_per_second(&usage, total),
+                first_byte: end.first_byte,
+                stream: self.stream || self.usage.as_ref().is_some_and(UsageScanner::is_stream),
+                tokens_per_second: end.tokens_per_second,
             });
         }
         if let Some(t) = &self.tally {
@@ -326,6 +323,18 @@ impl Drop for AccessRecord {
             });
         }
     }
+}
+
+/// What an answer said, read once it is over.
+#[derive(Debug, Default)]
+struct Ended {
+    usage: Usage,
+    /// The model it named.
+    answered: Option<Box<str>>,
+    /// Its first body byte came this long after the request.
+    first_byte: Option<Duration>,
+    /// Tokens generated per second.
+    tokens_per_second: Option<f64>,
 }
 
 /// The path an access line shows.

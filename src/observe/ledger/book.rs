@@ -1,7 +1,9 @@
 //! The ledger's book: totals, speeds, tokens per minute and the last requests, under one lock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -103,8 +105,8 @@ impl Book {
     pub(crate) fn new(since: u64) -> Book {
         Book {
             since,
-            totals: HashMap::new(),
-            speeds: HashMap::new(),
+            totals: HashMap::default(),
+            speeds: HashMap::default(),
             minutes: VecDeque::with_capacity(MINUTES),
             recent: VecDeque::new(),
             seq: 0,
@@ -118,7 +120,6 @@ impl Book {
         s: &Served<'_>,
         model: Arc<str>,
         client: Arc<str>,
-        mut entry: Entry,
     ) {
         let prompt = s.usage.prompt.unwrap_or(0);
         let completion = s.usage.completion.unwrap_or(0);
@@ -147,8 +148,12 @@ impl Book {
         });
         self.changed = true;
         if prompt + completion > 0 {
-            self.add_minute(entry.time as u64 / 60 * 60, prompt, completion);
+            self.add_minute(super::now_secs() / 60 * 60, prompt, completion);
         }
+    }
+
+    /// Lists a request among the last ones, with the next number.
+    pub(super) fn push(&mut self, mut entry: Entry) {
         self.seq += 1;
         entry.seq = self.seq;
         if self.recent.len() == RECENT {
@@ -182,7 +187,7 @@ impl Book {
 
     /// Sums of the totals by one part of their key (model, client), in name order.
     pub(crate) fn sums_by(&self, part: impl Fn(&Key) -> &Arc<str>) -> Vec<(Arc<str>, Totals)> {
-        let mut sums: HashMap<&Arc<str>, Totals> = HashMap::new();
+        let mut sums: HashMap<&Arc<str>, Totals> = HashMap::default();
         for (k, t) in &self.totals {
             sums.entry(part(k)).or_default().add(t);
         }

@@ -4,11 +4,12 @@
 //! A missing file is a first start; an unreadable or corrupt one is a warning, never a
 //! failure to start (the totals then start from zero, and the next write replaces it).
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use rustc_hash::FxHashMap as HashMap;
 
 use super::book::{Key, Totals};
 
@@ -129,7 +130,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("usage.json");
         assert!(read(&path).is_none());
-        let mut totals = HashMap::new();
+        let mut totals = HashMap::default();
         let key = Key {
             route: Arc::from("/v1/chat/completions"),
             backend: Arc::from("ollama"),

@@ -17,10 +17,11 @@ mod book;
 pub(crate) mod file;
 mod recent;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
+
+use rustc_hash::FxHashSet as HashSet;
 
 use crate::config::Config;
 use crate::observe::usage::Usage;
@@ -44,8 +45,8 @@ pub(crate) struct Served<'a> {
     pub client: Option<&'a Arc<str>>,
     /// The model the request asked for (read from its body or path), and the one the answer
     /// named.
-    pub asked: Option<&'a str>,
-    pub answered: Option<&'a str>,
+    pub asked: Option<Box<str>>,
+    pub answered: Option<Box<str>>,
     pub status: u16,
     pub usage: Usage,
     pub total: Duration,
@@ -108,7 +109,7 @@ impl Ledger {
     /// Takes a configuration's model names and `[usage] file` (at start and at each reload).
     /// At start (`first`), the totals that file kept are read back.
     pub fn configure(&self, config: &Config, first: bool) {
-        let mut configured = HashSet::new();
+        let mut configured = HashSet::default();
         for r in &config.routes {
             for m in r.models.iter().flatten() {
                 if !m.contains(['*', '?', '[']) {
@@ -176,11 +177,14 @@ impl Ledger {
     }
 
     /// Adds a request whose response is done.
-    pub(crate) fn record(&self, s: &Served<'_>) {
-        let model = self.label(s.asked, s.answered);
+    pub(crate) fn record(&self, mut s: Served<'_>) {
+        let (asked, answered) = (s.asked.take(), s.answered.take());
+        let model = self.label(asked.as_deref(), answered.as_deref());
         let client = s.client.cloned().unwrap_or_else(|| self.none.clone());
-        let entry = Entry::of(s);
-        sync::lock(&self.book).add(s, model, client, entry);
+        let entry = Entry::of(&s, asked, answered);
+        let mut book = sync::lock(&self.book);
+        book.add(&s, model, client);
+        book.push(entry);
     }
 
     /// Reads the book (for `/usage`, the page, `/metrics`).

@@ -36,20 +36,21 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// The entry of a request that is done.
-    pub(crate) fn of(s: &Served<'_>) -> Entry {
+    /// The entry of a request that is done, which asked for model `asked` and whose answer
+    /// named `answered`.
+    pub(crate) fn of(s: &Served<'_>, asked: Option<Box<str>>, answered: Option<Box<str>>) -> Entry {
         let time = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let (model, backend_model) = match (s.asked, s.answered) {
+            .map_or(0, |d| d.as_millis());
+        let (model, backend_model) = match (asked, answered) {
             (Some(a), Some(b)) if a != b => (Some(a), Some(b)),
             (Some(a), _) => (Some(a), None),
             (None, b) => (b, None),
         };
-        let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        let ms = |d: std::time::Duration| d.as_micros() as f64 / 1e3;
         Entry {
             seq: 0,
-            time: (time * 1e3).round() / 1e3,
+            time: time as f64 / 1e3,
             client: s.client.cloned(),
             model: model.map(shown),
             backend_model: backend_model.map(shown),
@@ -66,8 +67,11 @@ impl Entry {
 }
 
 /// A model name as listed: cut to [`MAX_SHOWN`] bytes (on a character boundary).
-fn shown(name: &str) -> Box<str> {
-    let mut end = name.len().min(MAX_SHOWN);
+fn shown(name: Box<str>) -> Box<str> {
+    if name.len() <= MAX_SHOWN {
+        return name;
+    }
+    let mut end = MAX_SHOWN;
     while !name.is_char_boundary(end) {
         end -= 1;
     }

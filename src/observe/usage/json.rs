@@ -4,31 +4,33 @@
 
 use super::Usage;
 
-/// The names read, in [`json_usage`]'s slots.
-const NAMES: [&[u8]; 8] = [
-    b"prompt_tokens",
-    b"input_tokens",
-    b"completion_tokens",
-    b"output_tokens",
-    b"prompt_eval_count",
-    b"eval_count",
-    // llama.cpp's `timings`.
-    b"prompt_per_second",
-    b"predicted_per_second",
-];
+/// The slot of each name read (llama.cpp's `timings` last).
+fn slot(name: &[u8]) -> Option<usize> {
+    Some(match name {
+        b"prompt_tokens" => 0,
+        b"input_tokens" => 1,
+        b"completion_tokens" => 2,
+        b"output_tokens" => 3,
+        b"prompt_eval_count" => 4,
+        b"eval_count" => 5,
+        b"prompt_per_second" => 6,
+        b"predicted_per_second" => 7,
+        _ => return None,
+    })
+}
 
 /// The counts in JSON text from a counts key on (a `usage` object, or Ollama's fields): the
 /// first of each count's names. OpenAI's names, else Anthropic's and the Responses API's,
 /// else Ollama's; and llama.cpp's speeds (`timings`, which it sends after `usage`).
 pub(super) fn json_usage(text: &[u8]) -> Usage {
-    let mut found: [Option<&[u8]>; NAMES.len()] = [None; NAMES.len()];
+    let mut found: [Option<&[u8]>; 8] = [None; 8];
     // Quotes that end or start a string (not `\"` inside one).
     let mut quotes = memchr::memchr_iter(b'"', text).filter(|&at| {
         let backslashes = text[..at].iter().rev().take_while(|&&b| b == b'\\').count();
         backslashes % 2 == 0
     });
     while let (Some(open), Some(close)) = (quotes.next(), quotes.next()) {
-        let Some(slot) = NAMES.iter().position(|n| *n == &text[open + 1..close]) else {
+        let Some(slot) = slot(&text[open + 1..close]) else {
             continue;
         };
         let value = text[close + 1..].trim_ascii_start();
@@ -50,10 +52,15 @@ pub(super) fn json_usage(text: &[u8]) -> Usage {
     }
 }
 
-/// The whole number `text` starts with.
+/// The whole number `text` starts with (none when it overflows).
 fn leading_number(text: &[u8]) -> Option<u64> {
-    let digits = text.iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&text[..digits]).ok()?.parse().ok()
+    let mut n: u64 = 0;
+    let mut digits = 0;
+    for &b in text.iter().take_while(|b| b.is_ascii_digit()) {
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        digits += 1;
+    }
+    (digits > 0).then_some(n)
 }
 
 /// The non-negative decimal number `text` starts with (`12.5`, `3e2`), finite.
@@ -84,6 +91,15 @@ mod tests {
         // A name inside a string value is not a name.
         let u = json_usage(br#""usage":{"note":"\"prompt_tokens\":5","prompt_tokens":6}"#);
         assert_eq!(u.prompt, Some(6));
+    }
+
+    #[test]
+    fn numbers_are_whole_and_fit() {
+        assert_eq!(leading_number(b"0,"), Some(0));
+        assert_eq!(leading_number(b"18446744073709551615}"), Some(u64::MAX));
+        assert_eq!(leading_number(b"18446744073709551616"), None);
+        assert_eq!(leading_number(b"-1"), None);
+        assert_eq!(leading_number(b""), None);
     }
 
     #[test]
