@@ -114,14 +114,14 @@
     p.hidden = !text;
   }
 
-  function unavailable(id, what, r, err) {
-    if (r && r.status === 404) note(id, what + " not available (this proxy does not answer it)");
+  function unavailable(id, what, r, err, path) {
+    if (r && r.status === 404) note(id, what + " not available (this proxy has no " + path + ")");
     else note(id, what + " not available: " + (err ? err.message : errorText(r)));
   }
 
   function showStatus(r, err) {
     const s = r && r.ok && r.data && Array.isArray(r.data.routes) ? r.data : null;
-    if (!s) return unavailable("status-note", "routes and backends", r, err);
+    if (!s) return unavailable("status-note", "routes and backends", r, err, "/");
     note("status-note", "");
     $("version").textContent = typeof s.version === "string" ? s.version : "";
     fill("routes", JSON.stringify(s.routes), () =>
@@ -164,7 +164,7 @@
   function showModels(r, err) {
     const list = r && r.ok && r.data && Array.isArray(r.data.data) ? r.data.data : null;
     if (!list) {
-      unavailable("models-note", "model states", r, err);
+      unavailable("models-note", "model states", r, err, "/models");
       return fill("models", "", () => []);
     }
     note("models-note", list.length ? "" : "no models listed");
@@ -202,7 +202,7 @@
 
   function showUsage(r, err) {
     const u = r && r.ok && r.data && Array.isArray(r.data.recent) ? r.data : null;
-    if (!u) return unavailable("usage-note", "usage", r, err);
+    if (!u) return unavailable("usage-note", "usage", r, err, "/usage");
     note("usage-note", "");
     if (u.since !== since) {
       // Counting began again (a restart): this answer may lack the first requests.

@@ -1,0 +1,251 @@
+//! The proxy's page in a real browser (Debian's headless Chromium, tests/support/browser.rs):
+//! a proxy on loopback in front of a mock Ollama that answers with `usage`, a few requests
+//! through it, then the page's DOM once its scripts ran: routes and backends with their
+//! health; the models with their state, the token totals and the last requests (those need
+//! the proxy's `GET /models` and `GET /usage`); a screenshot kept in
+//! `TARGET/test-artifacts/`. With client tokens the page asks for one and shows nothing else.
+//! A page of another origin cannot make the proxy act.
+
+use http::{Request, Response};
+
+use crate::support::browser::{artifacts, body_rows, dump_dom, element, screenshot};
+use crate::support::client::{full, json, send};
+use crate::support::mock::{handler, Mock, MockBody, Seen};
+use crate::support::{routes_to, start_proxy, TestProxy};
+
+const TOKEN: &str = "tok-page-browser-0123456789abcdef";
+const CHAT: &str = r#"{"id":"c1","object":"chat.completion","model":"llama3","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
+const MODELS: &str =
+    r#"{"object":"list","data":[{"id":"llama3","object":"model","owned_by":"library"}]}"#;
+
+/// A mock Ollama (OpenAI's API): chat answers with `usage`, a model list with `llama3`.
+async fn ollama() -> Mock {
+    Mock::recording(|seen: &Seen| {
+        let body = match seen.uri.path() {
+            "/v1/chat/completions" => CHAT,
+            "/v1/models" => MODELS,
+            _ => "{}",
+        };
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(crate::support::mock::full(body))
+            .unwrap()
+    })
+    .await
+}
+
+/// A proxy of the default routes to `backend`; `extra` goes before them (`[server]` keys).
+async fn proxy(backend: &Mock, extra: &str) -> TestProxy {
+    start_proxy(&format!("{extra}\n{}", routes_to(&backend.url()))).await
+}
+
+async fn chat(proxy: &TestProxy) {
+    let req = Request::post(proxy.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(full(
+            r#"{"model":"llama3","messages":[{"role":"user","content":"hi"}]}"#,
+        ))
+        .unwrap();
+    let res = send(req).await;
+    assert_eq!(res.status(), 200);
+}
+
+/// Chromium's DOM of `url`, off the runtime's threads (the proxy runs on them).
+async fn dom_of(url: String) -> String {
+    tokio::task::spawn_blocking(move || dump_dom(&url))
+        .await
+        .expect("chromium")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_routes_and_backends_and_a_screenshot_is_kept() {
+    let backend = ollama().await;
+    let proxy = proxy(&backend, "").await;
+    for _ in 0..3 {
+        chat(&proxy).await;
+    }
+    let dom = dom_of(proxy.url("/")).await;
+    let routes = element(&dom, "table", "routes");
+    for cell in [
+        "<td>/v1/chat/completions</td>",
+        "<td>ollama</td>",
+        "<td>/v1</td>",
+    ] {
+        assert!(routes.contains(cell), "{cell} in {routes}");
+    }
+    assert_eq!(body_rows(routes).len(), 5, "{routes}");
+    let backends = element(&dom, "table", "backends");
+    assert_eq!(body_rows(backends).len(), 4, "{backends}");
+    assert!(
+        backends.contains(&format!("<td>{}</td>", backend.url())),
+        "{backends}"
+    );
+    assert!(backends.contains("<td class=\"up\">up</td>"), "{backends}");
+    let note = element(&dom, "p", "status-note");
+    assert!(note.contains(" hidden="), "{note}");
+    assert!(element(&dom, "form", "login").contains(" hidden="));
+    assert!(element(&dom, "p", "updated").contains("updated "), "{dom}");
+
+    let shot = artifacts().join("page.png");
+    let url = proxy.url("/");
+    let to = shot.clone();
+    tokio::task::spawn_blocking(move || screenshot(&url, &to))
+        .await
+        .expect("chromium");
+    eprintln!("screenshot: {}", shot.display());
+    proxy.stop().await;
+}
+
+/// Needs the proxy's `GET /models` and `GET /usage` (issue 22, parts 1 to 3): until they are
+/// there, the page says "model states not available" and "usage not available", and this
+/// test fails on the first of those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_models_their_state_the_token_totals_and_the_last_requests() {
+    let backend = ollama().await;
+    let proxy = proxy(&backend, "").await;
+    for _ in 0..3 {
+        chat(&proxy).await;
+    }
+    let dom = dom_of(proxy.url("/")).await;
+    let note = element(&dom, "p", "models-note");
+    assert!(
+        note.contains(" hidden="),
+        "the page shows no model states: does the proxy answer GET /models yet? {note}"
+    );
+    let models = element(&dom, "table", "models");
+    let llama = body_rows(models)
+        .into_iter()
+        .find(|r| r.starts_with("<td>llama3</td>"))
+        .unwrap_or_else(|| panic!("no llama3 in {models}"));
+    assert!(
+        llama.contains("<td>ollama</td><td class=\"loaded\">loaded</td>"),
+        "{llama}"
+    );
+    assert!(
+        llama.contains("aria-label=\"Load llama3\" disabled=\"\""),
+        "{llama}"
+    );
+
+    let note = element(&dom, "p", "usage-note");
+    assert!(
+        note.contains(" hidden="),
+        "the page shows no usage: does the proxy answer GET /usage yet? {note}"
+    );
+    let by_model = element(&dom, "table", "usage-models");
+    assert!(
+        by_model.contains(
+            "<td>llama3</td><td class=\"num\">3</td><td class=\"num\">36</td>\
+             <td class=\"num\">9</td>"
+        ),
+        "{by_model}"
+    );
+    // No client token file: the client has no name.
+    let by_client = element(&dom, "table", "usage-clients");
+    assert!(
+        by_client.contains("<td>-</td><td class=\"num\">3</td>"),
+        "{by_client}"
+    );
+    let recent = body_rows(element(&dom, "table", "recent"));
+    assert_eq!(recent.len(), 3, "{recent:?}");
+    for r in &recent {
+        for cell in [
+            "<td>-</td><td>llama3</td><td>ollama</td><td class=\"ok\">200</td>",
+            "<td class=\"num\">12</td><td class=\"num\">3</td>",
+        ] {
+            assert!(r.contains(cell), "{cell} in {r}");
+        }
+    }
+    let chart = element(&dom, "div", "chart");
+    assert!(
+        chart.contains("<rect") && chart.contains(" tokens/min"),
+        "{chart}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_client_tokens_the_page_asks_for_one_and_shows_nothing_else() {
+    let backend = ollama().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+    let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&tokens, private).unwrap();
+    let proxy = proxy(
+        &backend,
+        &format!("[server]\nclient_tokens_file = {tokens:?}"),
+    )
+    .await;
+    let dom = dom_of(proxy.url("/")).await;
+    let login = element(&dom, "form", "login");
+    assert!(!login.starts_with("<form id=\"login\" hidden"), "{login}");
+    assert!(login.contains("type=\"password\""), "{login}");
+    assert!(dom.contains("<main id=\"content\" hidden=\"\">"), "{dom}");
+    assert!(body_rows(element(&dom, "table", "routes")).is_empty());
+    assert!(!dom.contains(TOKEN) && !dom.contains(&backend.url()));
+    assert!(backend.requests().is_empty());
+    proxy.stop().await;
+}
+
+/// A page of another origin (another port of 127.0.0.1, as another local tool's would be)
+/// that asks the proxy to unload a model (a JSON POST, which needs CORS) and sends it a chat
+/// request the browser sends without asking (a "simple" `no-cors` POST), beside the same
+/// request straight to the backend (which shows the browser does send such requests).
+const FOREIGN: &str = r#"<!doctype html><title>another site</title><p id="out">running</p>
+<script>
+const proxy = "PROXY", backend = "BACKEND";
+const body = '{"model":"llama3","messages":[{"role":"user","content":"hi"}]}';
+const simple = (url) => fetch(url, {method: "POST", mode: "no-cors",
+  headers: {"Content-Type": "text/plain"}, body}).then((r) => "sent " + r.type, (e) => "failed " + e.name);
+Promise.all([
+  fetch(proxy + "/models/unload", {method: "POST", headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({model: "llama3"})})
+    .then((r) => "unload: answered " + r.status, (e) => "unload: refused " + e.name),
+  simple(proxy + "/v1/chat/completions").then((s) => "chat via proxy: " + s),
+  simple(backend + "/control").then((s) => "control: " + s),
+]).then((all) => { document.getElementById("out").textContent = all.join("; "); });
+</script>"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_another_origin_cannot_make_the_proxy_act() {
+    let backend = ollama().await;
+    let proxy = proxy(&backend, "").await;
+    let page = FOREIGN
+        .replace("PROXY", &format!("http://{}", proxy.addr))
+        .replace("BACKEND", &backend.url());
+    let site = Mock::start(handler(move |_req| {
+        let page = page.clone();
+        async move {
+            Response::builder()
+                .header("content-type", "text/html; charset=utf-8")
+                .body(crate::support::mock::full(page))
+                .unwrap() as Response<MockBody>
+        }
+    }))
+    .await;
+    let dom = dom_of(site.url()).await;
+    let out = element(&dom, "p", "out");
+    assert!(out.contains("unload: refused TypeError"), "{out}");
+    assert!(out.contains("control: sent opaque"), "{out}");
+    // The browser sent both simple POSTs; only the one straight to the backend arrived.
+    let paths: Vec<String> = backend
+        .requests()
+        .iter()
+        .map(|s| s.uri.path().to_string())
+        .collect();
+    assert_eq!(paths, ["/control"], "{out}");
+    // What the proxy answers such a page: 403, before anything acts.
+    let res = send(
+        Request::post(proxy.url("/models/unload"))
+            .header("origin", site.url())
+            .header("sec-fetch-site", "same-site")
+            .header("content-type", "application/json")
+            .body(full(r#"{"model":"llama3"}"#))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(json(res).await["error"]["code"], "origin_not_allowed");
+    assert_eq!(backend.requests().len(), 1);
+    proxy.stop().await;
+}
