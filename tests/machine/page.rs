@@ -8,7 +8,9 @@
 
 use http::{Request, Response};
 
-use crate::support::browser::{artifacts, body_rows, dump_dom, element, screenshot};
+use crate::support::browser::{
+    artifacts, assert_note, body_rows, dom, element, screenshot, totals_cells,
+};
 use crate::support::client::{full, json, send};
 use crate::support::mock::{handler, Mock, MockBody, Seen};
 use crate::support::{routes_to, start_proxy, TestProxy};
@@ -50,21 +52,20 @@ async fn chat(proxy: &TestProxy) {
     assert_eq!(res.status(), 200);
 }
 
-/// Chromium's DOM of `url`, off the runtime's threads (the proxy runs on them).
-async fn dom_of(url: String) -> String {
-    tokio::task::spawn_blocking(move || dump_dom(&url))
-        .await
-        .expect("chromium")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_shows_routes_and_backends_and_a_screenshot_is_kept() {
+/// A proxy to a mock Ollama, three chat requests through it, then the page's DOM.
+async fn after_three_chats() -> (Mock, TestProxy, String) {
     let backend = ollama().await;
     let proxy = proxy(&backend, "").await;
     for _ in 0..3 {
         chat(&proxy).await;
     }
-    let dom = dom_of(proxy.url("/")).await;
+    let dom = dom(proxy.url("/")).await;
+    (backend, proxy, dom)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_routes_and_backends_and_a_screenshot_is_kept() {
+    let (backend, proxy, dom) = after_three_chats().await;
     let routes = element(&dom, "table", "routes");
     for cell in [
         "<td>/v1/chat/completions</td>",
@@ -81,8 +82,7 @@ async fn the_page_shows_routes_and_backends_and_a_screenshot_is_kept() {
         "{backends}"
     );
     assert!(backends.contains("<td class=\"up\">up</td>"), "{backends}");
-    let note = element(&dom, "p", "status-note");
-    assert!(note.contains(" hidden="), "{note}");
+    assert_note(&dom, "status-note", None, "the page shows no routes");
     assert!(element(&dom, "form", "login").contains(" hidden="));
     assert!(element(&dom, "p", "updated").contains("updated "), "{dom}");
 
@@ -101,17 +101,9 @@ async fn the_page_shows_routes_and_backends_and_a_screenshot_is_kept() {
 /// test fails on the first of those.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_models_their_state_the_token_totals_and_the_last_requests() {
-    let backend = ollama().await;
-    let proxy = proxy(&backend, "").await;
-    for _ in 0..3 {
-        chat(&proxy).await;
-    }
-    let dom = dom_of(proxy.url("/")).await;
-    let note = element(&dom, "p", "models-note");
-    assert!(
-        note.contains(" hidden="),
-        "the page shows no model states: does the proxy answer GET /models yet? {note}"
-    );
+    let (_backend, proxy, dom) = after_three_chats().await;
+    let why = "the page shows no model states: does the proxy answer GET /models yet?";
+    assert_note(&dom, "models-note", None, why);
     let models = element(&dom, "table", "models");
     let llama = body_rows(models)
         .into_iter()
@@ -126,19 +118,11 @@ async fn the_page_shows_models_their_state_the_token_totals_and_the_last_request
         "{llama}"
     );
 
-    let note = element(&dom, "p", "usage-note");
-    assert!(
-        note.contains(" hidden="),
-        "the page shows no usage: does the proxy answer GET /usage yet? {note}"
-    );
+    let why = "the page shows no usage: does the proxy answer GET /usage yet?";
+    assert_note(&dom, "usage-note", None, why);
     let by_model = element(&dom, "table", "usage-models");
-    assert!(
-        by_model.contains(
-            "<td>llama3</td><td class=\"num\">3</td><td class=\"num\">36</td>\
-             <td class=\"num\">9</td>"
-        ),
-        "{by_model}"
-    );
+    let llama = totals_cells("llama3", [3, 36, 9]);
+    assert!(by_model.contains(&llama), "{llama} in {by_model}");
     // No client token file: the client has no name.
     let by_client = element(&dom, "table", "usage-clients");
     assert!(
@@ -176,7 +160,7 @@ async fn with_client_tokens_the_page_asks_for_one_and_shows_nothing_else() {
         &format!("[server]\nclient_tokens_file = {tokens:?}"),
     )
     .await;
-    let dom = dom_of(proxy.url("/")).await;
+    let dom = dom(proxy.url("/")).await;
     let login = element(&dom, "form", "login");
     assert!(!login.starts_with("<form id=\"login\" hidden"), "{login}");
     assert!(login.contains("type=\"password\""), "{login}");
@@ -223,7 +207,7 @@ async fn a_page_of_another_origin_cannot_make_the_proxy_act() {
         }
     }))
     .await;
-    let dom = dom_of(site.url()).await;
+    let dom = dom(site.url()).await;
     let out = element(&dom, "p", "out");
     assert!(out.contains("unload: refused TypeError"), "{out}");
     assert!(out.contains("control: sent opaque"), "{out}");

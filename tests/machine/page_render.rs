@@ -14,7 +14,7 @@ use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use crate::support::browser::{body_rows, dump_dom, element};
+use crate::support::browser::{assert_note, body_rows, dom, element, totals_cells};
 use crate::support::client::{body_bytes, full, send};
 use crate::support::mock::{self, handler, Mock, MockBody};
 use crate::support::{routes_to, start_proxy};
@@ -142,30 +142,28 @@ fn reply(status: u16, headers: HeaderMap, body: Bytes) -> Response<MockBody> {
     res
 }
 
-async fn dom_of(url: String) -> String {
-    tokio::task::spawn_blocking(move || dump_dom(&url))
-        .await
-        .expect("chromium")
+/// The page's DOM, served by the stand-in with `missing` missing.
+async fn rendered(missing: &'static str) -> String {
+    let site = stand_in(page_files().await, missing).await;
+    dom(site.url() + "/").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_renders_as_text_newest_first_and_missing_models_are_said_so() {
-    let site = stand_in(page_files().await, "/models").await;
-    let dom = dom_of(site.url() + "/").await;
+    let dom = rendered("/models").await;
 
-    let note = element(&dom, "p", "models-note");
-    assert!(note.contains(">model states not available"), "{note}");
+    assert_note(
+        &dom,
+        "models-note",
+        Some("model states not available"),
+        "no /models",
+    );
     assert!(body_rows(element(&dom, "table", "models")).is_empty());
-    assert!(element(&dom, "p", "usage-note").contains(" hidden="));
+    assert_note(&dom, "usage-note", None, "usage is there");
 
     let by_model = element(&dom, "table", "usage-models");
-    assert!(
-        by_model.contains(
-            "<td>llama3</td><td class=\"num\">3</td><td class=\"num\">30</td>\
-             <td class=\"num\">12</td>"
-        ),
-        "{by_model}"
-    );
+    let llama = totals_cells("llama3", [3, 30, 12]);
+    assert!(by_model.contains(&llama), "{llama} in {by_model}");
     // A name is text: escaped in the DOM, never an element.
     assert!(
         by_model.contains("<td>&lt;img src=x id=injected&gt;</td>"),
@@ -216,11 +214,9 @@ async fn usage_renders_as_text_newest_first_and_missing_models_are_said_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_render_with_their_state_and_buttons_and_missing_usage_is_said_so() {
-    let site = stand_in(page_files().await, "/usage").await;
-    let dom = dom_of(site.url() + "/").await;
+    let dom = rendered("/usage").await;
 
-    let note = element(&dom, "p", "usage-note");
-    assert!(note.contains(">usage not available"), "{note}");
+    assert_note(&dom, "usage-note", Some("usage not available"), "no /usage");
     assert!(body_rows(element(&dom, "table", "recent")).is_empty());
 
     let rows = body_rows(element(&dom, "table", "models"));
@@ -239,5 +235,5 @@ async fn models_render_with_their_state_and_buttons_and_missing_usage_is_said_so
             assert_eq!(!row.contains(&disabled), enabled, "{what} {name}: {row}");
         }
     }
-    assert!(element(&dom, "p", "models-note").contains(" hidden="));
+    assert_note(&dom, "models-note", None, "the models are there");
 }

@@ -31,6 +31,13 @@ pub fn dump_dom(url: &str) -> String {
     run(&["--dump-dom", url])
 }
 
+/// [`dump_dom`] from async code: off the runtime's threads (a proxy may run on them).
+pub async fn dom(url: String) -> String {
+    tokio::task::spawn_blocking(move || dump_dom(&url))
+        .await
+        .expect("chromium")
+}
+
 /// Saves a 1280×900 screenshot of `url` (after [`BUDGET_MS`]) to `to`.
 pub fn screenshot(url: &str, to: &Path) {
     let _ = std::fs::remove_file(to);
@@ -127,4 +134,23 @@ pub fn element<'a>(dom: &'a str, tag: &str, id: &str) -> &'a str {
 pub fn body_rows(table: &str) -> Vec<&str> {
     let body = table.split("<tbody>").nth(1).unwrap_or("");
     body.split("<tr>").skip(1).collect()
+}
+
+/// The cells of a row of token totals (by model or by client): the name, then the requests,
+/// prompt and completion tokens.
+pub fn totals_cells(name: &str, [requests, prompt, completion]: [u64; 3]) -> String {
+    format!(
+        "<td>{name}</td><td class=\"num\">{requests}</td><td class=\"num\">{prompt}</td>\
+         <td class=\"num\">{completion}</td>"
+    )
+}
+
+/// Asserts that the page's note `id` (a paragraph) is hidden (`None`), or says `text` first.
+#[track_caller]
+pub fn assert_note(dom: &str, id: &str, text: Option<&str>, why: &str) {
+    let note = element(dom, "p", id);
+    match text {
+        None => assert!(note.contains(" hidden="), "{why}: {note}"),
+        Some(text) => assert!(note.contains(&format!(">{text}")), "{why}: {note}"),
+    }
 }
