@@ -4,7 +4,8 @@
 //! health; the models with their state, the token totals and the last requests (those need
 //! the proxy's `GET /models` and `GET /usage`); a screenshot kept in
 //! `TARGET/test-artifacts/`. With client tokens the page asks for one and shows nothing else.
-//! A page of another origin cannot make the proxy act.
+//! A page of the proxy's own origin may POST to it, a page of another origin cannot make it
+//! act.
 
 use http::{Request, Response};
 
@@ -20,16 +21,32 @@ const CHAT: &str = r#"{"id":"c1","object":"chat.completion","model":"llama3","ch
 const MODELS: &str =
     r#"{"object":"list","data":[{"id":"llama3","object":"model","owned_by":"library"}]}"#;
 
-/// A mock Ollama (OpenAI's API): chat answers with `usage`, a model list with `llama3`.
+/// A page of the proxy's own origin (a backend's, served through the proxy) that POSTs JSON
+/// to the proxy as the page's buttons do, and writes what came back.
+const SAME_ORIGIN: &str = r#"<!doctype html><title>same origin</title><p id="out">running</p>
+<script>
+const post = (path, body) => fetch(path, {method: "POST",
+  headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+Promise.all([
+  post("/v1/chat/completions", {model: "llama3", messages: []}).then((r) => "chat: " + r.status,
+    (e) => "chat: failed " + e.name),
+  post("/models/unload", {model: "llama3"}).then((r) => "unload: " + r.status,
+    (e) => "unload: failed " + e.name),
+]).then((all) => { document.getElementById("out").textContent = all.join("; "); });
+</script>"#;
+
+/// A mock Ollama (OpenAI's API): chat answers with `usage`, a model list with `llama3`; and
+/// [`SAME_ORIGIN`] at `/v1/same-origin.html`.
 async fn ollama() -> Mock {
     Mock::recording(|seen: &Seen| {
-        let body = match seen.uri.path() {
-            "/v1/chat/completions" => CHAT,
-            "/v1/models" => MODELS,
-            _ => "{}",
+        let (content_type, body) = match seen.uri.path() {
+            "/v1/chat/completions" => ("application/json", CHAT),
+            "/v1/models" => ("application/json", MODELS),
+            "/v1/same-origin.html" => ("text/html; charset=utf-8", SAME_ORIGIN),
+            _ => ("application/json", "{}"),
         };
         Response::builder()
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .body(crate::support::mock::full(body))
             .unwrap()
     })
@@ -231,5 +248,29 @@ async fn a_page_of_another_origin_cannot_make_the_proxy_act() {
     assert_eq!(res.status(), 403);
     assert_eq!(json(res).await["error"]["code"], "origin_not_allowed");
     assert_eq!(backend.requests().len(), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_the_proxys_own_origin_may_post_to_it() {
+    let backend = ollama().await;
+    let proxy = proxy(&backend, "").await;
+    let dom = dom(proxy.url("/v1/same-origin.html")).await;
+    let out = element(&dom, "p", "out");
+    assert!(out.contains("chat: 200"), "{out}");
+    // Not refused by the guard (until the proxy has /models/unload, 404: no route takes it).
+    assert!(
+        !out.contains("unload: 403") && !out.contains("unload: failed"),
+        "{out}"
+    );
+    let seen = backend.requests();
+    let chat = seen
+        .iter()
+        .find(|s| s.uri.path() == "/v1/chat/completions")
+        .unwrap_or_else(|| panic!("no chat request: {out}"));
+    // What Chrome sent: the page's origin, which the guard found to be the proxy's.
+    let origin = format!("http://{}", proxy.addr);
+    assert_eq!(chat.header("origin"), Some(origin.as_str()));
+    assert_eq!(chat.header("sec-fetch-site"), Some("same-origin"));
     proxy.stop().await;
 }
