@@ -113,11 +113,10 @@ async fn the_page_shows_routes_and_backends_and_a_screenshot_is_kept() {
     proxy.stop().await;
 }
 
-/// Needs the proxy's `GET /models` and `GET /usage` (issue 22, parts 1 to 3): until they are
-/// there, the page says "model states not available" and "usage not available", and this
-/// test fails on the first of those.
+/// Needs the proxy's `GET /models` (issue 22, part 3): until it is there, the page says
+/// "model states not available", and this test fails there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_shows_models_their_state_the_token_totals_and_the_last_requests() {
+async fn the_page_shows_models_and_their_state() {
     let (_backend, proxy, dom) = after_three_chats().await;
     let why = "the page shows no model states: does the proxy answer GET /models yet?";
     assert_note(&dom, "models-note", None, why);
@@ -134,7 +133,13 @@ async fn the_page_shows_models_their_state_the_token_totals_and_the_last_request
         llama.contains("aria-label=\"Load llama3\" disabled=\"\""),
         "{llama}"
     );
+    proxy.stop().await;
+}
 
+/// Needs the proxy's `GET /usage` (issue 22, parts 1 and 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_token_totals_and_the_last_requests() {
+    let (_backend, proxy, dom) = after_three_chats().await;
     let why = "the page shows no usage: does the proxy answer GET /usage yet?";
     assert_note(&dom, "usage-note", None, why);
     let by_model = element(&dom, "table", "usage-models");

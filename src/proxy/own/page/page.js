@@ -196,7 +196,8 @@
 
   const clock = (t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false });
   const duration = (ms) => (typeof ms !== "number" ? null
-    : ms < 10000 ? Math.round(ms) + " ms" : (ms / 1000).toFixed(1) + " s");
+    : ms < 10 ? ms.toFixed(1) + " ms" : ms < 10000 ? Math.round(ms) + " ms"
+      : (ms / 1000).toFixed(1) + " s");
   const rate = (r) => (typeof r === "number" ? r.toFixed(1) : null);
   const totals = (x) => [num(x.requests), num(x.prompt_tokens), num(x.completion_tokens)];
 
