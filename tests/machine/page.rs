@@ -16,7 +16,7 @@ use crate::support::client::{full, json, send};
 use crate::support::mock::{handler, Mock, MockBody, Seen};
 use crate::support::{routes_to, start_proxy, TestProxy};
 
-const TOKEN: &str = "tok-page-browser-0123456789abcdef";
+pub(super) const TOKEN: &str = "tok-page-browser-0123456789abcdef";
 const CHAT: &str = r#"{"id":"c1","object":"chat.completion","model":"llama3","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
 const MODELS: &str =
     r#"{"object":"list","data":[{"id":"llama3","object":"model","owned_by":"library"}]}"#;
@@ -37,7 +37,7 @@ Promise.all([
 
 /// A mock Ollama (OpenAI's API): chat answers with `usage`, a model list with `llama3`; and
 /// [`SAME_ORIGIN`] at `/v1/same-origin.html`.
-async fn ollama() -> Mock {
+pub(super) async fn ollama() -> Mock {
     Mock::recording(|seen: &Seen| {
         let (content_type, body) = match seen.uri.path() {
             "/v1/chat/completions" => ("application/json", CHAT),
@@ -58,14 +58,26 @@ async fn proxy(backend: &Mock, extra: &str) -> TestProxy {
     start_proxy(&format!("{extra}\n{}", routes_to(&backend.url()))).await
 }
 
-async fn chat(proxy: &TestProxy) {
-    let req = Request::post(proxy.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(full(
-            r#"{"model":"llama3","messages":[{"role":"user","content":"hi"}]}"#,
-        ))
-        .unwrap();
-    let res = send(req).await;
+/// A proxy of the default routes to `backend` whose client token file has `lines`.
+pub(super) async fn with_tokens(backend: &Mock, lines: &str) -> (TestProxy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, lines).unwrap();
+    let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&tokens, private).unwrap();
+    let extra = format!("[server]\nclient_tokens_file = {tokens:?}");
+    (proxy(backend, &extra).await, dir)
+}
+
+/// A chat request for `llama3` through the proxy, with `token` as the client token.
+pub(super) async fn chat(proxy: &TestProxy, token: Option<&str>) {
+    let mut req =
+        Request::post(proxy.url("/v1/chat/completions")).header("content-type", "application/json");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let body = r#"{"model":"llama3","messages":[{"role":"user","content":"hi"}]}"#;
+    let res = send(req.body(full(body)).unwrap()).await;
     assert_eq!(res.status(), 200);
 }
 
@@ -74,7 +86,7 @@ async fn after_three_chats() -> (Mock, TestProxy, String) {
     let backend = ollama().await;
     let proxy = proxy(&backend, "").await;
     for _ in 0..3 {
-        chat(&proxy).await;
+        chat(&proxy, None).await;
     }
     let dom = dom(proxy.url("/")).await;
     (backend, proxy, dom)
@@ -172,16 +184,7 @@ async fn the_page_shows_the_token_totals_and_the_last_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_client_tokens_the_page_asks_for_one_and_shows_nothing_else() {
     let backend = ollama().await;
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
-    let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
-    std::fs::set_permissions(&tokens, private).unwrap();
-    let proxy = proxy(
-        &backend,
-        &format!("[server]\nclient_tokens_file = {tokens:?}"),
-    )
-    .await;
+    let (proxy, _tokens) = with_tokens(&backend, &format!("{TOKEN}\n")).await;
     let dom = dom(proxy.url("/")).await;
     let login = element(&dom, "form", "login");
     assert!(!login.starts_with("<form id=\"login\" hidden"), "{login}");

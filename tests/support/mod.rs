@@ -7,6 +7,9 @@ pub mod bin;
 #[allow(dead_code)]
 pub mod browser;
 pub mod client;
+// Chromium over the DevTools protocol: for the machine binary's page tests only.
+#[allow(dead_code)]
+pub mod devtools;
 // The package slot and the user manager's helpers: for the machine binary (tests/machine/) only.
 #[allow(dead_code)]
 pub mod machine;

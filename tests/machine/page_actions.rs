@@ -1,0 +1,87 @@
+//! The page as a person uses it, in headless Chromium driven over the DevTools protocol
+//! (tests/support/devtools.rs): with client tokens, a wrong token is refused and asked for
+//! again; the right one, typed once, is kept for the tab (a reload needs it no more), sent with
+//! each request, and never shown; the page then shows who used how many tokens.
+
+use serde_json::json;
+
+use super::page::{chat, ollama, with_tokens, TOKEN};
+use crate::support::browser::{body_rows, element, totals_cells};
+use crate::support::devtools::Tab;
+
+/// Types `token` into the page's token form and sends it.
+async fn type_token(tab: &mut Tab, token: &str) {
+    tab.wait_for("!document.getElementById('login').hidden", "the token form")
+        .await;
+    let typed = format!(
+        "document.getElementById('token').value = {}; \
+         document.getElementById('login').requestSubmit(); true",
+        json!(token)
+    );
+    tab.eval(&typed).await;
+}
+
+const TWO_ROWS: &str = "document.querySelectorAll('#recent tbody tr').length === 2";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_typed_once_is_kept_for_the_tab_and_never_shown() {
+    let backend = ollama().await;
+    let (proxy, _tokens) = with_tokens(&backend, &format!("alice {TOKEN}\n")).await;
+    for _ in 0..2 {
+        chat(&proxy, Some(TOKEN)).await;
+    }
+    let mut tab = Tab::open(&proxy.url("/")).await;
+
+    type_token(&mut tab, "not-the-token-0123456789abcdef").await;
+    tab.wait_for(
+        "document.getElementById('login-note').textContent.includes('refused')",
+        "a wrong token refused",
+    )
+    .await;
+    assert_eq!(
+        tab.eval("sessionStorage.getItem('openai-proxy-token')")
+            .await,
+        json!(null)
+    );
+
+    type_token(&mut tab, TOKEN).await;
+    tab.wait_for(TWO_ROWS, "the last requests").await;
+    let dom = tab.dom().await;
+    let by_client = element(&dom, "table", "usage-clients");
+    let alice = totals_cells("alice", [2, 24, 6]);
+    assert!(by_client.contains(&alice), "{alice} in {by_client}");
+    for row in body_rows(element(&dom, "table", "recent")) {
+        assert!(row.contains("<td>alice</td><td>llama3</td>"), "{row}");
+    }
+    assert!(element(&dom, "form", "login").starts_with("<form id=\"login\" hidden"));
+    assert!(!dom.contains(TOKEN), "{dom}");
+    assert_eq!(
+        tab.eval("document.getElementById('token').value").await,
+        json!("")
+    );
+    assert_eq!(
+        tab.eval("sessionStorage.getItem('openai-proxy-token')")
+            .await,
+        json!(TOKEN)
+    );
+
+    // Kept for the tab: after a reload the page shows the data without asking again.
+    tab.eval("document.body.dataset.before = 'reload'; location.reload(); true")
+        .await;
+    tab.wait_for(
+        &format!(
+            "!document.body.dataset.before && document.readyState === 'complete' && {TWO_ROWS}"
+        ),
+        "the last requests after a reload",
+    )
+    .await;
+    assert_eq!(
+        tab.eval("document.getElementById('login').hidden").await,
+        json!(true)
+    );
+    // No backend saw the token.
+    for seen in backend.requests() {
+        assert!(seen.header("authorization").is_none(), "{:?}", seen.headers);
+    }
+    proxy.stop().await;
+}
