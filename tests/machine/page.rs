@@ -125,13 +125,19 @@ async fn the_page_shows_routes_and_backends_and_a_screenshot_is_kept() {
     proxy.stop().await;
 }
 
+/// Asserts that the page has no `note` that what it read from `request` is not available.
+#[track_caller]
+fn answered(dom: &str, note: &str, request: &str) {
+    let why = format!("the page could not read {request}: does the proxy answer it yet?");
+    assert_note(dom, note, None, &why);
+}
+
 /// Needs the proxy's `GET /models` (issue 22, part 3): until it is there, the page says
 /// "model states not available", and this test fails there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_models_and_their_state() {
     let (_backend, proxy, dom) = after_three_chats().await;
-    let why = "the page shows no model states: does the proxy answer GET /models yet?";
-    assert_note(&dom, "models-note", None, why);
+    answered(&dom, "models-note", "GET /models");
     let models = element(&dom, "table", "models");
     let llama = body_rows(models)
         .into_iter()
@@ -152,8 +158,7 @@ async fn the_page_shows_models_and_their_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_token_totals_and_the_last_requests() {
     let (_backend, proxy, dom) = after_three_chats().await;
-    let why = "the page shows no usage: does the proxy answer GET /usage yet?";
-    assert_note(&dom, "usage-note", None, why);
+    answered(&dom, "usage-note", "GET /usage");
     let by_model = element(&dom, "table", "usage-models");
     let llama = totals_cells("llama3", [3, 36, 9]);
     assert!(by_model.contains(&llama), "{llama} in {by_model}");

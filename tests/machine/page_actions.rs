@@ -1,11 +1,14 @@
 //! The page as a person uses it, in headless Chromium driven over the DevTools protocol
 //! (tests/support/devtools.rs): with client tokens, a wrong token is refused and asked for
 //! again; the right one, typed once, is kept for the tab (a reload needs it no more), sent with
-//! each request, and never shown; the page then shows who used how many tokens.
+//! each request, and never shown; the page then shows who used how many tokens. Its Load and
+//! Unload buttons POST `{"model": NAME}` (force only when ticked and confirmed) and say how it
+//! went.
 
 use serde_json::json;
 
 use super::page::{chat, ollama, with_tokens, TOKEN};
+use super::page_render::{page_files, stand_in};
 use crate::support::browser::{body_rows, element, totals_cells};
 use crate::support::devtools::Tab;
 
@@ -84,4 +87,65 @@ async fn a_token_typed_once_is_kept_for_the_tab_and_never_shown() {
         assert!(seen.header("authorization").is_none(), "{:?}", seen.headers);
     }
     proxy.stop().await;
+}
+
+/// Presses the button labelled `label`, then waits for the page to say `outcome`.
+async fn press(tab: &mut Tab, label: &str, outcome: &str) {
+    let button = format!("document.querySelector('button[aria-label=\"{label}\"]')");
+    tab.wait_for(&format!("{button} && !{button}.disabled"), label)
+        .await;
+    tab.eval(&format!("{button}.click(); true")).await;
+    let said = format!(
+        "document.getElementById('action').textContent.startsWith({})",
+        json!(outcome)
+    );
+    tab.wait_for(&said, outcome).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_buttons_post_the_model_and_say_how_it_went() {
+    let site = stand_in(page_files().await, "").await;
+    let mut tab = Tab::open(&(site.url() + "/")).await;
+    press(&mut tab, "Load qwen", "load qwen: done").await;
+    // Force is asked for: declined, nothing is sent; confirmed, it is.
+    tab.eval(
+        "document.getElementById('force').checked = true; \
+         window.confirm = () => false; true",
+    )
+    .await;
+    tab.eval("document.querySelector('button[aria-label=\"Unload llama3\"]').click(); true")
+        .await;
+    tab.eval("window.confirm = () => true; true").await;
+    press(
+        &mut tab,
+        "Unload llama3",
+        "unload llama3 failed: model \"llama3\" is not on demand",
+    )
+    .await;
+    assert_eq!(
+        tab.eval("document.getElementById('action').className")
+            .await,
+        json!("failed")
+    );
+    let posts: Vec<(String, serde_json::Value)> = site
+        .requests()
+        .iter()
+        .map(|s| {
+            assert_eq!(s.header("content-type"), Some("application/json"));
+            (
+                s.uri.path().to_string(),
+                serde_json::from_slice(&s.body).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        posts,
+        [
+            ("/models/load".to_string(), json!({"model": "qwen"})),
+            (
+                "/models/unload".to_string(),
+                json!({"model": "llama3", "force": true})
+            ),
+        ]
+    );
 }

@@ -6,24 +6,24 @@
 //! own `/models` and `/usage` do: names are text, never markup; nulls are "-"; the newest
 //! request first; a missing part says so and the rest still shows.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use crate::support::browser::{assert_note, body_rows, dom, element, totals_cells};
 use crate::support::client::{body_bytes, full, send};
-use crate::support::mock::{self, handler, Mock, MockBody};
+use crate::support::mock::{self, handler, Mock, MockBody, Seen};
 use crate::support::{routes_to, start_proxy};
 
 /// One of the page's files as the proxy serves it.
-type File = (&'static str, HeaderMap, Bytes);
+pub(super) type File = (&'static str, HeaderMap, Bytes);
 
 /// The page, `/page.js` and `/page.css`, with the proxy's headers.
-async fn page_files() -> Vec<File> {
+pub(super) async fn page_files() -> Vec<File> {
     let proxy = start_proxy(&routes_to("http://127.0.0.1:9")).await;
     let mut files = Vec::new();
     for path in ["/", "/page.js", "/page.css"] {
@@ -94,12 +94,25 @@ fn usage(after: Option<u64>) -> Value {
 
 /// A stand-in for the proxy: the page's files, `/` as JSON, and `/models` and `/usage`
 /// unless `missing` names one of them (404 in OpenAI's shape, as the proxy's).
-async fn stand_in(files: Vec<File>, missing: &'static str) -> Mock {
+/// The POSTs of the page's buttons are recorded (`Mock::requests`): `/models/load` succeeds,
+/// `/models/unload` is refused as the proxy refuses a model that is not on demand.
+pub(super) async fn stand_in(files: Vec<File>, missing: &'static str) -> Mock {
     let files = Arc::new(files);
-    Mock::start(handler(move |req: Request<Incoming>| {
+    let posts: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let log = posts.clone();
+    let mut m = Mock::start(handler(move |req: Request<Incoming>| {
         let files = files.clone();
+        let log = log.clone();
         async move {
             let path = req.uri().path().to_string();
+            if req.method() == Method::POST {
+                let seen = mock::collect(req).await;
+                log.lock().unwrap().push(seen);
+                return match path.as_str() {
+                    "/models/load" => reply(200, HeaderMap::new(), Bytes::from("{\"success\":true}")),
+                    _ => reply(400, HeaderMap::new(), Bytes::from(NOT_ON_DEMAND)),
+                };
+            }
             let json_wanted = req
                 .headers()
                 .get("accept")
@@ -129,8 +142,13 @@ async fn stand_in(files: Vec<File>, missing: &'static str) -> Mock {
             }
         }
     }))
-    .await
+    .await;
+    m.seen = posts;
+    m
 }
+
+/// The proxy's answer to unloading a model that is not on demand (OpenAI's error shape).
+const NOT_ON_DEMAND: &str = r#"{"error":{"message":"model \"llama3\" is not on demand","type":"invalid_request_error","code":"model_not_on_demand"}}"#;
 
 fn reply(status: u16, headers: HeaderMap, body: Bytes) -> Response<MockBody> {
     let mut res = Response::new(mock::full(body));

@@ -54,31 +54,40 @@ pub fn screenshot(url: &str, to: &Path) {
     );
 }
 
+/// Headless Chromium with a profile and HOME in `home` (a fresh temp dir), without
+/// first-run chores, extensions or background traffic.
+pub fn chromium(home: &Path) -> Command {
+    require("chromium", "chromium");
+    let mut c = Command::new("chromium");
+    c.args([
+        "--headless=new",
+        // Root cannot use Chromium's sandbox; the pages are the tests' own.
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-extensions",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ])
+    .arg(format!(
+        "--user-data-dir={}",
+        home.join("profile").display()
+    ))
+    .env("HOME", home);
+    c
+}
+
 /// Runs headless Chromium with `args` and a fresh profile (and HOME); its stdout.
 fn run(args: &[&str]) -> String {
-    require("chromium", "chromium");
     let home = tempfile::tempdir().expect("a temp dir for Chromium");
     let log = home.path().join("stderr");
     let budget = format!("--virtual-time-budget={BUDGET_MS}");
-    let profile = format!("--user-data-dir={}", home.path().join("profile").display());
-    let mut child = Command::new("chromium")
-        .args([
-            "--headless=new",
-            // Root cannot use Chromium's sandbox; the pages are the tests' own.
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-extensions",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            &profile,
-            &budget,
-        ])
+    let mut child = chromium(home.path())
+        .arg(&budget)
         .args(args)
-        .env("HOME", home.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("Chromium's log"))

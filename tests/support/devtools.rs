@@ -5,14 +5,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::tools::require;
+use super::browser::chromium;
 use super::ws;
 
 /// How long Chromium may take to answer one command, or a condition to come true.
@@ -38,33 +38,15 @@ impl Drop for Tab {
 impl Tab {
     /// Starts Chromium with a fresh profile (and HOME) and opens `url` in a tab.
     pub async fn open(url: &str) -> Tab {
-        require("chromium", "chromium");
         let home = tempfile::tempdir().expect("a temp dir for Chromium");
-        let profile = home.path().join("profile");
-        let child = Command::new("chromium")
-            .args([
-                "--headless=new",
-                // Root cannot use Chromium's sandbox; the pages are the tests' own.
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--disable-extensions",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--remote-debugging-port=0",
-                &format!("--user-data-dir={}", profile.display()),
-                "about:blank",
-            ])
-            .env("HOME", home.path())
+        let child = chromium(home.path())
+            .args(["--remote-debugging-port=0", "about:blank"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromium");
-        let (addr, path) = devtools_address(&profile).await;
+        let (addr, path) = devtools_address(&home.path().join("profile")).await;
         let (ws, _) = ws::connect(addr, &path, &[])
             .await
             .expect("Chromium's DevTools WebSocket");
