@@ -115,13 +115,15 @@ async fn the_page_shows_routes_and_backends_and_a_screenshot_is_kept() {
     assert!(element(&dom, "form", "login").contains(" hidden="));
     assert!(element(&dom, "p", "updated").contains("updated "), "{dom}");
 
-    let shot = artifacts().join("page.png");
-    let url = proxy.url("/");
-    let to = shot.clone();
-    tokio::task::spawn_blocking(move || screenshot(&url, &to))
-        .await
-        .expect("chromium");
-    eprintln!("screenshot: {}", shot.display());
+    for (name, dark) in [("page.png", false), ("page-dark.png", true)] {
+        let shot = artifacts().join(name);
+        let url = proxy.url("/");
+        let to = shot.clone();
+        tokio::task::spawn_blocking(move || screenshot(&url, &to, dark))
+            .await
+            .expect("chromium");
+        eprintln!("screenshot: {}", shot.display());
+    }
     proxy.stop().await;
 }
 

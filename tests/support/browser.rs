@@ -38,14 +38,16 @@ pub async fn dom(url: String) -> String {
         .expect("chromium")
 }
 
-/// Saves a 1280×900 screenshot of `url` (after [`BUDGET_MS`]) to `to`.
-pub fn screenshot(url: &str, to: &Path) {
+/// Saves a 1280×900 screenshot of `url` (after [`BUDGET_MS`]) to `to`; `dark`: with the
+/// system's dark colour scheme.
+pub fn screenshot(url: &str, to: &Path, dark: bool) {
     let _ = std::fs::remove_file(to);
-    run(&[
-        &format!("--screenshot={}", to.display()),
-        "--window-size=1280,900",
-        url,
-    ]);
+    let shot = format!("--screenshot={}", to.display());
+    let mut args = vec![shot.as_str(), "--window-size=1280,900", url];
+    if dark {
+        args.insert(0, "--force-dark-mode");
+    }
+    run(&args);
     let size = std::fs::metadata(to).map(|m| m.len()).unwrap_or(0);
     assert!(
         size > 1000,

@@ -273,6 +273,11 @@
     g.append(svg("text", { x: 0, y: 11, class: "axis" }, max ? `${max} tokens/min` : "no tokens in the last hour"));
     g.append(svg("text", { x: 0, y: H - 4, class: "axis" }, "60 min ago"));
     g.append(svg("text", { x: W, y: H - 4, class: "axis", "text-anchor": "end" }, "now"));
+    // The key: which colour is which.
+    g.append(svg("rect", { x: W - 150, y: 2, width: 10, height: 10, class: "prompt key" }),
+      svg("text", { x: W - 136, y: 11, class: "axis" }, "prompt"),
+      svg("rect", { x: W - 85, y: 2, width: 10, height: 10, class: "completion key" }),
+      svg("text", { x: W - 71, y: 11, class: "axis" }, "completion"));
     box.replaceChildren(g);
   }
 
