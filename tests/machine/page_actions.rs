@@ -1,7 +1,8 @@
 //! The page as a person uses it, in headless Chromium driven over the DevTools protocol
 //! (tests/support/devtools.rs): with client tokens, a wrong token is refused and asked for
 //! again; the right one, typed once, is kept for the tab (a reload needs it no more), sent with
-//! each request, and never shown; the page then shows who used how many tokens. Its Load and
+//! each request, and never shown; the page then shows who used how many tokens, and its
+//! buttons reach the proxy's `/models/unload`. Its Load and
 //! Unload buttons POST `{"model": NAME}` (force only when ticked and confirmed) and say how it
 //! went.
 
@@ -82,6 +83,14 @@ async fn a_token_typed_once_is_kept_for_the_tab_and_never_shown() {
         tab.eval("document.getElementById('login').hidden").await,
         json!(true)
     );
+    // Its buttons go through the guard and the token check like the API: unloading a model
+    // that is not on demand is the proxy's 400, shown as such.
+    press(
+        &mut tab,
+        "Unload llama3",
+        "unload llama3 failed: the model \"llama3\" cannot be loaded or unloaded",
+    )
+    .await;
     // No backend saw the token.
     for seen in backend.requests() {
         assert!(seen.header("authorization").is_none(), "{:?}", seen.headers);
