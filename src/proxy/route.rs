@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use super::admit::check_client_token;
 use super::by_model::{self, BodyModel};
 use super::context::Ctx;
-use super::own::models;
+use super::own::{models, page};
 use super::rewrite::server_uri;
 use super::send::{self, Outgoing};
 use super::websocket::session;
@@ -42,6 +42,8 @@ impl Proxy {
         let websocket = session::is_websocket(&parts.method, parts.version, &parts.headers);
         let token = match &*path {
             "/health" => None,
+            // The page's files hold no data: the page asks for the token itself.
+            p if page::is_page(&parts.method, p, &parts.headers) => None,
             _ => check_client_token(
                 &self.config.server.client_tokens,
                 &mut parts.headers,
@@ -139,9 +141,10 @@ impl Proxy {
         Ok(RequestBody::new(body, limit, idle, counter))
     }
 
-    /// What the proxy answers itself, before any route: `/health`, `/`, `GET /usage`, the
-    /// merged `GET /v1/models` (when it answers that: see [`super::own::catalog`]) and
-    /// llama.cpp's `GET /models` ([`super::own::models`]).
+    /// What the proxy answers itself, before any route: `/health`, `/` (a page for a
+    /// browser, with its files: [`page`]), `GET /usage`, the merged `GET /v1/models` (when it
+    /// answers that: see [`super::own::catalog`]) and llama.cpp's `GET /models`
+    /// ([`super::own::models`]).
     async fn answer_own(
         &self,
         path: &str,
@@ -153,6 +156,7 @@ impl Proxy {
                 "application/json",
                 Bytes::from_static(b"{\"status\":\"ok\"}\n"),
             ))),
+            _ if page::is_page(&parts.method, path, &parts.headers) => Ok(page::answer(path)),
             "/" => Ok(Some(self.status(&parts.headers).await)),
             "/usage" if parts.method == Method::GET => {
                 let after = super::own::usage::after(parts.uri.query());

@@ -30,6 +30,7 @@ mod proxy {
     pub mod model_routing; // routing by the request's model: JSON and multipart bodies, aliases
     mod model_state; // each listed model's backend and state; load/unload refused: not on demand, unknown, cross-origin, no token
     mod on_demand_proxy; // start_timeout, swap groups, idle connections to on-demand servers
+    mod page; // GET / for a browser: the page, its files, its headers, its origin; text and JSON as before
     mod parse_errors; // requests hyper refuses still get OpenAI-shaped JSON on the wire
     mod pool; // plain-HTTP backends: origin-form requests, keep-alive reuse
     mod pools; // backends with several servers: least in flight, back-off, health checks

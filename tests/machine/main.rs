@@ -14,5 +14,8 @@ mod support;
 mod log_targets; // [log] target = "journald": every structured field reaches journald's socket
 mod on_demand_systemd; // backends on demand through a real systemd user manager
 mod packaging; // the .deb (installed for real), .rpm, Homebrew formula, tarballs, containers
+pub mod page; // the proxy's page in headless Chromium: what it shows, tokens, other origins refused
+mod page_actions; // the page driven over DevTools: the client token typed once, kept, never shown; its buttons
+pub mod page_render; // the page's script against the JSON shapes of /, /models and /usage, in Chromium
 mod release; // the release channels: signed APT and RPM repositories, an upgrade in place
 mod systemd_units; // the systemd units: lint-clean, hardened, working in a systemd user manager

@@ -1,9 +1,15 @@
 //! Test harness: in-process mock backends, a proxy started with `serve::run` on
-//! 127.0.0.1:0, HTTP clients, a test CA, and a runner for the real binary.
+//! 127.0.0.1:0, HTTP clients, a test CA, a runner for the real binary, and a headless browser.
 
 pub mod activation;
 pub mod bin;
+// Headless Chromium: for the machine binary's page tests (tests/machine/) only.
+#[allow(dead_code)]
+pub mod browser;
 pub mod client;
+// Chromium over the DevTools protocol: for the machine binary's page tests only.
+#[allow(dead_code)]
+pub mod devtools;
 // The package slot and the user manager's helpers: for the machine binary (tests/machine/) only.
 #[allow(dead_code)]
 pub mod machine;

@@ -57,6 +57,8 @@ const NEEDS: &[Need] = &[
     program("wrk", "wrk"),
     program("haproxy", "haproxy"),
     program("nginx", "nginx"),
+    // The page's tests in a real browser (tests/machine/page.rs): headless Chromium.
+    program("chromium", "chromium"),
     // The OpenAI Python SDK's virtual environment (python3 -m venv, with pip), and the
     // downloads from crates.io and PyPI.
     package("python3-venv"),

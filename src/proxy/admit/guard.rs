@@ -12,8 +12,10 @@
 //!   A rebinding page sends its own name: 403. Requests over a Unix socket skip the name
 //!   check: no browser reaches a socket file by a name.
 //! - **Origin**: a request from a web page carries one (and `Sec-Fetch-Site: cross-site` or
-//!   `same-site` when the browser sends no Origin). The proxy serves no pages of its own, so
-//!   every such request comes from another site's page: 403 unless its origin is in
+//!   `same-site` when the browser sends no Origin). The proxy's one page is its own `/`
+//!   ([`crate::proxy::own::page`]): its requests name the origin the `Host` names
+//!   (`http://HOST` or `https://HOST`, a Host already found to be this machine's), and go on
+//!   without CORS. Any other origin is another site's page: 403 unless it is in
 //!   `server.cors_origins`. Pages of allowed origins get CORS: preflights answered here and
 //!   `Access-Control-Allow-Origin` on every response ([`Cors`]).
 //!
@@ -86,6 +88,10 @@ impl Guard {
             }
             (None, _) => return cross_site(headers),
         };
+        if same_origin(origin.as_bytes(), headers) {
+            // The proxy's own page; a browser that says otherwise is believed.
+            return cross_site(headers);
+        }
         if !self.origins.iter().any(|r| r.matches(origin.as_bytes())) {
             return Admission::Refuse(ProxyError::OriginNotAllowed(quote(
                 &String::from_utf8_lossy(origin.as_bytes()),
@@ -156,6 +162,22 @@ fn cross_site(headers: &HeaderMap) -> Admission {
         }
     }
     Admission::Forward(None)
+}
+
+/// Whether `origin` is the proxy's own as this request reached it: `http://` or `https://`
+/// and exactly its (one) `Host`, in any letter case. Called once that Host was checked.
+fn same_origin(origin: &[u8], headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST) else {
+        return false;
+    };
+    let authority = match origin.strip_prefix(b"http://") {
+        Some(a) => a,
+        None => match origin.strip_prefix(b"https://") {
+            Some(a) => a,
+            None => return false,
+        },
+    };
+    !authority.is_empty() && authority.eq_ignore_ascii_case(host.as_bytes())
 }
 
 /// What a `Host` header names.
@@ -395,6 +417,40 @@ mod tests {
                 other => panic!("{allowed}: {other:?}"),
             }
         }
+        // The proxy's own page: its origin is the one the Host names.
+        for own in ["http://127.0.0.1:2020", "https://127.0.0.1:2020"] {
+            match admit(
+                Method::POST,
+                &[("origin", own), ("sec-fetch-site", "same-origin")],
+            ) {
+                Admission::Forward(None) => {}
+                other => panic!("{own}: {other:?}"),
+            }
+        }
+        for foreign in [
+            "http://127.0.0.1:2021",
+            "http://127.0.0.1",
+            "ftp://127.0.0.1:2020",
+            "http://127.0.0.1:2020/",
+            "http://localhost:2020",
+            "null",
+        ] {
+            assert_eq!(
+                code(admit(Method::POST, &[("origin", foreign)])),
+                "origin_not_allowed",
+                "{foreign}"
+            );
+        }
+        assert_eq!(
+            code(admit(
+                Method::POST,
+                &[
+                    ("origin", "http://127.0.0.1:2020"),
+                    ("sec-fetch-site", "cross-site")
+                ]
+            )),
+            "origin_not_allowed"
+        );
         let preflight = admit(
             Method::OPTIONS,
             &[

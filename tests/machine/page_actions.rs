@@ -1,0 +1,160 @@
+//! The page as a person uses it, in headless Chromium driven over the DevTools protocol
+//! (tests/support/devtools.rs): with client tokens, a wrong token is refused and asked for
+//! again; the right one, typed once, is kept for the tab (a reload needs it no more), sent with
+//! each request, and never shown; the page then shows who used how many tokens, and its
+//! buttons reach the proxy's `/models/unload`. Its Load and
+//! Unload buttons POST `{"model": NAME}` (force only when ticked and confirmed) and say how it
+//! went.
+
+use serde_json::json;
+
+use super::page::{chat, ollama, with_tokens, TOKEN};
+use super::page_render::{page_files, stand_in};
+use crate::support::browser::{body_rows, element, totals_cells};
+use crate::support::devtools::Tab;
+
+/// Types `token` into the page's token form and sends it.
+async fn type_token(tab: &mut Tab, token: &str) {
+    tab.wait_for("!document.getElementById('login').hidden", "the token form")
+        .await;
+    let typed = format!(
+        "document.getElementById('token').value = {}; \
+         document.getElementById('login').requestSubmit(); true",
+        json!(token)
+    );
+    tab.eval(&typed).await;
+}
+
+const TWO_ROWS: &str = "document.querySelectorAll('#recent tbody tr').length === 2";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_typed_once_is_kept_for_the_tab_and_never_shown() {
+    let backend = ollama().await;
+    let (proxy, _tokens) = with_tokens(&backend, &format!("alice {TOKEN}\n")).await;
+    for _ in 0..2 {
+        chat(&proxy, Some(TOKEN)).await;
+    }
+    let mut tab = Tab::open(&proxy.url("/")).await;
+
+    type_token(&mut tab, "not-the-token-0123456789abcdef").await;
+    tab.wait_for(
+        "document.getElementById('login-note').textContent.includes('refused')",
+        "a wrong token refused",
+    )
+    .await;
+    assert_eq!(
+        tab.eval("sessionStorage.getItem('openai-proxy-token')")
+            .await,
+        json!(null)
+    );
+
+    type_token(&mut tab, TOKEN).await;
+    tab.wait_for(TWO_ROWS, "the last requests").await;
+    let dom = tab.dom().await;
+    let by_client = element(&dom, "table", "usage-clients");
+    let alice = totals_cells("alice", [2, 24, 6]);
+    assert!(by_client.contains(&alice), "{alice} in {by_client}");
+    for row in body_rows(element(&dom, "table", "recent")) {
+        assert!(row.contains("<td>alice</td><td>llama3</td>"), "{row}");
+    }
+    assert!(element(&dom, "form", "login").starts_with("<form id=\"login\" hidden"));
+    assert!(!dom.contains(TOKEN), "{dom}");
+    assert_eq!(
+        tab.eval("document.getElementById('token').value").await,
+        json!("")
+    );
+    assert_eq!(
+        tab.eval("sessionStorage.getItem('openai-proxy-token')")
+            .await,
+        json!(TOKEN)
+    );
+
+    // Kept for the tab: after a reload the page shows the data without asking again.
+    tab.eval("document.body.dataset.before = 'reload'; location.reload(); true")
+        .await;
+    tab.wait_for(
+        &format!(
+            "!document.body.dataset.before && document.readyState === 'complete' && {TWO_ROWS}"
+        ),
+        "the last requests after a reload",
+    )
+    .await;
+    assert_eq!(
+        tab.eval("document.getElementById('login').hidden").await,
+        json!(true)
+    );
+    // Its buttons go through the guard and the token check like the API: unloading a model
+    // that is not on demand is the proxy's 400, shown as such.
+    press(
+        &mut tab,
+        "Unload llama3",
+        "unload llama3 failed: the model \"llama3\" cannot be loaded or unloaded",
+    )
+    .await;
+    // No backend saw the token.
+    for seen in backend.requests() {
+        assert!(seen.header("authorization").is_none(), "{:?}", seen.headers);
+    }
+    proxy.stop().await;
+}
+
+/// Presses the button labelled `label`, then waits for the page to say `outcome`.
+async fn press(tab: &mut Tab, label: &str, outcome: &str) {
+    let button = format!("document.querySelector('button[aria-label=\"{label}\"]')");
+    tab.wait_for(&format!("{button} && !{button}.disabled"), label)
+        .await;
+    tab.eval(&format!("{button}.click(); true")).await;
+    let said = format!(
+        "document.getElementById('action').textContent.startsWith({})",
+        json!(outcome)
+    );
+    tab.wait_for(&said, outcome).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_buttons_post_the_model_and_say_how_it_went() {
+    let site = stand_in(page_files().await, "").await;
+    let mut tab = Tab::open(&(site.url() + "/")).await;
+    press(&mut tab, "Load qwen", "load qwen: done").await;
+    // Force is asked for: declined, nothing is sent; confirmed, it is.
+    tab.eval(
+        "document.getElementById('force').checked = true; \
+         window.confirm = () => false; true",
+    )
+    .await;
+    tab.eval("document.querySelector('button[aria-label=\"Unload llama3\"]').click(); true")
+        .await;
+    tab.eval("window.confirm = () => true; true").await;
+    press(
+        &mut tab,
+        "Unload llama3",
+        "unload llama3 failed: model \"llama3\" is not on demand",
+    )
+    .await;
+    assert_eq!(
+        tab.eval("document.getElementById('action').className")
+            .await,
+        json!("failed")
+    );
+    let posts: Vec<(String, serde_json::Value)> = site
+        .requests()
+        .iter()
+        .map(|s| {
+            assert_eq!(s.header("content-type"), Some("application/json"));
+            (
+                s.uri.path().to_string(),
+                serde_json::from_slice(&s.body).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        posts,
+        [
+            ("/models/load".to_string(), json!({"model": "qwen"})),
+            (
+                "/models/unload".to_string(),
+                json!({"model": "llama3", "force": true})
+            ),
+        ]
+    );
+}
