@@ -211,7 +211,9 @@ impl AccessRecord {
             }
             None => (Usage::default(), None),
         };
-        let first_byte = self.first_byte.map(|t| t.saturating_duration_since(self.start));
+        let first_byte = self
+            .first_byte
+            .map(|t| t.saturating_duration_since(self.start));
         // Tokens generated per second: the backend's own measure (llama.cpp's), else, for a
         // stream, the tokens over the time from its first byte to its end.
         let tokens_per_second = usage.generated_per_second.or_else(|| {

@@ -114,13 +114,8 @@ impl Book {
         }
     }
 
-    /// Adds one request, counted under `model`.
-    pub(super) fn add(
-        &mut self,
-        s: &Served<'_>,
-        model: Arc<str>,
-        client: Arc<str>,
-    ) {
+    /// Adds one request, counted under `model` and `client`, done at `now_secs`.
+    pub(super) fn add(&mut self, s: &Served<'_>, model: Arc<str>, client: Arc<str>, now_secs: u64) {
         let prompt = s.usage.prompt.unwrap_or(0);
         let completion = s.usage.completion.unwrap_or(0);
         if s.stream && (s.first_byte.is_some() || s.tokens_per_second.is_some()) {
@@ -148,7 +143,7 @@ impl Book {
         });
         self.changed = true;
         if prompt + completion > 0 {
-            self.add_minute(super::now_secs() / 60 * 60, prompt, completion);
+            self.add_minute(now_secs / 60 * 60, prompt, completion);
         }
     }
 

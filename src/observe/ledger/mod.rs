@@ -181,9 +181,12 @@ impl Ledger {
         let (asked, answered) = (s.asked.take(), s.answered.take());
         let model = self.label(asked.as_deref(), answered.as_deref());
         let client = s.client.cloned().unwrap_or_else(|| self.none.clone());
-        let entry = Entry::of(&s, asked, answered);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let entry = Entry::of(&s, asked, answered, now);
         let mut book = sync::lock(&self.book);
-        book.add(&s, model, client);
+        book.add(&s, model, client, now.as_secs());
         book.push(entry);
     }
 

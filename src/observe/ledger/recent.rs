@@ -1,7 +1,7 @@
 //! The last requests, as the page lists them.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -19,6 +19,7 @@ pub(crate) struct Entry {
     /// Its number: later requests have higher ones (`/usage?after=SEQ`).
     pub seq: u64,
     /// When it was done, in seconds since the Unix epoch.
+    #[serde(serialize_with = "thousandths")]
     pub time: f64,
     pub client: Option<Arc<str>>,
     /// The model asked for (or, when the request did not say, the one the answer named),
@@ -30,27 +31,49 @@ pub(crate) struct Entry {
     pub status: u16,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    #[serde(serialize_with = "thousandths")]
     pub duration_ms: f64,
+    #[serde(serialize_with = "some_thousandths")]
     pub ttfb_ms: Option<f64>,
+    #[serde(serialize_with = "some_tenths")]
     pub tokens_per_second: Option<f64>,
 }
 
+/// Numbers are kept as measured and rounded when shown.
+fn rounded(n: f64, per: f64) -> f64 {
+    (n * per).round() / per
+}
+
+fn thousandths<S: serde::Serializer>(n: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(rounded(*n, 1e3))
+}
+
+fn some_thousandths<S: serde::Serializer>(n: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    n.map(|n| rounded(n, 1e3)).serialize(s)
+}
+
+fn some_tenths<S: serde::Serializer>(n: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    n.map(|n| rounded(n, 10.0)).serialize(s)
+}
+
 impl Entry {
-    /// The entry of a request that is done, which asked for model `asked` and whose answer
-    /// named `answered`.
-    pub(crate) fn of(s: &Served<'_>, asked: Option<Box<str>>, answered: Option<Box<str>>) -> Entry {
-        let time = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+    /// The entry of a request that is done (`now`: since the Unix epoch), which asked for
+    /// model `asked` and whose answer named `answered`.
+    pub(crate) fn of(
+        s: &Served<'_>,
+        asked: Option<Box<str>>,
+        answered: Option<Box<str>>,
+        now: Duration,
+    ) -> Entry {
         let (model, backend_model) = match (asked, answered) {
             (Some(a), Some(b)) if a != b => (Some(a), Some(b)),
             (Some(a), _) => (Some(a), None),
             (None, b) => (b, None),
         };
-        let ms = |d: std::time::Duration| d.as_micros() as f64 / 1e3;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         Entry {
             seq: 0,
-            time: time as f64 / 1e3,
+            time: now.as_secs_f64(),
             client: s.client.cloned(),
             model: model.map(shown),
             backend_model: backend_model.map(shown),
@@ -61,7 +84,7 @@ impl Entry {
             completion_tokens: s.usage.completion,
             duration_ms: ms(s.total),
             ttfb_ms: s.first_byte.map(ms),
-            tokens_per_second: s.tokens_per_second.map(|t| (t * 10.0).round() / 10.0),
+            tokens_per_second: s.tokens_per_second,
         }
     }
 }

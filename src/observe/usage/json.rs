@@ -1,4 +1,4 @@
-//! Reading counts out of JSON text without parsing it: the quoted names are walked once and the
+//! Reading counts out of JSON text without parsing it: its strings are walked once and the
 //! number after each wanted name is read in place. This runs for every answer that carries a
 //! usage, so it copies nothing and allocates nothing.
 
@@ -24,17 +24,31 @@ fn slot(name: &[u8]) -> Option<usize> {
 /// else Ollama's; and llama.cpp's speeds (`timings`, which it sends after `usage`).
 pub(super) fn json_usage(text: &[u8]) -> Usage {
     let mut found: [Option<&[u8]>; 8] = [None; 8];
-    // Quotes that end or start a string (not `\"` inside one).
-    let mut quotes = memchr::memchr_iter(b'"', text).filter(|&at| {
-        let backslashes = text[..at].iter().rev().take_while(|&&b| b == b'\\').count();
-        backslashes % 2 == 0
-    });
-    while let (Some(open), Some(close)) = (quotes.next(), quotes.next()) {
-        let Some(slot) = slot(&text[open + 1..close]) else {
+    // One pass over the bytes, string by string (the text is short: a usage object and what
+    // follows it); a string followed by `:` is a name.
+    let mut i = 0;
+    while let Some(&b) = text.get(i) {
+        i += 1;
+        if b != b'"' {
+            continue;
+        }
+        let start = i;
+        while let Some(&c) = text.get(i) {
+            match c {
+                b'"' => break,
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+        let Some(string) = text.get(start..i) else {
+            break;
+        };
+        i += 1;
+        let Some(slot) = slot(string) else {
             continue;
         };
-        let value = text[close + 1..].trim_ascii_start();
-        if let (None, Some(value)) = (found[slot], value.strip_prefix(b":")) {
+        let after = text.get(i..).unwrap_or_default().trim_ascii_start();
+        if let (None, Some(value)) = (found[slot], after.strip_prefix(b":")) {
             found[slot] = Some(value.trim_ascii_start());
         }
     }
