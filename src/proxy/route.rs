@@ -1,6 +1,7 @@
 //! The route phase of one admitted request: the client token, the proxy's own answers
-//! (`/health`, `/`, `/v1/models`, `/models` and loading and unloading models), the route its path or its model picks, and how it is sent:
-//! as a WebSocket session, once, or with retries and fallback ([`super::send`]).
+//! (`/health`, `/`, `/usage`, `/v1/models`, `/models`, loading and unloading models), the
+//! route its path or its model picks, and how it is sent: as a WebSocket session, once, or
+//! with retries and fallback ([`super::send`]).
 
 use std::borrow::Cow;
 

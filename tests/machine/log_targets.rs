@@ -117,8 +117,9 @@ fn journald_target_sends_structured_access_lines() {
         .iter()
         .find(|e| e.iter().any(|(k, _)| k == "REQUEST_ID"))
         .unwrap_or_else(|| panic!("no access line reached journald: {entries:?}"));
-    // Every field of the access entry (src/observe/access.rs, `Line::journal`), and no other: a
-    // request with neither a server, a fallback nor a wait.
+    // Every field of the access entry (src/observe/access/line.rs, `Line::journal`), and no
+    // other: a request the proxy answered itself (no server, fallback, wait, model, tokens or
+    // time to first byte).
     let mut keys: Vec<&str> = access.iter().map(|(k, _)| k.as_str()).collect();
     keys.sort_unstable();
     let mut expected = [

@@ -211,8 +211,9 @@ impl AccessRecord {
             }
             None => (Usage::default(), None),
         };
-        let first_byte = self
-            .first_byte
+        // Of a backend's answer (the proxy's own have no time to wait for).
+        let first_byte = (self.first_byte)
+            .filter(|_| self.answered)
             .map(|t| t.saturating_duration_since(self.start));
         // Tokens generated per second: the backend's own measure (llama.cpp's), else, for a
         // stream, the tokens over the time from its first byte to its end.

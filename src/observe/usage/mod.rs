@@ -13,7 +13,7 @@
 //!   (when the client asked for it with `stream_options.include_usage`), of the Responses
 //!   API's `response.completed`, of Anthropic's `message_start` and `message_delta`. Only a
 //!   line that names `usage` is parsed. `data: [DONE]`, `response.completed` and
-//!   `message_stop` end the stream.
+//!   `message_stop` (the `event:` line, or the data's leading `"type"`) end the stream.
 //! - Ollama's streamed NDJSON (`application/x-ndjson`): the line with `"done":true` has the
 //!   counts, and ends the stream.
 //!
@@ -229,6 +229,10 @@ impl UsageScanner {
         match self.kind {
             Kind::Events => {
                 let Some(data) = line.strip_prefix(b"data:") else {
+                    // `event: response.completed`, `event: message_stop`.
+                    if let Some(event) = line.strip_prefix(b"event:") {
+                        self.ended |= is_terminal(event.trim_ascii());
+                    }
                     return;
                 };
                 let data = data.trim_ascii();
@@ -244,7 +248,8 @@ impl UsageScanner {
                         self.merge(json_usage(&data[at..]));
                     }
                 }
-                if keys.completed.find(data).is_some() || keys.message_stop.find(data).is_some() {
+                // The event's type comes first in the Responses API's and Anthropic's events.
+                if leading_type(data).is_some_and(is_terminal) {
                     self.ended = true;
                 }
             }
@@ -269,6 +274,22 @@ impl UsageScanner {
     }
 }
 
+/// The last event of a Responses API stream, or of Anthropic's.
+fn is_terminal(event_type: &[u8]) -> bool {
+    event_type == b"response.completed" || event_type == b"message_stop"
+}
+
+/// The value of a JSON object's first member when it is `"type": "..."`: read in place, with
+/// no search (this runs for every event).
+fn leading_type(json: &[u8]) -> Option<&[u8]> {
+    let rest = json.strip_prefix(b"{")?.trim_ascii_start();
+    let rest = rest.strip_prefix(b"\"type\"")?.trim_ascii_start();
+    let rest = rest.strip_prefix(b":")?.trim_ascii_start();
+    let rest = rest.strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    Some(&rest[..end])
+}
+
 fn starts_with_ignore_case(value: &[u8], prefix: &[u8]) -> bool {
     value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
@@ -280,8 +301,6 @@ const OLLAMA: &[u8] = b"\"prompt_eval_count\"";
 struct Keys {
     usage_fwd: memmem::Finder<'static>,
     ollama_fwd: memmem::Finder<'static>,
-    completed: memmem::Finder<'static>,
-    message_stop: memmem::Finder<'static>,
     done: memmem::Finder<'static>,
 }
 
@@ -290,8 +309,6 @@ fn keys() -> &'static Keys {
     KEYS.get_or_init(|| Keys {
         usage_fwd: memmem::Finder::new(USAGE),
         ollama_fwd: memmem::Finder::new(OLLAMA),
-        completed: memmem::Finder::new(b"\"response.completed\""),
-        message_stop: memmem::Finder::new(b"\"message_stop\""),
         done: memmem::Finder::new(b"\"done\":true"),
     })
 }
@@ -427,6 +444,24 @@ mod tests {
                 (Some(400.0), Some(52.5))
             );
             assert_eq!(s.take_model().as_deref(), Some("qwen2.5-0.5b"));
+        }
+    }
+
+    #[test]
+    fn terminal_events_by_their_event_line_or_their_leading_type() {
+        for stream in [
+            "event: response.completed\ndata: {}\n\n",
+            "data: {\"type\": \"response.completed\", \"response\": {}}\n\n",
+            "data: { \"type\":\"message_stop\"}\n\n",
+        ] {
+            assert!(scan("text/event-stream", stream, 5).1, "{stream:?}");
+        }
+        for stream in [
+            "event: response.output_text.delta\ndata: {\"delta\":\"message_stop\"}\n\n",
+            "data: {\"type\":\"response.completed.not\"}\n\n",
+            "data: {\"x\":1,\"type\":\"message_stop\"}\n\n",
+        ] {
+            assert!(!scan("text/event-stream", stream, 5).1, "{stream:?}");
         }
     }
 

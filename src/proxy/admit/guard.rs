@@ -166,7 +166,7 @@ fn cross_site(headers: &HeaderMap) -> Admission {
 
 /// Whether `origin` is the proxy's own as this request reached it: `http://` or `https://`
 /// and exactly its (one) `Host`, in any letter case. Called once that Host was checked.
-fn same_origin(origin: &[u8], headers: &HeaderMap) -> bool {
+pub(crate) fn same_origin(origin: &[u8], headers: &HeaderMap) -> bool {
     let Some(host) = headers.get(header::HOST) else {
         return false;
     };

@@ -120,16 +120,9 @@ fn same_origin(headers: &HeaderMap) -> Result<(), ProxyError> {
             )));
         }
     }
-    let host = headers.get(header::HOST).map(|h| h.as_bytes());
     for origin in headers.get_all(header::ORIGIN) {
-        let o = origin.as_bytes();
-        let authority = o
-            .windows(3)
-            .position(|w| w == b"://")
-            .map(|at| &o[at + 3..]);
-        let same = matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h));
-        if !same {
-            let shown = String::from_utf8_lossy(o);
+        if !crate::proxy::admit::guard::same_origin(origin.as_bytes(), headers) {
+            let shown = String::from_utf8_lossy(origin.as_bytes());
             return Err(ProxyError::NotSameOrigin(format!(
                 "Origin {}",
                 quote(&shown)
