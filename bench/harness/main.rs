@@ -16,13 +16,15 @@
 //! - `phases.rs`: each phase of a run, round after round.
 //! - `callgrind.rs`: instruction counts per request.
 //! - `tls_ws.rs`: the WebSocket echo and HTTPS (TLS handshakes, keep-alive) cases.
-//! - `report.rs`: medians, the table, the SVG chart; `document.rs`: the whole report.
+//! - `report.rs`: medians and the table; `chart.rs`: the SVG chart; `document.rs`: the whole
+//!   report.
 
 // The crate-wide lints are for the library: a test or benchmark crate's items are its own.
 #![allow(unreachable_pub, missing_docs)]
 
 mod backend;
 mod callgrind;
+mod chart;
 mod document;
 mod http;
 mod measure;
@@ -468,7 +470,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&svg_path, report::svg(&r, &names))?;
+    std::fs::write(&svg_path, chart::svg(&r, &names))?;
     let notes = match &args.notes {
         Some(p) => {
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?
