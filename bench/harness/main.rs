@@ -14,7 +14,8 @@
 //! - `procs.rs`: configs for nginx, HAProxy and openai-proxy; starting, pinning, RSS.
 //! - `measure.rs`: wrk runs, SSE streams, uploads, held connections, cold starts.
 //! - `phases.rs`: each phase of a run, round after round.
-//! - `callgrind.rs`: instruction counts per request.
+//! - `callgrind.rs`: instruction counts per request (`callgrind`, and the `instructions`
+//!   phase).
 //! - `tls_ws.rs`: the WebSocket echo and HTTPS (TLS handshakes, keep-alive) cases.
 //! - `report.rs`: medians and the table; `chart.rs`: the SVG chart; `document.rs`: the whole
 //!   report.
@@ -43,7 +44,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::http::{chat_request, Conn};
 use crate::measure::ColdMode;
-use crate::phases::{Job, Settings};
+use crate::phases::Job;
 use crate::procs::{Env, Subject, SubjectKind, Upstreams};
 use crate::report::{Columns, Results, DIRECT, HAPROXY, LOG, PROXY};
 
@@ -60,7 +61,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the benchmark and write the report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the SSE/upload bench backend on ADDR until killed.
     Backend {
         #[arg(long)]
@@ -139,6 +140,9 @@ enum Phase {
     Websocket,
     /// HTTPS: requests/s on keep-alive connections and with a TLS handshake per request.
     Tls,
+    /// Instructions per chat request (access log off and on) and per SSE event of every
+    /// openai-proxy build, counted by callgrind (valgrind: a few minutes).
+    Instructions,
 }
 
 #[derive(Args, Debug)]
@@ -202,9 +206,27 @@ struct RunArgs {
     /// Another openai-proxy build to compare, NAME=PATH (repeatable).
     #[arg(long = "variant", value_name = "NAME=PATH")]
     variants: Vec<String>,
+    /// The openai-proxy build to compare against ("before"), e.g. one of an earlier commit:
+    /// measured like a variant named `baseline`, and the table says how far openai-proxy is
+    /// from it (and judges the goals set against it).
+    #[arg(long, value_name = "PATH")]
+    baseline_proxy: Option<PathBuf>,
     /// Run only these phases.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Phase>,
+    /// Skip these phases.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    skip: Vec<Phase>,
+    /// Chat requests of the two callgrind runs of the `instructions` phase (their difference
+    /// is what is counted).
+    #[arg(long, value_name = "N1,N2", value_delimiter = ',', default_values_t = [1000, 6000])]
+    callgrind_requests: Vec<usize>,
+    /// SSE streams of the two callgrind runs of the `instructions` phase.
+    #[arg(long, value_name = "N1,N2", value_delimiter = ',', default_values_t = [20, 120])]
+    callgrind_streams: Vec<usize>,
+    /// Events per SSE stream in the `instructions` phase.
+    #[arg(long, default_value_t = 50)]
+    callgrind_sse_events: u64,
     /// Skip the runs with logging (openai-proxy's access log, HAProxy's httplog).
     #[arg(long)]
     no_log_run: bool,
@@ -219,7 +241,7 @@ struct RunArgs {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Run(args) => run(args),
+        Cmd::Run(args) => run(*args),
         Cmd::Backend { listen } => TcpListener::bind(listen)
             .with_context(|| format!("cannot listen on {listen}"))
             .and_then(backend::serve),
@@ -275,7 +297,7 @@ fn loadavg() -> String {
 
 /// A place requests can be sent to: a proxy under test, or the backend itself.
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut s = settings(&args)?;
+    let mut s = phases::settings(&args)?;
     ensure!(
         args.proxy.is_file(),
         "no openai-proxy binary at {}",
@@ -315,6 +337,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--variant wants NAME=PATH, got {v}"))?;
         subjects.push(ours(name, &std::fs::canonicalize(path)?, false));
     }
+    if let Some(path) = &args.baseline_proxy {
+        let bin = std::fs::canonicalize(path)
+            .with_context(|| format!("no baseline build at {}", path.display()))?;
+        subjects.push(ours(report::BASELINE, &bin, false));
+    }
     let mut rate_subjects = subjects.clone();
     if s.log_run {
         rate_subjects.push(haproxy(true));
@@ -340,10 +367,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             Phase::Cold,
             Phase::Websocket,
             Phase::Tls,
+            Phase::Instructions,
         ]
     } else {
         args.only.clone()
     };
+    let phases: Vec<Phase> = phases
+        .into_iter()
+        .filter(|p| !args.skip.contains(p))
+        .collect();
 
     let started = Instant::now();
     let mut r = Results::default();
@@ -401,7 +433,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         smoke: args.smoke,
     };
     for phase in &phases {
-        eprintln!("bench: {phase:?} ({} rounds)", s.rounds);
+        if *phase == Phase::Instructions {
+            eprintln!("bench: {phase:?} (counted once)");
+        } else {
+            eprintln!("bench: {phase:?} ({} rounds)", s.rounds);
+        }
         match phase {
             Phase::Memory => phases::memory(&job(&env, &subjects, fixed, nginx_addr), &mut r)?,
             Phase::Upload => {
@@ -441,6 +477,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 procs::pin_self(&env.load_cpus)?;
             }
             Phase::Tls => tls_ws::tls(&job(&env, &subjects, fixed, nginx_addr), &mut r)?,
+            Phase::Instructions => {
+                let j = job(&env, &subjects, fixed, nginx_addr);
+                callgrind::phase(&j, streaming, s.instructions, &mut r)?;
+            }
         }
         load.push(format!("after {phase:?}: {}", loadavg()));
     }
@@ -458,7 +498,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             ("N open", format!("{} open", s.connections)),
             ("N streams", format!("{} streams", s.streams)),
             ("in I s", format!("in {} s", s.idle_secs)),
+            ("L chat", format!("{} chat", phases::LEDGER_REQUESTS)),
         ],
+        baseline: args.baseline_proxy.is_some(),
         cold: cold_mode.short(),
     };
     let table = report::table(&r, &cols);
@@ -506,44 +548,4 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         eprintln!("bench: scratch folder kept: {}", scratch.keep().display());
     }
     Ok(())
-}
-
-/// How much each phase does: tiny for a smoke run.
-fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
-    if args.smoke {
-        return Ok(Settings {
-            rounds: 1,
-            duration: 1,
-            connections: 20,
-            upload_bytes: 8 << 20,
-            sse_events: 5,
-            sse_gap_ms: 2,
-            sse_streams: 1,
-            log_run: !args.no_log_run,
-            streams: 20,
-            // Every stream open for a second: the memory sampler (every 100 ms) sees them all
-            // open even on a loaded machine (with 3 events it could miss the 0.2 s window).
-            stream_events: 11,
-            stream_gap_ms: 100,
-            idle_secs: 1,
-        });
-    }
-    ensure!(
-        args.rounds >= 3,
-        "--rounds must be at least 3 (medians of fewer mean little); use --smoke for a quick check"
-    );
-    Ok(Settings {
-        rounds: args.rounds,
-        duration: args.duration.max(1),
-        connections: args.connections,
-        upload_bytes: args.upload_mib << 20,
-        sse_events: args.sse_events,
-        sse_gap_ms: args.sse_gap_ms,
-        sse_streams: args.sse_streams.max(1),
-        log_run: !args.no_log_run,
-        streams: args.streams.max(1),
-        stream_events: args.stream_events.max(1),
-        stream_gap_ms: args.stream_gap_ms,
-        idle_secs: args.idle_secs,
-    })
 }

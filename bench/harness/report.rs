@@ -15,6 +15,9 @@ pub const PROXY_POOL: &str = "openai-proxy+pool";
 /// The suffix of a subject that logs every request (HAProxy `option httplog` to syslog,
 /// openai-proxy's access log as shipped).
 pub const LOG: &str = "+log";
+/// The openai-proxy build the run compares against (`--baseline-proxy`): its figures are a
+/// column of their own, and `ours vs baseline` says how far openai-proxy is from them.
+pub const BASELINE: &str = "baseline";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Metric {
@@ -22,6 +25,7 @@ pub enum Metric {
     P99c64Unpinned,
     Rps,
     CpuPerReq,
+    InstrChat,
     P50c64,
     P99c64,
     AddedP50c1,
@@ -29,6 +33,7 @@ pub enum Metric {
     SseFirst,
     SseEventP50,
     SseEventP99,
+    InstrSseEvent,
     StreamRss,
     StreamCpu,
     StreamEventP50,
@@ -37,6 +42,8 @@ pub enum Metric {
     Upload,
     UploadPeak,
     IdleRss,
+    LedgerRss,
+    LedgerGrowth,
     ConnRss,
     IdleWakeups,
     ColdStart,
@@ -55,6 +62,10 @@ pub enum Goal {
     RatioAtLeast(f64),
     /// openai-proxy ÷ HAProxy at most this.
     RatioAtMost(f64),
+    /// openai-proxy at most this many % above the baseline build.
+    PctOverBaselineAtMost(f64),
+    /// openai-proxy at most this much (in the metric's unit) above the baseline build.
+    OverBaselineAtMost(f64),
 }
 
 pub struct Info {
@@ -65,11 +76,12 @@ pub struct Info {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 27] = [
+    pub const ALL: [Metric; 31] = [
         Metric::RpsUnpinned,
         Metric::P99c64Unpinned,
         Metric::Rps,
         Metric::CpuPerReq,
+        Metric::InstrChat,
         Metric::P50c64,
         Metric::P99c64,
         Metric::AddedP50c1,
@@ -77,6 +89,7 @@ impl Metric {
         Metric::SseFirst,
         Metric::SseEventP50,
         Metric::SseEventP99,
+        Metric::InstrSseEvent,
         Metric::StreamRss,
         Metric::StreamCpu,
         Metric::StreamEventP50,
@@ -85,6 +98,8 @@ impl Metric {
         Metric::Upload,
         Metric::UploadPeak,
         Metric::IdleRss,
+        Metric::LedgerRss,
+        Metric::LedgerGrowth,
         Metric::ConnRss,
         Metric::IdleWakeups,
         Metric::ColdStart,
@@ -95,8 +110,9 @@ impl Metric {
         Metric::TlsHandshakeRps,
     ];
 
-    /// Label, unit, decimals and issue 14's goal (issue 6's where 14 set none). `logs`: the
-    /// row of the subjects that log every request.
+    /// Label, unit, decimals and issue 14's goal (issue 6's where 14 set none; issue 22's for
+    /// the instruction counts and the ledger's memory). `logs`: the row of the subjects that
+    /// log every request.
     pub fn info(self, logs: bool) -> Info {
         let (label, unit, decimals, goal) = match self {
             Metric::RpsUnpinned => (
@@ -122,6 +138,12 @@ impl Metric {
                 "µs",
                 1,
                 Some(Goal::RatioAtMost(0.85)),
+            ),
+            Metric::InstrChat => (
+                "POST chat: instructions per request (callgrind)",
+                "instr.",
+                0,
+                Some(Goal::PctOverBaselineAtMost(3.0)),
             ),
             Metric::P50c64 => ("POST chat, c=64, pinned: p50 latency", "ms", 2, None),
             Metric::P99c64 => (
@@ -155,6 +177,12 @@ impl Metric {
                 Some(Goal::AtMost(40.0)),
             ),
             Metric::SseEventP99 => ("SSE: added per-event delay, p99", "µs", 1, None),
+            Metric::InstrSseEvent => (
+                "SSE: instructions per event (callgrind)",
+                "instr.",
+                0,
+                Some(Goal::PctOverBaselineAtMost(2.0)),
+            ),
             Metric::StreamRss => (
                 "N streams: proxy RSS per open stream",
                 "kB",
@@ -188,6 +216,18 @@ impl Metric {
                 Some(Goal::AtMost(20.0)),
             ),
             Metric::IdleRss => ("Idle RSS after start", "MB", 1, None),
+            Metric::LedgerRss => (
+                "Idle RSS after L chat requests, GET / (HTML) and GET /usage",
+                "kB",
+                0,
+                Some(Goal::OverBaselineAtMost(300.0)),
+            ),
+            Metric::LedgerGrowth => (
+                "Idle RSS after L chat requests, / and /usage, minus after start",
+                "kB",
+                0,
+                None,
+            ),
             Metric::ConnRss => (
                 "RSS with N open keep-alive connections",
                 "MB",
@@ -327,8 +367,11 @@ impl Results {
 
 /// What the table needs to know about the run.
 pub struct Columns {
-    /// Other openai-proxy builds compared (`--variant`).
+    /// Other openai-proxy builds compared (`--variant`, `--baseline-proxy`).
     pub extra: Vec<String>,
+    /// Whether a baseline build was compared: then a column says how far openai-proxy is
+    /// from it.
+    pub baseline: bool,
     /// What the "N" of some labels is: (N, its value).
     pub counts: Vec<(&'static str, String)>,
     /// How the cold start was measured, for its row's label.
@@ -348,6 +391,11 @@ fn pair(logs: bool) -> (String, String) {
     (format!("{HAPROXY}{suffix}"), format!("{PROXY}{suffix}"))
 }
 
+/// The baseline build's subject of a row.
+fn baseline(logs: bool) -> String {
+    format!("{BASELINE}{}", if logs { LOG } else { "" })
+}
+
 /// Whether openai-proxy meets the goal of `m` (in the row with or without logging).
 pub fn verdict(r: &Results, m: Metric, logs: bool) -> Option<bool> {
     let (theirs, ours) = pair(logs);
@@ -357,7 +405,31 @@ pub fn verdict(r: &Results, m: Metric, logs: bool) -> Option<bool> {
         Goal::AtLeast(x) => ours >= x,
         Goal::RatioAtLeast(x) => ours / r.get(m, &theirs)? >= x,
         Goal::RatioAtMost(x) => ours / r.get(m, &theirs)? <= x,
+        Goal::PctOverBaselineAtMost(x) => {
+            let base = r.get(m, &baseline(logs))?;
+            (ours - base) / base * 100.0 <= x
+        }
+        Goal::OverBaselineAtMost(x) => ours - r.get(m, &baseline(logs))? <= x,
     })
+}
+
+/// openai-proxy against the baseline build: the difference in %, and for memory in the
+/// metric's unit too.
+fn vs_baseline(r: &Results, m: Metric, logs: bool) -> String {
+    let (_, ours) = pair(logs);
+    match (r.get(m, &ours), r.get(m, &baseline(logs))) {
+        (Some(a), Some(b)) if b.abs() > f64::EPSILON => {
+            let info = m.info(logs);
+            let pct = format!("{:+.1} %", (a - b) / b * 100.0);
+            if matches!(info.unit, "kB" | "MB") {
+                let d = info.decimals;
+                format!("{:+.d$} {} ({pct})", a - b, info.unit)
+            } else {
+                pct
+            }
+        }
+        _ => "–".into(),
+    }
 }
 
 /// The results table (Markdown): one row per measurement, and for those taken with and
@@ -371,12 +443,17 @@ pub fn table(r: &Results, cols: &Columns) -> String {
     for e in &cols.extra {
         let _ = write!(out, " {e} |");
     }
-    out.push_str(" ours ÷ HAProxy | goal | met | openai-proxy min–max |\n");
+    out.push_str(" ours ÷ HAProxy |");
+    if cols.baseline {
+        out.push_str(" ours vs baseline |");
+    }
+    out.push_str(" goal | met | openai-proxy min–max |\n");
     out.push_str("|---|---|--:|--:|--:|");
     for _ in &cols.extra {
         out.push_str("--:|");
     }
-    out.push_str("--:|---|---|---|\n");
+    out.push_str(if cols.baseline { "--:|--:|" } else { "--:|" });
+    out.push_str("---|---|---|\n");
     for m in Metric::ALL {
         for logs in [false, true] {
             let (theirs, ours) = pair(logs);
@@ -410,8 +487,8 @@ pub fn table(r: &Results, cols: &Columns) -> String {
                 fmt(r.get(m, &ours), d)
             );
             for e in &cols.extra {
-                let v = if logs { None } else { r.get(m, e) };
-                let _ = write!(out, " {} |", fmt(v, d));
+                let e = format!("{e}{}", if logs { LOG } else { "" });
+                let _ = write!(out, " {} |", fmt(r.get(m, &e), d));
             }
             let ratio = match (r.get(m, &ours), r.get(m, &theirs)) {
                 (Some(a), Some(b)) if b.abs() > f64::EPSILON => {
@@ -429,6 +506,8 @@ pub fn table(r: &Results, cols: &Columns) -> String {
                 Some(Goal::AtLeast(x)) => format!("≥ {x} {}", info.unit),
                 Some(Goal::RatioAtLeast(x)) => format!("≥ {x}× HAProxy"),
                 Some(Goal::RatioAtMost(x)) => format!("≤ {x}× HAProxy"),
+                Some(Goal::PctOverBaselineAtMost(x)) => format!("≤ baseline + {x} %"),
+                Some(Goal::OverBaselineAtMost(x)) => format!("≤ baseline + {x} {}", info.unit),
                 None => "–".into(),
             };
             let met = match verdict(r, m, logs) {
@@ -439,7 +518,11 @@ pub fn table(r: &Results, cols: &Columns) -> String {
             let range = r
                 .range(m, &ours)
                 .map_or("–".into(), |(lo, hi)| format!("{lo:.d$}–{hi:.d$}"));
-            let _ = writeln!(out, " {ratio} | {goal} | {met} | {range} |");
+            let _ = write!(out, " {ratio} |");
+            if cols.baseline {
+                let _ = write!(out, " {} |", vs_baseline(r, m, logs));
+            }
+            let _ = writeln!(out, " {goal} | {met} | {range} |");
         }
     }
     out
@@ -471,5 +554,38 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0, 5.0], 50.0), 3.0);
+    }
+
+    #[test]
+    fn against_the_baseline() {
+        let mut r = Results::default();
+        r.push(Metric::InstrChat, PROXY, 103.0);
+        r.push(Metric::InstrChat, BASELINE, 100.0);
+        r.push(Metric::InstrChat, &format!("{PROXY}{LOG}"), 105.0);
+        r.push(Metric::InstrChat, &format!("{BASELINE}{LOG}"), 100.0);
+        r.push(Metric::LedgerRss, PROXY, 7400.0);
+        r.push(Metric::LedgerRss, BASELINE, 7000.0);
+        assert_eq!(verdict(&r, Metric::InstrChat, false), Some(true));
+        assert_eq!(verdict(&r, Metric::InstrChat, true), Some(false));
+        assert_eq!(verdict(&r, Metric::LedgerRss, false), Some(false));
+        assert_eq!(vs_baseline(&r, Metric::InstrChat, true), "+5.0 %");
+        assert_eq!(
+            vs_baseline(&r, Metric::LedgerRss, false),
+            "+400 kB (+5.7 %)"
+        );
+        let cols = Columns {
+            extra: vec![BASELINE.into()],
+            baseline: true,
+            counts: vec![],
+            cold: "",
+        };
+        let table = table(&r, &cols);
+        let row = table
+            .lines()
+            .find(|l| l.contains("logs on"))
+            .expect("a row with logs on");
+        assert!(row.contains("| **105** | 100 | – | +5.0 % | ≤ baseline + 3 % | **no** |"));
+        let columns = |l: &str| l.matches('|').count();
+        assert!(table.lines().all(|l| columns(l) == columns(row)));
     }
 }
