@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
 
+use crate::configs::Upstreams;
 use crate::http::{chat_request, Conn};
 use crate::phases::Job;
-use crate::procs::{self, Env, Subject, SubjectKind, Upstreams};
+use crate::procs::{self, Env, Subject, SubjectKind};
 use crate::report::{Metric, Results, LOG};
 use crate::{measure, CallgrindArgs};
 

@@ -11,7 +11,8 @@
 //! - `http.rs`: a tiny blocking HTTP/1.1 client/server toolkit (chunked decoding, timings).
 //! - `backend.rs`: the SSE/upload backend.
 //! - `streams.rs`: thousands of SSE streams at once (backend and client, tokio).
-//! - `procs.rs`: configs for nginx, HAProxy and openai-proxy; starting, pinning, RSS.
+//! - `configs.rs`: configs for nginx, HAProxy and openai-proxy.
+//! - `procs.rs`: starting, pinning, RSS.
 //! - `measure.rs`: wrk runs, SSE streams, uploads, held connections, cold starts.
 //! - `phases.rs`: each phase of a run, round after round.
 //! - `callgrind.rs`: instruction counts per request (`callgrind`, and the `instructions`
@@ -26,6 +27,7 @@
 mod backend;
 mod callgrind;
 mod chart;
+mod configs;
 mod document;
 mod http;
 mod measure;
@@ -42,10 +44,11 @@ use std::time::Instant;
 use anyhow::{ensure, Context as _};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::configs::Upstreams;
 use crate::http::{chat_request, Conn};
 use crate::measure::ColdMode;
 use crate::phases::Job;
-use crate::procs::{Env, Subject, SubjectKind, Upstreams};
+use crate::procs::{Env, Subject, SubjectKind};
 use crate::report::{Columns, Results, DIRECT, HAPROXY, LOG, PROXY};
 
 #[derive(Parser)]

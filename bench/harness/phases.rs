@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
 
+use crate::configs::Upstreams;
 use crate::http::Conn;
 use crate::measure::{self, ColdMode, SseRun, PERCENTILES};
-use crate::procs::{self, Env, Running, Subject, SubjectKind, Upstreams};
+use crate::procs::{self, Env, Running, Subject, SubjectKind};
 use crate::report::{median, percentile, Metric, Results, DIRECT, PROXY};
 use crate::rotated;
 
