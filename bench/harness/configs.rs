@@ -1,8 +1,12 @@
 //! The configs of the processes of a bench stack: nginx with the fixed chat answer, HAProxy
 //! doing openai-proxy's per-request work, and openai-proxy's shipped config adapted.
 
+use std::collections::BTreeMap;
+use std::fs;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
 
 use anyhow::{ensure, Context as _};
 
@@ -52,19 +56,45 @@ http {{
     )
 }
 
-/// The proxy's config: the shipped default (the seed's routing, OpenAI over HTTPS) with the
+/// The config `bin` ships, the documented default of that build (what its `init` writes), so
+/// that an older build (`--baseline-proxy`, `--variant`) runs with its own keys, not this
+/// tree's. Asked once per binary (into `dir`); a build without `init` gets this tree's.
+pub fn shipped_config(bin: &Path, dir: &Path) -> anyhow::Result<String> {
+    static SHIPPED: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+    let mut shipped = SHIPPED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(text) = shipped.get(bin) {
+        return Ok(text.clone());
+    }
+    let path = dir.join(format!("shipped-{}.toml", shipped.len()));
+    let init = Command::new(bin)
+        .arg("--config")
+        .arg(&path)
+        .arg("init")
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    let text = if init.status.success() {
+        fs::read_to_string(&path)?
+    } else {
+        include_str!("../../config/openai-proxy.toml").to_string()
+    };
+    shipped.insert(bin.to_path_buf(), text.clone());
+    Ok(text)
+}
+
+/// The proxy's config: `shipped` (the seed's routing, OpenAI over HTTPS) with the
 /// listen address, the log settings and the local backends' URLs replaced; with
 /// `model_routes`, chat and transcriptions routed by model (the chat request's `llama3.2`
 /// and the upload's `whisper-1` still reach the same backends, everything else OpenAI); with
 /// `pool`, chat to a pool of two servers (`up.ollama` and `up.pool`) and `[metrics]` on.
 pub fn proxy_config(
+    shipped: String,
     listen: SocketAddr,
     up: Upstreams,
     access_log: bool,
     model_routes: bool,
     pool: bool,
 ) -> anyhow::Result<String> {
-    let mut text = include_str!("../../config/openai-proxy.toml").to_string();
+    let mut text = shipped;
     if model_routes {
         for (from, to) in [
             (
@@ -78,7 +108,7 @@ pub fn proxy_config(
         ] {
             ensure!(
                 text.matches(from).count() == 1,
-                "config/openai-proxy.toml no longer has exactly one {from}; update bench/harness/configs.rs"
+                "the shipped config no longer has exactly one {from}; update bench/harness/configs.rs"
             );
             text = text.replace(from, to);
         }
@@ -108,7 +138,7 @@ pub fn proxy_config(
     ] {
         ensure!(
             text.matches(&from).count() == 1,
-            "config/openai-proxy.toml no longer has exactly one {from}; update bench/harness/configs.rs"
+            "the shipped config no longer has exactly one {from}; update bench/harness/configs.rs"
         );
         text = text.replace(&from, &to);
     }
@@ -128,7 +158,7 @@ pub fn proxy_config(
         ] {
             ensure!(
                 text.matches(&from).count() == 1,
-                "config/openai-proxy.toml no longer has exactly one {from}; update bench/harness/configs.rs"
+                "the shipped config no longer has exactly one {from}; update bench/harness/configs.rs"
             );
             text = text.replace(&from, &to);
         }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use crate::configs::{haproxy_config, nginx_config, proxy_config, Upstreams};
+use crate::configs::{haproxy_config, nginx_config, proxy_config, shipped_config, Upstreams};
 use crate::http::{get_request, Conn};
 
 /// A free port on 127.0.0.1 (bound, then released).
@@ -355,10 +355,10 @@ impl Env {
                 (haproxy_config(&bind, up, syslog), "cfg")
             }
             SubjectKind::Proxy {
+                bin,
                 access_log,
                 model_routes,
                 pool,
-                ..
             } => {
                 // Under socket activation the inherited socket wins over `listen`.
                 let addr = match listen {
@@ -366,7 +366,14 @@ impl Env {
                     None => free_addr()?,
                 };
                 (
-                    proxy_config(addr, up, *access_log, *model_routes, *pool)?,
+                    proxy_config(
+                        shipped_config(bin, &self.dir)?,
+                        addr,
+                        up,
+                        *access_log,
+                        *model_routes,
+                        *pool,
+                    )?,
                     "toml",
                 )
             }
