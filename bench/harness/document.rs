@@ -97,6 +97,16 @@ pub fn document(d: &DocInput) -> String {
         },
         MODELS_NOTE,
     ));
+    if let Some(base) = &d.args.baseline_proxy {
+        doc.push_str(&format!(
+            "`baseline` is the openai-proxy build `{}` ({}), given with `--baseline-proxy`: the \
+             \"before\" of this comparison. `ours vs baseline` is openai-proxy's median against \
+             the baseline's, in % (and in kB for memory), in the same run; goals stated against \
+             the baseline (issue 22's) are judged on it.\n\n",
+            base.display(),
+            procs::version_of(&base.to_string_lossy(), &["--version"]),
+        ));
+    }
     if !d.warnings.is_empty() {
         doc.push_str("Warnings from this run:\n\n");
         for w in d.warnings {
@@ -175,8 +185,18 @@ pub fn document(d: &DocInput) -> String {
          sent to the response. Peak RSS is the proxy's VmHWM after resetting it (`clear_refs` 5) \
          just before the upload.\n\
          - Memory: VmRSS 0.3 s after the proxy answered its first `/health` (a fresh process each \
-         round), then with {conns} keep-alive connections open, each having completed one chat \
-         request.\n\
+         round); then, for each openai-proxy build, with its ledger full (issue 22): {ledger} \
+         chat requests on one keep-alive connection (the last-requests ring holds 200), the page \
+         (`GET /` with `Accept: text/html`) and `GET /usage`, and VmRSS 0.3 s later (\"minus \
+         after start\" is what the same process grew); then with {conns} keep-alive connections \
+         open, each having completed one chat request.\n\
+         - Instructions: each openai-proxy build runs twice under `valgrind --tool=callgrind`, \
+         pinned to CPU {pc} (one worker), serving {r1} and then {r2} chat requests on one \
+         keep-alive connection (to nginx as above, the access log off and then on), and {s1} and \
+         then {s2} SSE streams of {cev} events 1 ms apart (to the bench backend, log off); the \
+         difference of the two runs' totals over the difference in requests (or events) is the \
+         count per request (or event), start-up and exit cancelled out. User-space \
+         instructions only; counted once, as they do not vary between runs.\n\
          - Streams: {n} SSE streams at once through each target (direct first, a fresh proxy \
          process each round), opened evenly over the first {sgap} ms (so their events are \
          spread over each interval, as independent streams' are, not sent in one burst); the \
@@ -207,6 +227,12 @@ pub fn document(d: &DocInput) -> String {
         sev = s.stream_events,
         sgap = s.stream_gap_ms,
         idle = s.idle_secs,
+        ledger = crate::phases::LEDGER_REQUESTS,
+        r1 = s.instructions.requests[0],
+        r2 = s.instructions.requests[1],
+        s1 = s.instructions.streams[0],
+        s2 = s.instructions.streams[1],
+        cev = s.instructions.sse_events,
     ));
     doc.push_str(
         "\nRerun with `bench/run` (see `bench/run --help`); `bench/run --smoke` checks the \

@@ -301,6 +301,11 @@ pub fn get_request(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").into_bytes()
 }
 
+/// `GET path` as a browser asks for a page (`Accept: text/html`).
+pub fn page_request(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/html\r\n\r\n").into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,18 +11,23 @@
 //! - `http.rs`: a tiny blocking HTTP/1.1 client/server toolkit (chunked decoding, timings).
 //! - `backend.rs`: the SSE/upload backend.
 //! - `streams.rs`: thousands of SSE streams at once (backend and client, tokio).
-//! - `procs.rs`: configs for nginx, HAProxy and openai-proxy; starting, pinning, RSS.
+//! - `configs.rs`: configs for nginx, HAProxy and openai-proxy.
+//! - `procs.rs`: starting, pinning, RSS.
 //! - `measure.rs`: wrk runs, SSE streams, uploads, held connections, cold starts.
 //! - `phases.rs`: each phase of a run, round after round.
-//! - `callgrind.rs`: instruction counts per request.
+//! - `callgrind.rs`: instruction counts per request (`callgrind`, and the `instructions`
+//!   phase).
 //! - `tls_ws.rs`: the WebSocket echo and HTTPS (TLS handshakes, keep-alive) cases.
-//! - `report.rs`: medians, the table, the SVG chart; `document.rs`: the whole report.
+//! - `report.rs`: medians and the table; `chart.rs`: the SVG chart; `document.rs`: the whole
+//!   report.
 
 // The crate-wide lints are for the library: a test or benchmark crate's items are its own.
 #![allow(unreachable_pub, missing_docs)]
 
 mod backend;
 mod callgrind;
+mod chart;
+mod configs;
 mod document;
 mod http;
 mod measure;
@@ -39,10 +44,11 @@ use std::time::Instant;
 use anyhow::{ensure, Context as _};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::configs::Upstreams;
 use crate::http::{chat_request, Conn};
 use crate::measure::ColdMode;
-use crate::phases::{Job, Settings};
-use crate::procs::{Env, Subject, SubjectKind, Upstreams};
+use crate::phases::Job;
+use crate::procs::{Env, Subject, SubjectKind};
 use crate::report::{Columns, Results, DIRECT, HAPROXY, LOG, PROXY};
 
 #[derive(Parser)]
@@ -58,7 +64,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the benchmark and write the report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the SSE/upload bench backend on ADDR until killed.
     Backend {
         #[arg(long)]
@@ -137,6 +143,9 @@ enum Phase {
     Websocket,
     /// HTTPS: requests/s on keep-alive connections and with a TLS handshake per request.
     Tls,
+    /// Instructions per chat request (access log off and on) and per SSE event of every
+    /// openai-proxy build, counted by callgrind (valgrind: a few minutes).
+    Instructions,
 }
 
 #[derive(Args, Debug)]
@@ -200,9 +209,27 @@ struct RunArgs {
     /// Another openai-proxy build to compare, NAME=PATH (repeatable).
     #[arg(long = "variant", value_name = "NAME=PATH")]
     variants: Vec<String>,
+    /// The openai-proxy build to compare against ("before"), e.g. one of an earlier commit:
+    /// measured like a variant named `baseline`, and the table says how far openai-proxy is
+    /// from it (and judges the goals set against it).
+    #[arg(long, value_name = "PATH")]
+    baseline_proxy: Option<PathBuf>,
     /// Run only these phases.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Phase>,
+    /// Skip these phases.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    skip: Vec<Phase>,
+    /// Chat requests of the two callgrind runs of the `instructions` phase (their difference
+    /// is what is counted).
+    #[arg(long, value_name = "N1,N2", value_delimiter = ',', default_values_t = [1000, 6000])]
+    callgrind_requests: Vec<usize>,
+    /// SSE streams of the two callgrind runs of the `instructions` phase.
+    #[arg(long, value_name = "N1,N2", value_delimiter = ',', default_values_t = [20, 120])]
+    callgrind_streams: Vec<usize>,
+    /// Events per SSE stream in the `instructions` phase.
+    #[arg(long, default_value_t = 50)]
+    callgrind_sse_events: u64,
     /// Skip the runs with logging (openai-proxy's access log, HAProxy's httplog).
     #[arg(long)]
     no_log_run: bool,
@@ -217,7 +244,7 @@ struct RunArgs {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Run(args) => run(args),
+        Cmd::Run(args) => run(*args),
         Cmd::Backend { listen } => TcpListener::bind(listen)
             .with_context(|| format!("cannot listen on {listen}"))
             .and_then(backend::serve),
@@ -273,7 +300,7 @@ fn loadavg() -> String {
 
 /// A place requests can be sent to: a proxy under test, or the backend itself.
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut s = settings(&args)?;
+    let mut s = phases::settings(&args)?;
     ensure!(
         args.proxy.is_file(),
         "no openai-proxy binary at {}",
@@ -313,6 +340,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--variant wants NAME=PATH, got {v}"))?;
         subjects.push(ours(name, &std::fs::canonicalize(path)?, false));
     }
+    if let Some(path) = &args.baseline_proxy {
+        let bin = std::fs::canonicalize(path)
+            .with_context(|| format!("no baseline build at {}", path.display()))?;
+        subjects.push(ours(report::BASELINE, &bin, false));
+    }
     let mut rate_subjects = subjects.clone();
     if s.log_run {
         rate_subjects.push(haproxy(true));
@@ -338,10 +370,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             Phase::Cold,
             Phase::Websocket,
             Phase::Tls,
+            Phase::Instructions,
         ]
     } else {
         args.only.clone()
     };
+    let phases: Vec<Phase> = phases
+        .into_iter()
+        .filter(|p| !args.skip.contains(p))
+        .collect();
 
     let started = Instant::now();
     let mut r = Results::default();
@@ -399,7 +436,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         smoke: args.smoke,
     };
     for phase in &phases {
-        eprintln!("bench: {phase:?} ({} rounds)", s.rounds);
+        if *phase == Phase::Instructions {
+            eprintln!("bench: {phase:?} (counted once)");
+        } else {
+            eprintln!("bench: {phase:?} ({} rounds)", s.rounds);
+        }
         match phase {
             Phase::Memory => phases::memory(&job(&env, &subjects, fixed, nginx_addr), &mut r)?,
             Phase::Upload => {
@@ -439,6 +480,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 procs::pin_self(&env.load_cpus)?;
             }
             Phase::Tls => tls_ws::tls(&job(&env, &subjects, fixed, nginx_addr), &mut r)?,
+            Phase::Instructions => {
+                let j = job(&env, &subjects, fixed, nginx_addr);
+                callgrind::phase(&j, streaming, s.instructions, &mut r)?;
+            }
         }
         load.push(format!("after {phase:?}: {}", loadavg()));
     }
@@ -456,7 +501,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             ("N open", format!("{} open", s.connections)),
             ("N streams", format!("{} streams", s.streams)),
             ("in I s", format!("in {} s", s.idle_secs)),
+            ("L chat", format!("{} chat", phases::LEDGER_REQUESTS)),
         ],
+        baseline: args.baseline_proxy.is_some(),
         cold: cold_mode.short(),
     };
     let table = report::table(&r, &cols);
@@ -468,7 +515,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&svg_path, report::svg(&r, &names))?;
+    std::fs::write(&svg_path, chart::svg(&r, &names))?;
     let notes = match &args.notes {
         Some(p) => {
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?
@@ -504,44 +551,4 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         eprintln!("bench: scratch folder kept: {}", scratch.keep().display());
     }
     Ok(())
-}
-
-/// How much each phase does: tiny for a smoke run.
-fn settings(args: &RunArgs) -> anyhow::Result<Settings> {
-    if args.smoke {
-        return Ok(Settings {
-            rounds: 1,
-            duration: 1,
-            connections: 20,
-            upload_bytes: 8 << 20,
-            sse_events: 5,
-            sse_gap_ms: 2,
-            sse_streams: 1,
-            log_run: !args.no_log_run,
-            streams: 20,
-            // Every stream open for a second: the memory sampler (every 100 ms) sees them all
-            // open even on a loaded machine (with 3 events it could miss the 0.2 s window).
-            stream_events: 11,
-            stream_gap_ms: 100,
-            idle_secs: 1,
-        });
-    }
-    ensure!(
-        args.rounds >= 3,
-        "--rounds must be at least 3 (medians of fewer mean little); use --smoke for a quick check"
-    );
-    Ok(Settings {
-        rounds: args.rounds,
-        duration: args.duration.max(1),
-        connections: args.connections,
-        upload_bytes: args.upload_mib << 20,
-        sse_events: args.sse_events,
-        sse_gap_ms: args.sse_gap_ms,
-        sse_streams: args.sse_streams.max(1),
-        log_run: !args.no_log_run,
-        streams: args.streams.max(1),
-        stream_events: args.stream_events.max(1),
-        stream_gap_ms: args.stream_gap_ms,
-        idle_secs: args.idle_secs,
-    })
 }

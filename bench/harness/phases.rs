@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
 
+use crate::configs::Upstreams;
 use crate::http::Conn;
 use crate::measure::{self, ColdMode, SseRun, PERCENTILES};
-use crate::procs::{self, Env, Running, Subject, Upstreams};
+use crate::procs::{self, Env, Running, Subject, SubjectKind};
 use crate::report::{median, percentile, Metric, Results, DIRECT, PROXY};
 use crate::rotated;
 
@@ -70,7 +71,69 @@ pub struct Settings {
     pub stream_gap_ms: u64,
     /// Seconds of idleness in which wake-ups are counted.
     pub idle_secs: u64,
+    /// What the `instructions` phase counts under callgrind.
+    pub instructions: crate::callgrind::Counts,
 }
+
+/// How much each phase does: tiny for a smoke run.
+pub fn settings(args: &crate::RunArgs) -> anyhow::Result<Settings> {
+    if args.smoke {
+        return Ok(Settings {
+            rounds: 1,
+            duration: 1,
+            connections: 20,
+            upload_bytes: 8 << 20,
+            sse_events: 5,
+            sse_gap_ms: 2,
+            sse_streams: 1,
+            log_run: !args.no_log_run,
+            streams: 20,
+            // Every stream open for a second: the memory sampler (every 100 ms) sees them all
+            // open even on a loaded machine (with 3 events it could miss the 0.2 s window).
+            stream_events: 11,
+            stream_gap_ms: 100,
+            idle_secs: 1,
+            instructions: crate::callgrind::Counts {
+                requests: [10, 30],
+                streams: [1, 3],
+                sse_events: 5,
+            },
+        });
+    }
+    ensure!(
+        [&args.callgrind_requests, &args.callgrind_streams]
+            .iter()
+            .all(|n| n.len() == 2 && n[1] > n[0]),
+        "--callgrind-requests and --callgrind-streams want N1,N2 with N2 > N1"
+    );
+    ensure!(
+        args.rounds >= 3,
+        "--rounds must be at least 3 (medians of fewer mean little); use --smoke for a quick check"
+    );
+    Ok(Settings {
+        rounds: args.rounds,
+        duration: args.duration.max(1),
+        connections: args.connections,
+        upload_bytes: args.upload_mib << 20,
+        sse_events: args.sse_events,
+        sse_gap_ms: args.sse_gap_ms,
+        sse_streams: args.sse_streams.max(1),
+        log_run: !args.no_log_run,
+        streams: args.streams.max(1),
+        stream_events: args.stream_events.max(1),
+        stream_gap_ms: args.stream_gap_ms,
+        idle_secs: args.idle_secs,
+        instructions: crate::callgrind::Counts {
+            requests: [args.callgrind_requests[0], args.callgrind_requests[1]],
+            streams: [args.callgrind_streams[0], args.callgrind_streams[1]],
+            sse_events: args.callgrind_sse_events.max(1),
+        },
+    })
+}
+
+/// Chat requests sent to each openai-proxy build before its RSS with the ledger full: more
+/// than the 200 requests its last-requests ring holds.
+pub const LEDGER_REQUESTS: usize = 250;
 
 pub fn memory(job: &Job, r: &mut Results) -> anyhow::Result<()> {
     let s = job.s;
@@ -78,8 +141,20 @@ pub fn memory(job: &Job, r: &mut Results) -> anyhow::Result<()> {
         // A fresh start per round: idle RSS is what a just-started process holds.
         let (mut running, _) = job.start(&format!("mem{round}"))?;
         thread::sleep(Duration::from_millis(300));
+        let mut fresh = Vec::new();
         for p in &running {
-            r.push(Metric::IdleRss, &p.subject.name, p.proc.rss()? / 1e6);
+            let rss = p.proc.rss()?;
+            r.push(Metric::IdleRss, &p.subject.name, rss / 1e6);
+            fresh.push(rss);
+        }
+        // The ledger full (issue 22): the last-requests ring, the totals, the page served.
+        let ours = |p: &&Running| matches!(p.subject.kind, SubjectKind::Proxy { .. });
+        for (p, before) in running.iter().zip(&fresh).filter(|(p, _)| ours(p)) {
+            fill_ledger(p, r)?;
+            thread::sleep(Duration::from_millis(300));
+            let rss = p.proc.rss()?;
+            r.push(Metric::LedgerRss, &p.subject.name, rss / 1e3);
+            r.push(Metric::LedgerGrowth, &p.subject.name, (rss - before) / 1e3);
         }
         let order: Vec<usize> = rotated(&(0..running.len()).collect::<Vec<_>>(), round);
         for i in order {
@@ -90,6 +165,32 @@ pub fn memory(job: &Job, r: &mut Results) -> anyhow::Result<()> {
             drop(conns);
         }
         check_alive(&mut running)?;
+    }
+    Ok(())
+}
+
+/// [`LEDGER_REQUESTS`] chat requests on one keep-alive connection, then the page
+/// (`GET /` with `Accept: text/html`) and `GET /usage`. A build without them (one from before
+/// issue 22) answers something else: a warning, not a failure.
+fn fill_ledger(p: &Running, r: &mut Results) -> anyhow::Result<()> {
+    let name = &p.subject.name;
+    let mut c = Conn::connect(p.addr)?;
+    let chat = crate::http::chat_request("/v1/chat/completions");
+    for i in 0..LEDGER_REQUESTS {
+        let (status, _) = c.roundtrip(&chat)?;
+        ensure!(status == 200, "{name}: chat request {i}: status {status}");
+    }
+    for (what, req) in [
+        ("GET / (HTML)", crate::http::page_request("/")),
+        ("GET /usage", crate::http::get_request("/usage")),
+    ] {
+        let (status, _) = c.roundtrip(&req)?;
+        if status != 200 {
+            let w = format!("{name}: {what} answered {status}, not 200");
+            if !r.warnings.contains(&w) {
+                r.warnings.push(w);
+            }
+        }
     }
     Ok(())
 }

@@ -1,10 +1,8 @@
-//! Collected samples → medians, the table with ratios against HAProxy, the latency chart
-//! (hand-written SVG) and `docs/benchmarks.md`.
+//! Collected samples → medians, and the table with ratios against HAProxy (the latency chart
+//! is in `chart.rs`, the whole report in `document.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-
-use crate::measure::PERCENTILES;
 
 /// The subject names every table knows.
 pub const DIRECT: &str = "direct";
@@ -17,6 +15,9 @@ pub const PROXY_POOL: &str = "openai-proxy+pool";
 /// The suffix of a subject that logs every request (HAProxy `option httplog` to syslog,
 /// openai-proxy's access log as shipped).
 pub const LOG: &str = "+log";
+/// The openai-proxy build the run compares against (`--baseline-proxy`): its figures are a
+/// column of their own, and `ours vs baseline` says how far openai-proxy is from them.
+pub const BASELINE: &str = "baseline";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Metric {
@@ -24,6 +25,7 @@ pub enum Metric {
     P99c64Unpinned,
     Rps,
     CpuPerReq,
+    InstrChat,
     P50c64,
     P99c64,
     AddedP50c1,
@@ -31,6 +33,7 @@ pub enum Metric {
     SseFirst,
     SseEventP50,
     SseEventP99,
+    InstrSseEvent,
     StreamRss,
     StreamCpu,
     StreamEventP50,
@@ -39,6 +42,8 @@ pub enum Metric {
     Upload,
     UploadPeak,
     IdleRss,
+    LedgerRss,
+    LedgerGrowth,
     ConnRss,
     IdleWakeups,
     ColdStart,
@@ -57,6 +62,10 @@ pub enum Goal {
     RatioAtLeast(f64),
     /// openai-proxy ÷ HAProxy at most this.
     RatioAtMost(f64),
+    /// openai-proxy at most this many % above the baseline build.
+    PctOverBaselineAtMost(f64),
+    /// openai-proxy at most this much (in the metric's unit) above the baseline build.
+    OverBaselineAtMost(f64),
 }
 
 pub struct Info {
@@ -67,11 +76,12 @@ pub struct Info {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 27] = [
+    pub const ALL: [Metric; 31] = [
         Metric::RpsUnpinned,
         Metric::P99c64Unpinned,
         Metric::Rps,
         Metric::CpuPerReq,
+        Metric::InstrChat,
         Metric::P50c64,
         Metric::P99c64,
         Metric::AddedP50c1,
@@ -79,6 +89,7 @@ impl Metric {
         Metric::SseFirst,
         Metric::SseEventP50,
         Metric::SseEventP99,
+        Metric::InstrSseEvent,
         Metric::StreamRss,
         Metric::StreamCpu,
         Metric::StreamEventP50,
@@ -87,6 +98,8 @@ impl Metric {
         Metric::Upload,
         Metric::UploadPeak,
         Metric::IdleRss,
+        Metric::LedgerRss,
+        Metric::LedgerGrowth,
         Metric::ConnRss,
         Metric::IdleWakeups,
         Metric::ColdStart,
@@ -97,8 +110,9 @@ impl Metric {
         Metric::TlsHandshakeRps,
     ];
 
-    /// Label, unit, decimals and issue 14's goal (issue 6's where 14 set none). `logs`: the
-    /// row of the subjects that log every request.
+    /// Label, unit, decimals and issue 14's goal (issue 6's where 14 set none; issue 22's for
+    /// the instruction counts and the ledger's memory). `logs`: the row of the subjects that
+    /// log every request.
     pub fn info(self, logs: bool) -> Info {
         let (label, unit, decimals, goal) = match self {
             Metric::RpsUnpinned => (
@@ -124,6 +138,12 @@ impl Metric {
                 "µs",
                 1,
                 Some(Goal::RatioAtMost(0.85)),
+            ),
+            Metric::InstrChat => (
+                "POST chat: instructions per request (callgrind)",
+                "instr.",
+                0,
+                Some(Goal::PctOverBaselineAtMost(3.0)),
             ),
             Metric::P50c64 => ("POST chat, c=64, pinned: p50 latency", "ms", 2, None),
             Metric::P99c64 => (
@@ -157,6 +177,12 @@ impl Metric {
                 Some(Goal::AtMost(40.0)),
             ),
             Metric::SseEventP99 => ("SSE: added per-event delay, p99", "µs", 1, None),
+            Metric::InstrSseEvent => (
+                "SSE: instructions per event (callgrind)",
+                "instr.",
+                0,
+                Some(Goal::PctOverBaselineAtMost(2.0)),
+            ),
             Metric::StreamRss => (
                 "N streams: proxy RSS per open stream",
                 "kB",
@@ -190,6 +216,18 @@ impl Metric {
                 Some(Goal::AtMost(20.0)),
             ),
             Metric::IdleRss => ("Idle RSS after start", "MB", 1, None),
+            Metric::LedgerRss => (
+                "Idle RSS after L chat requests, GET / (HTML) and GET /usage",
+                "kB",
+                0,
+                Some(Goal::OverBaselineAtMost(300.0)),
+            ),
+            Metric::LedgerGrowth => (
+                "Idle RSS after L chat requests, / and /usage, minus after start",
+                "kB",
+                0,
+                None,
+            ),
             Metric::ConnRss => (
                 "RSS with N open keep-alive connections",
                 "MB",
@@ -301,7 +339,7 @@ pub fn percentile(v: &[f64], p: f64) -> f64 {
 #[derive(Default)]
 pub struct Results {
     pub samples: BTreeMap<(Metric, String), Vec<f64>>,
-    /// (concurrency, subject) → one percentile curve (µs at [`PERCENTILES`]) per round.
+    /// (concurrency, subject) → one percentile curve (µs at [`crate::measure::PERCENTILES`]) per round.
     pub curves: BTreeMap<(u32, String), Vec<Vec<f64>>>,
     /// Lines about things that went wrong but did not stop the run.
     pub warnings: Vec<String>,
@@ -329,8 +367,11 @@ impl Results {
 
 /// What the table needs to know about the run.
 pub struct Columns {
-    /// Other openai-proxy builds compared (`--variant`).
+    /// Other openai-proxy builds compared (`--variant`, `--baseline-proxy`).
     pub extra: Vec<String>,
+    /// Whether a baseline build was compared: then a column says how far openai-proxy is
+    /// from it.
+    pub baseline: bool,
     /// What the "N" of some labels is: (N, its value).
     pub counts: Vec<(&'static str, String)>,
     /// How the cold start was measured, for its row's label.
@@ -350,6 +391,11 @@ fn pair(logs: bool) -> (String, String) {
     (format!("{HAPROXY}{suffix}"), format!("{PROXY}{suffix}"))
 }
 
+/// The baseline build's subject of a row.
+fn baseline(logs: bool) -> String {
+    format!("{BASELINE}{}", if logs { LOG } else { "" })
+}
+
 /// Whether openai-proxy meets the goal of `m` (in the row with or without logging).
 pub fn verdict(r: &Results, m: Metric, logs: bool) -> Option<bool> {
     let (theirs, ours) = pair(logs);
@@ -359,7 +405,31 @@ pub fn verdict(r: &Results, m: Metric, logs: bool) -> Option<bool> {
         Goal::AtLeast(x) => ours >= x,
         Goal::RatioAtLeast(x) => ours / r.get(m, &theirs)? >= x,
         Goal::RatioAtMost(x) => ours / r.get(m, &theirs)? <= x,
+        Goal::PctOverBaselineAtMost(x) => {
+            let base = r.get(m, &baseline(logs))?;
+            (ours - base) / base * 100.0 <= x
+        }
+        Goal::OverBaselineAtMost(x) => ours - r.get(m, &baseline(logs))? <= x,
     })
+}
+
+/// openai-proxy against the baseline build: the difference in %, and for memory in the
+/// metric's unit too.
+fn vs_baseline(r: &Results, m: Metric, logs: bool) -> String {
+    let (_, ours) = pair(logs);
+    match (r.get(m, &ours), r.get(m, &baseline(logs))) {
+        (Some(a), Some(b)) if b.abs() > f64::EPSILON => {
+            let info = m.info(logs);
+            let pct = format!("{:+.1} %", (a - b) / b * 100.0);
+            if matches!(info.unit, "kB" | "MB") {
+                let d = info.decimals;
+                format!("{:+.d$} {} ({pct})", a - b, info.unit)
+            } else {
+                pct
+            }
+        }
+        _ => "–".into(),
+    }
 }
 
 /// The results table (Markdown): one row per measurement, and for those taken with and
@@ -373,12 +443,17 @@ pub fn table(r: &Results, cols: &Columns) -> String {
     for e in &cols.extra {
         let _ = write!(out, " {e} |");
     }
-    out.push_str(" ours ÷ HAProxy | goal | met | openai-proxy min–max |\n");
+    out.push_str(" ours ÷ HAProxy |");
+    if cols.baseline {
+        out.push_str(" ours vs baseline |");
+    }
+    out.push_str(" goal | met | openai-proxy min–max |\n");
     out.push_str("|---|---|--:|--:|--:|");
     for _ in &cols.extra {
         out.push_str("--:|");
     }
-    out.push_str("--:|---|---|---|\n");
+    out.push_str(if cols.baseline { "--:|--:|" } else { "--:|" });
+    out.push_str("---|---|---|\n");
     for m in Metric::ALL {
         for logs in [false, true] {
             let (theirs, ours) = pair(logs);
@@ -412,8 +487,8 @@ pub fn table(r: &Results, cols: &Columns) -> String {
                 fmt(r.get(m, &ours), d)
             );
             for e in &cols.extra {
-                let v = if logs { None } else { r.get(m, e) };
-                let _ = write!(out, " {} |", fmt(v, d));
+                let e = format!("{e}{}", if logs { LOG } else { "" });
+                let _ = write!(out, " {} |", fmt(r.get(m, &e), d));
             }
             let ratio = match (r.get(m, &ours), r.get(m, &theirs)) {
                 (Some(a), Some(b)) if b.abs() > f64::EPSILON => {
@@ -431,6 +506,8 @@ pub fn table(r: &Results, cols: &Columns) -> String {
                 Some(Goal::AtLeast(x)) => format!("≥ {x} {}", info.unit),
                 Some(Goal::RatioAtLeast(x)) => format!("≥ {x}× HAProxy"),
                 Some(Goal::RatioAtMost(x)) => format!("≤ {x}× HAProxy"),
+                Some(Goal::PctOverBaselineAtMost(x)) => format!("≤ baseline + {x} %"),
+                Some(Goal::OverBaselineAtMost(x)) => format!("≤ baseline + {x} {}", info.unit),
                 None => "–".into(),
             };
             let met = match verdict(r, m, logs) {
@@ -441,7 +518,11 @@ pub fn table(r: &Results, cols: &Columns) -> String {
             let range = r
                 .range(m, &ours)
                 .map_or("–".into(), |(lo, hi)| format!("{lo:.d$}–{hi:.d$}"));
-            let _ = writeln!(out, " {ratio} | {goal} | {met} | {range} |");
+            let _ = write!(out, " {ratio} |");
+            if cols.baseline {
+                let _ = write!(out, " {} |", vs_baseline(r, m, logs));
+            }
+            let _ = writeln!(out, " {goal} | {met} | {range} |");
         }
     }
     out
@@ -464,155 +545,6 @@ pub fn raw_table(r: &Results) -> String {
     out
 }
 
-const COLORS: [&str; 6] = [
-    "#7f7f7f", "#e6550d", "#1f77b4", "#6baed6", "#31a354", "#9467bd",
-];
-
-/// The latency-percentile chart: one panel per concurrency, one line per subject.
-pub fn svg(r: &Results, subjects: &[String]) -> String {
-    let concs: Vec<u32> = {
-        let mut c: Vec<u32> = r.curves.keys().map(|(c, _)| *c).collect();
-        c.dedup();
-        c.sort_unstable();
-        c.dedup();
-        c
-    };
-    let (pw, ph) = (420.0, 300.0);
-    let (ml, mt, mb) = (70.0, 40.0, 50.0);
-    let width = concs.len().max(1) as f64 * (pw + ml + 20.0) + 10.0;
-    let height = mt + ph + mb + 30.0 + 18.0 * subjects.len() as f64;
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" \
-         font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    );
-    for (pi, c) in concs.iter().enumerate() {
-        let x0 = 10.0 + pi as f64 * (pw + ml + 20.0) + ml;
-        let curves: Vec<(usize, Vec<f64>)> = subjects
-            .iter()
-            .enumerate()
-            .filter_map(|(si, name)| {
-                let rounds = r.curves.get(&(*c, name.clone()))?;
-                let med: Vec<f64> = (0..PERCENTILES.len())
-                    .map(|i| {
-                        median(&rounds.iter().map(|rd| rd[i]).collect::<Vec<_>>())
-                            .unwrap_or(f64::NAN)
-                    })
-                    .collect();
-                Some((si, med))
-            })
-            .collect();
-        // Log scale: medians and tails differ by orders of magnitude.
-        let values = curves.iter().flat_map(|(_, v)| v.iter().copied());
-        let lo = values
-            .clone()
-            .filter(|v| *v > 0.0)
-            .fold(f64::INFINITY, f64::min)
-            .max(1.0)
-            .log10()
-            .floor();
-        let hi = values.fold(10.0, f64::max).log10().ceil().max(lo + 1.0);
-        let y_of = |v: f64| mt + ph - ph * ((v.max(1.0).log10() - lo) / (hi - lo)).clamp(0.0, 1.0);
-        let _ = writeln!(
-            s,
-            "<text x=\"{:.1}\" y=\"22\" font-size=\"14\" font-weight=\"bold\">Latency percentiles, POST chat, {}</text>",
-            x0,
-            curve_title(*c)
-        );
-        for decade in lo as i32..=hi as i32 {
-            let v = 10f64.powi(decade);
-            let y = y_of(v);
-            let _ = writeln!(
-                s,
-                "<line x1=\"{x0:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
-                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-                x0 + pw,
-                x0 - 6.0,
-                y + 4.0,
-                duration_label(v)
-            );
-        }
-        let _ = writeln!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 {:.1} {:.1})\">latency (log scale)</text>",
-            x0 - 56.0,
-            mt + ph / 2.0,
-            x0 - 56.0,
-            mt + ph / 2.0
-        );
-        let step = pw / (PERCENTILES.len() - 1) as f64;
-        for (i, p) in PERCENTILES.iter().enumerate() {
-            let x = x0 + step * i as f64;
-            let _ = writeln!(
-                s,
-                "<line x1=\"{x:.1}\" y1=\"{mt}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#eee\"/>\
-                 <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">p{p}</text>",
-                mt + ph,
-                mt + ph + 18.0
-            );
-        }
-        let _ = writeln!(
-            s,
-            "<rect x=\"{x0:.1}\" y=\"{mt}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#333\"/>"
-        );
-        for (si, med) in &curves {
-            let pts: Vec<String> = med
-                .iter()
-                .enumerate()
-                .map(|(i, v)| format!("{:.1},{:.1}", x0 + step * i as f64, y_of(*v)))
-                .collect();
-            let color = COLORS[si % COLORS.len()];
-            let _ = writeln!(
-                s,
-                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
-                pts.join(" ")
-            );
-            for p in &pts {
-                let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
-                let _ = writeln!(
-                    s,
-                    "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{color}\"/>"
-                );
-            }
-        }
-    }
-    let ly = mt + ph + mb;
-    for (si, name) in subjects.iter().enumerate() {
-        let y = ly + 18.0 * si as f64;
-        let color = COLORS[si % COLORS.len()];
-        let _ = writeln!(
-            s,
-            "<line x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"{color}\" stroke-width=\"3\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\">{name}</text>",
-            10.0 + ml,
-            40.0 + ml,
-            46.0 + ml,
-            y + 4.0
-        );
-    }
-    s.push_str("</svg>\n");
-    s
-}
-
-/// A chart panel's title: its connections (a key one above them: the unpinned run).
-fn curve_title(key: u32) -> String {
-    match key {
-        1 => "1 connection".into(),
-        k if k % 2 == 1 => format!("{} connections, unpinned", k - 1),
-        k => format!("{k} connections, pinned"),
-    }
-}
-
-/// A power of ten of microseconds as a short label: 1 µs, 10 µs, ..., 1 ms, ..., 1 s.
-fn duration_label(us: f64) -> String {
-    if us >= 1e6 {
-        format!("{} s", us / 1e6)
-    } else if us >= 1e3 {
-        format!("{} ms", us / 1e3)
-    } else {
-        format!("{us} µs")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -622,7 +554,38 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0, 5.0], 50.0), 3.0);
-        assert_eq!(duration_label(100.0), "100 µs");
-        assert_eq!(duration_label(10_000.0), "10 ms");
+    }
+
+    #[test]
+    fn against_the_baseline() {
+        let mut r = Results::default();
+        r.push(Metric::InstrChat, PROXY, 103.0);
+        r.push(Metric::InstrChat, BASELINE, 100.0);
+        r.push(Metric::InstrChat, &format!("{PROXY}{LOG}"), 105.0);
+        r.push(Metric::InstrChat, &format!("{BASELINE}{LOG}"), 100.0);
+        r.push(Metric::LedgerRss, PROXY, 7400.0);
+        r.push(Metric::LedgerRss, BASELINE, 7000.0);
+        assert_eq!(verdict(&r, Metric::InstrChat, false), Some(true));
+        assert_eq!(verdict(&r, Metric::InstrChat, true), Some(false));
+        assert_eq!(verdict(&r, Metric::LedgerRss, false), Some(false));
+        assert_eq!(vs_baseline(&r, Metric::InstrChat, true), "+5.0 %");
+        assert_eq!(
+            vs_baseline(&r, Metric::LedgerRss, false),
+            "+400 kB (+5.7 %)"
+        );
+        let cols = Columns {
+            extra: vec![BASELINE.into()],
+            baseline: true,
+            counts: vec![],
+            cold: "",
+        };
+        let table = table(&r, &cols);
+        let row = table
+            .lines()
+            .find(|l| l.contains("logs on"))
+            .expect("a row with logs on");
+        assert!(row.contains("| **105** | 100 | – | +5.0 % | ≤ baseline + 3 % | **no** |"));
+        let columns = |l: &str| l.matches('|').count();
+        assert!(table.lines().all(|l| columns(l) == columns(row)));
     }
 }

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _};
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use crate::configs::{self, Upstreams};
 use crate::measure;
 use crate::phases::{targets, Job};
-use crate::procs::{self, Proc, SubjectKind, Upstreams};
+use crate::procs::{self, Proc, SubjectKind};
 use crate::report::{percentile, Metric, Results, DIRECT};
 use crate::rotated;
 
@@ -151,7 +152,7 @@ pub fn tls(job: &Job, r: &mut Results) -> anyhow::Result<()> {
             SubjectKind::Haproxy { .. } => {
                 let bind = format!("{addr} ssl crt {combined} alpn h2,http/1.1");
                 let path = env.dir.join(format!("{}-tls.cfg", s.name));
-                std::fs::write(&path, procs::haproxy_config(&bind, job.up, None))?;
+                std::fs::write(&path, configs::haproxy_config(&bind, job.up, None))?;
                 path
             }
             SubjectKind::Proxy { .. } => {
