@@ -317,11 +317,16 @@ mod tests {
             let mut d = Dechunker::default();
             let mut out = Vec::new();
             let a = d.feed(&raw[..split], &mut out).unwrap();
-            assert_eq!(a, split);
-            let b = d.feed(&raw[split..], &mut out).unwrap();
+            // A first piece that holds the whole body (and some of what follows) ends it.
+            let used = if d.done {
+                a
+            } else {
+                assert_eq!(a, split);
+                split + d.feed(&raw[split..], &mut out).unwrap()
+            };
             assert!(d.done);
             assert_eq!(&out, b"hello world");
-            assert_eq!(&raw[split + b..], b"NEXT");
+            assert_eq!(&raw[used..], b"NEXT");
         }
     }
 }
