@@ -27,7 +27,9 @@ use crate::config::Config;
 use crate::observe::usage::Usage;
 use crate::sync;
 
-pub(crate) use self::book::{Book, Hist, Key, Speeds, Totals, FIRST_BYTE_BUCKETS, SPEED_BUCKETS};
+pub(crate) use self::book::{
+    Book, Hist, Key, Minute, Speeds, Totals, FIRST_BYTE_BUCKETS, SPEED_BUCKETS,
+};
 pub(crate) use self::recent::Entry;
 
 /// Model names learned from answers, at most (the config's own are not counted).

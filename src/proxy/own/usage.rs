@@ -3,35 +3,56 @@
 //! hour, and the last requests (`?after=SEQ`: only those after request number `SEQ`, for a
 //! page that polls).
 
-use bytes::Bytes;
-use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
-use crate::observe::ledger::{Book, Totals};
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::observe::ledger::{Book, Entry, Minute, Totals};
+
+/// The answer, written straight from the book (no JSON tree built first).
+#[derive(Serialize)]
+struct Answer<'b> {
+    since: u64,
+    seq: u64,
+    models: Vec<Sum>,
+    clients: Vec<Sum>,
+    minutes: &'b VecDeque<Minute>,
+    recent: Vec<&'b Entry>,
+}
+
+/// One model's or client's totals: `{"model": NAME, "requests": ...}`.
+#[derive(Serialize)]
+struct Sum {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<Arc<str>>,
+    #[serde(flatten)]
+    totals: Totals,
+}
 
 /// The answer's JSON, with the last requests after `after`.
 pub(crate) fn usage_json(book: &Book, after: u64) -> Bytes {
-    let sums = |by: &str, list: Vec<(std::sync::Arc<str>, Totals)>| -> Vec<Value> {
+    let sums = |list: Vec<(Arc<str>, Totals)>, model: bool| -> Vec<Sum> {
         list.into_iter()
-            .map(|(name, t)| {
-                json!({
-                    by: &*name,
-                    "requests": t.requests,
-                    "prompt_tokens": t.prompt_tokens,
-                    "completion_tokens": t.completion_tokens,
-                })
+            .map(|(name, totals)| Sum {
+                model: model.then(|| name.clone()),
+                client: (!model).then_some(name),
+                totals,
             })
             .collect()
     };
-    let recent: Vec<_> = book.recent.iter().filter(|e| e.seq > after).collect();
-    let body = json!({
-        "since": book.since,
-        "seq": book.seq,
-        "models": sums("model", book.sums_by(|k| &k.model)),
-        "clients": sums("client", book.sums_by(|k| &k.client)),
-        "minutes": book.minutes,
-        "recent": recent,
-    });
-    let mut text = body.to_string().into_bytes();
+    let answer = Answer {
+        since: book.since,
+        seq: book.seq,
+        models: sums(book.sums_by(|k| &k.model), true),
+        clients: sums(book.sums_by(|k| &k.client), false),
+        minutes: &book.minutes,
+        recent: book.recent.iter().filter(|e| e.seq > after).collect(),
+    };
+    let mut text = serde_json::to_vec(&answer).unwrap_or_default();
     text.push(b'\n');
     Bytes::from(text)
 }
