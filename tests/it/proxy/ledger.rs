@@ -117,16 +117,24 @@ fn find<'a>(list: &'a Value, key: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {key} {name} in {list}"))
 }
 
-/// `/metrics` (which takes the client token too), parsed and as text.
+/// `/metrics` (which takes the client token too), parsed and as text; also as OpenMetrics,
+/// which the Prometheus client's stricter parser must read too.
 async fn scrape(proc: &Proc) -> (Scrape, String) {
     let addr = metrics_addr(proc).await;
-    let res = send(
-        Request::get(format!("http://{addr}/metrics"))
-            .header("authorization", format!("Bearer {ALICE}"))
-            .body(full(""))
-            .unwrap(),
-    )
-    .await;
+    let get = |accept: &'static str| {
+        send(
+            Request::get(format!("http://{addr}/metrics"))
+                .header("authorization", format!("Bearer {ALICE}"))
+                .header("accept", accept)
+                .body(full(""))
+                .unwrap(),
+        )
+    };
+    let res = get("application/openmetrics-text;version=1.0.0").await;
+    assert_eq!(res.status(), 200);
+    let open = String::from_utf8(body_bytes(res).await.to_vec()).unwrap();
+    parse(&open, true);
+    let res = get("text/plain").await;
     assert_eq!(res.status(), 200);
     let text = String::from_utf8(body_bytes(res).await.to_vec()).unwrap();
     (parse(&text, false), text)
