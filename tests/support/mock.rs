@@ -59,6 +59,14 @@ impl Drop for Mock {
     }
 }
 
+/// A 200 answer with this content type.
+pub fn reply(content_type: &str, body: MockBody) -> Response<MockBody> {
+    Response::builder()
+        .header("content-type", content_type)
+        .body(body)
+        .unwrap()
+}
+
 pub fn full(data: impl Into<Bytes>) -> MockBody {
     Full::new(data.into())
         .map_err(|never: Infallible| match never {})

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::support::bin::Proc;
 use crate::support::client::{body_bytes, full, json, send};
-use crate::support::mock::{self, channel_body, handler, Mock, MockBody};
+use crate::support::mock::{self, channel_body, handler, reply, Mock};
 use crate::support::prom::{metrics_addr, parse, Scrape};
 
 const ALICE: &str = "alice-token-0123456789abcdef";
@@ -43,13 +43,6 @@ async fn llama() -> Mock {
         reply("application/json", mock::full(answer))
     }))
     .await
-}
-
-fn reply(content_type: &str, body: MockBody) -> Response<MockBody> {
-    Response::builder()
-        .header("content-type", content_type)
-        .body(body)
-        .unwrap()
 }
 
 fn config(dir: &Path, backend: &str) -> std::path::PathBuf {

@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use http_body_util::BodyExt as _;
 
 use crate::support::bin::Proc;
 use crate::support::client::{body_bytes, full, send};
-use crate::support::mock::{self, channel_body, handler, Mock, MockBody};
+use crate::support::mock::{self, channel_body, handler, reply, Mock};
 use crate::support::prom::{metrics_addr, scrape};
 use crate::support::routes_to;
 
@@ -58,13 +58,6 @@ async fn backend() -> Mock {
         }
     }))
     .await
-}
-
-fn reply(content_type: &str, body: MockBody) -> Response<MockBody> {
-    Response::builder()
-        .header("content-type", content_type)
-        .body(body)
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
