@@ -10,7 +10,7 @@ use anyhow::{ensure, Context as _};
 
 use crate::configs::Upstreams;
 use crate::http::{chat_request, Conn};
-use crate::phases::Job;
+use crate::phases::{Counts, Job};
 use crate::procs::{self, Env, Subject, SubjectKind};
 use crate::report::{Metric, Results, LOG};
 use crate::{measure, CallgrindArgs};
@@ -109,7 +109,7 @@ pub fn count(
     let mut totals = [0.0; 2];
     for (slot, n) in totals.iter_mut().zip(case.runs) {
         let tag = format!("cg{n}-{}", case.sse_events);
-        let addr = procs::free_addr()?;
+        let addr = crate::sys::free_addr()?;
         let config = env.write_config(subject, &tag, Some(addr), up)?;
         let inner = env.command(subject, &config);
         let out_file = env.dir.join(format!(
@@ -166,16 +166,6 @@ pub fn count(
     }
     let per = (totals[1] - totals[0]) / ((n2 - n1) as f64 * case.sse_events.max(1) as f64);
     Ok(Count { per, totals })
-}
-
-/// How many requests and streams the `instructions` phase counts.
-#[derive(Clone, Copy, Debug)]
-pub struct Counts {
-    /// Chat requests in the two runs.
-    pub requests: [usize; 2],
-    /// SSE streams in the two runs, and events per stream.
-    pub streams: [usize; 2],
-    pub sse_events: u64,
 }
 
 /// The `instructions` phase: for every openai-proxy build of the run (`job.subjects`), the

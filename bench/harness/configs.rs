@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use anyhow::{ensure, Context as _};
 
-use crate::procs::{free_addr, nofile};
+use crate::sys::{free_addr, nofile};
 
 /// Where each route of the seed's routing goes in a bench stack.
 #[derive(Clone, Copy, Debug)]

@@ -35,6 +35,7 @@ mod phases;
 mod procs;
 mod report;
 mod streams;
+mod sys;
 mod tls_ws;
 
 use std::net::{SocketAddr, TcpListener};
@@ -384,13 +385,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut r = Results::default();
     // A proxy holds two descriptors per stream; where the hard limit cannot be raised (no
     // CAP_SYS_RESOURCE), fewer streams than asked fit.
-    let fit = usize::try_from(procs::nofile().saturating_sub(200) / 2).unwrap_or(usize::MAX);
+    let fit = usize::try_from(sys::nofile().saturating_sub(200) / 2).unwrap_or(usize::MAX);
     if phases.contains(&Phase::Streams) && s.streams > fit {
         r.warnings.push(format!(
             "{} streams asked, {fit} run: the open-file limit is {} and cannot be raised here \
              (a proxy needs two descriptors per stream)",
             s.streams,
-            procs::nofile()
+            sys::nofile()
         ));
         s.streams = fit;
     }

@@ -12,7 +12,8 @@ use anyhow::{bail, ensure, Context as _};
 
 use crate::configs::Upstreams;
 use crate::http::{chat_request, find, get_request, mono_ns, Conn, CHAT_BODY};
-use crate::procs::{free_addr, pin, Env, Proc, Subject};
+use crate::procs::{pin, Env, Proc, Subject};
+use crate::sys::free_addr;
 
 /// The latency percentiles wrk reports and the chart shows.
 pub const PERCENTILES: [f64; 6] = [50.0, 75.0, 90.0, 99.0, 99.9, 99.99];

@@ -56,6 +56,16 @@ impl Job<'_> {
     }
 }
 
+/// How many requests and streams the `instructions` phase counts.
+#[derive(Clone, Copy, Debug)]
+pub struct Counts {
+    /// Chat requests in the two runs.
+    pub requests: [usize; 2],
+    /// SSE streams in the two runs, and events per stream.
+    pub streams: [usize; 2],
+    pub sse_events: u64,
+}
+
 pub struct Settings {
     pub rounds: usize,
     pub duration: u32,
@@ -72,7 +82,7 @@ pub struct Settings {
     /// Seconds of idleness in which wake-ups are counted.
     pub idle_secs: u64,
     /// What the `instructions` phase counts under callgrind.
-    pub instructions: crate::callgrind::Counts,
+    pub instructions: Counts,
 }
 
 /// How much each phase does: tiny for a smoke run.
@@ -93,7 +103,7 @@ pub fn settings(args: &crate::RunArgs) -> anyhow::Result<Settings> {
             stream_events: 11,
             stream_gap_ms: 100,
             idle_secs: 1,
-            instructions: crate::callgrind::Counts {
+            instructions: Counts {
                 requests: [10, 30],
                 streams: [1, 3],
                 sse_events: 5,
@@ -123,7 +133,7 @@ pub fn settings(args: &crate::RunArgs) -> anyhow::Result<Settings> {
         stream_events: args.stream_events.max(1),
         stream_gap_ms: args.stream_gap_ms,
         idle_secs: args.idle_secs,
-        instructions: crate::callgrind::Counts {
+        instructions: Counts {
             requests: [args.callgrind_requests[0], args.callgrind_requests[1]],
             streams: [args.callgrind_streams[0], args.callgrind_streams[1]],
             sse_events: args.callgrind_sse_events.max(1),

@@ -2,7 +2,7 @@
 //! openai-proxy, each pinned to its CPU set, with their configs written to a scratch folder.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,11 +13,7 @@ use anyhow::{bail, Context as _};
 
 use crate::configs::{haproxy_config, nginx_config, proxy_config, shipped_config, Upstreams};
 use crate::http::{get_request, Conn};
-
-/// A free port on 127.0.0.1 (bound, then released).
-pub fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
+use crate::sys::free_addr;
 
 /// Makes `cmd` run on `cpus` only, and die with the harness (PR_SET_PDEATHSIG), so nothing is
 /// left behind when the harness is interrupted.
@@ -79,17 +75,6 @@ pub fn raise_nofile() {
             }
         }
     }
-}
-
-/// The open-file limit now.
-pub fn nofile() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit on a local struct.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    lim.rlim_cur
 }
 
 /// A syslog socket (a Unix datagram socket in `dir`) that reads and discards what HAProxy logs

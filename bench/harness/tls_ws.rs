@@ -147,7 +147,7 @@ pub fn tls(job: &Job, r: &mut Results) -> anyhow::Result<()> {
     let (cert, key, combined) = certificate(&env.dir)?;
     let mut running = Vec::new();
     for s in job.subjects {
-        let addr = procs::free_addr()?;
+        let addr = crate::sys::free_addr()?;
         let config = match &s.kind {
             SubjectKind::Haproxy { .. } => {
                 let bind = format!("{addr} ssl crt {combined} alpn h2,http/1.1");

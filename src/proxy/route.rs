@@ -6,16 +6,15 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::admit::check_client_token;
 use super::by_model::{self, BodyModel};
 use super::context::Ctx;
-use super::own::{models, page};
+use super::own::{models, own_response, page};
 use super::rewrite::server_uri;
 use super::send::{self, Outgoing};
 use super::websocket::session;
@@ -200,13 +199,4 @@ fn no_route(path: Cow<'_, str>) -> ProxyError {
     } else {
         ProxyError::NotFound(path.into_owned())
     }
-}
-
-/// A `200` of the proxy's own.
-pub(super) fn own_response(content_type: &'static str, body: Bytes) -> Response<ResponseBody> {
-    let mut res = Response::new(ResponseBody::full(body));
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    *res.status_mut() = StatusCode::OK;
-    res
 }

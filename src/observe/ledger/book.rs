@@ -7,7 +7,6 @@ use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::file::Kept;
 use super::recent::{Entry, RECENT};
 use super::Served;
 
@@ -192,18 +191,15 @@ impl Book {
         sums
     }
 
-    /// The totals as the file keeps them, when they changed since the last call.
-    pub(super) fn take_changes(&mut self) -> Option<Kept> {
-        if !std::mem::take(&mut self.changed) {
-            return None;
-        }
-        Some(Kept::of(self.since, &self.totals))
+    /// Whether the totals changed since the last call.
+    pub(super) fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
     }
 
-    /// Adds what a file kept (at start).
-    pub(super) fn restore(&mut self, kept: Kept) {
-        self.since = self.since.min(kept.since);
-        for (key, t) in kept.into_totals() {
+    /// Adds totals counted since `since` (a file's, at start).
+    pub(super) fn restore(&mut self, since: u64, totals: impl Iterator<Item = (Key, Totals)>) {
+        self.since = self.since.min(since);
+        for (key, t) in totals {
             self.totals.entry(key).or_default().add(&t);
         }
     }

@@ -37,7 +37,7 @@ struct Row {
 }
 
 impl Kept {
-    pub(super) fn of(since: u64, totals: &HashMap<Key, Totals>) -> Kept {
+    pub(crate) fn of(since: u64, totals: &HashMap<Key, Totals>) -> Kept {
         let mut rows: Vec<Row> = totals
             .iter()
             .map(|(key, totals)| Row {
@@ -53,7 +53,7 @@ impl Kept {
         }
     }
 
-    pub(super) fn into_totals(self) -> impl Iterator<Item = (Key, Totals)> {
+    pub(crate) fn into_totals(self) -> impl Iterator<Item = (Key, Totals)> {
         self.totals.into_iter().map(|r| (r.key, r.totals))
     }
 }

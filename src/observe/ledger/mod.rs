@@ -130,7 +130,7 @@ impl Ledger {
         if first {
             if let Some(p) = &path {
                 if let Some(kept) = file::read(p) {
-                    sync::lock(&self.book).restore(kept);
+                    sync::lock(&self.book).restore(kept.since, kept.into_totals());
                 }
             }
         }
@@ -203,8 +203,12 @@ impl Ledger {
         let Some(path) = sync::lock(&self.file).clone() else {
             return;
         };
-        let Some(kept) = sync::lock(&self.book).take_changes() else {
-            return;
+        let kept = {
+            let mut book = sync::lock(&self.book);
+            if !book.take_changed() {
+                return;
+            }
+            file::Kept::of(book.since, &book.totals)
         };
         if let Err(e) = file::write(&path, &kept) {
             tracing::warn!("[usage] file {}: could not write it: {e}", path.display());

@@ -9,3 +9,18 @@ pub(crate) mod page;
 mod scrape;
 pub(crate) mod status;
 pub(crate) mod usage;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::body::ResponseBody;
+
+/// A `200` of the proxy's own.
+pub(crate) fn own_response(content_type: &'static str, body: Bytes) -> Response<ResponseBody> {
+    let mut res = Response::new(ResponseBody::full(body));
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    *res.status_mut() = StatusCode::OK;
+    res
+}

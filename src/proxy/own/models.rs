@@ -232,7 +232,7 @@ impl Proxy {
             "backend": bc.name,
             "status": { "value": state },
         });
-        Ok(super::super::route::own_response(
+        Ok(super::own_response(
             "application/json",
             Bytes::from(answer.to_string()),
         ))
