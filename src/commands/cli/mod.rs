@@ -108,7 +108,8 @@ List the models of a running proxy with their state, requests and tokens; load o
 Without a subcommand, prints a table: each model of GET /models (every backend's models, its
 aliases), its backend, its state (loaded, loading or unloaded: an on-demand backend's from the
 service manager, any other's from its health), and the requests and tokens (prompt/completion)
-since the proxy started, from GET /usage (- when the proxy does not count them).
+since counting began (the proxy's start, or the first start with [usage] file), from GET /usage
+(- when the proxy does not count them).
 
 models load NAME and models unload NAME [--force] start or stop the server of an on-demand
 backend (one made with enable-backend, on_demand = true in the config) through the proxy
