@@ -168,9 +168,10 @@ async fn pool_run() {
     );
     assert!(
         failed.is_empty(),
-        "{} requests failed before their response began: {:?}",
+        "{} requests failed before their response began: {:?}\nthe proxy's log ends:\n{}",
         failed.len(),
-        &failed[..failed.len().min(10)]
+        &failed[..failed.len().min(10)],
+        tail(&proc.log_text(), 40)
     );
     assert!(ok >= 1000, "too few requests to mean anything: {ok}");
     assert!(before_kill > 0, "a had traffic before the kill");
@@ -215,4 +216,10 @@ async fn pool_run() {
     }
     let log = proc.stop().await;
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// The last `n` lines of `log`.
+fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
