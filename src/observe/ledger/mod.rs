@@ -76,6 +76,20 @@ impl Labels {
             .or_else(|| self.learned.get(name))
             .cloned()
     }
+
+    /// `name`'s label: its own when known, or learned now while fewer than [`MAX_MODELS`]
+    /// are (a plain name of at most 200 bytes); `None` past the cap.
+    fn learn(&mut self, name: &str) -> Option<Arc<str>> {
+        if let Some(l) = self.get(name) {
+            return Some(l);
+        }
+        if self.learned.len() >= MAX_MODELS || name.is_empty() || name.len() > 200 {
+            return None;
+        }
+        let l: Arc<str> = Arc::from(name);
+        self.learned.insert(l.clone());
+        Some(l)
+    }
 }
 
 /// See the module's documentation.
@@ -156,25 +170,15 @@ impl Ledger {
         let Some(name) = answered else {
             return self.other.clone();
         };
-        let mut labels = sync::write(&self.labels);
-        if labels.learned.len() >= MAX_MODELS {
-            return self.other.clone();
-        }
-        let l: Arc<str> = Arc::from(name);
-        labels.learned.insert(l.clone());
-        l
+        let learned = sync::write(&self.labels).learn(name);
+        learned.unwrap_or_else(|| self.other.clone())
     }
 
     /// Learns the model names a backend lists (up to [`MAX_MODELS`] learned in all).
     pub(crate) fn learn<'n>(&self, names: impl Iterator<Item = &'n str>) {
         let mut labels = sync::write(&self.labels);
         for name in names {
-            if labels.learned.len() >= MAX_MODELS {
-                return;
-            }
-            if !name.is_empty() && name.len() <= 200 && labels.get(name).is_none() {
-                labels.learned.insert(Arc::from(name));
-            }
+            labels.learn(name);
         }
     }
 
