@@ -3,12 +3,15 @@
 //!
 //! Messages name the backend and its URL, never a key or a header value.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::body::BodyError;
+use crate::clients::rate::format_reset;
+use crate::clients::{Limit, Refused};
 use crate::config::format_duration;
 
 /// A request that could not be (fully) proxied.
@@ -130,6 +133,24 @@ pub enum ProxyError {
         unit: String,
         detail: String,
     },
+    #[error("client '{client}' may not use the model {model} (see models in [clients.{client}])")]
+    ModelNotAllowed {
+        client: Arc<str>,
+        /// Quoted, and cut short when long.
+        model: String,
+    },
+    #[error("client '{client}' may not use {path} (see routes in [clients.{client}])")]
+    RouteNotAllowed { client: Arc<str>, path: String },
+    #[error("client '{client}' may not use the proxy's key for backend '{backend}' (see backends_with_server_key in [clients.{client}])")]
+    ServerKeyNotAllowed { client: Arc<str>, backend: String },
+    #[error("{}", rate_limited(.0))]
+    RateLimited(Box<Refused>),
+    #[error("backend '{backend}' is busy: {limit} request(s) running (max_concurrent) and none finished within {} (queue_timeout)", format_duration(*after))]
+    BackendBusy {
+        backend: String,
+        limit: usize,
+        after: Duration,
+    },
     #[error("backend '{backend}' has no server to take the request: {detail}")]
     NoServer {
         backend: String,
@@ -152,7 +173,12 @@ impl ProxyError {
             ProxyError::HostNotAllowed(_)
             | ProxyError::OriginNotAllowed(_)
             | ProxyError::NotSameOrigin(_)
+            | ProxyError::ModelNotAllowed { .. }
+            | ProxyError::RouteNotAllowed { .. }
+            | ProxyError::ServerKeyNotAllowed { .. }
             | ProxyError::CrossSite(_) => StatusCode::FORBIDDEN,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::BackendBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::NoRoute(_)
@@ -191,6 +217,7 @@ impl ProxyError {
             | ProxyError::BackendFailed { backend, .. }
             | ProxyError::NotOnDemand { backend, .. }
             | ProxyError::UnitControl { backend, .. }
+            | ProxyError::BackendBusy { backend, .. }
             | ProxyError::NoServer { backend, .. } => Some(backend),
             _ => None,
         }
@@ -232,11 +259,23 @@ impl ProxyError {
             ProxyError::SwapTimeout { .. } => "backend_swap_timeout",
             ProxyError::Tls { .. } => "backend_tls_error",
             ProxyError::BackendFailed { .. } | ProxyError::NoModelList(_) => "backend_error",
+            ProxyError::ModelNotAllowed { .. } => "model_not_allowed",
+            ProxyError::RouteNotAllowed { .. } => "route_not_allowed",
+            ProxyError::ServerKeyNotAllowed { .. } => "server_key_not_allowed",
+            ProxyError::RateLimited(_) => "rate_limit_exceeded",
+            ProxyError::BackendBusy { .. } => "backend_busy",
         }
     }
 
     /// `error.type`: the client's fault or the proxy's (OpenAI uses the same split).
     pub fn kind(&self) -> &'static str {
+        if let ProxyError::RateLimited(r) = self {
+            // As OpenAI's 429s say which limit it was.
+            return match r.limit {
+                Limit::Concurrent | Limit::RequestsPerMinute => "requests",
+                Limit::TokensPerMinute | Limit::TokensPerDay => "tokens",
+            };
+        }
         if self.status().is_client_error() {
             "invalid_request_error"
         } else {
@@ -249,6 +288,7 @@ impl ProxyError {
         match self {
             ProxyError::AmbiguousModel { .. }
             | ProxyError::UnknownModel(_)
+            | ProxyError::ModelNotAllowed { .. }
             | ProxyError::NotOnDemand { .. } => Some("model"),
             _ => None,
         }
@@ -285,9 +325,52 @@ impl ProxyError {
                     HeaderValue::from_static("Bearer realm=\"openai-proxy\""),
                 );
             }
+            ProxyError::RateLimited(r) => limit_headers(res.headers_mut(), r),
+            ProxyError::BackendBusy { .. } => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             _ => {}
         }
         res
+    }
+}
+
+/// The message of a request over a client's limit.
+fn rate_limited(r: &Refused) -> String {
+    let why = match r.limit {
+        Limit::Concurrent => format!("{} requests in flight at once", r.value),
+        Limit::RequestsPerMinute => format!("{} requests a minute", r.value),
+        Limit::TokensPerMinute => format!("{} tokens a minute", r.value),
+        Limit::TokensPerDay => format!("{} tokens a day (the day ends at midnight UTC)", r.value),
+    };
+    format!(
+        "rate limit reached for client '{}': {why} ({} in [clients.{}]); try again in {}",
+        r.client,
+        r.limit.key(),
+        r.client,
+        format_reset(r.retry_after)
+    )
+}
+
+/// `Retry-After` (whole seconds, rounded up), `retry-after-ms`, and OpenAI's
+/// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for the limits the client has.
+fn limit_headers(h: &mut HeaderMap, r: &Refused) {
+    let secs = r.retry_after.as_secs() + u64::from(r.retry_after.subsec_nanos() > 0);
+    h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    let ms = u64::try_from(r.retry_after.as_millis()).unwrap_or(u64::MAX);
+    h.insert("retry-after-ms", HeaderValue::from(ms));
+    for (kind, standing) in [("requests", r.requests), ("tokens", r.tokens)] {
+        let Some(s) = standing else { continue };
+        let name = |what: &str| {
+            HeaderName::try_from(format!("x-ratelimit-{what}-{kind}"))
+                .unwrap_or(HeaderName::from_static("x-ratelimit"))
+        };
+        h.insert(name("limit"), HeaderValue::from(s.limit));
+        h.insert(name("remaining"), HeaderValue::from(s.remaining));
+        if let Ok(v) = HeaderValue::from_str(&format_reset(s.reset)) {
+            h.insert(name("reset"), v);
+        }
     }
 }
 

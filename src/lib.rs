@@ -17,6 +17,8 @@
 //! - `upstream`: backends and their servers, the connection pool, health, swap groups,
 //!   on-demand units, failure classification, client TLS.
 //! - `observe`: access log, daemon log, metrics.
+//! - `clients`: named tokens' counters against their limits (requests in flight, a minute,
+//!   tokens a minute and a day), kept across reloads.
 //! - `routing`: pure: path normalisation, routes, a request's `model`.
 //! - `body`: streamed bodies: size limits, idle time-outs, byte counts, replayed frames.
 //! - `config`: lookup, parsing, validation (file:line:column messages), client tokens,
@@ -27,6 +29,7 @@
 //!   `check-config`, `check-endpoints`, start/stop/status, `container`, `generate`).
 
 mod body;
+mod clients;
 mod config;
 mod daemon;
 mod error;

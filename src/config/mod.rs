@@ -6,6 +6,7 @@
 //! Secrets read here (API keys) are held as [`Secret`], which never prints its value.
 
 mod browsers;
+pub(crate) mod clients;
 mod diagnostics;
 mod files;
 mod lookup;
@@ -26,6 +27,7 @@ use http::{HeaderName, HeaderValue};
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
+use crate::config::clients::ClientConfig;
 use crate::config::tokens::ClientTokens;
 use crate::routing::routes::{RouteSpec, Router};
 
@@ -82,6 +84,7 @@ pub(crate) mod defaults {
     pub(crate) const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
     pub(crate) const HEALTH_BACKOFF: Duration = Duration::from_secs(1);
     pub(crate) const HEALTH_BACKOFF_MAX: Duration = Duration::from_secs(30);
+    pub(crate) const QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
 }
 
 /// A validated configuration.
@@ -101,6 +104,9 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     /// In file order.
     pub routes: Vec<RouteConfig>,
+    /// Every named client (`[clients.NAME]`, and the tokens file's names without a table),
+    /// sorted by name.
+    pub clients: Vec<ClientConfig>,
 }
 
 impl Config {
@@ -533,6 +539,10 @@ pub struct BackendConfig {
     pub start_timeout: Option<Duration>,
     /// The backends whose servers never run at once (one GPU) share this name.
     pub swap_group: Option<String>,
+    /// Requests it runs at once (what its server can: llama.cpp's `--parallel`); more wait
+    /// in the proxy, fairly between clients, up to `queue_timeout`. `None`: no limit.
+    pub max_concurrent: Option<u32>,
+    pub queue_timeout: Duration,
     /// Model names clients send → the names this backend knows; the request's `model` is
     /// rewritten before forwarding.
     pub aliases: BTreeMap<String, String>,

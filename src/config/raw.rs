@@ -27,6 +27,22 @@ pub(super) struct RawConfig {
     pub backends: BTreeMap<Spanned<String>, RawBackend>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub clients: BTreeMap<Spanned<String>, Spanned<RawClient>>,
+}
+
+/// `[clients.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClient {
+    pub token_hash: Option<Spanned<String>>,
+    pub models: Option<Spanned<Vec<Spanned<String>>>>,
+    pub routes: Option<Spanned<Vec<Spanned<String>>>>,
+    pub backends_with_server_key: Option<Vec<Spanned<String>>>,
+    pub max_concurrent: Option<Spanned<i64>>,
+    pub requests_per_minute: Option<Spanned<i64>>,
+    pub tokens_per_minute: Option<Spanned<i64>>,
+    pub tokens_per_day: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +170,8 @@ pub(super) struct RawBackend {
     pub health_interval: Option<Spanned<Dur>>,
     pub health_backoff: Option<Spanned<Dur>>,
     pub health_backoff_max: Option<Spanned<Dur>>,
+    pub max_concurrent: Option<Spanned<i64>>,
+    pub queue_timeout: Option<Spanned<Dur>>,
     /// `"name the client sends" = "name the backend knows"`.
     pub aliases: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
 }

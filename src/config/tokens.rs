@@ -35,7 +35,7 @@ impl fmt::Debug for ClientTokens {
 const HASH_PREFIX: &str = "sha256:";
 
 /// The longest client name.
-const MAX_NAME: usize = 64;
+pub(crate) const MAX_NAME: usize = 64;
 
 impl ClientTokens {
     /// Whether clients must present a token.
@@ -107,6 +107,19 @@ impl ClientTokens {
             return Err("contains no token (one token per line)".into());
         }
         Ok(tokens)
+    }
+
+    /// Adds the token of client `name` given as its hash (`sha256:HEX`, `[clients.NAME]
+    /// token_hash`); the error never quotes it.
+    pub fn add_hash(&mut self, name: &str, hash: &str) -> Result<(), String> {
+        if !hash.starts_with(HASH_PREFIX) {
+            return Err(format!(
+                "a hash is {HASH_PREFIX} and 64 hex digits (its SHA-256);                  `openai-proxy client add` makes one"
+            ));
+        }
+        self.digests.push(token_digest(hash)?);
+        self.names.push(Some(Arc::from(name)));
+        Ok(())
     }
 
     /// The name of the token whose digest this is ([`ClientTokens::digest_of`]), when it has

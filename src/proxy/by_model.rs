@@ -42,18 +42,7 @@ impl Proxy {
         headers: &HeaderMap,
         body: &mut RequestBody,
     ) -> Result<(Match<'_, 'p, Target>, Option<BodyModel>), ProxyError> {
-        let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
-        let peek = usize::try_from(self.config.server.max_json_peek).unwrap_or(usize::MAX);
-        let (found, kind) = match Scanner::new(content_type, peek) {
-            Err(why) => (Found::Missing(why), model::Kind::Json),
-            Ok(mut scanner) => {
-                let found = body
-                    .peek(|data| scanner.feed(data))
-                    .await
-                    .map_err(|e| ProxyError::from(&e))?;
-                (found.unwrap_or_else(|| scanner.finish()), scanner.kind())
-            }
-        };
+        let (found, kind) = self.read_model(headers, body).await?;
         let (name, span) = match found {
             Found::Model { name, span } => (name, span),
             // Refused before any route is chosen: no backend gets a body it could read as
@@ -84,6 +73,46 @@ impl Proxy {
                 path: path.to_string(),
             })?;
         Ok((m, Some(BodyModel { name, span, kind })))
+    }
+}
+
+impl Proxy {
+    /// The model a body names, if it names one (read as [`Proxy::by_body_model`] does, for a
+    /// client whose models are limited on a route that does not go by model).
+    pub(super) async fn body_model(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &mut RequestBody,
+    ) -> Result<Option<String>, ProxyError> {
+        match self.read_model(headers, body).await?.0 {
+            Found::Model { name, .. } => Ok(Some(name)),
+            Found::Missing(_) => Ok(None),
+            Found::Ambiguous(why) => Err(ProxyError::AmbiguousModel {
+                path: path.to_string(),
+                why,
+            }),
+        }
+    }
+
+    /// Reads as much of the body as it takes to find its `model`.
+    async fn read_model(
+        &self,
+        headers: &HeaderMap,
+        body: &mut RequestBody,
+    ) -> Result<(Found, model::Kind), ProxyError> {
+        let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+        let peek = usize::try_from(self.config.server.max_json_peek).unwrap_or(usize::MAX);
+        Ok(match Scanner::new(content_type, peek) {
+            Err(why) => (Found::Missing(why), model::Kind::Json),
+            Ok(mut scanner) => {
+                let found = body
+                    .peek(|data| scanner.feed(data))
+                    .await
+                    .map_err(|e| ProxyError::from(&e))?;
+                (found.unwrap_or_else(|| scanner.finish()), scanner.kind())
+            }
+        })
     }
 }
 

@@ -11,6 +11,9 @@ use tokio::time::Instant;
 
 use super::headers;
 use super::{Peer, Target};
+use crate::clients::Client;
+use crate::config::{quote, AuthPolicy};
+use crate::error::ProxyError;
 use crate::observe::access::AccessRecord;
 use crate::observe::ledger::Ledger;
 use crate::observe::metrics::Tally;
@@ -25,6 +28,8 @@ pub(crate) struct Ctx {
     /// Filled in as the request goes; the response body takes it at the end, and it is
     /// written when that body is done.
     pub access: Option<Box<AccessRecord>>,
+    /// The named client it came from (its scope and limits).
+    pub who: Option<Arc<Client>>,
 }
 
 impl Ctx {
@@ -51,14 +56,79 @@ impl Ctx {
             rid,
             peer,
             access: Some(a),
+            who: None,
         }
     }
 
-    /// The request came with the client token named `name`.
-    pub(super) fn client(&mut self, name: Option<&Arc<str>>) {
+    /// The request came with the client token named `name`, the client `who`.
+    pub(super) fn client(&mut self, name: Option<Arc<str>>, who: Option<&Arc<Client>>) {
+        self.who = who.cloned();
         if let (Some(a), Some(name)) = (self.access(), name) {
-            a.client = Some(name.clone());
+            a.client = Some(name);
         }
+    }
+
+    /// Refuses what its client may not ask for: `path`.
+    pub(super) fn may_use_path(&self, path: &str) -> Result<(), ProxyError> {
+        match &self.who {
+            Some(c) if !c.config.allows_path(path) => Err(ProxyError::RouteNotAllowed {
+                client: c.config.name.clone(),
+                path: path.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses what its client may not ask for: `model`.
+    pub(super) fn may_use_model(&self, model: &str) -> Result<(), ProxyError> {
+        match &self.who {
+            Some(c) if !c.config.allows_model(model) => Err(ProxyError::ModelNotAllowed {
+                client: c.config.name.clone(),
+                model: quote(model),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether its client may have `backend` answer: not one that would get the proxy's key,
+    /// unless the client may use it.
+    pub(super) fn may_use(&self, backend: &Backend) -> Result<(), ProxyError> {
+        let bc = &backend.config;
+        match &self.who {
+            Some(c)
+                if matches!(bc.auth, AuthPolicy::Inject { .. })
+                    && !c.config.may_use_key_of(&bc.name) =>
+            {
+                Err(ProxyError::ServerKeyNotAllowed {
+                    client: c.config.name.clone(),
+                    backend: bc.name.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Its client's models are limited: the model it asks for is looked for in every body.
+    pub(super) fn models_limited(&self) -> bool {
+        self.who.as_ref().is_some_and(|c| c.config.models.is_some())
+    }
+
+    /// Lets the request go to a backend under its client's limits (it counts in flight until
+    /// its access record is done, and its tokens are counted then), or refuses it.
+    pub(super) fn admit_client(&mut self) -> Result<(), ProxyError> {
+        let Some(c) = &self.who else {
+            return Ok(());
+        };
+        if !c.config.limits.any() {
+            return Ok(());
+        }
+        let admitted = c
+            .admit()
+            .map_err(|r| ProxyError::RateLimited(Box::new(r)))?;
+        if let Some(a) = self.access() {
+            a.admitted = Some(admitted);
+        }
+        Ok(())
     }
 
     /// The request asks for model `name`.

@@ -41,7 +41,10 @@ use hyper::body::Incoming;
 use self::context::Ctx;
 use self::headers::{X_BACKEND, X_REQUEST_ID};
 pub use self::rewrite::backend_uri;
+use rustc_hash::FxHashMap;
+
 use crate::body::ResponseBody;
+use crate::clients::Client;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::observe::metrics::Tally;
@@ -102,6 +105,8 @@ pub struct Proxy {
     on_demand: Watch,
     /// The WebSocket sessions opened with a client token (taken over by the next config).
     sessions: Arc<Sessions>,
+    /// The named clients, with their counters.
+    clients: FxHashMap<Arc<str>, Arc<Client>>,
 }
 
 impl Proxy {
@@ -151,6 +156,7 @@ impl Proxy {
         let status_page = own::status::page(&router, &catalog, config.server.tls.is_some());
         lasting.ledger.configure(&config, false);
         Ok(Proxy {
+            clients: lasting.clients.roster(&config.clients),
             on_demand: Watch::new(&config),
             sessions: Sessions::new(config.server.client_tokens.clone()),
             guard: Guard::new(&config.server),
@@ -219,6 +225,12 @@ impl Proxy {
 
 /// The answer to a request that failed: OpenAI-shaped JSON, and which backend failed.
 fn error_response(e: &ProxyError, ctx: &mut Ctx) -> Response<ResponseBody> {
+    if let Some(who) = &ctx.who {
+        who.usage.count_refusal(match e {
+            ProxyError::RateLimited(r) => r.limit.key(),
+            other => other.code(),
+        });
+    }
     if let Some(a) = ctx.access() {
         a.error = Some(e.to_string());
     }

@@ -51,7 +51,13 @@ impl Proxy {
             )?,
         };
         if let Some(digest) = &token {
-            ctx.client(self.config.server.client_tokens.name_of(digest).as_ref());
+            let name = self.config.server.client_tokens.name_of(digest);
+            let who = name.as_ref().and_then(|n| self.clients.get(n));
+            ctx.client(name.clone(), who);
+        }
+        // The model lists are the client's own (filtered); nothing else is out of its routes.
+        if !models::is_list(&parts.method, &path) {
+            ctx.may_use_path(&path)?;
         }
         if let Some(action) = models::control_path(&path) {
             // After the client token: it changes the machine.
@@ -68,7 +74,17 @@ impl Proxy {
         let mut body = self.request_body(body, idle, ctx)?;
         let (m, model_path, model) = match self.by_path_model(&path) {
             Some((m, p)) => (m, p, None),
-            None if first.route.models.is_none() => (first, None, None),
+            None if first.route.models.is_none() => {
+                if ctx.models_limited() {
+                    // Not routed by it, but the client may use only some models.
+                    let asked = self.body_model(&path, &parts.headers, &mut body).await?;
+                    if let Some(name) = asked {
+                        ctx.model(&name);
+                        ctx.may_use_model(&name)?;
+                    }
+                }
+                (first, None, None)
+            }
             // Boxed: its state stays out of this future, which every request moves.
             None => {
                 let (m, model) =
@@ -81,6 +97,13 @@ impl Proxy {
         };
         let target = &m.route.target;
         let bc = &target.backend.config;
+        if let Some(found) = &model {
+            ctx.may_use_model(found.name())?;
+        } else if let Some(id) = crate::routing::model::path_model(&path) {
+            ctx.may_use_model(&id)?;
+        }
+        ctx.may_use(&target.backend)?;
+        ctx.admit_client()?;
         body.set_idle_timeout(bc.idle_timeout);
         let forward_path = match model_path {
             Some(p) => Cow::Owned(format!("{}{p}", bc.base_path)),
@@ -94,7 +117,8 @@ impl Proxy {
             let opened = (parts, body, token);
             return Box::pin(self.open_session(opened, target, &forward_path, ctx)).await;
         }
-        if target.fallback.is_none() && !bc.is_pool() && !bc.waits() {
+        if target.fallback.is_none() && !bc.is_pool() && !bc.waits() && bc.max_concurrent.is_none()
+        {
             // One server and nowhere else to go: the request is sent once, as it is.
             let uri = once(
                 &mut parts.headers,

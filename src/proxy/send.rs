@@ -20,6 +20,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header;
 use http::request::Parts;
@@ -39,6 +40,7 @@ use crate::proxy::headers;
 use crate::routing::model;
 use crate::upstream::failure::{self, Failure};
 use crate::upstream::pool::UpstreamError;
+use crate::upstream::queue::Place;
 use crate::upstream::{Backend, Held, Server};
 
 /// A routed request that may be sent more than once.
@@ -137,6 +139,9 @@ struct Leg<'a> {
     waiting: Option<Waiting>,
     /// For the answer's headers (each attempt has its own while a server comes up).
     deadline: Instant,
+    /// Its place on the backend (`max_concurrent`), and how long it waited for it.
+    place: Option<Place>,
+    queued: Duration,
     /// The servers taken out for this request (a bit each).
     tried: u64,
     /// A connection was already closed before an answer once (one more try is free).
@@ -220,6 +225,7 @@ impl Proxy {
                     lease,
                     load,
                     turn: None,
+                    place: None,
                 },
                 backend,
                 server,
@@ -254,7 +260,10 @@ impl Proxy {
             reason: "failed",
             next: None,
         };
-        let legs = [Some(&target.backend), target.fallback.as_ref()];
+        // A fallback that would spend the proxy's key for a client that may not use it is
+        // not one for this request.
+        let fallback = target.fallback.as_ref().filter(|f| ctx.may_use(f).is_ok());
+        let legs = [Some(&target.backend), fallback];
         for (i, backend) in legs.into_iter().enumerate() {
             let Some(backend) = backend else {
                 break;
@@ -264,7 +273,7 @@ impl Proxy {
             }
             // The client's headers, rewritten for this backend: the last leg takes them, an
             // earlier one keeps them for the fallback (its own credentials policy).
-            let headers = if i == 0 && target.fallback.is_some() {
+            let headers = if i == 0 && fallback.is_some() {
                 parts.headers.clone()
             } else {
                 std::mem::take(&mut parts.headers)
@@ -307,8 +316,24 @@ impl Proxy {
             fix_length(&mut headers, span, with.len());
         }
         self.rewrite_request(&mut headers, bc, ctx, None);
+        let (place, queued) = match &backend.queue {
+            Some(q) => {
+                let client = ctx.who.as_ref().map(|c| &c.config.name);
+                let (place, waited) = q.enter(client, bc.queue_timeout).await.map_err(|full| {
+                    ProxyError::BackendBusy {
+                        backend: bc.name.clone(),
+                        limit: full.limit,
+                        after: bc.queue_timeout,
+                    }
+                })?;
+                (Some(place), waited)
+            }
+            None => (None, Duration::ZERO),
+        };
         let waiting = self.wait_turn(backend).await?;
         Ok(Leg {
+            place,
+            queued,
             backend,
             first,
             headers,
@@ -373,10 +398,15 @@ impl Proxy {
                         lease,
                         load,
                         turn: None,
+                        place: leg.place.take(),
                     };
+                    let queued =
+                        (leg.place.is_some() || !leg.queued.is_zero()).then_some(leg.queued);
                     if let Some(w) = leg.waiting.take() {
-                        ctx.waited(w.waited());
+                        ctx.waited(queued.unwrap_or_default() + w.waited());
                         held.turn = w.turn;
+                    } else if let Some(q) = queued.filter(|q| !q.is_zero()) {
+                        ctx.waited(q);
                     }
                     return Ok(Some(respond(res, held, backend, server, ctx)));
                 }

@@ -101,6 +101,7 @@ async fn check(backend: &Backend, i: usize) -> Result<(), String> {
             lease,
             load: None,
             turn: None,
+            place: None,
         }
         .release();
     }

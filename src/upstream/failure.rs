@@ -190,6 +190,7 @@ pub(crate) fn reason(e: &ProxyError) -> &'static str {
         ProxyError::Tls { .. } => "tls",
         ProxyError::ResponseTimeout { .. } => "response_timeout",
         ProxyError::NoServer { .. } => "no_server",
+        ProxyError::BackendBusy { .. } => "backend_busy",
         _ => "failed",
     }
 }

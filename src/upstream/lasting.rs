@@ -1,21 +1,28 @@
 //! What outlives a reload: the health of each backend server (found again by backend name and
 //! URL, so a reload does not send requests to a server it just found down) and, when metrics
-//! are on, their counters; the ledger of what was served. A reload builds its new proxy (`Proxy`) with the same
+//! are on, their counters; the ledger of what was served; backends' queues and clients'
+//! counters. A reload builds its new proxy (`Proxy`) with the same
 //! `Lasting`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use crate::clients::Clients;
 use crate::observe::ledger::Ledger;
 use crate::observe::metrics::Metrics;
 use crate::sync;
 use crate::upstream::health::ServerState;
+use crate::upstream::queue::Queue;
 use crate::upstream::swap::SwapGroup;
 
 pub struct Lasting {
     servers: Mutex<HashMap<(String, String), Weak<ServerState>>>,
     /// Swap groups, by name: who is in use and what is in flight outlives a reload.
     swap_groups: Mutex<HashMap<String, Weak<SwapGroup>>>,
+    /// Backends' queues (`max_concurrent`), by name: what runs and waits outlives a reload.
+    queues: Mutex<HashMap<String, Weak<Queue>>>,
+    /// Each client's counters against its limits.
+    pub clients: Clients,
     /// `None`: metrics are off (nothing is counted).
     pub metrics: Option<Arc<Metrics>>,
     /// What was served, by whom, with which model.
@@ -28,6 +35,8 @@ impl Lasting {
         Arc::new(Lasting {
             servers: Mutex::new(HashMap::new()),
             swap_groups: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
+            clients: Clients::default(),
             metrics: metrics.map(|workers| Arc::new(Metrics::new(workers))),
             ledger: Arc::new(Ledger::default()),
         })
@@ -44,6 +53,21 @@ impl Lasting {
         let s = Arc::new(ServerState::new(url));
         map.insert(key, Arc::downgrade(&s));
         s
+    }
+
+    /// The queue of backend `name`, now with `limit`: the same as long as a configuration
+    /// has it.
+    pub fn queue(&self, name: &str, limit: u32) -> Arc<Queue> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut map = sync::lock(&self.queues);
+        map.retain(|_, q| q.strong_count() > 0);
+        if let Some(q) = map.get(name).and_then(Weak::upgrade) {
+            q.set_limit(limit);
+            return q;
+        }
+        let q = Queue::new(limit);
+        map.insert(name.to_string(), Arc::downgrade(&q));
+        q
     }
 
     /// Swap group `name`: the same as long as a configuration has it.

@@ -13,6 +13,7 @@ pub(crate) mod failure;
 pub(crate) mod health;
 pub(crate) mod lasting;
 pub(crate) mod pool;
+pub(crate) mod queue;
 pub(crate) mod swap;
 mod tls;
 pub(crate) mod units;
@@ -27,6 +28,7 @@ use hyper::body::Incoming;
 
 use self::health::{Avail, Health, LazyNow, Load, ServerState};
 use self::pool::{Lease, Pool, UpstreamError};
+use self::queue::{Place, Queue};
 use self::swap::{SwapGroup, Turn};
 pub(crate) use self::tls::http1_connector;
 use self::tls::HttpClient;
@@ -68,6 +70,8 @@ pub struct Backend {
     tls: OnceLock<Result<HttpClient, String>>,
     /// Its swap group: requests take turns with the other members'.
     pub swap: Option<Arc<SwapGroup>>,
+    /// Its queue (`max_concurrent`).
+    pub queue: Option<Arc<Queue>>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -121,6 +125,9 @@ impl Backend {
         let round_robin = PerWorker::new(if config.is_pool() { workers } else { 1 });
         Ok(Backend {
             swap: config.swap_group.as_deref().map(|g| lasting.swap_group(g)),
+            queue: config
+                .max_concurrent
+                .map(|n| lasting.queue(&config.name, n)),
             name: Arc::from(config.name.as_str()),
             config,
             servers,
@@ -243,6 +250,7 @@ impl Backend {
                             lease,
                             load,
                             turn: None,
+                            place: None,
                         },
                     ));
                 }
@@ -317,12 +325,14 @@ fn host_header(url: &ServerUrl) -> Option<HeaderValue> {
 
 /// What keeps a response's server busy until its body is done: the pooled connection (back to
 /// its pool when the body was read to its end), the request's count on its server, and its
-/// turn in a swap group (given up after the connection is back).
+/// turn in a swap group and its place on its backend (given up after the connection is
+/// back).
 #[derive(Default)]
 pub struct Held {
     pub lease: Option<Lease<RequestBody>>,
     pub load: Option<Load>,
     pub turn: Option<Turn>,
+    pub place: Option<Place>,
 }
 
 impl Held {

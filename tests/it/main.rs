@@ -16,6 +16,7 @@ mod proxy {
     mod behind_proxy; // streams and WebSockets behind another proxy (the service guide's nginx block)
     mod browsers; // web pages: allowed origins, CORS, DNS rebinding, the Host check
     mod client_tokens; // server.client_tokens_file: 401 without a token, the token never forwarded
+    pub mod clients_scope; // [clients.NAME]: 403 for models, routes and backends keys it may not use; its own model list
     mod credential_edges; // key subprotocols, a token sent twice, odd query keys, guard edges, revoked sessions
     mod errors; // failures become OpenAI-shaped JSON errors or a visibly broken stream
     mod fallback; // a route's fallback backend, before the first byte of an answer only

@@ -93,6 +93,7 @@ pub(super) fn validate_backend(
         &raw.websocket_idle_timeout,
         defaults::WEBSOCKET_IDLE_TIMEOUT,
     );
+    let queue_timeout = timeout("queue_timeout", &raw.queue_timeout, defaults::QUEUE_TIMEOUT);
     let demand = on_demand(
         &key,
         &raw,
@@ -100,6 +101,20 @@ pub(super) fn validate_backend(
         issues,
     );
     let health = health(&key, &raw, issues);
+    let max_concurrent = super::clients::positive(
+        &key("max_concurrent"),
+        &raw.max_concurrent,
+        i64::from(u32::MAX),
+        issues,
+    )
+    .and_then(|n| u32::try_from(n).ok());
+    if let (None, Some(q)) = (max_concurrent, &raw.queue_timeout) {
+        issues.add(
+            key("queue_timeout"),
+            Some(q.span()),
+            "only applies with max_concurrent (requests beyond it wait up to this long)",
+        );
+    }
     let aliases = validate_aliases(&key("aliases"), raw.aliases.as_ref(), issues);
     let (servers, base_path) = servers?;
     if issues.count() != before {
@@ -122,6 +137,8 @@ pub(super) fn validate_backend(
         on_demand: demand.on,
         start_timeout: demand.start_timeout,
         swap_group: demand.swap_group,
+        max_concurrent,
+        queue_timeout,
         aliases,
         health,
     })

@@ -6,6 +6,7 @@
 //! tokens, CA certificates), [`routes`] (paths, models, fallbacks).
 
 mod backends;
+mod clients;
 mod keys;
 mod routes;
 mod server;
@@ -30,7 +31,7 @@ fn value<T: Clone>(v: &Option<Spanned<T>>) -> Option<T> {
 }
 
 pub(super) fn validate(raw: RawConfig, source: Source, issues: &mut Issues<'_>) -> Config {
-    let server = server::validate_server(raw.server, issues);
+    let mut server = server::validate_server(raw.server, issues);
     let log = server::validate_log(raw.log);
     let metrics = server::validate_metrics(&raw.metrics, issues);
     let usage = server::validate_usage(raw.usage, issues);
@@ -48,6 +49,7 @@ pub(super) fn validate(raw: RawConfig, source: Source, issues: &mut Issues<'_>) 
             routes.push(r);
         }
     }
+    let clients = clients::validate_clients(raw.clients, &mut server.client_tokens, &names, issues);
     if routes.is_empty() && issues.count() == 0 {
         issues.add(
             "route",
@@ -64,6 +66,7 @@ pub(super) fn validate(raw: RawConfig, source: Source, issues: &mut Issues<'_>) 
         usage,
         backends,
         routes,
+        clients,
     }
 }
 

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use self::line::Line;
 use crate::body::{BodyError, Progress};
+use crate::clients::Admitted;
 use crate::observe::ledger::{Ledger, Served};
 use crate::observe::metrics::{Done, Tally};
 use crate::observe::usage::{Usage, UsageScanner};
@@ -86,6 +87,8 @@ pub struct AccessRecord {
     first_byte: Option<Instant>,
     /// Where a routed request is added when done.
     ledger: Option<Arc<Ledger>>,
+    /// A limited client's request: in flight until done, its tokens counted then.
+    pub(crate) admitted: Option<Admitted>,
 }
 
 impl std::fmt::Debug for AccessRecord {
@@ -150,6 +153,7 @@ impl AccessRecord {
             usage: None,
             first_byte: None,
             ledger: None,
+            admitted: None,
         }
     }
 
@@ -313,6 +317,9 @@ impl Drop for AccessRecord {
                 stream: self.stream || self.usage.as_ref().is_some_and(UsageScanner::is_stream),
                 tokens_per_second: end.tokens_per_second,
             });
+        }
+        if let Some(admitted) = self.admitted.take() {
+            admitted.done(end.usage.tokens());
         }
         if let Some(t) = &self.tally {
             t.done(&Done {

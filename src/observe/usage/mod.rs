@@ -51,6 +51,15 @@ pub(crate) struct Usage {
     pub generated_per_second: Option<f64>,
 }
 
+impl Usage {
+    /// Prompt and completion tokens together (what a client's token limits count).
+    pub(crate) fn tokens(&self) -> u64 {
+        self.prompt
+            .unwrap_or(0)
+            .saturating_add(self.completion.unwrap_or(0))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Json,

@@ -166,7 +166,8 @@ impl Catalog {
 
     /// Answers `GET /v1/models` when it is the proxy's to answer (`all`: whatever the config,
     /// as for llama.cpp's `GET /models`); `None`: route it as any other request. Each model
-    /// gets its backend's name and its state (`state`: see [`super::models`]).
+    /// gets its backend's name and its state (`state`: see [`super::models`]); only those
+    /// `keep` keeps are listed (a client's: a backend, and a model of it).
     pub(crate) async fn answer(
         self: &Arc<Self>,
         parts: &Parts,
@@ -174,9 +175,10 @@ impl Catalog {
         rid: &HeaderValue,
         all: bool,
         state: &(dyn Fn(&Backend) -> &'static str + Sync),
+        keep: &(dyn Fn(&Backend, Option<&str>) -> bool + Sync),
     ) -> Result<Option<Response<ResponseBody>>, ProxyError> {
         let only = parts.uri.query().and_then(backend_param);
-        let chosen: Vec<usize> = match &only {
+        let mut chosen: Vec<usize> = match &only {
             None if !self.merged && !all => return Ok(None),
             None => (0..self.members.len()).collect(),
             Some(name) => vec![self
@@ -185,6 +187,8 @@ impl Catalog {
                 .position(|m| m.backend.config.name == *name)
                 .ok_or_else(|| ProxyError::UnknownListBackend(quote(name)))?],
         };
+        // Not even asked for the client's sake: a backend it may not use.
+        chosen.retain(|&i| keep(&self.members[i].backend, None));
         let list = self.listing(&chosen, &parts.headers, peer, rid).await;
         if list.data.is_empty() && !list.skipped.is_empty() {
             return Err(ProxyError::NoModelList(list.skipped.join(", ")));
@@ -192,6 +196,10 @@ impl Catalog {
         let data: Vec<Value> = list
             .data
             .into_iter()
+            .filter(|(i, model)| {
+                let id = model.get("id").and_then(Value::as_str).unwrap_or_default();
+                keep(&self.members[*i].backend, Some(id))
+            })
             .map(|(i, mut model)| {
                 let backend = &self.members[i].backend;
                 if let Value::Object(o) = &mut model {

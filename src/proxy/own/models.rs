@@ -48,6 +48,12 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
+/// Whether a request asks for a model list the proxy filters for its client (`GET
+/// /v1/models`, `GET /models`).
+pub(crate) fn is_list(method: &Method, path: &str) -> bool {
+    method == Method::GET && matches!(path, "/v1/models" | "/models")
+}
+
 /// The action of a model management path, whatever the method.
 pub(crate) fn control_path(path: &str) -> Option<Action> {
     match path {
@@ -141,14 +147,20 @@ impl Proxy {
         ctx: &mut Ctx,
         all: bool,
     ) -> Result<Option<Response<ResponseBody>>, ProxyError> {
+        // A client that may use only some models gets the proxy's list of them, whatever
+        // the routes.
+        let all = all || ctx.models_limited();
         if !all && !self.catalog.answers(parts) {
             return Ok(None);
         }
         let found = self.on_demand.found().await;
         let state = |b: &Backend| state_of(b, &found);
+        let keep = |b: &Backend, id: Option<&str>| {
+            ctx.may_use(b).is_ok() && id.map_or(true, |id| ctx.may_use_model(id).is_ok())
+        };
         let res = self
             .catalog
-            .answer(parts, ctx.peer.ip, &ctx.rid, all, &state)
+            .answer(parts, ctx.peer.ip, &ctx.rid, all, &state, &keep)
             .await?;
         if let Some(res) = &res {
             ctx.answered_by(res.headers().get(&X_BACKEND));
@@ -174,6 +186,7 @@ impl Proxy {
             .map_err(|e| ProxyError::BadControlBody(format!("cannot read it: {e}")))?
             .to_bytes();
         let ask = parse_ask(&body)?;
+        ctx.may_use_model(&ask.model)?;
         let backend = self.model_backend(&ask.model, parts, ctx).await?;
         let bc = &backend.config;
         ctx.answered_by(Some(&backend.header));

@@ -1,0 +1,156 @@
+//! `[clients.NAME]`: a named token's scope (models, routes, backends whose key it may use)
+//! and limits. Its token is the tokens file's entry of that name, or `token_hash` here.
+
+use std::sync::Arc;
+
+use toml::Spanned;
+
+use super::super::clients::{ClientConfig, Limits};
+use super::super::diagnostics::{cut, quote, Issues};
+use super::super::raw::RawClient;
+use super::check_model_name;
+use crate::config::tokens::{ClientTokens, MAX_NAME};
+use crate::routing::routes::normalize_path;
+
+/// Largest limit accepted (a typo of many zeros is not meant).
+const MAX_LIMIT: i64 = 1_000_000_000_000;
+
+/// A positive whole number below `max`, or an issue naming `key`.
+pub(super) fn positive(
+    key: &str,
+    raw: &Option<Spanned<i64>>,
+    max: i64,
+    issues: &mut Issues<'_>,
+) -> Option<u64> {
+    let v = raw.as_ref()?;
+    match u64::try_from(*v.get_ref()) {
+        Ok(n) if n >= 1 && *v.get_ref() <= max => Some(n),
+        _ => {
+            issues.add(
+                key,
+                Some(v.span()),
+                format!("must be a whole number from 1 to {max} (remove the key for no limit)"),
+            );
+            None
+        }
+    }
+}
+
+/// Checks every `[clients.NAME]`, adding their `token_hash`es to `tokens`; `backends` are the
+/// backend names.
+pub(super) fn validate_clients(
+    raw: std::collections::BTreeMap<Spanned<String>, Spanned<RawClient>>,
+    tokens: &mut ClientTokens,
+    backends: &[&str],
+    issues: &mut Issues<'_>,
+) -> Vec<ClientConfig> {
+    let named = tokens
+        .names()
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    let mut clients = Vec::new();
+    for (name, table) in raw {
+        let here = table.span();
+        let raw = table.into_inner();
+        let key = |k: &str| format!("clients.{}.{k}", cut(name.get_ref()));
+        let n = name.get_ref();
+        if n.is_empty()
+            || n.len() > MAX_NAME
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+        {
+            issues.add(
+                format!("clients.{}", cut(n)),
+                Some(name.span()),
+                format!("a client name may have letters, digits, '-', '_', '.' and '@', at most {MAX_NAME}"),
+            );
+            continue;
+        }
+        let in_file = named.iter().any(|f| f == n);
+        match (&raw.token_hash, in_file) {
+            (Some(h), true) => issues.add(
+                key("token_hash"),
+                Some(h.span()),
+                "the client tokens file already has a token of this name: keep one of them",
+            ),
+            (Some(h), false) => {
+                if let Err(e) = tokens.add_hash(n, h.get_ref()) {
+                    issues.add(key("token_hash"), Some(h.span()), e);
+                }
+            }
+            (None, true) => {}
+            (None, false) => issues.add(
+                format!("clients.{}", cut(n)),
+                Some(here),
+                "has no token: add a line with this name to server.client_tokens_file, or \
+                 token_hash = \"sha256:...\" here (`openai-proxy client add` does either)",
+            ),
+        }
+        let models = raw.models.as_ref().map(|list| {
+            let mut out = Vec::new();
+            for (j, m) in list.get_ref().iter().enumerate() {
+                match check_model_name(m.get_ref(), "model name") {
+                    Ok(()) => out.push(m.get_ref().clone()),
+                    Err(e) => issues.add(key(&format!("models[{j}]")), Some(m.span()), e),
+                }
+            }
+            out
+        });
+        let routes = raw.routes.as_ref().map(|list| {
+            let mut out = Vec::new();
+            for (j, r) in list.get_ref().iter().enumerate() {
+                match normalize_path(r.get_ref()) {
+                    Ok(p) if r.get_ref().starts_with('/') => out.push(p.into_owned()),
+                    _ => issues.add(
+                        key(&format!("routes[{j}]")),
+                        Some(r.span()),
+                        format!("{} is not a path such as \"/v1/chat\"", quote(r.get_ref())),
+                    ),
+                }
+            }
+            out
+        });
+        let with_key = raw.backends_with_server_key.as_ref().map(|list| {
+            let mut out = Vec::new();
+            for (j, b) in list.iter().enumerate() {
+                if backends.contains(&b.get_ref().as_str()) {
+                    out.push(b.get_ref().clone());
+                } else {
+                    issues.add(
+                        key(&format!("backends_with_server_key[{j}]")),
+                        Some(b.span()),
+                        format!("no backend named {}", quote(b.get_ref())),
+                    );
+                }
+            }
+            out
+        });
+        let mut limit = |k: &str, v: &Option<Spanned<i64>>, max| positive(&key(k), v, max, issues);
+        let small = i64::from(u32::MAX);
+        let limits = Limits {
+            max_concurrent: limit("max_concurrent", &raw.max_concurrent, small)
+                .and_then(|n| u32::try_from(n).ok()),
+            requests_per_minute: limit("requests_per_minute", &raw.requests_per_minute, small)
+                .and_then(|n| u32::try_from(n).ok()),
+            tokens_per_minute: limit("tokens_per_minute", &raw.tokens_per_minute, MAX_LIMIT),
+            tokens_per_day: limit("tokens_per_day", &raw.tokens_per_day, MAX_LIMIT),
+        };
+        clients.push(ClientConfig {
+            models,
+            routes,
+            backends_with_server_key: with_key,
+            limits,
+            ..ClientConfig::unlimited(Arc::from(n.as_str()))
+        });
+    }
+    // The tokens file's other names: clients without limits.
+    for n in named {
+        if !clients.iter().any(|c| *c.name == *n) {
+            clients.push(ClientConfig::unlimited(Arc::from(n)));
+        }
+    }
+    clients.sort_by(|a, b| a.name.cmp(&b.name));
+    clients
+}
