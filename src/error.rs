@@ -358,7 +358,7 @@ fn rate_limited(r: &Refused) -> String {
 fn limit_headers(h: &mut HeaderMap, r: &Refused) {
     let secs = r.retry_after.as_secs() + u64::from(r.retry_after.subsec_nanos() > 0);
     h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    let ms = u64::try_from(r.retry_after.as_millis()).unwrap_or(u64::MAX);
+    let ms = u64::try_from(r.retry_after.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
     h.insert("retry-after-ms", HeaderValue::from(ms));
     for (kind, standing) in [("requests", r.requests), ("tokens", r.tokens)] {
         let Some(s) = standing else { continue };

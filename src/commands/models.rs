@@ -48,16 +48,6 @@ pub struct Options {
     pub action: Request,
 }
 
-/// One row of the table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Row {
-    model: String,
-    backend: String,
-    state: String,
-    requests: String,
-    tokens: String,
-}
-
 /// Runs `models`, printing to `out`.
 pub fn run(
     config_flag: Option<&Path>,
@@ -88,7 +78,11 @@ pub fn run(
                 }
                 let (status, usage) = ask.exchange(Method::GET, "/usage", None).await?;
                 let usage = (status == StatusCode::OK).then_some(usage);
-                out.write_all(table(&rows(&models, usage.as_ref())).as_bytes())?;
+                out.write_all(model_table(&models, usage.as_ref()).as_bytes())?;
+                if let Some(clients) = usage.as_ref().and_then(client_table) {
+                    writeln!(out)?;
+                    out.write_all(clients.as_bytes())?;
+                }
                 Ok(())
             }
             Request::Load(model) => {
@@ -181,8 +175,8 @@ fn refusal(status: StatusCode, answer: &Value) -> String {
     }
 }
 
-/// The table's rows: each model of the list, with its usage when there is some.
-fn rows(models: &Value, usage: Option<&Value>) -> Vec<Row> {
+/// The models of the list, each with its usage when there is some.
+fn model_table(models: &Value, usage: Option<&Value>) -> String {
     let mut used: HashMap<&str, &Value> = HashMap::new();
     if let Some(list) = usage.and_then(|u| u["models"].as_array()) {
         for m in list {
@@ -191,69 +185,149 @@ fn rows(models: &Value, usage: Option<&Value>) -> Vec<Row> {
             }
         }
     }
-    let count = |v: &Value| {
-        v.as_u64()
-            .map_or_else(|| "0".to_string(), |n| n.to_string())
-    };
     let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    models["data"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let rows: Vec<Vec<String>> = list(&models["data"])
         .iter()
         .map(|m| {
             let id = m["id"].as_str().unwrap_or_default();
             let (requests, tokens) = match (usage, used.get(id)) {
                 (None, _) => ("-".to_string(), "-".to_string()),
                 (Some(_), None) => ("0".to_string(), "0/0".to_string()),
-                (Some(_), Some(u)) => (
-                    count(&u["requests"]),
-                    format!(
-                        "{}/{}",
-                        count(&u["prompt_tokens"]),
-                        count(&u["completion_tokens"])
-                    ),
-                ),
+                (Some(_), Some(u)) => (count(&u["requests"]), in_out(u)),
             };
-            Row {
-                model: id.to_string(),
-                backend: text(&m["backend"]),
-                state: text(&m["status"]["value"]),
+            vec![
+                id.to_string(),
+                text(&m["backend"]),
+                text(&m["status"]["value"]),
                 requests,
                 tokens,
-            }
+            ]
         })
-        .collect()
-}
-
-/// The rows under a heading, in aligned columns.
-fn table(rows: &[Row]) -> String {
-    let heading = Row {
-        model: "MODEL".into(),
-        backend: "BACKEND".into(),
-        state: "STATE".into(),
-        requests: "REQUESTS".into(),
-        tokens: "TOKENS (IN/OUT)".into(),
-    };
-    let all: Vec<&Row> = std::iter::once(&heading).chain(rows).collect();
-    let width = |f: fn(&Row) -> &str| all.iter().map(|r| f(r).chars().count()).max().unwrap_or(0);
-    let (m, b, s, r) = (
-        width(|r| &r.model),
-        width(|r| &r.backend),
-        width(|r| &r.state),
-        width(|r| &r.requests),
-    );
-    let mut text = String::new();
-    for row in all {
-        let line = format!(
-            "{:m$}  {:b$}  {:s$}  {:>r$}  {}",
-            row.model, row.backend, row.state, row.requests, row.tokens
-        );
-        text.push_str(line.trim_end());
-        text.push('\n');
-    }
+        .collect();
+    let heading = ["MODEL", "BACKEND", "STATE", "REQUESTS", "TOKENS (IN/OUT)"];
+    let mut text = columns(&heading, &rows, &[3]);
     if rows.is_empty() {
         text.push_str("(no models)\n");
+    }
+    text
+}
+
+/// The named clients: their totals, and for those with limits, what they use of them now
+/// (`None` when the proxy has no named client).
+fn client_table(usage: &Value) -> Option<String> {
+    let limits = list(&usage["limits"]);
+    let mut names: Vec<&str> = list(&usage["clients"])
+        .iter()
+        .filter_map(|c| c["client"].as_str().filter(|n| !n.is_empty()))
+        .collect();
+    for l in limits {
+        if let Some(n) = l["client"].as_str() {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    if names.is_empty() {
+        return None;
+    }
+    names.sort_unstable();
+    let find = |of: &Value, name: &str| -> Option<Value> {
+        list(of).iter().find(|c| c["client"] == name).cloned()
+    };
+    let rows: Vec<Vec<String>> = names
+        .iter()
+        .map(|name| {
+            let totals = find(&usage["clients"], name).unwrap_or(Value::Null);
+            let limit = find(&usage["limits"], name);
+            let (in_flight, today, words) = match &limit {
+                Some(l) => (
+                    count(&l["in_flight"]),
+                    count(&l["tokens_today"]),
+                    limit_words(l),
+                ),
+                None => ("-".into(), "-".into(), "no limits".into()),
+            };
+            vec![
+                (*name).to_string(),
+                count(&totals["requests"]),
+                in_out(&totals),
+                in_flight,
+                today,
+                words,
+            ]
+        })
+        .collect();
+    let heading = [
+        "CLIENT",
+        "REQUESTS",
+        "TOKENS (IN/OUT)",
+        "IN FLIGHT",
+        "TODAY",
+        "LIMITS",
+    ];
+    Some(columns(&heading, &rows, &[1, 3, 4]))
+}
+
+/// A client's limits in words: `2 at once, 10000 tokens/day`.
+fn limit_words(l: &Value) -> String {
+    let words: Vec<String> = [
+        ("max_concurrent", " at once"),
+        ("requests_per_minute", " requests/min"),
+        ("tokens_per_minute", " tokens/min"),
+        ("tokens_per_day", " tokens/day"),
+    ]
+    .iter()
+    .filter_map(|(key, what)| Some(format!("{}{what}", l[*key].as_u64()?)))
+    .collect();
+    words.join(", ")
+}
+
+/// The items of a JSON array (none when it is not one).
+fn list(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// A count, `0` when absent.
+fn count(v: &Value) -> String {
+    v.as_u64().unwrap_or(0).to_string()
+}
+
+/// `PROMPT/COMPLETION` tokens of a model's or client's totals.
+fn in_out(totals: &Value) -> String {
+    format!(
+        "{}/{}",
+        count(&totals["prompt_tokens"]),
+        count(&totals["completion_tokens"])
+    )
+}
+
+/// Rows in aligned columns under `heading`; the columns in `right` are aligned right.
+fn columns(heading: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
+    let head: Vec<String> = heading.iter().map(|h| (*h).to_string()).collect();
+    let all: Vec<&Vec<String>> = std::iter::once(&head).chain(rows).collect();
+    let width = |i: usize| {
+        all.iter()
+            .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..heading.len()).map(width).collect();
+    let mut text = String::new();
+    for row in all {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let w = widths[i];
+            if right.contains(&i) {
+                line.push_str(&format!("{cell:>w$}"));
+            } else {
+                line.push_str(&format!("{cell:w$}"));
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
     }
     text
 }
@@ -270,20 +344,42 @@ mod tests {
         let usage = json!({"models": [
             {"model": "llama3", "requests": 3, "prompt_tokens": 30, "completion_tokens": 12}]});
         assert_eq!(
-            table(&rows(&models, Some(&usage))),
+            model_table(&models, Some(&usage)),
             "MODEL   BACKEND  STATE     REQUESTS  TOKENS (IN/OUT)\n\
              llama3  ollama   loaded           3  30/12\n\
              qwen    chat     unloaded         0  0/0\n"
         );
-        let none = table(&rows(&models, None));
+        let none = model_table(&models, None);
         assert!(
             none.contains("llama3  ollama   loaded           -  -\n"),
             "{none}"
         );
         assert_eq!(
-            table(&[]),
+            model_table(&json!({"data": []}), None),
             "MODEL  BACKEND  STATE  REQUESTS  TOKENS (IN/OUT)\n(no models)\n"
         );
+    }
+
+    #[test]
+    fn the_clients_table_joins_totals_and_limits() {
+        let usage = json!({
+            "clients": [
+                {"client": "", "requests": 1, "prompt_tokens": 1, "completion_tokens": 1},
+                {"client": "guest", "requests": 12, "prompt_tokens": 300, "completion_tokens": 120},
+                {"client": "alice", "requests": 2, "prompt_tokens": 20, "completion_tokens": 4}],
+            "limits": [
+                {"client": "guest", "in_flight": 1, "tokens_today": 420, "refused": 0,
+                 "max_concurrent": 2, "tokens_per_day": 10000},
+                {"client": "idle", "in_flight": 0, "tokens_today": 0, "refused": 0,
+                 "requests_per_minute": 60}]});
+        assert_eq!(
+            client_table(&usage).unwrap(),
+            "CLIENT  REQUESTS  TOKENS (IN/OUT)  IN FLIGHT  TODAY  LIMITS\n\
+             alice          2  20/4                     -      -  no limits\n\
+             guest         12  300/120                  1    420  2 at once, 10000 tokens/day\n\
+             idle           0  0/0                      0      0  60 requests/min\n"
+        );
+        assert_eq!(client_table(&json!({"clients": [{"client": ""}]})), None);
     }
 
     #[test]

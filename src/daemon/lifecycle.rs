@@ -79,7 +79,7 @@ pub fn serve(config_flag: Option<&Path>, listen: &[ListenAddr]) -> anyhow::Resul
     // single-threaded loop (see `workers`).
     let runtime = workers::runtime()?;
     let lasting = Lasting::new(metrics.is_some().then(|| config.server.workers.resolve()));
-    lasting.ledger.configure(&config, true);
+    lasting.configure(&config, true);
     let result = runtime.block_on(run(
         Reloader::new(loader, lasting.clone()),
         Sockets {
@@ -146,8 +146,8 @@ async fn run(
     let notifier = Arc::new(notifier);
     notifier.send(&[NotifyState::Ready, NotifyState::Status(&status.line())]);
     let background = spawn_reporting(&notifier, &status);
-    let ledger = state.proxy().lasting.ledger.clone();
-    let saving = usage_file::spawn_saving(&ledger);
+    let lasting = state.lasting();
+    let saving = usage_file::spawn_saving(&lasting);
 
     let reload = Arc::new(Reload {
         reloader,
@@ -173,7 +173,7 @@ async fn run(
     let result = result.and(workers.join().await);
     background.abort();
     saving.abort();
-    usage_file::save(&ledger).await;
+    usage_file::save(&lasting).await;
     tracing::info!("stopped");
     result
 }

@@ -1,33 +1,34 @@
-//! `[usage] file`: the ledger's totals written every few seconds while they change, and once
+//! `[usage] file`: the ledger's totals (and the clients' days) written every few seconds while they change, and once
 //! more when the daemon stops; each write runs on a blocking thread, never a serving one.
 
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use crate::observe::ledger::{file::SAVE_EVERY, Ledger};
+use crate::observe::ledger::file::SAVE_EVERY;
+use crate::upstream::lasting::Lasting;
 
 /// Writes the totals every [`SAVE_EVERY`] (when `[usage] file` is set and they changed) until
 /// aborted.
-pub(super) fn spawn_saving(ledger: &Arc<Ledger>) -> JoinHandle<()> {
-    let ledger = ledger.clone();
+pub(super) fn spawn_saving(lasting: &Arc<Lasting>) -> JoinHandle<()> {
+    let lasting = lasting.clone();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(SAVE_EVERY);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            save(&ledger).await;
+            save(&lasting).await;
         }
     })
 }
 
 /// Writes the totals now (when they changed), off the serving threads.
-pub(super) async fn save(ledger: &Arc<Ledger>) {
-    if !ledger.keeps_file() {
+pub(super) async fn save(lasting: &Arc<Lasting>) {
+    if !lasting.ledger.keeps_file() {
         return;
     }
-    let ledger = ledger.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || ledger.save()).await {
+    let lasting = lasting.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || lasting.save()).await {
         tracing::warn!("[usage] file: the write failed: {e}");
     }
 }

@@ -106,7 +106,7 @@ pub struct Proxy {
     /// The WebSocket sessions opened with a client token (taken over by the next config).
     sessions: Arc<Sessions>,
     /// The named clients, with their counters.
-    clients: FxHashMap<Arc<str>, Arc<Client>>,
+    pub(crate) clients: FxHashMap<Arc<str>, Arc<Client>>,
 }
 
 impl Proxy {
@@ -116,7 +116,7 @@ impl Proxy {
     pub fn new(config: Config) -> anyhow::Result<Proxy> {
         let workers = config.server.workers.resolve();
         let lasting = Lasting::new(config.metrics.listen.map(|_| workers));
-        lasting.ledger.configure(&config, true);
+        lasting.configure(&config, true);
         Proxy::with(config, &lasting)
     }
 
@@ -154,7 +154,7 @@ impl Proxy {
             &lasting.ledger,
         );
         let status_page = own::status::page(&router, &catalog, config.server.tls.is_some());
-        lasting.ledger.configure(&config, false);
+        lasting.configure(&config, false);
         Ok(Proxy {
             clients: lasting.clients.roster(&config.clients),
             on_demand: Watch::new(&config),

@@ -184,10 +184,11 @@ impl Proxy {
             "/" => Ok(Some(self.status(&parts.headers).await)),
             "/usage" if parts.method == Method::GET => {
                 let after = super::own::usage::after(parts.uri.query());
+                let limits = super::own::usage::limited(self.clients.values());
                 let body = self
                     .lasting
                     .ledger
-                    .read(|book| super::own::usage::usage_json(book, after));
+                    .read(|book| super::own::usage::usage_json(book, after, &limits));
                 Ok(Some(own_response("application/json", body)))
             }
             "/v1/models" if parts.method == Method::GET => self.model_list(parts, ctx, false).await,

@@ -42,6 +42,20 @@ impl Lasting {
         })
     }
 
+    /// Takes a configuration's model names and `[usage] file` (at start and each reload);
+    /// at start (`first`), the totals and the clients' days the file kept are read back.
+    pub fn configure(&self, config: &crate::config::Config, first: bool) {
+        let days = self.ledger.configure(config, first);
+        if !days.is_empty() {
+            self.clients.restore(days);
+        }
+    }
+
+    /// Writes `[usage] file` when the totals changed (off the serving threads).
+    pub fn save(&self) {
+        self.ledger.save(&self.clients.days());
+    }
+
     /// The health of server `url` of `backend`: the same as long as a configuration has it.
     pub fn server(&self, backend: &str, url: &str) -> Arc<ServerState> {
         let mut map = sync::lock(&self.servers);

@@ -23,8 +23,10 @@ use crate::sync;
 #[derive(Debug)]
 pub struct Queue {
     state: Mutex<State>,
-    /// Requests that waited, and their total wait (for the metrics).
-    pub waited: AtomicU64,
+    /// Requests that waited and got a place, and their waits together in microseconds;
+    /// requests that waited too long (for the metrics).
+    pub waits: AtomicU64,
+    pub waited_us: AtomicU64,
     pub refused: AtomicU64,
 }
 
@@ -65,7 +67,8 @@ impl Queue {
                 limit,
                 ..State::default()
             }),
-            waited: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            waited_us: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         })
     }
@@ -128,8 +131,9 @@ impl Queue {
             // The place was handed over: it is this request's now.
             waiting.placed = true;
             drop(waiting);
-            let ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
-            self.waited.fetch_add(ms, Ordering::Relaxed);
+            let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+            self.waits.fetch_add(1, Ordering::Relaxed);
+            self.waited_us.fetch_add(us, Ordering::Relaxed);
             return Ok((self.place(), waited));
         }
         drop(waiting);

@@ -16,6 +16,7 @@ mod proxy {
     mod behind_proxy; // streams and WebSockets behind another proxy (the service guide's nginx block)
     mod browsers; // web pages: allowed origins, CORS, DNS rebinding, the Host check
     mod client_tokens; // server.client_tokens_file: 401 without a token, the token never forwarded
+    mod clients_limits; // [clients.NAME] limits: 429 with Retry-After and x-ratelimit-* at the right request, recovery, reload
     pub mod clients_scope; // [clients.NAME]: 403 for models, routes and backends keys it may not use; its own model list
     mod credential_edges; // key subprotocols, a token sent twice, odd query keys, guard edges, revoked sessions
     mod errors; // failures become OpenAI-shaped JSON errors or a visibly broken stream
@@ -35,6 +36,7 @@ mod proxy {
     mod parse_errors; // requests hyper refuses still get OpenAI-shaped JSON on the wire
     mod pool; // plain-HTTP backends: origin-form requests, keep-alive reuse
     mod pools; // backends with several servers: least in flight, back-off, health checks
+    mod queues; // a backend's max_concurrent: clients take turns, a gone client leaves the queue, 503 backend_busy after queue_timeout
     mod routing; // each route reaches its backend with the request and response intact
     pub mod sdk; // the official OpenAI Python SDK through the proxy
     mod secrets; // cookies, vendor key headers and key query parameters by backend policy

@@ -60,12 +60,21 @@ async fn proxy(backend: &Mock, extra: &str) -> TestProxy {
 
 /// A proxy of the default routes to `backend` whose client token file has `lines`.
 pub(super) async fn with_tokens(backend: &Mock, lines: &str) -> (TestProxy, tempfile::TempDir) {
+    with_clients(backend, lines, "").await
+}
+
+/// [`with_tokens`], with `clients` (`[clients.NAME]` tables) in the config.
+pub(super) async fn with_clients(
+    backend: &Mock,
+    lines: &str,
+    clients: &str,
+) -> (TestProxy, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, lines).unwrap();
     let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
     std::fs::set_permissions(&tokens, private).unwrap();
-    let extra = format!("[server]\nclient_tokens_file = {tokens:?}");
+    let extra = format!("[server]\nclient_tokens_file = {tokens:?}\n{clients}");
     (proxy(backend, &extra).await, dir)
 }
 

@@ -8,7 +8,7 @@
 
 use serde_json::json;
 
-use super::page::{chat, ollama, with_tokens, TOKEN};
+use super::page::{chat, ollama, with_clients, with_tokens, TOKEN};
 use super::page_render::{page_files, stand_in};
 use crate::support::browser::{body_rows, element, totals_cells};
 use crate::support::devtools::Tab;
@@ -26,6 +26,41 @@ async fn type_token(tab: &mut Tab, token: &str) {
 }
 
 const TWO_ROWS: &str = "document.querySelectorAll('#recent tbody tr').length === 2";
+
+/// A guest with limits: the page shows them with what it used today and has in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_guests_limits_and_its_use_of_today() {
+    let backend = ollama().await;
+    let limits = "[clients.guest]\nmax_concurrent = 2\ntokens_per_day = 10000\n";
+    let (proxy, _tokens) = with_clients(&backend, &format!("guest {TOKEN}\n"), limits).await;
+    for _ in 0..2 {
+        chat(&proxy, Some(TOKEN)).await;
+    }
+    let mut tab = Tab::open(&proxy.url("/")).await;
+    type_token(&mut tab, TOKEN).await;
+    tab.wait_for(
+        "document.querySelectorAll('#usage-limits tbody tr').length === 1",
+        "the clients' limits",
+    )
+    .await;
+    let dom = tab.dom().await;
+    let table = element(&dom, "table", "usage-limits");
+    assert!(
+        table.starts_with("<table id=\"usage-limits\">"),
+        "shown: {table}"
+    );
+    let rows = body_rows(table);
+    assert_eq!(
+        rows,
+        [
+            "<td>guest</td><td class=\"num\">0</td><td class=\"num\">30</td>\
+          <td>2 at once, 10000 tokens/day</td><td class=\"num\">0</td>"
+        ],
+        "{table}"
+    );
+    assert!(!dom.contains(TOKEN), "{dom}");
+    proxy.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_typed_once_is_kept_for_the_tab_and_never_shown() {

@@ -128,18 +128,21 @@ impl Scrape {
 
 /// `GET /metrics` on `addr`, in Prometheus text (or OpenMetrics, as Prometheus asks), parsed.
 pub async fn scrape(addr: SocketAddr, openmetrics: bool) -> Scrape {
+    scrape_as(addr, openmetrics, None).await
+}
+
+/// [`scrape`] with a client token (the proxy has `client_tokens_file`).
+pub async fn scrape_as(addr: SocketAddr, openmetrics: bool, token: Option<&str>) -> Scrape {
     let accept = if openmetrics {
         "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
     } else {
         "text/plain"
     };
-    let res = send(
-        Request::get(format!("http://{addr}/metrics"))
-            .header("accept", accept)
-            .body(full(""))
-            .unwrap(),
-    )
-    .await;
+    let mut req = Request::get(format!("http://{addr}/metrics")).header("accept", accept);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let res = send(req.body(full("")).unwrap()).await;
     assert_eq!(res.status(), 200);
     let ct = res.headers()["content-type"].to_str().unwrap().to_string();
     assert_eq!(

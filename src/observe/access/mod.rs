@@ -301,6 +301,10 @@ impl Drop for AccessRecord {
                 }
             });
         }
+        // Before the ledger's record: a save of the usage file after it sees this day's count.
+        if let Some(admitted) = self.admitted.take() {
+            admitted.done(end.usage.tokens());
+        }
         if let (Some(ledger), Some(route), Some(backend)) =
             (&self.ledger, &self.route, &self.backend_name)
         {
@@ -317,9 +321,6 @@ impl Drop for AccessRecord {
                 stream: self.stream || self.usage.as_ref().is_some_and(UsageScanner::is_stream),
                 tokens_per_second: end.tokens_per_second,
             });
-        }
-        if let Some(admitted) = self.admitted.take() {
-            admitted.done(end.usage.tokens());
         }
         if let Some(t) = &self.tally {
             t.done(&Done {

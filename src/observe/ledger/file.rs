@@ -11,13 +11,19 @@ use serde::{Deserialize, Serialize};
 
 use rustc_hash::FxHashMap as HashMap;
 
+use std::sync::Arc;
+
 use super::book::{Key, Totals};
+use crate::clients::rate::Day;
 
 /// How often the totals are written while they change.
 pub(crate) const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The version of the file's shape.
 const VERSION: u32 = 1;
+
+/// Each named client's count of the day, by name.
+pub(crate) type ClientDays = Vec<(String, Day)>;
 
 /// The file's content.
 #[derive(Debug, Serialize, Deserialize)]
@@ -26,6 +32,17 @@ pub(crate) struct Kept {
     /// When counting began, in seconds since the Unix epoch.
     pub since: u64,
     totals: Vec<Row>,
+    /// Each named client's tokens of the day, as its `tokens_per_day` counts them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    days: Vec<DayRow>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DayRow {
+    client: String,
+    /// Days since 1970-01-01, UTC.
+    utc_day: u64,
+    tokens: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,7 +54,7 @@ struct Row {
 }
 
 impl Kept {
-    pub(crate) fn of(since: u64, totals: &HashMap<Key, Totals>) -> Kept {
+    pub(crate) fn of(since: u64, totals: &HashMap<Key, Totals>, days: &[(Arc<str>, Day)]) -> Kept {
         let mut rows: Vec<Row> = totals
             .iter()
             .map(|(key, totals)| Row {
@@ -50,11 +67,32 @@ impl Kept {
             version: VERSION,
             since,
             totals: rows,
+            days: days
+                .iter()
+                .map(|(client, d)| DayRow {
+                    client: client.to_string(),
+                    utc_day: d.day,
+                    tokens: d.count,
+                })
+                .collect(),
         }
     }
 
-    pub(crate) fn into_totals(self) -> impl Iterator<Item = (Key, Totals)> {
-        self.totals.into_iter().map(|r| (r.key, r.totals))
+    /// The totals, and the clients' days.
+    pub(crate) fn into_parts(self) -> (Vec<(Key, Totals)>, ClientDays) {
+        let totals = self.totals.into_iter().map(|r| (r.key, r.totals)).collect();
+        let days = self
+            .days
+            .into_iter()
+            .map(|d| {
+                let day = Day {
+                    day: d.utc_day,
+                    count: d.tokens,
+                };
+                (d.client, day)
+            })
+            .collect();
+        (totals, days)
     }
 }
 
@@ -121,8 +159,6 @@ pub(crate) fn write(path: &Path, kept: &Kept) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     #[test]
@@ -143,10 +179,20 @@ mod tests {
             completion_tokens: 12,
         };
         totals.insert(key.clone(), t);
-        write(&path, &Kept::of(1_700_000_000, &totals)).unwrap();
+        let day = Day {
+            day: 20_000,
+            count: 70,
+        };
+        write(
+            &path,
+            &Kept::of(1_700_000_000, &totals, &[("alice".into(), day)]),
+        )
+        .unwrap();
         let back = read(&path).unwrap();
         assert_eq!(back.since, 1_700_000_000);
-        assert_eq!(back.into_totals().collect::<Vec<_>>(), vec![(key, t)]);
+        let (totals, days) = back.into_parts();
+        assert_eq!(totals, vec![(key, t)]);
+        assert_eq!(days, vec![("alice".to_string(), day)]);
         for bad in ["", "{", "[]", r#"{"version":9,"since":1,"totals":[]}"#] {
             std::fs::write(&path, bad).unwrap();
             assert!(read(&path).is_none(), "{bad:?}");

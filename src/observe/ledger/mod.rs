@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use rustc_hash::FxHashSet as HashSet;
 
+use crate::clients::rate::Day;
 use crate::config::Config;
 use crate::observe::usage::Usage;
 use crate::sync;
@@ -123,8 +124,9 @@ impl Default for Ledger {
 
 impl Ledger {
     /// Takes a configuration's model names and `[usage] file` (at start and at each reload).
-    /// At start (`first`), the totals that file kept are read back.
-    pub fn configure(&self, config: &Config, first: bool) {
+    /// At start (`first`), the totals that file kept are read back; the clients' days it kept
+    /// are returned.
+    pub fn configure(&self, config: &Config, first: bool) -> file::ClientDays {
         let mut configured = HashSet::default();
         for r in &config.routes {
             for m in r.models.iter().flatten() {
@@ -141,14 +143,15 @@ impl Ledger {
         }
         sync::write(&self.labels).configured = configured;
         let path = config.usage.file.clone();
-        if first {
-            if let Some(p) = &path {
-                if let Some(kept) = file::read(p) {
-                    sync::lock(&self.book).restore(kept.since, kept.into_totals());
-                }
-            }
+        let mut days = Vec::new();
+        if let (true, Some(kept)) = (first, path.as_deref().and_then(file::read)) {
+            let since = kept.since;
+            let (totals, kept_days) = kept.into_parts();
+            sync::lock(&self.book).restore(since, totals.into_iter());
+            days = kept_days;
         }
         *sync::lock(&self.file) = path;
+        days
     }
 
     /// The label `name` counts under: its own when known (or learned now, for a name a backend
@@ -203,7 +206,7 @@ impl Ledger {
 
     /// Writes the totals to `[usage] file` when they changed since the last write (every few
     /// seconds, and at the end). Runs off the serving threads.
-    pub fn save(&self) {
+    pub fn save(&self, days: &[(Arc<str>, Day)]) {
         let Some(path) = sync::lock(&self.file).clone() else {
             return;
         };
@@ -212,7 +215,7 @@ impl Ledger {
             if !book.take_changed() {
                 return;
             }
-            file::Kept::of(book.since, &book.totals)
+            file::Kept::of(book.since, &book.totals, days)
         };
         if let Err(e) = file::write(&path, &kept) {
             tracing::warn!("[usage] file {}: could not write it: {e}", path.display());

@@ -8,6 +8,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::limits::{ClientSeries, QueueSeries};
 use super::tally::{HistTotal, Tally, CLASSES, REASONS};
 use super::Metrics;
 use crate::observe::ledger::Ledger;
@@ -19,6 +20,8 @@ pub(crate) struct Exposition {
     pub servers: Vec<ServerSeries>,
     pub metrics: Arc<Metrics>,
     pub ledger: Arc<Ledger>,
+    pub clients: Vec<ClientSeries>,
+    pub queues: Vec<QueueSeries>,
 }
 
 /// A route: its counters with its backend, and with its fallback.
@@ -118,6 +121,7 @@ impl Collector for Exposition {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.encode_routes(&mut enc)?;
         super::usage::encode(&self.ledger, &mut enc)?;
+        super::limits::encode(&self.clients, &self.queues, &mut enc)?;
         self.encode_servers(&mut enc)?;
         self.encode_process(&mut enc)
     }

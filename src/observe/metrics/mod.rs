@@ -8,13 +8,15 @@
 //! the config only (route paths, backend names, server URLs, status classes, a fixed set of
 //! fallback reasons), never from what a client sends: their number is bounded by the config.
 //! The ledger's series ([`usage`]: tokens by model and client, stream speeds) are bounded as
-//! the ledger bounds its labels.
+//! the ledger bounds its labels; those of clients and queues ([`limits`]) by the config's
+//! names.
 //!
 //! The counters of a route and backend live as long as some configuration uses them: a reload
 //! that keeps a route keeps counting on the same counters; the series of a route, backend or
 //! server a reload removed disappear from the output.
 
 mod expose;
+mod limits;
 mod tally;
 mod usage;
 
@@ -23,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 pub(crate) use expose::{render, Exposition, Format, RouteSeries, ServerSeries};
+pub(crate) use limits::{ClientSeries, QueueSeries};
 pub(crate) use tally::{Done, Tally};
 
 /// The counters of every (route, backend) pair any live configuration uses, and those of the

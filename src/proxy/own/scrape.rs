@@ -3,14 +3,19 @@
 //! first: `Host` and `Origin` (a web page must not read it), and a client token when
 //! `server.client_tokens_file` is set (Prometheus sends one with `authorization`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::clients::REFUSALS;
 use crate::error::ProxyError;
-use crate::observe::metrics::{self, Exposition, Format, RouteSeries, ServerSeries};
+use crate::observe::metrics::{
+    self, ClientSeries, Exposition, Format, QueueSeries, RouteSeries, ServerSeries,
+};
 use crate::proxy::admit::guard::Admission;
 use crate::proxy::Proxy;
 
@@ -101,11 +106,42 @@ impl Proxy {
                 })
             })
             .collect();
+        let (today, _) = crate::clients::rate::today(std::time::SystemTime::now());
+        let mut clients: Vec<ClientSeries> = self
+            .clients
+            .values()
+            .map(|c| ClientSeries {
+                name: c.config.name.clone(),
+                in_flight: c.usage.in_flight(),
+                tokens_today: c.usage.tokens_on(today),
+                refused: REFUSALS.map(|r| c.usage.refused(r)),
+            })
+            .collect();
+        clients.sort_by(|a, b| a.name.cmp(&b.name));
+        let queues = self
+            .backends
+            .iter()
+            .filter_map(|b| {
+                let q = b.queue.as_ref()?;
+                let (running, waiting) = q.load();
+                let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                Some(QueueSeries {
+                    backend: b.name.clone(),
+                    running,
+                    waiting,
+                    waits: n(&q.waits),
+                    waited_secs: n(&q.waited_us) as f64 / 1e6,
+                    timeouts: n(&q.refused),
+                })
+            })
+            .collect();
         Some(Exposition {
             routes,
             servers,
             metrics,
             ledger: self.lasting.ledger.clone(),
+            clients,
+            queues,
         })
     }
 }

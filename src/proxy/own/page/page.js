@@ -227,12 +227,23 @@
       models.map((m) => row([cell(m.model), ...totals(m)])));
     fill("usage-clients", JSON.stringify(clients), () =>
       clients.map((c) => row([cell(c.client || "-"), ...totals(c)])));
+    const limits = Array.isArray(u.limits) ? u.limits : [];
+    $("usage-limits").hidden = limits.length === 0;
+    fill("usage-limits", JSON.stringify(limits), () => limits.map((c) => row([cell(c.client),
+      num(c.in_flight), num(c.tokens_today), cell(limitWords(c)), num(c.refused)])));
     fill("recent", String(lastSeq) + ":" + recent.length, () => recent.slice().reverse().map((e) =>
       row([cell(clock(e.time)), cell(e.client), cell(e.model), cell(e.backend),
         cell(e.status, e.status < 400 ? "ok" : "failed"), num(e.prompt_tokens),
         num(e.completion_tokens), cell(duration(e.duration_ms), "num"),
         cell(rate(e.tokens_per_second), "num")])));
     chart(Array.isArray(u.minutes) ? u.minutes : []);
+  }
+
+  /** A client's limits in words: "2 at once, 60 requests/min, 10000 tokens/day". */
+  function limitWords(c) {
+    return [[c.max_concurrent, " at once"], [c.requests_per_minute, " requests/min"],
+      [c.tokens_per_minute, " tokens/min"], [c.tokens_per_day, " tokens/day"]]
+      .filter(([n]) => typeof n === "number").map(([n, what]) => n + what).join(", ");
   }
 
   function svg(name, attrs, text) {
