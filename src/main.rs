@@ -10,7 +10,8 @@ use clap::{CommandFactory, Parser};
 use openai_proxy::cli::{Cli, Command, Generated, ManageArgs};
 use openai_proxy::commands::manage::{self, Action};
 use openai_proxy::commands::{
-    check_config, check_endpoints, container, generate, init, models, on_demand, wait_ready,
+    check_config, check_endpoints, clients, container, generate, init, models, on_demand,
+    wait_ready,
 };
 use openai_proxy::{serve, ConfigError};
 
@@ -98,6 +99,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Models(a) => {
             models::run(config, &a.into(), &mut stdout).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Client(c) => {
+            clients::run(config, &c.request(), &mut stdout, &mut std::io::stderr())
+                .map(|()| ExitCode::SUCCESS)
         }
         Command::WaitReady(a) => {
             wait_ready::run(&a.url, a.timeout, a.pid, &mut stdout).map(|()| ExitCode::SUCCESS)

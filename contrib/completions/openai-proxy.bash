@@ -22,6 +22,9 @@ _openai__proxy() {
             openai__proxy,check-endpoints)
                 cmd="openai__proxy__subcmd__check__subcmd__endpoints"
                 ;;
+            openai__proxy,client)
+                cmd="openai__proxy__subcmd__client"
+                ;;
             openai__proxy,completions)
                 cmd="openai__proxy__subcmd__completions"
                 ;;
@@ -73,6 +76,30 @@ _openai__proxy() {
             openai__proxy,wait-ready)
                 cmd="openai__proxy__subcmd__wait__subcmd__ready"
                 ;;
+            openai__proxy__subcmd__client,add)
+                cmd="openai__proxy__subcmd__client__subcmd__add"
+                ;;
+            openai__proxy__subcmd__client,help)
+                cmd="openai__proxy__subcmd__client__subcmd__help"
+                ;;
+            openai__proxy__subcmd__client,list)
+                cmd="openai__proxy__subcmd__client__subcmd__list"
+                ;;
+            openai__proxy__subcmd__client,remove)
+                cmd="openai__proxy__subcmd__client__subcmd__remove"
+                ;;
+            openai__proxy__subcmd__client__subcmd__help,add)
+                cmd="openai__proxy__subcmd__client__subcmd__help__subcmd__add"
+                ;;
+            openai__proxy__subcmd__client__subcmd__help,help)
+                cmd="openai__proxy__subcmd__client__subcmd__help__subcmd__help"
+                ;;
+            openai__proxy__subcmd__client__subcmd__help,list)
+                cmd="openai__proxy__subcmd__client__subcmd__help__subcmd__list"
+                ;;
+            openai__proxy__subcmd__client__subcmd__help,remove)
+                cmd="openai__proxy__subcmd__client__subcmd__help__subcmd__remove"
+                ;;
             openai__proxy__subcmd__container,disable)
                 cmd="openai__proxy__subcmd__container__subcmd__disable"
                 ;;
@@ -120,6 +147,9 @@ _openai__proxy() {
                 ;;
             openai__proxy__subcmd__help,check-endpoints)
                 cmd="openai__proxy__subcmd__help__subcmd__check__subcmd__endpoints"
+                ;;
+            openai__proxy__subcmd__help,client)
+                cmd="openai__proxy__subcmd__help__subcmd__client"
                 ;;
             openai__proxy__subcmd__help,completions)
                 cmd="openai__proxy__subcmd__help__subcmd__completions"
@@ -172,6 +202,15 @@ _openai__proxy() {
             openai__proxy__subcmd__help,wait-ready)
                 cmd="openai__proxy__subcmd__help__subcmd__wait__subcmd__ready"
                 ;;
+            openai__proxy__subcmd__help__subcmd__client,add)
+                cmd="openai__proxy__subcmd__help__subcmd__client__subcmd__add"
+                ;;
+            openai__proxy__subcmd__help__subcmd__client,list)
+                cmd="openai__proxy__subcmd__help__subcmd__client__subcmd__list"
+                ;;
+            openai__proxy__subcmd__help__subcmd__client,remove)
+                cmd="openai__proxy__subcmd__help__subcmd__client__subcmd__remove"
+                ;;
             openai__proxy__subcmd__help__subcmd__container,disable)
                 cmd="openai__proxy__subcmd__help__subcmd__container__subcmd__disable"
                 ;;
@@ -221,7 +260,7 @@ _openai__proxy() {
 
     case "${cmd}" in
         openai__proxy)
-            opts="-c -h -V --config --help --version serve check-config check-endpoints init start stop restart reload status enable disable enable-backend disable-backend models wait-ready completions generate container help"
+            opts="-c -h -V --config --help --version serve check-config check-endpoints init start stop restart reload status enable disable enable-backend disable-backend models client wait-ready completions generate container help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -295,6 +334,192 @@ _openai__proxy() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__client)
+            opts="-c -h --config --help add list remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__client__subcmd__add)
+            opts="-c -h --models --routes --server-key-for --no-server-key --max-concurrent --requests-per-minute --tokens-per-minute --tokens-per-day --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --models)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --routes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server-key-for)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-concurrent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --requests-per-minute)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tokens-per-minute)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tokens-per-day)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__client__subcmd__help)
+            opts="add list remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__client__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__client__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__client__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__client__subcmd__help__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__client__subcmd__list)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__client__subcmd__remove)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -741,7 +966,7 @@ _openai__proxy() {
             return 0
             ;;
         openai__proxy__subcmd__help)
-            opts="serve check-config check-endpoints init start stop restart reload status enable disable enable-backend disable-backend models wait-ready completions generate container help"
+            opts="serve check-config check-endpoints init start stop restart reload status enable disable enable-backend disable-backend models client wait-ready completions generate container help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -771,6 +996,62 @@ _openai__proxy() {
         openai__proxy__subcmd__help__subcmd__check__subcmd__endpoints)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__help__subcmd__client)
+            opts="add list remove"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__help__subcmd__client__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__help__subcmd__client__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        openai__proxy__subcmd__help__subcmd__client__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

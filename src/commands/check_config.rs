@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::clients::scope_and_limits;
 use crate::config::{self, format_duration, format_size, BackendConfig, Config, Origin};
 use crate::proxy::Proxy;
 
@@ -101,11 +102,21 @@ fn describe_access(c: &Config) -> String {
             tokens.len(),
             f.display()
         ),
+        None if tokens.enabled() => writeln!(
+            s,
+            "Clients:     need one of {} tokens (token_hash of [clients.NAME]; Authorization: \
+             Bearer)",
+            tokens.len()
+        ),
         _ => writeln!(s, "Clients:     no token needed (no client_tokens_file)"),
     };
     let named = tokens.names();
     if !named.is_empty() {
         let _ = writeln!(s, "  named:     {}", named.join(", "));
+    }
+    // Their scope and limits, in the words of `client list` (never a token or a hash).
+    for client in &c.clients {
+        let _ = writeln!(s, "  {}: {}", client.name, scope_and_limits(client));
     }
     let names: Vec<String> = c
         .server

@@ -162,6 +162,14 @@ const EXAMPLES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "Give a tool a token of its own, for the local models only, then apply it:",
+        &[
+            "TOKEN=$(sudo openai-proxy client add aider \\",
+            "  --models 'llama*' --no-server-key)",
+            "sudo openai-proxy reload",
+        ],
+    ),
+    (
         "Run it as a socket-activated service, then apply a changed config:",
         &[
             "sudo openai-proxy enable",

@@ -37,6 +37,21 @@ const HASH_PREFIX: &str = "sha256:";
 /// The longest client name.
 pub(crate) const MAX_NAME: usize = 64;
 
+/// Whether `name` can name a client (a tokens-file line, `[clients.NAME]`): letters, digits,
+/// `-`, `_`, `.` and `@`, at most [`MAX_NAME`].
+pub(crate) fn valid_client_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+}
+
+/// What [`valid_client_name`] asks, for messages.
+pub(crate) fn client_name_rule() -> String {
+    format!("a client name may have letters, digits, '-', '_', '.' and '@', at most {MAX_NAME}")
+}
+
 impl ClientTokens {
     /// Whether clients must present a token.
     pub fn enabled(&self) -> bool {
@@ -89,15 +104,8 @@ impl ClientTokens {
                 }
             };
             if let Some(name) = name {
-                if name.len() > MAX_NAME
-                    || !name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
-                {
-                    return Err(at(format!(
-                        "a client name may have letters, digits, '-', '_', '.' and '@', at \
-                         most {MAX_NAME}"
-                    )));
+                if !valid_client_name(name) {
+                    return Err(at(client_name_rule()));
                 }
             }
             tokens.digests.push(token_digest(token).map_err(at)?);
@@ -114,7 +122,8 @@ impl ClientTokens {
     pub fn add_hash(&mut self, name: &str, hash: &str) -> Result<(), String> {
         if !hash.starts_with(HASH_PREFIX) {
             return Err(format!(
-                "a hash is {HASH_PREFIX} and 64 hex digits (its SHA-256);                  `openai-proxy client add` makes one"
+                "a hash is {HASH_PREFIX} and 64 hex digits (its SHA-256); \
+                 `openai-proxy client add` makes one"
             ));
         }
         self.digests.push(token_digest(hash)?);

@@ -62,6 +62,7 @@ mod cli {
     mod bench_smoke; // the benchmark harness behind bench/run: arguments and a smoke run
     pub mod check; // check-config and check-endpoints through the real binary
     mod check_models; // check-endpoints and routing by model (--model NAME)
+    mod clients_cmd; // client add|list|remove: the token printed once, only its hash stored, files kept byte for byte
     mod closed_stdout; // a closed stdout ends a command quietly (`... | head -1`)
     mod docs_links; // every relative link and #anchor in README.md, CONTRIBUTING.md and docs/ resolves
     mod init; // openai-proxy init: the example config, --force, the services that answered

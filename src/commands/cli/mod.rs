@@ -14,8 +14,10 @@ use crate::commands::init;
 use crate::commands::on_demand;
 use crate::commands::wait_ready;
 
+mod clients;
 mod container;
 mod models;
+pub use self::clients::{ClientAddArgs, ClientCommand, ClientNameArgs};
 pub use self::container::{
     ContainerArgs, ContainerCommand, ContainerEnableArgs, ContainerLogsArgs, ContainerRunArgs,
     ContainerScopeArgs,
@@ -231,6 +233,14 @@ pub enum Command {
     /// unload one.
     #[command(long_about = MODELS_LONG_ABOUT)]
     Models(ModelsArgs),
+
+    /// Make, list and remove named client tokens (client add|list|remove), as htpasswd does
+    /// for a web server's users.
+    ///
+    /// A client's token is printed once and only its hash stored: in server.client_tokens_file,
+    /// else as token_hash in its [clients.NAME] table, which also holds its scope and limits.
+    #[command(subcommand)]
+    Client(ClientCommand),
 
     /// Wait until a server answers HTTP at URL (ExecStartPost= of an on-demand model server).
     ///
@@ -462,9 +472,10 @@ pub struct CheckConfigArgs {
     /// Also print the resolved configuration.
     ///
     /// Shows which config file was chosen and why (the lookup order), the listen addresses,
-    /// server limits, logging, and a table of every route: backend, backend URL, rewrite, auth
-    /// policy (strip, forward, or inject from env/file/credential) and the connect, response and
-    /// idle time-outs.
+    /// server limits, the named clients with their scope and limits (never a token or a hash),
+    /// logging, and a table of every route: backend, backend URL, rewrite, auth policy (strip,
+    /// forward, or inject from env/file/credential) and the connect, response and idle
+    /// time-outs.
     #[arg(long, short = 'v')]
     pub verbose: bool,
 

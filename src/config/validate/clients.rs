@@ -9,7 +9,7 @@ use super::super::clients::{ClientConfig, Limits};
 use super::super::diagnostics::{cut, quote, Issues};
 use super::super::raw::RawClient;
 use super::check_model_name;
-use crate::config::tokens::{ClientTokens, MAX_NAME};
+use crate::config::tokens::{client_name_rule, valid_client_name, ClientTokens};
 use crate::routing::routes::normalize_path;
 
 /// Largest limit accepted (a typo of many zeros is not meant).
@@ -55,16 +55,11 @@ pub(super) fn validate_clients(
         let raw = table.into_inner();
         let key = |k: &str| format!("clients.{}.{k}", cut(name.get_ref()));
         let n = name.get_ref();
-        if n.is_empty()
-            || n.len() > MAX_NAME
-            || !n
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
-        {
+        if !valid_client_name(n) {
             issues.add(
                 format!("clients.{}", cut(n)),
                 Some(name.span()),
-                format!("a client name may have letters, digits, '-', '_', '.' and '@', at most {MAX_NAME}"),
+                client_name_rule(),
             );
             continue;
         }
