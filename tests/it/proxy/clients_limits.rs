@@ -237,3 +237,55 @@ async fn max_concurrent_refuses_a_third_stream_while_two_run_and_another_client_
     body_bytes(third).await;
     proxy.stop().await;
 }
+
+/// The official OpenAI Python SDK as the guest: its call past the limit is refused once, it
+/// waits what `retry-after-ms` says, and its retry is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_backs_off_on_429_and_then_succeeds() {
+    crate::support::tools::require_python_module("openai");
+    let backend = Mock::recording(super::sdk::chat_reply).await;
+    let (proxy, _tokens) = start(&backend, "requests_per_minute = 60").await;
+    let script = format!("{}/tests/sdk_limits.py", env!("CARGO_MANIFEST_DIR"));
+    let base = proxy.url("/v1");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::support::tools::python())
+            .arg(script)
+            .arg("61")
+            .env("OPENAI_BASE_URL", base)
+            .env("OPENAI_API_KEY", GUEST)
+            .env_remove("OPENAI_ORG_ID")
+            .env_remove("OPENAI_PROJECT_ID")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "SDK script failed:\n{stderr}");
+    assert!(!stderr.contains(GUEST), "{stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let calls = v["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 61);
+    assert!(calls.iter().all(|c| c["content"] == "hello from ollama"), "{v}");
+    // The 61st was refused once; the SDK waited what the proxy said (its own note) and
+    // its retry was served.
+    let retries = v["retries"].as_array().unwrap();
+    assert_eq!(retries.len(), 1, "{v}");
+    let wait = retries[0].as_f64().unwrap();
+    assert!((0.9..=1.0).contains(&wait), "the SDK waited {wait} s, not the proxy's Retry-After");
+    let last = calls[60]["seconds"].as_f64().unwrap();
+    assert!(last >= wait, "the SDK did not wait: {last} s for {wait} s");
+    let u = json(
+        crate::support::client::send(
+            http::Request::get(proxy.url("/usage"))
+                .header("authorization", format!("Bearer {GUEST}"))
+                .body(crate::support::client::full(""))
+                .unwrap(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(u["limits"][0]["refused"], 1, "{u}");
+    assert_eq!(backend.requests().len(), 61, "the refused attempt reached the backend");
+    proxy.stop().await;
+}
