@@ -25,6 +25,7 @@ pub fn callgrind(args: &CallgrindArgs) -> anyhow::Result<()> {
         proxy_cpus: vec![0],
         load_cpus: vec![0],
         syslog: None,
+        extra_config: crate::configs::clients_config(args.clients),
     };
     let (_nginx, nginx_addr) = procs::start_nginx(&env)?;
     let (_backend, backend_addr) = procs::start_backend(&env)?;

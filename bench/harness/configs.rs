@@ -248,3 +248,23 @@ frontend fe
 "#
     )
 }
+
+/// `n` named clients with every limit on (and high enough never to be reached), each with
+/// its token's hash; the bench request's token (`sk-bench`) is the first one's. Empty for 0.
+pub fn clients_config(n: usize) -> String {
+    let hex = |token: &str| -> String {
+        let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    };
+    (0..n)
+        .map(|i| {
+            let token = if i == 0 { "sk-bench".to_string() } else { format!("sk-bench-client-{i}") };
+            format!(
+                "\n[clients.client{i}]\ntoken_hash = \"sha256:{}\"\nmax_concurrent = 100000\n\
+                 requests_per_minute = 1000000000\ntokens_per_minute = 1000000000000\n\
+                 tokens_per_day = 1000000000000\n",
+                hex(&token)
+            )
+        })
+        .collect()
+}

@@ -118,6 +118,10 @@ struct CallgrindArgs {
     /// Keep callgrind.out.N2 here for callgrind_annotate.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Add this many named clients (`[clients.NAME]` with a token hash and every limit on,
+    /// none reached); the bench request's token (`sk-bench`) is the first one's.
+    #[arg(long, default_value_t = 0)]
+    clients: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -315,6 +319,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         proxy_cpus: parse_cpus(&args.proxy_cpus)?,
         load_cpus: parse_cpus(&args.load_cpus)?,
         syslog: None,
+        extra_config: String::new(),
     };
     env.syslog = Some(procs::start_syslog(&env.dir)?);
     procs::pin_self(&env.load_cpus)?;

@@ -278,6 +278,8 @@ pub struct Env {
     pub load_cpus: Vec<usize>,
     /// Where HAProxy logs when it does.
     pub syslog: Option<PathBuf>,
+    /// Appended to every openai-proxy config (`callgrind --clients`).
+    pub extra_config: String,
 }
 
 impl Env {
@@ -350,17 +352,15 @@ impl Env {
                     Some(a) => a,
                     None => free_addr()?,
                 };
-                (
-                    proxy_config(
-                        shipped_config(bin, &self.dir)?,
-                        addr,
-                        up,
-                        *access_log,
-                        *model_routes,
-                        *pool,
-                    )?,
-                    "toml",
-                )
+                let text = proxy_config(
+                    shipped_config(bin, &self.dir)?,
+                    addr,
+                    up,
+                    *access_log,
+                    *model_routes,
+                    *pool,
+                )?;
+                (text + &self.extra_config, "toml")
             }
         };
         let path = self
