@@ -301,6 +301,13 @@ fn with_metrics(server: &str, log: &str, metrics: &str, backend: &str, route: &s
     )
 }
 
+/// A token hash for the client of [`with_key`] (any 64 hex digits).
+const TOKEN_HASH: &str =
+    "token_hash = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"";
+
+/// [`base`] with `line` in the section of `key` (`server`, `log`, ..., `clients`, or a key
+/// such as `backends.NAME.url`). A client's table needs a token: a `token_hash`, unless `line`
+/// sets its own.
 fn with_key(key: &str, line: &str) -> String {
     let section = key.split('.').next().unwrap_or_default();
     match section {
@@ -309,7 +316,24 @@ fn with_key(key: &str, line: &str) -> String {
         "metrics" => with_metrics("", "", line, "", ""),
         "usage" => format!("{}[usage]\n{line}\n", base("", "", "", "")),
         "backends" => base("", "", line, ""),
+        "clients" => {
+            let token = if line.split('=').next().unwrap_or_default().trim() == "token_hash" {
+                ""
+            } else {
+                TOKEN_HASH
+            };
+            format!("{}[clients.c]\n{token}\n{line}\n", base("", "", "", ""))
+        }
         _ => base("", "", "", line),
+    }
+}
+
+/// What a key needs beside it to be accepted at all: `queue_timeout` applies only with
+/// `max_concurrent` (and is an error without it).
+fn companion(key: &str) -> &'static str {
+    match key {
+        "backends.NAME.queue_timeout" => "max_concurrent = 4",
+        _ => "",
     }
 }
 
@@ -323,6 +347,7 @@ fn keys_in_code() -> Vec<String> {
         ("usage", "usage."),
         ("backends", "backends.NAME."),
         ("route", "route."),
+        ("clients", "clients.NAME."),
     ] {
         let text = with_key(section, "no_such_key = 1");
         let err = Config::from_toml(&text).unwrap_err().to_string();
@@ -340,7 +365,8 @@ fn keys_in_code() -> Vec<String> {
 }
 
 /// "key → default" from openai-proxy.toml(5): entries `NAME = TYPE (default: VALUE)` under
-/// subsections `[server]`, `[log]`, `[metrics]`, `[usage]`, `[backends.NAME]`, `[[route]]`.
+/// subsections `[server]`, `[log]`, `[metrics]`, `[usage]`, `[backends.NAME]`, `[[route]]`,
+/// `[clients.NAME]`.
 fn keys_in_man() -> BTreeMap<String, String> {
     let text = render(&format!("{ROOT}/man/openai-proxy.toml.5"));
     let mut section = String::new();
@@ -349,7 +375,6 @@ fn keys_in_man() -> BTreeMap<String, String> {
         if let Some(h) = line.strip_prefix("   [") {
             section = match h.trim_end_matches(']') {
                 "[route" => "route".to_string(),
-                "backends.NAME" => "backends.NAME".to_string(),
                 other => other.to_string(),
             };
             continue;
@@ -387,7 +412,17 @@ fn every_config_key_is_documented_alike_with_its_real_default() {
         "openai-proxy.toml(5) and the code disagree on the keys"
     );
     let example = std::fs::read_to_string(format!("{ROOT}/config/openai-proxy.toml")).unwrap();
-    let reference = Config::from_toml(&base("", "", "", "")).unwrap();
+    // The example's commented `[clients.NAME]` table: its lines up to the first that is no
+    // comment.
+    let client_example: Vec<&str> = example
+        .lines()
+        .skip_while(|l| !l.starts_with("# [clients."))
+        .take_while(|l| l.starts_with('#'))
+        .collect();
+    assert!(
+        !client_example.is_empty(),
+        "config/openai-proxy.toml has no commented [clients.NAME] example"
+    );
     for key in &code {
         let default = &man[key];
         let name = key.rsplit('.').next().unwrap();
@@ -395,6 +430,19 @@ fn every_config_key_is_documented_alike_with_its_real_default() {
             example.contains(&format!("{name} =")),
             "config/openai-proxy.toml does not show {key}"
         );
+        if key.starts_with("clients.") {
+            // A client's keys have no default: without one, that scope or limit is not set.
+            assert_eq!(
+                default, "none",
+                "{key}: a client's key is documented with a default"
+            );
+            assert!(
+                client_example
+                    .iter()
+                    .any(|l| l.starts_with(&format!("# {name} = "))),
+                "config/openai-proxy.toml's [clients.NAME] example does not show {key}"
+            );
+        }
         match default.as_str() {
             // Required: leaving it out is an error that names it.
             "required" => {
@@ -419,29 +467,27 @@ fn every_config_key_is_documented_alike_with_its_real_default() {
             // Setting the documented default changes nothing.
             value => {
                 let line = format!("{name} = {value}");
-                let set = Config::from_toml(&with_key(key, &line))
+                let with = companion(key);
+                let reference = Config::from_toml(&with_key(key, with))
+                    .unwrap_or_else(|e| panic!("{key}: {with:?} is refused: {e}"));
+                let set = Config::from_toml(&with_key(key, &format!("{with}\n{line}")))
                     .unwrap_or_else(|e| panic!("{key}: {line} is refused: {e}"));
+                let shown = |c: &Config| {
+                    format!(
+                        "{:?}",
+                        (
+                            &c.server,
+                            &c.log,
+                            &c.metrics,
+                            &c.backends,
+                            &c.routes,
+                            &c.clients
+                        )
+                    )
+                };
                 assert_eq!(
-                    format!(
-                        "{:?}",
-                        (
-                            &set.server,
-                            &set.log,
-                            &set.metrics,
-                            &set.backends,
-                            &set.routes
-                        )
-                    ),
-                    format!(
-                        "{:?}",
-                        (
-                            &reference.server,
-                            &reference.log,
-                            &reference.metrics,
-                            &reference.backends,
-                            &reference.routes
-                        )
-                    ),
+                    shown(&set),
+                    shown(&reference),
                     "{key}: the documented default {value} is not the real default"
                 );
                 // In [server] and [log] the example config sets each key to its default.
