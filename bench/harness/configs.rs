@@ -258,7 +258,11 @@ pub fn clients_config(n: usize) -> String {
     };
     (0..n)
         .map(|i| {
-            let token = if i == 0 { "sk-bench".to_string() } else { format!("sk-bench-client-{i}") };
+            let token = if i == 0 {
+                "sk-bench".to_string()
+            } else {
+                format!("sk-bench-client-{i}")
+            };
             format!(
                 "\n[clients.client{i}]\ntoken_hash = \"sha256:{}\"\nmax_concurrent = 100000\n\
                  requests_per_minute = 1000000000\ntokens_per_minute = 1000000000000\n\

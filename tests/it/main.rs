@@ -16,8 +16,8 @@ mod proxy {
     mod behind_proxy; // streams and WebSockets behind another proxy (the service guide's nginx block)
     mod browsers; // web pages: allowed origins, CORS, DNS rebinding, the Host check
     mod client_tokens; // server.client_tokens_file: 401 without a token, the token never forwarded
-    mod clients_limits; // [clients.NAME] limits: 429 with Retry-After and x-ratelimit-* at the right request, recovery, reload
     mod clients_daemon; // a guest's day through the binary: access log, /metrics, /usage; kept across SIGHUP and restart; its token nowhere
+    mod clients_limits; // [clients.NAME] limits: 429 with Retry-After and x-ratelimit-* at the right request, recovery, reload
     pub mod clients_scope; // [clients.NAME]: 403 for models, routes and backends keys it may not use; its own model list
     mod credential_edges; // key subprotocols, a token sent twice, odd query keys, guard edges, revoked sessions
     mod errors; // failures become OpenAI-shaped JSON errors or a visibly broken stream

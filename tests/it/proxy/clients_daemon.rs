@@ -64,7 +64,10 @@ async fn chat(proc: &Proc, id: &str) -> (u16, String) {
     )
     .await;
     let status = res.status().as_u16();
-    (status, String::from_utf8_lossy(&body_bytes(res).await).into_owned())
+    (
+        status,
+        String::from_utf8_lossy(&body_bytes(res).await).into_owned(),
+    )
 }
 
 async fn get(proc: &Proc, path: &str) -> String {
@@ -116,21 +119,35 @@ async fn a_guests_day_is_seen_everywhere_kept_across_reload_and_restart_and_its_
     let (status, _) = chat(&proc, "first").await;
     assert_eq!(status, 200);
     let l = limits(&proc, 150).await;
-    assert_eq!((l["client"].as_str(), l["tokens_per_day"].as_u64()), (Some("guest"), Some(100)));
+    assert_eq!(
+        (l["client"].as_str(), l["tokens_per_day"].as_u64()),
+        (Some("guest"), Some(100))
+    );
     let (status, refused) = chat(&proc, "over").await;
     assert_eq!(status, 429, "{refused}");
 
     // A reload: the day's 150 stay; its new limit applies to the next request.
-    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("= 100\n", "= 400\n"))
-        .unwrap();
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("= 100\n", "= 400\n"),
+    )
+    .unwrap();
     reloaded(&proc, 1).await;
     assert_eq!(chat(&proc, "after-reload").await.0, 200);
     limits(&proc, 300).await;
     let metrics = metrics_addr(&proc).await;
     let s = scrape_as(metrics, false, Some(GUEST)).await;
     let reason = [("client", "guest"), ("reason", "tokens_per_day")];
-    assert_eq!(s.value("openai_proxy_client_rejections_total", &reason), 1.0);
-    assert_eq!(s.value("openai_proxy_client_tokens_today", &[("client", "guest")]), 300.0);
+    assert_eq!(
+        s.value("openai_proxy_client_rejections_total", &reason),
+        1.0
+    );
+    assert_eq!(
+        s.value("openai_proxy_client_tokens_today", &[("client", "guest")]),
+        300.0
+    );
     let metrics_text = metrics_text_of(metrics).await;
     let usage = get(&proc, "/usage").await;
     let page = get(&proc, "/").await;
@@ -146,10 +163,16 @@ async fn a_guests_day_is_seen_everywhere_kept_across_reload_and_restart_and_its_
 
     let line = |log: &str, id: &str| {
         let want = format!("request_id=\"{id}\"");
-        log.lines().find(|l| l.contains(&want)).unwrap_or_else(|| panic!("{id}:\n{log}")).to_string()
+        log.lines()
+            .find(|l| l.contains(&want))
+            .unwrap_or_else(|| panic!("{id}:\n{log}"))
+            .to_string()
     };
     let over = line(&log, "over");
-    assert!(over.contains(" client=\"guest\" ") && over.contains(" status=429 "), "{over}");
+    assert!(
+        over.contains(" client=\"guest\" ") && over.contains(" status=429 "),
+        "{over}"
+    );
     assert!(over.contains("tokens_per_day"), "{over}");
     let usage_file = std::fs::read_to_string(dir.path().join("usage.json")).unwrap();
     for (what, text) in [

@@ -266,13 +266,19 @@ async fn the_openai_sdk_backs_off_on_429_and_then_succeeds() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let calls = v["calls"].as_array().unwrap();
     assert_eq!(calls.len(), 61);
-    assert!(calls.iter().all(|c| c["content"] == "hello from ollama"), "{v}");
+    assert!(
+        calls.iter().all(|c| c["content"] == "hello from ollama"),
+        "{v}"
+    );
     // The 61st was refused once; the SDK waited what the proxy said (its own note) and
     // its retry was served.
     let retries = v["retries"].as_array().unwrap();
     assert_eq!(retries.len(), 1, "{v}");
     let wait = retries[0].as_f64().unwrap();
-    assert!((0.9..=1.0).contains(&wait), "the SDK waited {wait} s, not the proxy's Retry-After");
+    assert!(
+        (0.9..=1.0).contains(&wait),
+        "the SDK waited {wait} s, not the proxy's Retry-After"
+    );
     let last = calls[60]["seconds"].as_f64().unwrap();
     assert!(last >= wait, "the SDK did not wait: {last} s for {wait} s");
     let u = json(
@@ -286,6 +292,10 @@ async fn the_openai_sdk_backs_off_on_429_and_then_succeeds() {
     )
     .await;
     assert_eq!(u["limits"][0]["refused"], 1, "{u}");
-    assert_eq!(backend.requests().len(), 61, "the refused attempt reached the backend");
+    assert_eq!(
+        backend.requests().len(),
+        61,
+        "the refused attempt reached the backend"
+    );
     proxy.stop().await;
 }
