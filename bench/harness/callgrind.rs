@@ -25,7 +25,15 @@ pub fn callgrind(args: &CallgrindArgs) -> anyhow::Result<()> {
         proxy_cpus: vec![0],
         load_cpus: vec![0],
         syslog: None,
-        extra_config: crate::configs::clients_config(args.clients),
+        extra_config: crate::configs::clients_config(args.clients, args.limits),
+        tokens_file: None,
+    };
+    let env = Env {
+        tokens_file: match args.auth {
+            true => Some(crate::configs::bench_tokens_file(&env.dir)?),
+            false => None,
+        },
+        ..env
     };
     let (_nginx, nginx_addr) = procs::start_nginx(&env)?;
     let (_backend, backend_addr) = procs::start_backend(&env)?;

@@ -249,12 +249,41 @@ frontend fe
     )
 }
 
-/// `n` named clients with every limit on (and high enough never to be reached), each with
-/// its token's hash; the bench request's token (`sk-bench`) is the first one's. Empty for 0.
-pub fn clients_config(n: usize) -> String {
-    let hex = |token: &str| -> String {
-        let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-        d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+/// The hex SHA-256 of `token`.
+fn sha256_hex(token: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A tokens file in `dir` with the hash of the bench request's token (`sk-bench`), unnamed.
+pub fn bench_tokens_file(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("client-tokens");
+    fs::write(&path, format!("sha256:{}\n", sha256_hex("sk-bench")))?;
+    Ok(path)
+}
+
+/// `text` with `server.client_tokens_file = file` (the shipped config has it commented out).
+pub fn with_tokens_file(text: String, file: &Path) -> anyhow::Result<String> {
+    let from = "# client_tokens_file = \"/etc/openai-proxy/client-tokens\"";
+    ensure!(
+        text.matches(from).count() == 1,
+        "the shipped config no longer has exactly one {from}; update bench/harness/configs.rs"
+    );
+    Ok(text.replace(
+        from,
+        &format!("client_tokens_file = {:?}", file.display().to_string()),
+    ))
+}
+
+/// `n` named clients, each with its token's hash and, with `limits`, every limit on (high
+/// enough never to be reached); the bench request's token (`sk-bench`) is the first one's.
+/// Empty for 0.
+pub fn clients_config(n: usize, limits: bool) -> String {
+    let limits = if limits {
+        "max_concurrent = 100000\nrequests_per_minute = 1000000000\n\
+         tokens_per_minute = 1000000000000\ntokens_per_day = 1000000000000\n"
+    } else {
+        ""
     };
     (0..n)
         .map(|i| {
@@ -264,10 +293,8 @@ pub fn clients_config(n: usize) -> String {
                 format!("sk-bench-client-{i}")
             };
             format!(
-                "\n[clients.client{i}]\ntoken_hash = \"sha256:{}\"\nmax_concurrent = 100000\n\
-                 requests_per_minute = 1000000000\ntokens_per_minute = 1000000000000\n\
-                 tokens_per_day = 1000000000000\n",
-                hex(&token)
+                "\n[clients.client{i}]\ntoken_hash = \"sha256:{}\"\n{limits}",
+                sha256_hex(&token)
             )
         })
         .collect()

@@ -118,10 +118,17 @@ struct CallgrindArgs {
     /// Keep callgrind.out.N2 here for callgrind_annotate.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Add this many named clients (`[clients.NAME]` with a token hash and every limit on,
-    /// none reached); the bench request's token (`sk-bench`) is the first one's.
+    /// Add this many named clients (`[clients.NAME]` with a token hash); the bench request's
+    /// token (`sk-bench`) is the first one's.
     #[arg(long, default_value_t = 0)]
     clients: usize,
+    /// With --clients: every limit on (none reached).
+    #[arg(long, requires = "clients")]
+    limits: bool,
+    /// Require the bench request's token (`server.client_tokens_file` with its hash), with no
+    /// clients table: what authentication alone costs.
+    #[arg(long, conflicts_with = "clients")]
+    auth: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -320,6 +327,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         load_cpus: parse_cpus(&args.load_cpus)?,
         syslog: None,
         extra_config: String::new(),
+        tokens_file: None,
     };
     env.syslog = Some(procs::start_syslog(&env.dir)?);
     procs::pin_self(&env.load_cpus)?;

@@ -280,6 +280,8 @@ pub struct Env {
     pub syslog: Option<PathBuf>,
     /// Appended to every openai-proxy config (`callgrind --clients`).
     pub extra_config: String,
+    /// `server.client_tokens_file` of every openai-proxy config (`callgrind --auth`).
+    pub tokens_file: Option<PathBuf>,
 }
 
 impl Env {
@@ -360,6 +362,10 @@ impl Env {
                     *model_routes,
                     *pool,
                 )?;
+                let text = match &self.tokens_file {
+                    Some(f) => crate::configs::with_tokens_file(text, f)?,
+                    None => text,
+                };
                 (text + &self.extra_config, "toml")
             }
         };

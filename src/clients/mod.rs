@@ -69,8 +69,10 @@ pub struct Refused {
 }
 
 /// One client's counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Usage {
+    /// Its clock's zero: the windows count nanoseconds since.
+    born: Instant,
     in_flight: AtomicU32,
     counters: Mutex<Counters>,
     /// Requests refused, by reason (in [`REFUSALS`]' order).
@@ -82,9 +84,43 @@ struct Counters {
     requests: Window,
     tokens: Window,
     day: Day,
+    /// Today (UTC) and when it ends on the client's clock: the wall clock is read once a day,
+    /// not per request.
+    clock: Option<(u64, u64)>,
+}
+
+impl Counters {
+    /// Today (UTC), and the time left until tomorrow, at `now`.
+    fn today(&mut self, now: u64) -> (u64, Duration) {
+        match self.clock {
+            Some((day, ends)) if now < ends => (day, Duration::from_nanos(ends - now)),
+            _ => {
+                let (day, left) = rate::today(SystemTime::now());
+                let ends = u64::try_from(left.as_nanos()).unwrap_or(u64::MAX);
+                self.clock = Some((day, now.saturating_add(ends)));
+                (day, left)
+            }
+        }
+    }
+}
+
+impl Default for Usage {
+    fn default() -> Self {
+        Usage {
+            born: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            counters: Mutex::default(),
+            refused: Default::default(),
+        }
+    }
 }
 
 impl Usage {
+    /// `t` on this client's clock.
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.born).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// Requests in flight now.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
@@ -142,21 +178,19 @@ pub struct Admitted {
 }
 
 impl Client {
-    /// Lets a request through, or says which limit refuses it. Counts it in flight and in
-    /// its minute's requests when it goes through.
-    pub fn admit(&self) -> Result<Admitted, Refused> {
-        self.admit_at(Instant::now(), SystemTime::now())
-    }
-
-    fn admit_at(&self, now: Instant, wall: SystemTime) -> Result<Admitted, Refused> {
+    /// Lets a request that came at `now` through, or says which limit refuses it. Counts it in
+    /// flight and in its minute's requests when it goes through.
+    pub fn admit(&self, at: Instant) -> Result<Admitted, Refused> {
         let l = self.config.limits;
         let u = &self.usage;
+        let now = u.nanos(at);
         let in_flight = u.in_flight.fetch_add(1, Ordering::AcqRel);
         let admitted = Admitted {
             usage: u.clone(),
             limits: l,
         };
-        let refuse = |limit: Limit, value: u64, retry_after: Duration, c: &Counters| {
+        let refuse = |limit: Limit, value: u64, retry_after: Duration, c: &mut Counters| {
+            let today = c.today(now);
             Err(Refused {
                 client: self.config.name.clone(),
                 limit,
@@ -165,14 +199,14 @@ impl Client {
                 requests: l
                     .requests_per_minute
                     .map(|n| c.requests.standing(n.into(), now)),
-                tokens: tokens_standing(&l, c, now, wall),
+                tokens: tokens_standing(&l, c, now, today),
             })
         };
         if let Some(max) = l.max_concurrent {
             if in_flight >= max {
-                let c = sync::lock(&u.counters);
+                let mut c = sync::lock(&u.counters);
                 // The answer of a request in flight will end it: a second is a fair guess.
-                return refuse(Limit::Concurrent, max.into(), Duration::from_secs(1), &c);
+                return refuse(Limit::Concurrent, max.into(), Duration::from_secs(1), &mut c);
             }
         }
         if l.requests_per_minute.is_none()
@@ -184,18 +218,18 @@ impl Client {
         let mut c = sync::lock(&u.counters);
         if let Some(n) = l.requests_per_minute {
             if let Err(wait) = c.requests.check(n.into(), now) {
-                return refuse(Limit::RequestsPerMinute, n.into(), wait, &c);
+                return refuse(Limit::RequestsPerMinute, n.into(), wait, &mut c);
             }
         }
         if let Some(n) = l.tokens_per_minute {
             if let Err(wait) = c.tokens.check(n, now) {
-                return refuse(Limit::TokensPerMinute, n, wait, &c);
+                return refuse(Limit::TokensPerMinute, n, wait, &mut c);
             }
         }
         if let Some(n) = l.tokens_per_day {
-            let (day, tomorrow) = rate::today(wall);
+            let (day, tomorrow) = c.today(now);
             if c.day.on(day) >= n {
-                return refuse(Limit::TokensPerDay, n, tomorrow, &c);
+                return refuse(Limit::TokensPerDay, n, tomorrow, &mut c);
             }
         }
         if let Some(n) = l.requests_per_minute {
@@ -206,15 +240,17 @@ impl Client {
 }
 
 /// How the token limit that matters most stands: the day's when it is used up, else the
-/// minute's.
-fn tokens_standing(l: &Limits, c: &Counters, now: Instant, wall: SystemTime) -> Option<Standing> {
-    let day = l.tokens_per_day.map(|n| {
-        let (day, tomorrow) = rate::today(wall);
-        Standing {
-            limit: n,
-            remaining: n.saturating_sub(c.day.on(day)),
-            reset: tomorrow,
-        }
+/// minute's. `today`: the day, and the time left of it.
+fn tokens_standing(
+    l: &Limits,
+    c: &Counters,
+    now: u64,
+    (day, tomorrow): (u64, Duration),
+) -> Option<Standing> {
+    let day = l.tokens_per_day.map(|n| Standing {
+        limit: n,
+        remaining: n.saturating_sub(c.day.on(day)),
+        reset: tomorrow,
     });
     let minute = l.tokens_per_minute.map(|n| c.tokens.standing(n, now));
     match (minute, day) {
@@ -225,17 +261,17 @@ fn tokens_standing(l: &Limits, c: &Counters, now: Instant, wall: SystemTime) -> 
 }
 
 impl Admitted {
-    /// The request is over, having used `tokens` (prompt and completion).
-    pub fn done(&self, tokens: u64) {
+    /// The request is over (at `now`), having used `tokens` (prompt and completion).
+    pub fn done(&self, tokens: u64, at: Instant) {
         if tokens == 0 {
             return;
         }
-        let now = Instant::now();
+        let now = self.usage.nanos(at);
         let mut c = sync::lock(&self.usage.counters);
         if let Some(n) = self.limits.tokens_per_minute {
             c.tokens.take(n, tokens, now);
         }
-        let (day, _) = rate::today(SystemTime::now());
+        let (day, _) = c.today(now);
         c.day.add(day, tokens);
     }
 }

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::time::Instant;
-
-const MINUTE: Duration = Duration::from_secs(60);
+/// A minute, in nanoseconds: times here are nanoseconds on a client's own monotonic clock
+/// (plain integers: a request's check costs a few additions, no time arithmetic).
+const MINUTE: u64 = 60_000_000_000;
 const DAY_SECS: u64 = 86_400;
 
 /// How a limit stands: what OpenAI's `x-ratelimit-*` headers say.
@@ -21,50 +21,48 @@ pub struct Standing {
 /// An allowance of `limit` a minute.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Window {
-    /// When the allowance would be whole again (the theoretical arrival time); `None`: whole.
-    full_at: Option<Instant>,
+    /// When the allowance would be whole again (the theoretical arrival time, in ns); at or
+    /// before now: whole.
+    full_at: u64,
 }
 
 impl Window {
     /// What one unit costs: the time it takes to come back.
-    fn unit(limit: u64) -> Duration {
-        MINUTE / u32::try_from(limit.max(1)).unwrap_or(u32::MAX)
+    fn unit(limit: u64) -> u64 {
+        (MINUTE / limit.max(1)).max(1)
     }
 
     /// Time until the allowance is whole.
-    fn used(&self, now: Instant) -> Duration {
-        self.full_at
-            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+    fn used(&self, now: u64) -> u64 {
+        self.full_at.saturating_sub(now)
     }
 
-    /// Whether one unit is left; else how long until one is.
-    pub(crate) fn check(&self, limit: u64, now: Instant) -> Result<(), Duration> {
-        let unit = Window::unit(limit);
-        let used = self.used(now);
+    /// Whether one unit is left at `now`; else how long until one is.
+    pub(crate) fn check(&self, limit: u64, now: u64) -> Result<(), Duration> {
         // At most the minute less one unit may be in use for one more to fit.
-        match used.checked_sub(MINUTE.saturating_sub(unit)) {
-            Some(wait) if !wait.is_zero() => Err(wait),
+        let fits = MINUTE - Window::unit(limit).min(MINUTE);
+        match self.used(now).checked_sub(fits) {
+            Some(wait) if wait > 0 => Err(Duration::from_nanos(wait)),
             _ => Ok(()),
         }
     }
 
     /// Uses `n` units (may go beyond the allowance: tokens are known only at the end).
-    pub(crate) fn take(&mut self, limit: u64, n: u64, now: Instant) {
-        let cost = Window::unit(limit).saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+    pub(crate) fn take(&mut self, limit: u64, n: u64, now: u64) {
+        let cost = Window::unit(limit).saturating_mul(n);
         // More than an hour of debt is not kept (one answer of a huge count).
-        let used = (self.used(now) + cost).min(MINUTE * 60);
-        self.full_at = Some(now + used);
+        let used = self.used(now).saturating_add(cost).min(MINUTE * 60);
+        self.full_at = now + used;
     }
 
-    /// How it stands.
-    pub(crate) fn standing(&self, limit: u64, now: Instant) -> Standing {
+    /// How it stands at `now`.
+    pub(crate) fn standing(&self, limit: u64, now: u64) -> Standing {
         let used = self.used(now);
-        let unit = Window::unit(limit);
-        let left = MINUTE.saturating_sub(used).as_nanos() / unit.as_nanos().max(1);
+        let left = MINUTE.saturating_sub(used) / Window::unit(limit);
         Standing {
             limit,
-            remaining: u64::try_from(left).unwrap_or(u64::MAX).min(limit),
-            reset: used,
+            remaining: left.min(limit),
+            reset: Duration::from_nanos(used),
         }
     }
 }
@@ -133,10 +131,9 @@ pub(crate) fn format_reset(d: Duration) -> String {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_minute_allowance_is_used_at_once_and_comes_back_evenly() {
-        let mut w = Window::default();
-        let now = Instant::now();
+    #[test]
+    fn a_minute_allowance_is_used_at_once_and_comes_back_evenly() {
+        let (mut w, now, second) = (Window::default(), 5 * MINUTE, MINUTE / 60);
         for _ in 0..60 {
             assert_eq!(w.check(60, now), Ok(()));
             w.take(60, 1, now);
@@ -144,8 +141,8 @@ mod tests {
         let wait = w.check(60, now).unwrap_err();
         assert_eq!(wait, Duration::from_secs(1));
         let s = w.standing(60, now);
-        assert_eq!((s.limit, s.remaining, s.reset), (60, 0, MINUTE));
-        let later = now + Duration::from_secs(1);
+        assert_eq!((s.limit, s.remaining, s.reset), (60, 0, Duration::from_secs(60)));
+        let later = now + second;
         assert_eq!(w.check(60, later), Ok(()));
         assert_eq!(w.standing(60, later).remaining, 1);
         // Tokens: counted at the end, beyond the allowance; refused until back under it.
@@ -154,8 +151,9 @@ mod tests {
         let wait = t.check(1000, now).unwrap_err();
         assert_eq!(wait, Duration::from_millis(30_060));
         assert_eq!(t.standing(1000, now).remaining, 0);
-        assert_eq!(t.check(1000, now + wait), Ok(()));
-        assert_eq!(t.standing(1000, now + MINUTE * 2).remaining, 1000);
+        let back = now + u64::try_from(wait.as_nanos()).unwrap();
+        assert_eq!(t.check(1000, back), Ok(()));
+        assert_eq!(t.standing(1000, now + 2 * MINUTE).remaining, 1000);
     }
 
     #[test]

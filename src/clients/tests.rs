@@ -15,14 +15,14 @@ async fn each_limit_refuses_at_the_right_request_and_recovers() {
         ..Limits::default()
     };
     let c = clients.roster(&[guest(limits)]).remove("guest").unwrap();
-    let (a, b) = (c.admit().unwrap(), c.admit().unwrap());
-    let r = c.admit().unwrap_err();
+    let (a, b) = (c.admit(Instant::now()).unwrap(), c.admit(Instant::now()).unwrap());
+    let r = c.admit(Instant::now()).unwrap_err();
     assert_eq!(
         (r.limit, r.value, &*r.client),
         (Limit::Concurrent, 2, "guest")
     );
     drop(a);
-    let _c = c.admit().unwrap();
+    let _c = c.admit(Instant::now()).unwrap();
     drop(b);
 
     let limits = Limits {
@@ -31,25 +31,24 @@ async fn each_limit_refuses_at_the_right_request_and_recovers() {
     };
     let c = clients.roster(&[guest(limits)]).remove("guest").unwrap();
     let now = Instant::now();
-    let wall = SystemTime::now();
     for _ in 0..3 {
-        c.admit_at(now, wall).unwrap();
+        c.admit(now).unwrap();
     }
-    let r = c.admit_at(now, wall).unwrap_err();
+    let r = c.admit(now).unwrap_err();
     assert_eq!(r.limit, Limit::RequestsPerMinute);
     assert_eq!(r.retry_after, Duration::from_secs(20));
     assert_eq!(r.requests.map(|s| s.remaining), Some(0));
-    c.admit_at(now + r.retry_after, wall).unwrap();
+    c.admit(now + r.retry_after).unwrap();
 
     let limits = Limits {
         tokens_per_day: Some(100),
         ..Limits::default()
     };
     let c = clients.roster(&[guest(limits)]).remove("guest").unwrap();
-    let first = c.admit().unwrap();
+    let first = c.admit(Instant::now()).unwrap();
     // The one request that crosses the budget runs to its end.
-    first.done(150);
-    let r = c.admit().unwrap_err();
+    first.done(150, Instant::now());
+    let r = c.admit(Instant::now()).unwrap_err();
     assert_eq!(r.limit, Limit::TokensPerDay);
     let t = r.tokens.unwrap();
     assert_eq!((t.limit, t.remaining), (100, 0));
@@ -64,7 +63,7 @@ fn counters_outlive_a_reload_and_a_day_comes_back_from_the_file() {
         ..Limits::default()
     };
     let old = clients.roster(&[guest(limits)]);
-    old["guest"].admit().unwrap().done(400);
+    old["guest"].admit(Instant::now()).unwrap().done(400, Instant::now());
     let new = clients.roster(&[guest(Limits::default())]);
     assert!(Arc::ptr_eq(&old["guest"].usage, &new["guest"].usage));
     drop(old);
@@ -91,6 +90,6 @@ fn counters_outlive_a_reload_and_a_day_comes_back_from_the_file() {
         },
     )]);
     let r = restarted.roster(&[guest(limits)]);
-    r["guest"].admit().unwrap().done(600);
-    assert_eq!(r["guest"].admit().unwrap_err().limit, Limit::TokensPerDay);
+    r["guest"].admit(Instant::now()).unwrap().done(600, Instant::now());
+    assert_eq!(r["guest"].admit(Instant::now()).unwrap_err().limit, Limit::TokensPerDay);
 }

@@ -170,6 +170,18 @@ fn describe_sessions_and_logs(c: &Config) -> String {
          (websocket_idle_timeout) {}",
         idle.join(", ")
     );
+    let queues: Vec<String> = c
+        .backends
+        .iter()
+        .filter_map(|b| {
+            let n = b.max_concurrent?;
+            let wait = crate::config::format_duration(b.queue_timeout);
+            Some(format!("{} {n} at once (then wait up to {wait})", b.name))
+        })
+        .collect();
+    if !queues.is_empty() {
+        let _ = writeln!(s, "Queues:      {}", queues.join(", "));
+    }
     let _ = writeln!(
         s,
         "Log:         level {}, target {target}, access_log {}",

@@ -1,15 +1,20 @@
 //! Client tokens (`server.client_tokens_file`): what a request must present when the proxy is
 //! exposed beyond loopback, and the names they go by (who made a request: the access log, the
-//! ledger, the metrics' `client` label; never the token). The tokens are kept only as SHA-256 digests, so checking a
-//! request costs one hash and a constant-time comparison per token, and the tokens themselves
-//! are not held in memory.
+//! ledger, the metrics' `client` label; never the token). The tokens are kept only as SHA-256
+//! digests, so the tokens themselves are not held in memory, and checking a request costs one
+//! hash and one lookup of that digest in a table, whatever the number of tokens.
+//!
+//! The lookup is not constant-time, and need not be: its timing could at most say something
+//! about the stored digests, and a digest gives no token back (SHA-256 is preimage-resistant;
+//! the file may even hold the digests as `sha256:HEX`). What an attacker controls, the token,
+//! is never compared byte by byte with a secret.
 
 use std::fmt;
 use std::path::PathBuf;
 
 use std::sync::Arc;
 
-use subtle::{ConditionallySelectable as _, ConstantTimeEq};
+use rustc_hash::FxHashMap;
 
 /// Shortest client token accepted: shorter ones can be guessed.
 pub const MIN_CLIENT_TOKEN_LEN: usize = 16;
@@ -18,8 +23,9 @@ pub const MIN_CLIENT_TOKEN_LEN: usize = 16;
 /// only how many there are.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ClientTokens {
-    digests: Vec<[u8; 32]>,
-    /// The name of each token, in `digests`' order.
+    /// Each token's digest, and where its name is in `names`.
+    digests: FxHashMap<[u8; 32], usize>,
+    /// The name of each token, in file order.
     names: Vec<Option<Arc<str>>>,
     /// The file they were read from (for messages).
     pub file: Option<PathBuf>,
@@ -108,8 +114,8 @@ impl ClientTokens {
                     return Err(at(client_name_rule()));
                 }
             }
-            tokens.digests.push(token_digest(token).map_err(at)?);
-            tokens.names.push(name.map(Arc::from));
+            let digest = token_digest(token).map_err(at)?;
+            tokens.insert(digest, name.map(Arc::from));
         }
         if tokens.digests.is_empty() {
             return Err("contains no token (one token per line)".into());
@@ -126,33 +132,65 @@ impl ClientTokens {
                  `openai-proxy client add` makes one"
             ));
         }
-        self.digests.push(token_digest(hash)?);
-        self.names.push(Some(Arc::from(name)));
+        let digest = token_digest(hash)?;
+        self.insert(digest, Some(Arc::from(name)));
         Ok(())
     }
 
+    /// Adds a token's digest and name; the same token twice keeps its first name.
+    fn insert(&mut self, digest: [u8; 32], name: Option<Arc<str>>) {
+        let at = self.names.len();
+        self.digests.entry(digest).or_insert(at);
+        self.names.push(name);
+    }
+
     /// The name of the token whose digest this is ([`ClientTokens::digest_of`]), when it has
-    /// one; found in constant time, as tokens are compared.
+    /// one.
     pub fn name_of(&self, digest: &[u8; 32]) -> Option<Arc<str>> {
         let i = self.index_of(digest)?;
         self.names.get(i)?.clone()
     }
 
-    /// Whether `headers` carry `Authorization: Bearer TOKEN` with one of the tokens. The
-    /// presented token is hashed and compared with every digest in constant time, so the time
-    /// taken says nothing about how close a guess was or which token matched.
+    /// Whether `headers` carry `Authorization: Bearer TOKEN` with one of the tokens (the
+    /// presented token is hashed, and its digest looked up).
     pub fn allows(&self, headers: &http::HeaderMap) -> bool {
         self.digest_of_header(headers).is_some()
     }
 
     /// [`ClientTokens::allows`], giving the token's digest ([`ClientTokens::digest_of`]).
     pub fn digest_of_header(&self, headers: &http::HeaderMap) -> Option<[u8; 32]> {
+        self.find_in_header(headers).map(|(digest, _)| digest)
+    }
+
+    /// The token of `Authorization: Bearer TOKEN`, when it is one of the tokens: its digest,
+    /// and its place ([`ClientTokens::name_at`]).
+    pub fn find_in_header(&self, headers: &http::HeaderMap) -> Option<([u8; 32], usize)> {
         let b = headers.get(http::header::AUTHORIZATION)?.as_bytes();
         let token = b
             .get(..7)
             .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
             .and_then(|_| b.get(7..))?;
-        self.digest_of(token)
+        self.find(token)
+    }
+
+    /// `token`, when it is one of the tokens: its digest, and its place.
+    pub fn find(&self, token: &[u8]) -> Option<([u8; 32], usize)> {
+        let token = token.trim_ascii();
+        if token.is_empty() {
+            return None;
+        }
+        let presented = sha256(token);
+        Some((presented, self.index_of(&presented)?))
+    }
+
+    /// The name of the token at `place` ([`ClientTokens::find`]), when it has one.
+    pub fn name_at(&self, place: usize) -> Option<&Arc<str>> {
+        self.names.get(place)?.as_ref()
+    }
+
+    /// The names of the tokens, by place (`None`: unnamed).
+    pub fn by_place(&self) -> &[Option<Arc<str>>] {
+        &self.names
     }
 
     /// Whether `token` is one of the tokens (compared as [`ClientTokens::allows`] does).
@@ -163,31 +201,17 @@ impl ClientTokens {
     /// The SHA-256 digest of `token` when it is one of the tokens: what a WebSocket session
     /// opened with it remembers, to be closed when a reload no longer allows it.
     pub fn digest_of(&self, token: &[u8]) -> Option<[u8; 32]> {
-        let token = token.trim_ascii();
-        if token.is_empty() {
-            return None;
-        }
-        let presented = sha256(token);
-        self.allows_digest(&presented).then_some(presented)
+        self.find(token).map(|(digest, _)| digest)
     }
 
-    /// Whether a token's digest ([`ClientTokens::digest_of`]) is one of the tokens', compared
-    /// with every one in constant time.
+    /// Whether a token's digest ([`ClientTokens::digest_of`]) is one of the tokens'.
     pub fn allows_digest(&self, digest: &[u8; 32]) -> bool {
         self.index_of(digest).is_some()
     }
 
-    /// Where `digest` is among the tokens': compared with every one, the place taken without a
-    /// branch, so the time says nothing about which token matched.
+    /// Where `digest`'s name is in `names`, when it is one of the tokens'.
     fn index_of(&self, digest: &[u8; 32]) -> Option<usize> {
-        let mut found = subtle::Choice::from(0);
-        let mut at = 0u32;
-        for (i, known) in self.digests.iter().enumerate() {
-            let same = digest.ct_eq(known);
-            at.conditional_assign(&u32::try_from(i).unwrap_or(u32::MAX), same);
-            found |= same;
-        }
-        bool::from(found).then_some(at as usize)
+        self.digests.get(digest).copied()
     }
 }
 

@@ -122,8 +122,10 @@ impl Ctx {
         if !c.config.limits.any() {
             return Ok(());
         }
+        // The request's arrival is its time (no clock read of its own).
+        let now = self.access.as_ref().map_or_else(Instant::now, |a| a.start);
         let admitted = c
-            .admit()
+            .admit(now)
             .map_err(|r| ProxyError::RateLimited(Box::new(r)))?;
         if let Some(a) = self.access() {
             a.admitted = Some(admitted);

@@ -107,6 +107,8 @@ pub struct Proxy {
     sessions: Arc<Sessions>,
     /// The named clients, with their counters.
     pub(crate) clients: FxHashMap<Arc<str>, Arc<Client>>,
+    /// The client of each client token, by its place ([`crate::ClientTokens::name_at`]).
+    by_token: Box<[Option<Arc<Client>>]>,
 }
 
 impl Proxy {
@@ -155,8 +157,13 @@ impl Proxy {
         );
         let status_page = own::status::page(&router, &catalog, config.server.tls.is_some());
         lasting.configure(&config, false);
+        let clients = lasting.clients.roster(&config.clients);
+        let by_token = (config.server.client_tokens.by_place().iter())
+            .map(|name| clients.get(name.as_ref()?).cloned())
+            .collect();
         Ok(Proxy {
-            clients: lasting.clients.roster(&config.clients),
+            clients,
+            by_token,
             on_demand: Watch::new(&config),
             sessions: Sessions::new(config.server.client_tokens.clone()),
             guard: Guard::new(&config.server),

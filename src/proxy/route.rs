@@ -50,11 +50,11 @@ impl Proxy {
                 websocket,
             )?,
         };
-        if let Some(digest) = &token {
-            let name = self.config.server.client_tokens.name_of(digest);
-            let who = name.as_ref().and_then(|n| self.clients.get(n));
-            ctx.client(name.clone(), who);
-        }
+        let token = token.map(|(digest, place)| {
+            let name = self.config.server.client_tokens.name_at(place);
+            ctx.client(name.cloned(), self.by_token.get(place).and_then(Option::as_ref));
+            digest
+        });
         // The model lists are the client's own (filtered); nothing else is out of its routes.
         if !models::is_list(&parts.method, &path) {
             ctx.may_use_path(&path)?;

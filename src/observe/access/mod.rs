@@ -303,7 +303,7 @@ impl Drop for AccessRecord {
         }
         // Before the ledger's record: a save of the usage file after it sees this day's count.
         if let Some(admitted) = self.admitted.take() {
-            admitted.done(end.usage.tokens());
+            admitted.done(end.usage.tokens(), self.start + total);
         }
         if let (Some(ledger), Some(route), Some(backend)) =
             (&self.ledger, &self.route, &self.backend_name)

@@ -12,20 +12,21 @@ use crate::proxy::websocket::protocols;
 /// removed from wherever it came, the header and every subprotocol entry carrying an accepted
 /// token, whatever the backend's policy: it is the proxy's, no backend's. Returns the
 /// accepted token's digest (what a WebSocket session remembers, to end when a reload no
-/// longer accepts it), `None` without tokens.
+/// longer accepts it) and its place among the tokens ([`ClientTokens::name_at`]), `None`
+/// without tokens.
 pub(crate) fn check_client_token(
     tokens: &ClientTokens,
     headers: &mut http::HeaderMap,
     websocket: bool,
-) -> Result<Option<[u8; 32]>, ProxyError> {
+) -> Result<Option<([u8; 32], usize)>, ProxyError> {
     if !tokens.enabled() {
         return Ok(None);
     }
-    let by_header = tokens.digest_of_header(headers);
+    let by_header = tokens.find_in_header(headers);
     if by_header.is_some() {
         headers.remove(header::AUTHORIZATION);
     }
-    let by_protocol = protocols::take_token(headers, |t| tokens.digest_of(t));
+    let by_protocol = protocols::take_token(headers, |t| tokens.find(t));
     match (by_header, by_protocol) {
         (Some(d), _) => Ok(Some(d)),
         (None, Some(d)) if websocket => Ok(Some(d)),
