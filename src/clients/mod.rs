@@ -206,7 +206,12 @@ impl Client {
             if in_flight >= max {
                 let mut c = sync::lock(&u.counters);
                 // The answer of a request in flight will end it: a second is a fair guess.
-                return refuse(Limit::Concurrent, max.into(), Duration::from_secs(1), &mut c);
+                return refuse(
+                    Limit::Concurrent,
+                    max.into(),
+                    Duration::from_secs(1),
+                    &mut c,
+                );
             }
         }
         if l.requests_per_minute.is_none()

@@ -141,7 +141,10 @@ mod tests {
         let wait = w.check(60, now).unwrap_err();
         assert_eq!(wait, Duration::from_secs(1));
         let s = w.standing(60, now);
-        assert_eq!((s.limit, s.remaining, s.reset), (60, 0, Duration::from_secs(60)));
+        assert_eq!(
+            (s.limit, s.remaining, s.reset),
+            (60, 0, Duration::from_secs(60))
+        );
         let later = now + second;
         assert_eq!(w.check(60, later), Ok(()));
         assert_eq!(w.standing(60, later).remaining, 1);

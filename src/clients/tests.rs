@@ -15,7 +15,10 @@ async fn each_limit_refuses_at_the_right_request_and_recovers() {
         ..Limits::default()
     };
     let c = clients.roster(&[guest(limits)]).remove("guest").unwrap();
-    let (a, b) = (c.admit(Instant::now()).unwrap(), c.admit(Instant::now()).unwrap());
+    let (a, b) = (
+        c.admit(Instant::now()).unwrap(),
+        c.admit(Instant::now()).unwrap(),
+    );
     let r = c.admit(Instant::now()).unwrap_err();
     assert_eq!(
         (r.limit, r.value, &*r.client),
@@ -63,7 +66,10 @@ fn counters_outlive_a_reload_and_a_day_comes_back_from_the_file() {
         ..Limits::default()
     };
     let old = clients.roster(&[guest(limits)]);
-    old["guest"].admit(Instant::now()).unwrap().done(400, Instant::now());
+    old["guest"]
+        .admit(Instant::now())
+        .unwrap()
+        .done(400, Instant::now());
     let new = clients.roster(&[guest(Limits::default())]);
     assert!(Arc::ptr_eq(&old["guest"].usage, &new["guest"].usage));
     drop(old);
@@ -90,6 +96,12 @@ fn counters_outlive_a_reload_and_a_day_comes_back_from_the_file() {
         },
     )]);
     let r = restarted.roster(&[guest(limits)]);
-    r["guest"].admit(Instant::now()).unwrap().done(600, Instant::now());
-    assert_eq!(r["guest"].admit(Instant::now()).unwrap_err().limit, Limit::TokensPerDay);
+    r["guest"]
+        .admit(Instant::now())
+        .unwrap()
+        .done(600, Instant::now());
+    assert_eq!(
+        r["guest"].admit(Instant::now()).unwrap_err().limit,
+        Limit::TokensPerDay
+    );
 }

@@ -52,7 +52,10 @@ impl Proxy {
         };
         let token = token.map(|(digest, place)| {
             let name = self.config.server.client_tokens.name_at(place);
-            ctx.client(name.cloned(), self.by_token.get(place).and_then(Option::as_ref));
+            ctx.client(
+                name.cloned(),
+                self.by_token.get(place).and_then(Option::as_ref),
+            );
             digest
         });
         // The model lists are the client's own (filtered); nothing else is out of its routes.

@@ -27,7 +27,7 @@ mod proxy {
     mod hostile; // oversized heads, request smuggling, route confusion
     mod https; // the HTTPS listener: SDK over TLS, HTTP/2 by ALPN, certificates on reload
     mod keys; // an injected key reaches its own backend's Authorization header only
-    mod ledger; // who, which model, tokens and speed: access line, /usage, /metrics; kept across reloads and restarts
+    pub mod ledger; // who, which model, tokens and speed: access line, /usage, /metrics; kept across reloads and restarts
     mod metrics; // /metrics as Prometheus text and OpenMetrics, counters, no client labels
     mod model_list; // GET /v1/models merged from every backend, aliases, per-key OpenAI lists
     pub mod model_routing; // routing by the request's model: JSON and multipart bodies, aliases

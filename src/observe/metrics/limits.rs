@@ -98,35 +98,35 @@ pub(super) fn encode(
         queues,
         |q| (&q.backend, n(q.waiting as u64)),
     )?;
-    let mut m = enc.encode_descriptor(
+    let queue_counter =
+        |enc: &mut DescriptorEncoder<'_>, name, help, unit, value: &dyn Fn(&QueueSeries) -> f64| {
+            let mut m = enc.encode_descriptor(name, help, unit, MetricType::Counter)?;
+            for q in queues {
+                m.encode_family(&[("backend", &*q.backend)])?
+                    .encode_counter::<NoLabelSet, _, f64>(&value(q), None)?;
+            }
+            Ok::<(), std::fmt::Error>(())
+        };
+    queue_counter(
+        enc,
         "openai_proxy_backend_queue_waits",
         "Requests that waited for a place on a backend with max_concurrent",
         None,
-        MetricType::Counter,
+        &|q| q.waits as f64,
     )?;
-    for q in queues {
-        m.encode_family(&[("backend", &*q.backend)])?
-            .encode_counter::<NoLabelSet, _, u64>(&q.waits, None)?;
-    }
-    let mut m = enc.encode_descriptor(
+    queue_counter(
+        enc,
         "openai_proxy_backend_queue_wait",
         "Time requests waited for a place on a backend with max_concurrent, together",
         Some(&Unit::Seconds),
-        MetricType::Counter,
+        &|q| q.waited_secs,
     )?;
-    for q in queues {
-        m.encode_family(&[("backend", &*q.backend)])?
-            .encode_counter::<NoLabelSet, _, f64>(&q.waited_secs, None)?;
-    }
-    let mut m = enc.encode_descriptor(
+    queue_counter(
+        enc,
         "openai_proxy_backend_queue_timeouts",
         "Requests refused (503 backend_busy) after waiting queue_timeout for a place",
         None,
-        MetricType::Counter,
+        &|q| q.timeouts as f64,
     )?;
-    for q in queues {
-        m.encode_family(&[("backend", &*q.backend)])?
-            .encode_counter::<NoLabelSet, _, u64>(&q.timeouts, None)?;
-    }
     Ok(())
 }

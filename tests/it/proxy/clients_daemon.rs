@@ -11,6 +11,7 @@ use http::Request;
 use serde_json::{json, Value};
 
 use super::clients_scope::GUEST;
+use super::ledger::daemon_config;
 use crate::support::bin::Proc;
 use crate::support::client::{body_bytes, full, send};
 use crate::support::mock::{self, handler, Mock};
@@ -18,23 +19,8 @@ use crate::support::prom::{metrics_addr, scrape_as};
 
 /// Writes the config (and its tokens file) with the guest's `tokens_per_day`.
 fn config(dir: &Path, backend: &str, per_day: u32) -> PathBuf {
-    let tokens = dir.join("tokens");
-    std::fs::write(&tokens, format!("guest {GUEST}\n")).unwrap();
-    let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
-    std::fs::set_permissions(&tokens, private).unwrap();
-    let cfg = dir.join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[server]
-client_tokens_file = "{tokens}"
-[log]
-access_log = true
-[metrics]
-listen = "127.0.0.1:0"
-[usage]
-file = "{usage}"
-[backends.llama]
+    let rest = format!(
+        r#"[backends.llama]
 url = "{backend}"
 [[route]]
 path = "/v1"
@@ -43,13 +29,9 @@ backend = "llama"
 max_concurrent = 2
 tokens_per_day = {per_day}
 backends_with_server_key = []
-"#,
-            tokens = tokens.display(),
-            usage = dir.join("usage.json").display(),
-        ),
-    )
-    .unwrap();
-    cfg
+"#
+    );
+    daemon_config(dir, &format!("guest {GUEST}\n"), &rest)
 }
 
 async fn chat(proc: &Proc, id: &str) -> (u16, String) {

@@ -242,28 +242,11 @@ async fn max_concurrent_refuses_a_third_stream_while_two_run_and_another_client_
 /// waits what `retry-after-ms` says, and its retry is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_backs_off_on_429_and_then_succeeds() {
-    crate::support::tools::require_python_module("openai");
     let backend = Mock::recording(super::sdk::chat_reply).await;
     let (proxy, _tokens) = start(&backend, "requests_per_minute = 60").await;
-    let script = format!("{}/tests/sdk_limits.py", env!("CARGO_MANIFEST_DIR"));
-    let base = proxy.url("/v1");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(crate::support::tools::python())
-            .arg(script)
-            .arg("61")
-            .env("OPENAI_BASE_URL", base)
-            .env("OPENAI_API_KEY", GUEST)
-            .env_remove("OPENAI_ORG_ID")
-            .env_remove("OPENAI_PROJECT_ID")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "SDK script failed:\n{stderr}");
+    let (v, stderr) =
+        super::sdk::run_script("sdk_limits.py", "61", proxy.url("/v1"), GUEST, None).await;
     assert!(!stderr.contains(GUEST), "{stderr}");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let calls = v["calls"].as_array().unwrap();
     assert_eq!(calls.len(), 61);
     assert!(

@@ -46,21 +46,8 @@ async fn llama() -> Mock {
 }
 
 fn config(dir: &Path, backend: &str) -> std::path::PathBuf {
-    let tokens = dir.join("tokens");
-    std::fs::write(&tokens, format!("alice {ALICE}\n{UNNAMED}\n")).unwrap();
-    let cfg = dir.join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[server]
-client_tokens_file = "{tokens}"
-[log]
-access_log = true
-[metrics]
-listen = "127.0.0.1:0"
-[usage]
-file = "{usage}"
-[backends.llama]
+    let rest = format!(
+        r#"[backends.llama]
 url = "{backend}"
 [backends.llama.aliases]
 fast = "qwen2.5-0.5b"
@@ -68,12 +55,27 @@ fast = "qwen2.5-0.5b"
 path = "/v1/chat/completions"
 backend = "llama"
 models = ["qwen*"]
-"#,
-            tokens = tokens.display(),
-            usage = dir.join("usage.json").display(),
-        ),
-    )
-    .unwrap();
+"#
+    );
+    daemon_config(dir, &format!("alice {ALICE}\n{UNNAMED}\n"), &rest)
+}
+
+/// Writes a tokens file with `lines` (mode 0600) and a config in `dir` that names it, with the
+/// access log, metrics on a free port, `[usage] file` in `dir`, and `rest` (backends, routes,
+/// clients).
+pub(super) fn daemon_config(dir: &Path, lines: &str, rest: &str) -> std::path::PathBuf {
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, lines).unwrap();
+    let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&tokens, private).unwrap();
+    let cfg = dir.join("config.toml");
+    let text = format!(
+        "[server]\nclient_tokens_file = \"{tokens}\"\n[log]\naccess_log = true\n[metrics]\n\
+         listen = \"127.0.0.1:0\"\n[usage]\nfile = \"{usage}\"\n{rest}",
+        tokens = tokens.display(),
+        usage = dir.join("usage.json").display(),
+    );
+    std::fs::write(&cfg, text).unwrap();
     cfg
 }
 

@@ -53,14 +53,27 @@ pub async fn run_sdk_trusting(
     base: String,
     ca: Option<std::path::PathBuf>,
 ) -> serde_json::Value {
+    run_script(script, MP3, base, CLIENT_KEY, ca).await.0
+}
+
+/// Runs `tests/SCRIPT ARG` with the official OpenAI Python SDK against `base`, `key` as its
+/// API key (and `ca` trusted): the JSON it prints, and what it wrote on stderr.
+pub async fn run_script(
+    script: &str,
+    arg: &str,
+    base: String,
+    key: &str,
+    ca: Option<std::path::PathBuf>,
+) -> (serde_json::Value, String) {
     crate::support::tools::require_python_module("openai");
     let script = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
+    let (arg, key) = (arg.to_string(), key.to_string());
     let out = tokio::task::spawn_blocking(move || {
         Command::new(crate::support::tools::python())
             .arg(script)
-            .arg(MP3)
+            .arg(arg)
             .env("OPENAI_BASE_URL", base)
-            .env("OPENAI_API_KEY", CLIENT_KEY)
+            .env("OPENAI_API_KEY", key)
             .envs(ca.map(|ca| ("TEST_PROXY_CA", ca)))
             .env_remove("OPENAI_ORG_ID")
             .env_remove("OPENAI_PROJECT_ID")
@@ -69,12 +82,9 @@ pub async fn run_sdk_trusting(
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "SDK script failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "SDK script failed:\n{stderr}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
 }
 
 pub const MP3: &str = concat!(
