@@ -400,13 +400,12 @@ impl Proxy {
                         turn: None,
                         place: leg.place.take(),
                     };
-                    let queued =
-                        (leg.place.is_some() || !leg.queued.is_zero()).then_some(leg.queued);
+                    // The wait: in the backend's queue, then for an on-demand server.
                     if let Some(w) = leg.waiting.take() {
-                        ctx.waited(queued.unwrap_or_default() + w.waited());
+                        ctx.waited(leg.queued + w.waited());
                         held.turn = w.turn;
-                    } else if let Some(q) = queued.filter(|q| !q.is_zero()) {
-                        ctx.waited(q);
+                    } else if !leg.queued.is_zero() {
+                        ctx.waited(leg.queued);
                     }
                     return Ok(Some(respond(res, held, backend, server, ctx)));
                 }
