@@ -73,12 +73,13 @@ fn describe_server(c: &Config) -> String {
     let _ = writeln!(
         s,
         "Server:      max_body_size {}, max_header_size {}, header_read_timeout {}, \
-         shutdown_timeout {}, idle_exit {}, max_json_peek {}, max_replay_body {}, workers {}, \
-         max_connections_per_ip {}",
+         shutdown_timeout {}, shutdown_delay {}, idle_exit {}, max_json_peek {}, \
+         max_replay_body {}, workers {}, max_connections_per_ip {}, watch_config {}",
         format_size(c.server.max_body_size),
         format_size(c.server.max_header_size as u64),
         format_duration(c.server.header_read_timeout),
         format_duration(c.server.shutdown_timeout),
+        format_duration(c.server.shutdown_delay),
         format_duration(c.server.idle_exit),
         format_size(c.server.max_json_peek),
         format_size(c.server.max_replay_body),
@@ -87,6 +88,7 @@ fn describe_server(c: &Config) -> String {
             0 => "off".to_string(),
             n => n.to_string(),
         },
+        if c.server.watch_config { "on" } else { "off" },
     );
     s
 }

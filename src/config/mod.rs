@@ -7,6 +7,7 @@
 
 mod browsers;
 pub(crate) mod clients;
+pub(crate) mod defaults;
 mod diagnostics;
 mod files;
 mod lookup;
@@ -63,28 +64,6 @@ pub(crate) fn load(flag: Option<&Path>) -> Result<Config, ConfigError> {
 /// Reads a small file a tool is given (a CA file): regular, at most 1 MiB, without blocking.
 pub(crate) fn read_small_file(path: &Path) -> Result<Vec<u8>, FileProblem> {
     files::read_regular(path, files::MAX_SECRET_FILE)
-}
-
-/// Defaults, shared by the code and the documentation.
-pub(crate) mod defaults {
-    use std::time::Duration;
-    pub(crate) const LISTEN: &str = "127.0.0.1:2020";
-    pub(crate) const MAX_BODY_SIZE: u64 = 1 << 30;
-    pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-    pub(crate) const MAX_HEADER_SIZE: u64 = 64 << 10;
-    pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-    pub(crate) const IDLE_EXIT: Duration = Duration::ZERO;
-    pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-    pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
-    pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-    pub(crate) const MAX_JSON_PEEK: u64 = 1 << 20;
-    pub(crate) const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
-    pub(crate) const MAX_REPLAY_BODY: u64 = 1 << 20;
-    pub(crate) const MAX_CONNECTIONS_PER_IP: u32 = 256;
-    pub(crate) const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
-    pub(crate) const HEALTH_BACKOFF: Duration = Duration::from_secs(1);
-    pub(crate) const HEALTH_BACKOFF_MAX: Duration = Duration::from_secs(30);
-    pub(crate) const QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
 }
 
 /// A validated configuration.
@@ -200,6 +179,11 @@ pub struct ServerConfig {
     pub secret_headers: Vec<HeaderName>,
     /// How long SIGTERM waits for in-flight requests before giving up on them.
     pub shutdown_timeout: Duration,
+    /// After SIGTERM, how long new connections are still accepted (and `/ready` answers 503)
+    /// before the listeners close: a load balancer's time to stop sending.
+    pub shutdown_delay: Duration,
+    /// Reload when the config file (or a file it names) changes.
+    pub watch_config: bool,
     /// Socket-activated only: exit after this long without a connection (zero: never).
     pub idle_exit: Duration,
     /// How much of a request body is read, at most, to find its `model` when a route needs

@@ -58,6 +58,8 @@ pub(super) struct RawServer {
     pub secret_headers: Option<Vec<Spanned<String>>>,
     pub shutdown_timeout: Option<Dur>,
     pub idle_exit: Option<Dur>,
+    pub shutdown_delay: Option<Spanned<Dur>>,
+    pub watch_config: Option<bool>,
     pub max_json_peek: Option<Spanned<Size>>,
     pub tls_cert: Option<Spanned<PathBuf>>,
     pub tls_key: Option<Spanned<PathBuf>>,

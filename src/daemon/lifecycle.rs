@@ -28,8 +28,8 @@ use crate::daemon::listeners;
 use crate::daemon::notify::{Notifier, NotifyState};
 use crate::daemon::reload::{self, Loader, Reload, Reloader};
 use crate::daemon::status::{spawn_reporting, Status};
-use crate::daemon::usage_file;
 use crate::daemon::workers::{self, Workers};
+use crate::daemon::{usage_file, watch_config};
 use crate::observe::logging;
 use crate::proxy::Proxy;
 use crate::serve::StdListener;
@@ -148,6 +148,8 @@ async fn run(
     let background = spawn_reporting(&notifier, &status);
     let lasting = state.lasting();
     let saving = usage_file::spawn_saving(&lasting);
+    let (changed_tx, mut changed) = mpsc::channel::<()>(1);
+    let watching = watch_config::spawn(&state, changed_tx);
 
     let reload = Arc::new(Reload {
         reloader,
@@ -158,11 +160,25 @@ async fn run(
     });
     let shutdown = async {
         let idle_exit = (activated && !idle_exit.is_zero()).then_some(idle_exit);
-        let why = until_stop(&mut signals, &reload, &state, idle_exit).await;
+        let why = until_stop(&mut signals, &mut changed, &reload, &state, idle_exit).await;
+        lasting.stopping.store(true, Ordering::Relaxed);
         notifier.send(&[
             NotifyState::Stopping,
             NotifyState::Status(&format!("Stopping ({why})")),
         ]);
+        let delay = state.proxy().config.server.shutdown_delay;
+        if !delay.is_zero() && why != IDLE_EXIT {
+            tracing::info!(
+                "{why}: /ready answers 503; still accepting connections for {}                  (server.shutdown_delay)",
+                crate::config::format_duration(delay)
+            );
+            // A second signal cuts it short.
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = signals.term.recv() => {}
+                _ = signals.int.recv() => {}
+            }
+        }
         if let Some(task) = &scraping {
             task.abort();
         }
@@ -173,6 +189,7 @@ async fn run(
     let result = result.and(workers.join().await);
     background.abort();
     saving.abort();
+    watching.abort();
     usage_file::save(&lasting).await;
     tracing::info!("stopped");
     result
@@ -202,8 +219,15 @@ fn serve_metrics(
 
 /// Reloads on SIGHUP (one at a time, in a task of its own; a SIGHUP meanwhile makes one more
 /// after it) until SIGTERM, SIGINT, or `idle_exit` without a connection; says which.
+/// Why a socket-activated proxy stops when idle (no delay before closing then).
+const IDLE_EXIT: &str = "idle_exit: no connection";
+
+/// Serves until SIGTERM, SIGINT or `idle_exit`, reloading on SIGHUP and when `changed` says
+/// the config's files changed (`server.watch_config`); one reload at a time, one more after it
+/// when asked meanwhile.
 async fn until_stop(
     signals: &mut Signals,
+    changed: &mut mpsc::Receiver<()>,
     reload: &Arc<Reload>,
     state: &Shared,
     idle_exit: Option<Duration>,
@@ -213,7 +237,12 @@ async fn until_stop(
     let mut again = false;
     let why = loop {
         tokio::select! {
-            _ = signals.hup.recv() => {
+            _ = async {
+                tokio::select! {
+                    _ = signals.hup.recv() => {}
+                    Some(()) = changed.recv() => {}
+                }
+            } => {
                 if reloading.is_some() {
                     again = true;
                 } else {
@@ -227,7 +256,7 @@ async fn until_stop(
             _ = signals.term.recv() => break "SIGTERM",
             _ = signals.int.recv() => break "SIGINT",
             () = idle(state, idle_exit.unwrap_or_default()), if idle_exit.is_some() => {
-                break "idle_exit: no connection"
+                break IDLE_EXIT
             }
         }
     };

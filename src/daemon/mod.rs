@@ -10,4 +10,5 @@ mod notify;
 pub(crate) mod reload;
 mod status;
 mod usage_file;
+mod watch_config;
 pub(crate) mod workers;

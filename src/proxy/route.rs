@@ -41,7 +41,7 @@ impl Proxy {
         let path = normalized.map_err(|e| ProxyError::BadPath(e.0))?;
         let websocket = session::is_websocket(&parts.method, parts.version, &parts.headers);
         let token = match &*path {
-            "/health" => None,
+            "/health" | "/ready" => None,
             // The page's files hold no data: the page asks for the token itself.
             p if page::is_page(&parts.method, p, &parts.headers) => None,
             _ => check_client_token(
@@ -183,6 +183,7 @@ impl Proxy {
                 "application/json",
                 Bytes::from_static(b"{\"status\":\"ok\"}\n"),
             ))),
+            "/ready" => Ok(Some(self.readiness())),
             _ if page::is_page(&parts.method, path, &parts.headers) => Ok(page::answer(path)),
             "/" => Ok(Some(self.status(&parts.headers).await)),
             "/usage" if parts.method == Method::GET => {
@@ -198,6 +199,30 @@ impl Proxy {
             "/models" if parts.method == Method::GET => self.model_list(parts, ctx, true).await,
             _ => Ok(None),
         }
+    }
+}
+
+impl Proxy {
+    /// `GET /ready`: 200 while serving, 503 from the moment a graceful stop begins (while
+    /// requests in flight drain, and new ones are still taken during `server.shutdown_delay`),
+    /// so that a load balancer sends no more.
+    fn readiness(&self) -> Response<ResponseBody> {
+        if !self
+            .lasting
+            .stopping
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return own_response(
+                "application/json",
+                Bytes::from_static(b"{\"status\":\"ready\"}\n"),
+            );
+        }
+        let mut res = own_response(
+            "application/json",
+            Bytes::from_static(b"{\"status\":\"stopping\"}\n"),
+        );
+        *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        res
     }
 }
 

@@ -5,6 +5,7 @@
 //! `Lasting`.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::clients::Clients;
@@ -23,6 +24,8 @@ pub struct Lasting {
     queues: Mutex<HashMap<String, Weak<Queue>>>,
     /// Each client's counters against its limits.
     pub clients: Clients,
+    /// A graceful stop has begun: `/ready` answers 503.
+    pub stopping: AtomicBool,
     /// `None`: metrics are off (nothing is counted).
     pub metrics: Option<Arc<Metrics>>,
     /// What was served, by whom, with which model.
@@ -37,6 +40,7 @@ impl Lasting {
             swap_groups: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
             clients: Clients::default(),
+            stopping: AtomicBool::new(false),
             metrics: metrics.map(|workers| Arc::new(Metrics::new(workers))),
             ledger: Arc::new(Ledger::default()),
         })

@@ -52,6 +52,7 @@ mod daemon {
     pub mod config_errors; // a wrong config: exit 78, file, line:column and key, never a key
     mod files; // FIFOs, devices and huge files as config, key or tokens file refused at once
     mod h2_limits; // HTTP/2 time-outs and limits like HTTP/1.1's, max_connections_per_ip, GOAWAY on stop
+    mod readiness; // /ready turns 503 at SIGTERM, shutdown_delay keeps accepting; watch_config reloads a ConfigMap-shaped swap
     mod shutdown; // SIGTERM: stop accepting, finish the stream in flight, exit 0
     mod socket_activation; // systemd-socket-activate, sd_notify readiness, idle exit, reload
     mod workers; // server.workers: several event loops, reload, drain, idle exit, access log

@@ -174,8 +174,10 @@ fn check_route_path(p: &str) -> Result<(), String> {
             ))
         }
     }
-    if p == "/health" {
-        return Err("\"/health\" is the proxy's own health check and cannot be routed".into());
+    if p == "/health" || p == "/ready" {
+        return Err(format!(
+            "{shown} is the proxy's own health or readiness check and cannot be routed"
+        ));
     }
     if p.contains('?') || p.contains('#') {
         return Err(format!("{shown} must be a path only, without '?' or '#'"));

@@ -1,6 +1,7 @@
 //! `[server]`, `[log]` and `[metrics]`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use toml::Spanned;
 
@@ -126,12 +127,30 @@ pub(super) fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> Server
             .shutdown_timeout
             .map_or(defaults::SHUTDOWN_TIMEOUT, |d| d.0),
         idle_exit: raw.idle_exit.map_or(defaults::IDLE_EXIT, |d| d.0),
+        shutdown_delay: shutdown_delay(&raw, issues),
+        watch_config: raw.watch_config.unwrap_or(false),
         max_json_peek: max_json_peek(&raw, issues),
         tls: tls_files(&raw, issues),
         max_replay_body: max_replay_body(&raw, issues),
         max_connections_per_ip: max_connections_per_ip(&raw, issues),
         workers,
     }
+}
+
+/// Longest `server.shutdown_delay`: a load balancer takes seconds to stop sending.
+const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(300);
+
+fn shutdown_delay(raw: &RawServer, issues: &mut Issues<'_>) -> Duration {
+    let delay = value(&raw.shutdown_delay).map_or(defaults::SHUTDOWN_DELAY, |d| d.0);
+    if delay > MAX_SHUTDOWN_DELAY {
+        issues.add(
+            "server.shutdown_delay",
+            span(&raw.shutdown_delay),
+            "must be at most 5m (a few seconds lets a load balancer stop sending)",
+        );
+        return defaults::SHUTDOWN_DELAY;
+    }
+    delay
 }
 
 /// Upper bound of `server.max_connections_per_ip`: more than any file limit allows.
