@@ -52,7 +52,7 @@ mod daemon {
     pub mod config_errors; // a wrong config: exit 78, file, line:column and key, never a key
     mod files; // FIFOs, devices and huge files as config, key or tokens file refused at once
     mod h2_limits; // HTTP/2 time-outs and limits like HTTP/1.1's, max_connections_per_ip, GOAWAY on stop
-    mod readiness; // /ready turns 503 at SIGTERM, shutdown_delay keeps accepting; watch_config reloads a ConfigMap-shaped swap
+    pub mod readiness; // /ready turns 503 at SIGTERM, shutdown_delay keeps accepting; watch_config reloads a ConfigMap-shaped swap
     mod shutdown; // SIGTERM: stop accepting, finish the stream in flight, exit 0
     mod socket_activation; // systemd-socket-activate, sd_notify readiness, idle exit, reload
     mod workers; // server.workers: several event loops, reload, drain, idle exit, access log
@@ -67,6 +67,7 @@ mod cli {
     mod closed_stdout; // a closed stdout ends a command quietly (`... | head -1`)
     mod docs_links; // every relative link and #anchor in README.md, CONTRIBUTING.md and docs/ resolves
     mod init; // openai-proxy init: the example config, --force, the services that answered
+    mod kubernetes; // contrib/kubernetes renders, validates offline, and its pod runs as the Deployment says: reload, drain
     mod launchd_plists; // contrib/launchd plists are what the launchd crate generates
     mod man_completions; // man pages and completions are generated; config keys agree everywhere
     mod on_demand; // enable-backend, wait-ready and the on-demand units (systemd-analyze verify)

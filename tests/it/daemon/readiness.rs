@@ -11,11 +11,13 @@ use std::time::Duration;
 use http::Request;
 
 use crate::support::bin::Proc;
-use crate::support::client::{body_bytes, full, send};
+use http_body_util::BodyExt;
+
+use crate::support::client::{body_bytes, client, full, send};
 use crate::support::mock::Mock;
 use crate::support::routes_to;
 
-async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+pub async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let res = send(
         Request::get(format!("http://{addr}{path}"))
             .body(full(""))
@@ -30,18 +32,32 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 }
 
 async fn chat(addr: std::net::SocketAddr) -> (u16, String) {
-    let res = send(
-        Request::post(format!("http://{addr}/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(full(r#"{"model":"m"}"#))
-            .unwrap(),
-    )
-    .await;
+    chat_as(addr, "m", &[]).await.expect("request to the proxy")
+}
+
+/// POSTs a chat request for `model` with these extra headers; an error when the connection
+/// fails (refused, reset), for request loops that count failures.
+pub async fn chat_as(
+    addr: std::net::SocketAddr,
+    model: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), String> {
+    let mut req = Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let body = full(format!(r#"{{"model":"{model}"}}"#));
+    let res = client()
+        .request(req.body(body).unwrap())
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     let status = res.status().as_u16();
-    (
+    let bytes = res.into_body().collect().await.map_err(|e| e.to_string())?;
+    Ok((
         status,
-        String::from_utf8_lossy(&body_bytes(res).await).into_owned(),
-    )
+        String::from_utf8_lossy(&bytes.to_bytes()).into_owned(),
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,18 +121,22 @@ async fn sigterm_turns_ready_to_503_at_once_keeps_accepting_for_the_delay_and_dr
     );
 }
 
-/// Makes `dir` look like a mounted ConfigMap: `config.toml` → `..data/config.toml`, `..data` →
-/// the version directory `name` holding `text`. Called again, swaps `..data` atomically.
-fn configmap(dir: &Path, name: &str, text: &str) {
+/// Makes `dir` look like a mounted ConfigMap or Secret: each `file` → `..data/file`, `..data`
+/// → the version directory `name` holding the files. Called again, swaps `..data` atomically.
+pub fn configmap(dir: &Path, name: &str, files: &[(&str, &str)]) {
     let version = dir.join(name);
     std::fs::create_dir(&version).unwrap();
-    std::fs::write(version.join("config.toml"), text).unwrap();
+    for (file, text) in files {
+        std::fs::write(version.join(file), text).unwrap();
+    }
     let tmp = dir.join("..data_tmp");
     std::os::unix::fs::symlink(name, &tmp).unwrap();
     std::fs::rename(&tmp, dir.join("..data")).unwrap();
-    let link = dir.join("config.toml");
-    if !link.exists() {
-        std::os::unix::fs::symlink("..data/config.toml", &link).unwrap();
+    for (file, _) in files {
+        let link = dir.join(file);
+        if !link.exists() {
+            std::os::unix::fs::symlink(format!("..data/{file}"), &link).unwrap();
+        }
     }
 }
 
@@ -125,7 +145,7 @@ async fn a_configmap_update_is_reloaded_without_a_failed_request_and_a_bad_one_i
     let (a, b) = (Mock::echo("a").await, Mock::echo("b").await);
     let dir = tempfile::tempdir().unwrap();
     let with = |url: &str| format!("[server]\nwatch_config = true\n{}", routes_to(url));
-    configmap(dir.path(), "..v1", &with(&a.url()));
+    configmap(dir.path(), "..v1", &[("config.toml", &with(&a.url()))]);
     let proc = Proc::start(&dir.path().join("config.toml"), &[]);
     let addr = proc.addr;
 
@@ -146,7 +166,7 @@ async fn a_configmap_update_is_reloaded_without_a_failed_request_and_a_bad_one_i
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    configmap(dir.path(), "..v2", &with(&b.url()));
+    configmap(dir.path(), "..v2", &[("config.toml", &with(&b.url()))]);
     let mut moved = false;
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -161,7 +181,11 @@ async fn a_configmap_update_is_reloaded_without_a_failed_request_and_a_bad_one_i
         proc.log_text()
     );
     // A bad update fails safe: b keeps serving, the log says why.
-    configmap(dir.path(), "..v3", "[server]\nno_such_key = 1\n");
+    configmap(
+        dir.path(),
+        "..v3",
+        &[("config.toml", "[server]\nno_such_key = 1\n")],
+    );
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if proc.log_text().contains("no_such_key") {
