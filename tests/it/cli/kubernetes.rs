@@ -256,7 +256,10 @@ async fn the_example_pod_serves_reloads_a_configmap_update_under_load_and_drains
         ("host", "openai-proxy.ai.svc"),
     ];
     assert_eq!(chat_as(addr, "gpt-4o-mini", &svc).await.unwrap().0, 200);
-    let seen = a.requests().pop().unwrap();
+    // The last request but the nodes' health checks (every backend is `a` here).
+    let seen = (a.requests().into_iter().rev())
+        .find(|r| r.uri.path() != "/health")
+        .unwrap();
     assert_eq!(
         seen.header("authorization"),
         Some(format!("Bearer {key}").as_str())
