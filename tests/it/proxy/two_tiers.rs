@@ -480,7 +480,7 @@ fn guide_configs(dir: &Path) -> Vec<String> {
         while let Some(at) = block.find("\"/etc/openai-proxy/") {
             let name_at = at + "\"/etc/openai-proxy/".len();
             let name = block[name_at..name_at + block[name_at..].find('"').unwrap()].to_string();
-            let text = if name.contains("token") {
+            let text = if name.contains("tokens") {
                 tokens.clone()
             } else {
                 format!("{CLOUD_KEY}\n")
