@@ -48,8 +48,9 @@ pub fn start_node(dir: &Path, i: usize, body: &str) -> Proc {
 }
 
 /// Starts the edge in front of `nodes` (node1, node2) and the cloud at `cloud`: model-a to
-/// node1, model-b to node2, `shared` to the pool of both with the cloud as fallback,
-/// transcriptions and the Realtime API to node1, any other /v1 path to the cloud.
+/// node1, model-b to node2, `shared` to the pool of both (checked at their `/ready`, which
+/// needs no token) with the cloud as fallback, transcriptions and the Realtime API to node1,
+/// any other /v1 path to the cloud.
 pub fn start_edge(dir: &Path, nodes: [std::net::SocketAddr; 2], cloud: &str) -> Proc {
     let tokens = private(dir, "edge-tokens", &format!("alice {CLIENT_TOKEN}\n"));
     let node_key = private(dir, "node.key", &format!("{NODE_TOKEN}\n"));
@@ -69,6 +70,8 @@ api_key_file = {node_key:?}
 [backends.nodes]
 urls = ["http://{n1}", "http://{n2}"]
 api_key_file = {node_key:?}
+health_path = "/ready"
+health_interval = "1s"
 [backends.cloud]
 url = "{cloud}"
 api_key_file = {cloud_key:?}
@@ -440,7 +443,11 @@ async fn nodes_stopped_under_load_lose_no_request() {
         "requests failed while nodes stopped"
     );
     assert_eq!(g1 + g2 + c, by.len(), "every answer came from a server");
-    assert!(g1 > 0 && g2 > 0 && c > 0, "gpu1 {g1}, gpu2 {g2}, cloud {c}");
+    // Both nodes served while up (their /ready checks passed without a token): ~60 each.
+    assert!(
+        g1 >= 10 && g2 >= 10 && c > 0,
+        "gpu1 {g1}, gpu2 {g2}, cloud {c}"
+    );
     // What the edge did about it, in its access lines (written in batches: waited for).
     let deadline = Instant::now() + Duration::from_secs(5);
     let reasons = loop {
