@@ -42,6 +42,8 @@ mod proxy {
     pub mod sdk; // the official OpenAI Python SDK through the proxy
     mod secrets; // cookies, vendor key headers and key query parameters by backend policy
     mod streaming; // bodies stream both ways, nothing held in memory
+    mod two_tiers; // an edge proxy in front of node proxies: routing by model, one request id, headers, keys, a node stopped under load
+    mod two_tiers_streams; // through edge and node: a 1 GiB upload, SSE as generated, a WebSocket
     mod usage; // token usage found in answers: access line, /metrics; streams complete at their last event
     mod vendors; // other vendors' APIs by config (Anthropic's /v1/messages, x-api-key)
     mod websocket; // WebSockets through the proxy: messages, closing, keys, time-outs, swap turns
