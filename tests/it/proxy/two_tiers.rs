@@ -105,10 +105,12 @@ backend = "cloud"
 }
 
 /// A node's chat backend and route for `models`.
+/// (Its model server is one that may still be coming up: `start_timeout`, as an on-demand
+/// server's is, so the node waits for it and retries refused connections.)
 pub fn chat_node(url: &str, models: &str) -> String {
     format!(
-        "[backends.gpu]\nurl = \"{url}\"\n[[route]]\npath = \"/v1/chat/completions\"\n\
-         backend = \"gpu\"\nmodels = [{models}]\n"
+        "[backends.gpu]\nurl = \"{url}\"\nstart_timeout = \"10s\"\n[[route]]\n\
+         path = \"/v1/chat/completions\"\nbackend = \"gpu\"\nmodels = [{models}]\n"
     )
 }
 
