@@ -55,6 +55,44 @@ async fn the_page_shows_a_guests_limits_and_its_use_of_today() {
     proxy.stop().await;
 }
 
+/// The page asks for three things at once; when a token is refused, the other two refusals of
+/// the same token may come after the right token was typed: they must not throw it away.
+/// (Made certain here by holding the answers to `/models` back a second in the page.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_refusal_of_a_wrong_token_keeps_the_right_one_typed_since() {
+    let backend = ollama().await;
+    let (proxy, _tokens) = with_tokens(&backend, &format!("alice {TOKEN}\n")).await;
+    chat(&proxy, Some(TOKEN)).await;
+    let mut tab = Tab::open(&proxy.url("/")).await;
+    tab.eval(
+        "const f = window.fetch; window.fetch = (p, i) => f(p, i).then((r) => \
+         String(p).startsWith('/models') ? new Promise((ok) => setTimeout(() => ok(r), 1000)) \
+         : r); true",
+    )
+    .await;
+    type_token(&mut tab, "not-the-token-0123456789abcdef").await;
+    tab.wait_for(
+        "document.getElementById('login-note').textContent.includes('refused')",
+        "a wrong token refused",
+    )
+    .await;
+    type_token(&mut tab, TOKEN).await;
+    // After the late refusal of the wrong token (1 s), the data of the right one.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    tab.wait_for(
+        "document.querySelectorAll('#recent tbody tr').length === 1",
+        "the last requests",
+    )
+    .await;
+    assert_eq!(
+        tab.eval("sessionStorage.getItem('openai-proxy-token')")
+            .await,
+        json!(TOKEN)
+    );
+    assert!(element(&tab.dom().await, "form", "login").starts_with("<form id=\"login\" hidden"));
+    proxy.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_typed_once_is_kept_for_the_tab_and_never_shown() {
     let backend = ollama().await;

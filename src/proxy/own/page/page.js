@@ -54,7 +54,9 @@
     }
     const res = await fetch(path, init);
     if (res.status === 401) {
-      askToken(t !== "");
+      // Only for the token in use: an answer to a request sent with a token typed before (the
+      // other requests of a poll) must not throw away the one typed since.
+      if (t === token()) askToken(t !== "");
       throw new Refused("a client token is needed");
     }
     let data = null;
@@ -301,10 +303,12 @@
     if (busy || waiting) return;
     busy = true;
     clearTimeout(timer);
+    const asked = token();
     try {
       const usage = lastSeq === null ? "/usage" : "/usage?after=" + encodeURIComponent(lastSeq);
       const [s, m, u] = await Promise.allSettled([api("/"), api("/models"), api(usage)]);
-      if (!waiting) {
+      // Answers to another token than the one now in use are not shown.
+      if (!waiting && token() === asked) {
         settle(s, showStatus);
         settle(m, showModels);
         settle(u, showUsage);
@@ -312,7 +316,11 @@
       }
     } finally {
       busy = false;
-      schedule();
+      if (token() !== asked && !waiting) {
+        poll();
+      } else {
+        schedule();
+      }
     }
   }
 
