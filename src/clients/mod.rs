@@ -44,14 +44,9 @@ pub enum Limit {
 }
 
 impl Limit {
-    /// Its name: the config key.
+    /// Its name: the config key (the first [`REFUSALS`], in this order).
     pub fn key(self) -> &'static str {
-        match self {
-            Limit::Concurrent => "max_concurrent",
-            Limit::RequestsPerMinute => "requests_per_minute",
-            Limit::TokensPerMinute => "tokens_per_minute",
-            Limit::TokensPerDay => "tokens_per_day",
-        }
+        REFUSALS[self as usize]
     }
 }
 

@@ -561,6 +561,17 @@ impl BackendConfig {
         self.start_timeout.unwrap_or(self.response_timeout)
     }
 
+    /// The file its key is read from (`api_key_file`, or a systemd credential's), if any.
+    pub fn key_file(&self) -> Option<&Path> {
+        match &self.auth {
+            AuthPolicy::Inject {
+                source: KeySource::File(p) | KeySource::Credential(_, p),
+                ..
+            } => Some(p),
+            _ => None,
+        }
+    }
+
     /// Whether the client's credentials (secret headers, cookies) reach this backend.
     pub fn takes_client_credentials(&self) -> bool {
         self.auth == AuthPolicy::Forward

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use super::exposure::warn_about_exposure;
 use super::notify::{Notifier, NotifyState};
 use super::status::Status;
-use crate::config::{self, AuthPolicy, Config, ConfigError, KeySource, ListenAddr};
+use crate::config::{self, Config, ConfigError, ListenAddr};
 use crate::observe::logging;
 use crate::proxy::Proxy;
 use crate::serve::Shared;
@@ -130,12 +130,8 @@ async fn off_thread<T: Send + 'static>(
 pub(crate) fn file_warnings(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
     for b in &config.backends {
-        let file = match &b.auth {
-            AuthPolicy::Inject {
-                source: KeySource::File(p) | KeySource::Credential(_, p),
-                ..
-            } => p,
-            _ => continue,
+        let Some(file) = b.key_file() else {
+            continue;
         };
         if let Some(mode) = config::readable_by_others(file) {
             out.push(format!(

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::{self, AuthPolicy, Config, KeySource};
+use crate::config::{self, Config};
 use crate::serve::Shared;
 
 /// How often the files are read.
@@ -29,15 +29,13 @@ fn watched(config: &Config) -> Vec<PathBuf> {
         files.push(tls.cert_file.clone());
         files.push(tls.key_file.clone());
     }
-    for b in &config.backends {
-        if let AuthPolicy::Inject {
-            source: KeySource::File(p) | KeySource::Credential(_, p),
-            ..
-        } = &b.auth
-        {
-            files.push(p.clone());
-        }
-    }
+    files.extend(
+        config
+            .backends
+            .iter()
+            .filter_map(|b| b.key_file())
+            .map(PathBuf::from),
+    );
     files
 }
 
