@@ -149,3 +149,100 @@ pub(super) fn validate_clients(
     clients.sort_by(|a, b| a.name.cmp(&b.name));
     clients
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const ROUTES: &str =
+        "[backends.b]\nurl = \"http://127.0.0.1:9\"\n[[route]]\npath = \"/v1\"\nbackend = \"b\"\n";
+
+    /// The config error of `text`, as `serve` prints it.
+    fn error(text: &str) -> String {
+        match Config::from_toml(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn each_bad_client_queue_and_stop_key_is_named_with_its_line() {
+        let hash = format!("sha256:{}", "a".repeat(64));
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, format!("guest {}\n", "t".repeat(24))).unwrap();
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                format!("{ROUTES}[clients.c]\nmax_concurrent = 2\n"),
+                ":6:1: clients.c:",
+                "has no token",
+            ),
+            (
+                format!("{ROUTES}[clients.c]\ntoken_hash = \"abc\"\n"),
+                ":7:14: clients.c.token_hash:",
+                "a hash is sha256: and 64 hex digits",
+            ),
+            (
+                format!(
+                    "[server]\nclient_tokens_file = {tokens:?}\n{ROUTES}[clients.guest]\n\
+                     token_hash = \"{hash}\"\n"
+                ),
+                ":9:14: clients.guest.token_hash:",
+                "already has a token of this name",
+            ),
+            (
+                format!("{ROUTES}[clients.c]\ntoken_hash = \"{hash}\"\nroutes = [\"v1\"]\n"),
+                ":8:11: clients.c.routes[0]:",
+                "is not a path",
+            ),
+            (
+                format!("{ROUTES}[clients.c]\ntoken_hash = \"{hash}\"\nmodels = [\"\"]\n"),
+                ":8:11: clients.c.models[0]:",
+                "empty",
+            ),
+            (
+                format!(
+                    "{ROUTES}[clients.c]\ntoken_hash = \"{hash}\"\n\
+                     backends_with_server_key = [\"nope\"]\n"
+                ),
+                ":8:29: clients.c.backends_with_server_key[0]:",
+                "no backend named \"nope\"",
+            ),
+            (
+                format!("{ROUTES}[clients.c]\ntoken_hash = \"{hash}\"\ntokens_per_day = 0\n"),
+                ":8:18: clients.c.tokens_per_day:",
+                "must be a whole number from 1",
+            ),
+            (
+                format!("{ROUTES}[clients.\"a/b\"]\ntoken_hash = \"{hash}\"\n"),
+                ":6:10: clients.a/b:",
+                "a client name may have",
+            ),
+            (
+                ROUTES.replace("9\"\n", "9\"\nqueue_timeout = \"5s\"\n"),
+                ":3:17: backends.b.queue_timeout:",
+                "only applies with max_concurrent",
+            ),
+            (
+                ROUTES.replace("9\"\n", "9\"\nmax_concurrent = 0\n"),
+                ":3:18: backends.b.max_concurrent:",
+                "must be a whole number from 1",
+            ),
+            (
+                format!("[server]\nshutdown_delay = \"10m\"\n{ROUTES}"),
+                ":2:18: server.shutdown_delay:",
+                "must be at most 5m",
+            ),
+            (
+                ROUTES.replace("\"/v1\"", "\"/ready\""),
+                ":4:8: route[0].path:",
+                "the proxy's own health or readiness check",
+            ),
+        ];
+        for (text, at, says) in cases {
+            let e = error(&text);
+            assert!(e.contains(at) && e.contains(says), "{at} {says} in:\n{e}");
+            assert!(!e.contains(&"t".repeat(24)), "a token in:\n{e}");
+        }
+    }
+}
