@@ -353,6 +353,10 @@ pin_project! {
         // The upstream body returned its end (a chunked body ends so, without ever saying so
         // in `is_end_stream`).
         ended: bool,
+        // Nothing was returned yet: the response headers may still be in hyper's buffer.
+        first: bool,
+        // A cut found at the first poll, returned at the next (see `poll_frame`).
+        deferred: Option<BodyError>,
     }
 
     impl PinnedDrop for ResponseBody {
@@ -381,6 +385,8 @@ impl ResponseBody {
             progress: None,
             held: None,
             ended: false,
+            first: true,
+            deferred: None,
         }
     }
 
@@ -400,6 +406,8 @@ impl ResponseBody {
             progress: None,
             held: None,
             ended: false,
+            first: true,
+            deferred: None,
         }
     }
 
@@ -424,10 +432,22 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.project();
-        let r = match this.upstream.as_pin_mut() {
-            None => this.full.take().map(|d| Ok(Frame::data(d))),
-            Some(inner) => ready!(poll_with_idle(inner, this.idle, cx)),
+        let r = match (this.deferred.take(), this.upstream.as_pin_mut()) {
+            (Some(e), _) => Some(Err(e)),
+            (None, None) => this.full.take().map(|d| Ok(Frame::data(d))),
+            (None, Some(inner)) => ready!(poll_with_idle(inner, this.idle, cx)),
         };
+        // A backend that died right after its headers: hyper writes the response headers and
+        // polls the body before sending them, and an error then closes the connection with
+        // the headers unsent, so the client sees no answer at all. Waiting one turn lets the
+        // headers out first; the client sees the cut, as for any stream cut later.
+        if std::mem::take(this.first) {
+            if let Some(Err(e)) = r {
+                *this.deferred = Some(e);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
         *this.ended |= r.is_none();
         if let Some(progress) = this.progress {
             match &r {

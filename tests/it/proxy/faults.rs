@@ -235,6 +235,40 @@ async fn stall_mid_stream_cuts_the_stream_after_idle_timeout() {
     proxy.stop().await;
 }
 
+/// A backend that sends its response headers and dies before any of the body (a server
+/// killed, or crashed while working on the prompt): the client gets those headers, then the
+/// cut, as for any stream cut later. Its connection is not dropped without an answer, which
+/// a client would take for a request that never arrived.
+#[tokio::test]
+async fn headers_then_a_dead_backend_reach_the_client_as_a_cut_stream() {
+    let (addr, _) = tcp_backend(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                  Transfer-Encoding: chunked\r\n\r\n",
+            )
+            .await;
+        reset(s);
+    })
+    .await;
+    let (proxy, _good) = proxy_for(addr, "").await;
+    for round in 0..20 {
+        let req = Request::post(proxy.url("/v1/chat/completions"))
+            .body(full("{}"))
+            .unwrap();
+        let res = crate::support::client::client()
+            .request(req)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: no response headers: {e:?}"));
+        assert_eq!(res.status(), 200, "round {round}");
+        let end = res.into_body().collect().await;
+        assert!(end.is_err(), "round {round}: the cut must show: {end:?}");
+    }
+    assert_still_serving(&proxy).await;
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn full_accept_queue_is_504_after_connect_timeout() {
     // A listener that never accepts, with its queue filled: new connections hang in SYN.
