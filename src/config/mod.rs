@@ -30,6 +30,7 @@ use serde::Deserialize;
 
 use crate::config::clients::ClientConfig;
 use crate::config::tokens::ClientTokens;
+use crate::routing::api::Apis;
 use crate::routing::routes::{RouteSpec, Router};
 
 pub(crate) use browsers::{HostRule, OriginRule};
@@ -515,6 +516,10 @@ pub struct BackendConfig {
     pub websocket_idle_timeout: Duration,
     /// Takes part in the merged `GET /v1/models`.
     pub list_models: bool,
+    /// The client APIs it speaks (`api`; else those its routes' paths are of): which merged
+    /// model lists it takes part in (`/v1/models`, Ollama's `/api/tags` and `/api/ps`,
+    /// Anthropic's `/v1/models`).
+    pub api: Apis,
     /// A server that systemd starts on demand and stops when idle (`on_demand`, or implied by
     /// `start_timeout` or `swap_group`): its idle pooled connections are closed quickly.
     pub on_demand: bool,
@@ -597,4 +602,7 @@ pub struct RouteConfig {
     pub fallback: Option<String>,
     /// A 5xx answer of `backend` counts as a failure too.
     pub fallback_on_5xx: bool,
+    /// WebSocket upgrades on its path that name no model come here (else 426, when the path
+    /// goes by model).
+    pub websockets_without_model: bool,
 }

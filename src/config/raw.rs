@@ -165,6 +165,8 @@ pub(super) struct RawBackend {
     pub idle_timeout: Option<Spanned<Dur>>,
     pub websocket_idle_timeout: Option<Spanned<Dur>>,
     pub list_models: Option<Spanned<bool>>,
+    /// The client APIs it speaks: `openai`, `ollama`, `anthropic`.
+    pub api: Option<Spanned<Vec<Spanned<String>>>>,
     pub on_demand: Option<Spanned<bool>>,
     pub start_timeout: Option<Spanned<Dur>>,
     pub swap_group: Option<Spanned<String>>,
@@ -187,4 +189,5 @@ pub(super) struct RawRoute {
     pub models: Option<Spanned<Vec<Spanned<String>>>>,
     pub fallback: Option<Spanned<String>>,
     pub fallback_on_5xx: Option<Spanned<bool>>,
+    pub websockets_without_model: Option<bool>,
 }

@@ -18,7 +18,12 @@ use crate::observe::access::AccessRecord;
 use crate::observe::ledger::Ledger;
 use crate::observe::metrics::Tally;
 use crate::observe::usage::UsageScanner;
+use crate::routing::api::Api;
 use crate::upstream::{Backend, Server};
+
+/// The header Anthropic's clients send with every request.
+pub(crate) static ANTHROPIC_VERSION: http::HeaderName =
+    http::HeaderName::from_static("anthropic-version");
 
 /// One request's context.
 pub(crate) struct Ctx {
@@ -30,6 +35,8 @@ pub(crate) struct Ctx {
     pub access: Option<Box<AccessRecord>>,
     /// The named client it came from (its scope and limits).
     pub who: Option<Arc<Client>>,
+    /// The client API it is in: the shape of the proxy's own answers.
+    pub api: Api,
 }
 
 impl Ctx {
@@ -52,11 +59,17 @@ impl Ctx {
         a.log = log;
         a.count_on(unrouted);
         a.record_in(ledger);
+        let path = req.uri().path();
+        let api = Api::of_request(
+            path,
+            path.starts_with("/v1") && req.headers().contains_key(&ANTHROPIC_VERSION),
+        );
         Ctx {
             rid,
             peer,
             access: Some(a),
             who: None,
+            api,
         }
     }
 

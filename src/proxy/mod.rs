@@ -77,6 +77,8 @@ pub struct Target {
     pub fallback: Option<Arc<Backend>>,
     /// A 5xx answer of `backend` counts as a failure too.
     pub fallback_on_5xx: bool,
+    /// WebSocket upgrades that name no model on a path routed by model come here.
+    pub websockets_without_model: bool,
     /// The counters of this route with its backend, and with its fallback (metrics on).
     pub tally: Option<Arc<Tally>>,
     pub fallback_tally: Option<Arc<Tally>>,
@@ -143,6 +145,7 @@ impl Proxy {
                 backend: find(&r.backend)?,
                 route: Arc::from(r.path.as_str()),
                 fallback_on_5xx: r.fallback_on_5xx,
+                websockets_without_model: r.websockets_without_model,
                 tally: metrics.map(|m| m.tally(&r.path, &r.backend)),
                 fallback_tally: metrics
                     .and_then(|m| Some(m.tally(&r.path, r.fallback.as_deref()?))),
@@ -230,7 +233,8 @@ impl Proxy {
     }
 }
 
-/// The answer to a request that failed: OpenAI-shaped JSON, and which backend failed.
+/// The answer to a request that failed: JSON in the shape of the client's API, and which
+/// backend failed.
 fn error_response(e: &ProxyError, ctx: &mut Ctx) -> Response<ResponseBody> {
     if let Some(who) = &ctx.who {
         who.usage.count_refusal(match e {
@@ -241,7 +245,7 @@ fn error_response(e: &ProxyError, ctx: &mut Ctx) -> Response<ResponseBody> {
     if let Some(a) = ctx.access() {
         a.error = Some(e.to_string());
     }
-    let mut res: Response<ResponseBody> = e.response();
+    let mut res: Response<ResponseBody> = e.response_in(ctx.api);
     // Which backend failed (names are validated to be header-safe).
     if let Some(v) = e.backend().and_then(|b| HeaderValue::from_str(b).ok()) {
         res.headers_mut().insert(X_BACKEND.clone(), v);

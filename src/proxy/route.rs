@@ -77,6 +77,12 @@ impl Proxy {
         let mut body = self.request_body(body, idle, ctx)?;
         let (m, model_path, model) = match self.by_path_model(&path) {
             Some((m, p)) => (m, p, None),
+            // A WebSocket's model is in its query, if anywhere: its body is the session.
+            None if websocket && first.route.models.is_some() => (
+                self.socket_route(&path, parts.uri.query(), ctx)?,
+                None,
+                None,
+            ),
             None if first.route.models.is_none() => {
                 if ctx.models_limited() {
                     // Not routed by it, but the client may use only some models.
@@ -223,6 +229,36 @@ impl Proxy {
         );
         *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
         res
+    }
+}
+
+impl Proxy {
+    /// The route of a WebSocket upgrade on a path routed by model: by the query's
+    /// `?model=NAME` (as the Realtime API's clients send it), else the first route on the path
+    /// with `websockets_without_model`. Without either, 426: the client (Codex CLI opening a
+    /// Responses socket, with the model only inside it) goes on over HTTP, where the model
+    /// is in the body.
+    fn socket_route<'p>(
+        &self,
+        path: &'p str,
+        query: Option<&str>,
+        ctx: &mut Ctx,
+    ) -> Result<crate::routing::routes::Match<'_, 'p, Target>, ProxyError> {
+        let Some(name) = query.and_then(crate::routing::model::query_model) else {
+            return self
+                .router
+                .candidates(path)
+                .find(|m| m.route.target.websockets_without_model)
+                .ok_or_else(|| ProxyError::WebSocketModelRequired(path.to_string()));
+        };
+        ctx.model(&name);
+        ctx.may_use_model(&name)?;
+        self.router
+            .find_for_model(path, Some(&name))
+            .ok_or_else(|| ProxyError::ModelNotFound {
+                model: crate::config::quote(&name),
+                path: path.to_string(),
+            })
     }
 }
 

@@ -1,4 +1,5 @@
-//! `[backends.NAME]`: its server or pool of servers, time-outs, TLS, health, aliases.
+//! `[backends.NAME]`: its server or pool of servers, time-outs, TLS, health, aliases, the
+//! APIs it speaks.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use super::super::units::{format_duration, Dur};
 use super::super::{defaults, AuthPolicy, BackendConfig, HealthConfig, ServerUrl};
 use super::keys::{read_ca_file, validate_auth};
 use super::{check_model_name, span, valid_name, value};
+use crate::routing::api::{Api, Apis};
 use crate::routing::routes::normalize_path;
 
 /// Most servers in a pool: more is a config mistake (and every server is a label value).
@@ -116,6 +118,7 @@ pub(super) fn validate_backend(
         );
     }
     let aliases = validate_aliases(&key("aliases"), raw.aliases.as_ref(), issues);
+    let api = validate_api(&key("api"), raw.api.as_ref(), issues);
     let (servers, base_path) = servers?;
     if issues.count() != before {
         return None;
@@ -134,6 +137,8 @@ pub(super) fn validate_backend(
         idle_timeout,
         websocket_idle_timeout,
         list_models: value(&raw.list_models).unwrap_or(!demand.on),
+        // Filled in from the routes when not written (see `validate`).
+        api,
         on_demand: demand.on,
         start_timeout: demand.start_timeout,
         swap_group: demand.swap_group,
@@ -487,4 +492,40 @@ fn parse_backend_url(url: &str) -> Result<(Scheme, Authority, String), String> {
         ));
     }
     Ok((scheme, authority, path.to_string()))
+}
+
+/// `api = ["openai", "ollama", "anthropic"]`: one or more, each once. Empty when not written.
+fn validate_api(
+    key: &str,
+    raw: Option<&Spanned<Vec<Spanned<String>>>>,
+    issues: &mut Issues<'_>,
+) -> Apis {
+    let mut set = Apis::default();
+    let Some(list) = raw else {
+        return set;
+    };
+    if list.get_ref().is_empty() {
+        issues.add(
+            key,
+            Some(list.span()),
+            "lists no API: write one or more of \"openai\", \"ollama\", \"anthropic\"",
+        );
+    }
+    for name in list.get_ref() {
+        match Api::parse(name.get_ref()) {
+            Some(api) if set.contains(api) => {
+                issues.add(key, Some(name.span()), format!("{api} is listed twice"));
+            }
+            Some(api) => set.insert(api),
+            None => issues.add(
+                key,
+                Some(name.span()),
+                format!(
+                    "unknown API {}: write \"openai\", \"ollama\" or \"anthropic\"",
+                    quote(name.get_ref())
+                ),
+            ),
+        }
+    }
+    set
 }

@@ -19,6 +19,7 @@ use toml::Spanned;
 use super::diagnostics::{quote, Issues};
 use super::raw::RawConfig;
 use super::{Config, Source};
+use crate::routing::api::Api;
 
 /// The span of an optional spanned value.
 fn span<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
@@ -50,6 +51,18 @@ pub(super) fn validate(raw: RawConfig, source: Source, issues: &mut Issues<'_>) 
         }
     }
     let clients = clients::validate_clients(raw.clients, &mut server.client_tokens, &names, issues);
+    // A backend that does not say which APIs it speaks speaks those its routes' paths are
+    // of (OpenAI's when no route leads to it).
+    for b in backends.iter_mut().filter(|b| b.api.is_empty()) {
+        b.api = routes
+            .iter()
+            .filter(|r| r.backend == b.name)
+            .map(|r| Api::of_path(&r.path))
+            .collect();
+        if b.api.is_empty() {
+            b.api.insert(Api::OpenAi);
+        }
+    }
     if routes.is_empty() && issues.count() == 0 {
         issues.add(
             "route",

@@ -142,6 +142,7 @@ pub(super) fn validate_route(
         models,
         fallback,
         fallback_on_5xx,
+        websockets_without_model: raw.websockets_without_model.unwrap_or(false),
     })
 }
 

@@ -232,10 +232,25 @@ const MODELS_PATH: &str = "/v1/models/";
 /// `org/model`), percent-escapes decoded.
 pub(crate) fn path_model(path: &str) -> Option<Cow<'_, str>> {
     let id = path.strip_prefix(MODELS_PATH).filter(|id| !id.is_empty())?;
-    if !id.contains('%') {
-        return Some(Cow::Borrowed(id));
+    decode(id)
+}
+
+/// The `model` a query string names (`?model=NAME`, as WebSocket clients of the Realtime API
+/// send it), percent-escapes decoded.
+pub(crate) fn query_model(query: &str) -> Option<Cow<'_, str>> {
+    let value = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("model="))
+        .filter(|v| !v.is_empty())?;
+    decode(value)
+}
+
+/// `s` with its percent-escapes decoded; `None` when that is not UTF-8.
+fn decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains('%') {
+        return Some(Cow::Borrowed(s));
     }
-    let b = id.as_bytes();
+    let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -286,6 +301,17 @@ fn scan_in(body: &[u8], piece: usize, limit: usize, ct: Option<&str>) -> Found {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queries_naming_a_model() {
+        assert_eq!(
+            query_model("model=gpt-4o-realtime").as_deref(),
+            Some("gpt-4o-realtime")
+        );
+        assert_eq!(query_model("a=1&model=org%2Fm").as_deref(), Some("org/m"));
+        assert_eq!(query_model("models=x&model="), None);
+        assert_eq!(query_model("x=1"), None);
+    }
 
     #[test]
     fn paths_naming_a_model() {

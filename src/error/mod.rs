@@ -1,7 +1,14 @@
-//! Everything that can go wrong with one request, as the client sees it: a status code and an
-//! OpenAI-shaped JSON body (`{"error":{"message","type","code"}}`), so SDKs show the message.
+//! Everything that can go wrong with one request, as the client sees it: a status code and a
+//! JSON body in the shape of the client's API ([`shape`]: OpenAI's
+//! `{"error":{"message","type","code"}}` unless the request is Anthropic's or Ollama's), so
+//! that each client shows the message.
 //!
 //! Messages name the backend and its URL, never a key or a header value.
+
+mod shape;
+
+use shape::json_body;
+pub(crate) use shape::json_error;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +20,7 @@ use crate::body::BodyError;
 use crate::clients::rate::format_reset;
 use crate::clients::{Limit, Refused};
 use crate::config::format_duration;
+use crate::routing::api::Api;
 
 /// A request that could not be (fully) proxied.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +61,8 @@ pub enum ProxyError {
         why: String,
         code: &'static str,
     },
+    #[error("WebSocket upgrades on {0} are routed by model and this one names none: name it in the query (?model=NAME), or send the request over HTTP")]
+    WebSocketModelRequired(String),
     #[error("cannot read one model from the body for {path}: {why}; the request is refused, as a backend could read another model than the proxy routes by (send \"model\" once)")]
     AmbiguousModel { path: String, why: &'static str },
     #[error("no backend listed its models: {0}")]
@@ -188,6 +198,7 @@ impl ProxyError {
             | ProxyError::UnknownListBackend(_)
             | ProxyError::NoMetrics => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::WebSocketModelRequired(_) => StatusCode::UPGRADE_REQUIRED,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Refused { .. }
@@ -245,6 +256,7 @@ impl ProxyError {
             ProxyError::UnitControl { .. } => "unit_control_failed",
             ProxyError::NoModel { code, .. } => code,
             ProxyError::AmbiguousModel { .. } => "ambiguous_model",
+            ProxyError::WebSocketModelRequired(_) => "websocket_model_required",
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
             ProxyError::BodyTooLarge { .. } => "request_too_large",
             ProxyError::ClientStalled(_) => "client_timeout",
@@ -287,6 +299,7 @@ impl ProxyError {
     pub fn param(&self) -> Option<&'static str> {
         match self {
             ProxyError::AmbiguousModel { .. }
+            | ProxyError::WebSocketModelRequired(_)
             | ProxyError::UnknownModel(_)
             | ProxyError::ModelNotAllowed { .. }
             | ProxyError::NotOnDemand { .. } => Some("model"),
@@ -294,14 +307,28 @@ impl ProxyError {
         }
     }
 
-    /// The JSON body.
+    /// The JSON body, OpenAI's shape.
     pub fn body(&self) -> Bytes {
         json_body(&self.to_string(), self.kind(), self.code(), self.param())
     }
 
-    /// A complete response for this error.
+    /// The JSON body in the shape of `api`.
+    pub fn body_in(&self, api: Api) -> Bytes {
+        match api {
+            Api::OpenAi => self.body(),
+            Api::Anthropic => shape::anthropic(&self.to_string(), self.status()),
+            Api::Ollama => shape::ollama(&self.to_string()),
+        }
+    }
+
+    /// A complete response for this error, OpenAI's shape.
     pub fn response<B: From<Bytes>>(&self) -> Response<B> {
-        let mut res = Response::new(B::from(self.body()));
+        self.response_in(Api::OpenAi)
+    }
+
+    /// A complete response for this error, its body in the shape of `api`.
+    pub fn response_in<B: From<Bytes>>(&self, api: Api) -> Response<B> {
+        let mut res = Response::new(B::from(self.body_in(api)));
         *res.status_mut() = self.status();
         res.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -384,45 +411,6 @@ impl From<&BodyError> for ProxyError {
             BodyError::Superseded => ProxyError::ClientBody(b.to_string()),
         }
     }
-}
-
-/// `{"error":{"message":...,"type":...,"code":...}}`
-pub(crate) fn json_error(message: &str, kind: &str, code: &str) -> Bytes {
-    json_body(message, kind, code, None)
-}
-
-/// `{"error":{"message":...,"type":...,"code":...}}`, and `"param"` when there is one.
-fn json_body(message: &str, kind: &str, code: &str, param: Option<&str>) -> Bytes {
-    #[derive(serde::Serialize)]
-    struct Inner<'a> {
-        message: &'a str,
-        #[serde(rename = "type")]
-        kind: &'a str,
-        code: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        param: Option<&'a str>,
-    }
-    #[derive(serde::Serialize)]
-    struct Outer<'a> {
-        error: Inner<'a>,
-    }
-    let body = Outer {
-        error: Inner {
-            message,
-            kind,
-            code,
-            param,
-        },
-    };
-    // Serializing three strings cannot fail; fall back to a fixed body all the same.
-    serde_json::to_vec(&body).map_or_else(
-        |_| {
-            Bytes::from_static(
-                b"{\"error\":{\"message\":\"error\",\"type\":\"proxy_error\",\"code\":null}}",
-            )
-        },
-        Bytes::from,
-    )
 }
 
 #[cfg(test)]
