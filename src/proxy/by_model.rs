@@ -12,7 +12,7 @@ use crate::body::RequestBody;
 use crate::config::{quote, BackendConfig, Config};
 use crate::error::ProxyError;
 use crate::proxy::own::catalog::Member;
-use crate::routing::model::{self, Found, Scanner};
+use crate::routing::model::{self, Found, Missing, Scanner};
 use crate::routing::routes::{Match, ModelSet, Router};
 
 impl Proxy {
@@ -36,13 +36,16 @@ impl Proxy {
     /// every model); a body that names it ambiguously is refused. The model and
     /// where it stands come back too, for an alias to be spliced in for the backend that gets
     /// the request ([`BodyModel::alias_for`]).
+    ///
+    /// `also`: another top-level key whose value comes back too ([`Also`]).
     pub(super) async fn by_body_model<'p>(
         &self,
         path: &'p str,
         headers: &HeaderMap,
         body: &mut RequestBody,
-    ) -> Result<(Match<'_, 'p, Target>, Option<BodyModel>), ProxyError> {
-        let (found, kind) = self.read_model(headers, body).await?;
+        also: Also,
+    ) -> Result<(Match<'_, 'p, Target>, Option<BodyModel>, Option<String>), ProxyError> {
+        let (found, kind, also) = self.read_model(headers, body, also).await?;
         let (name, span) = match found {
             Found::Model { name, span } => (name, span),
             // Refused before any route is chosen: no backend gets a body it could read as
@@ -62,7 +65,7 @@ impl Proxy {
                             why: why.to_string(),
                             code: why.code(),
                         })?;
-                return Ok((m, None));
+                return Ok((m, None, also));
             }
         };
         let m = self
@@ -72,7 +75,27 @@ impl Proxy {
                 model: quote(&name),
                 path: path.to_string(),
             })?;
-        Ok((m, Some(BodyModel { name, span, kind })))
+        Ok((m, Some(BodyModel { name, span, kind }), also))
+    }
+}
+
+/// Another top-level key of a JSON body read with its model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Also {
+    Nothing,
+    /// Ollama's older `name`, the model when there is no `model` (`/api/show`, `/api/pull`...).
+    OllamaName,
+    /// The Responses API's `previous_response_id`: comes back.
+    PreviousResponse,
+}
+
+impl Also {
+    fn key(self) -> Option<&'static str> {
+        match self {
+            Also::Nothing => None,
+            Also::OllamaName => Some("name"),
+            Also::PreviousResponse => Some("previous_response_id"),
+        }
     }
 }
 
@@ -84,10 +107,12 @@ impl Proxy {
         path: &str,
         headers: &HeaderMap,
         body: &mut RequestBody,
-    ) -> Result<Option<String>, ProxyError> {
-        match self.read_model(headers, body).await?.0 {
-            Found::Model { name, .. } => Ok(Some(name)),
-            Found::Missing(_) => Ok(None),
+        also: Also,
+    ) -> Result<(Option<String>, Option<String>), ProxyError> {
+        let (found, _, also) = self.read_model(headers, body, also).await?;
+        match found {
+            Found::Model { name, .. } => Ok((Some(name), also)),
+            Found::Missing(_) => Ok((None, also)),
             Found::Ambiguous(why) => Err(ProxyError::AmbiguousModel {
                 path: path.to_string(),
                 why,
@@ -95,23 +120,35 @@ impl Proxy {
         }
     }
 
-    /// Reads as much of the body as it takes to find its `model`.
+    /// Reads as much of the body as it takes to find its `model` (and the value of `also`'s
+    /// key, when it comes before the end of the scan: it comes back, unless it stands for
+    /// the model).
     async fn read_model(
         &self,
         headers: &HeaderMap,
         body: &mut RequestBody,
-    ) -> Result<(Found, model::Kind), ProxyError> {
+        also: Also,
+    ) -> Result<(Found, model::Kind, Option<String>), ProxyError> {
         let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
         let peek = usize::try_from(self.config.server.max_json_peek).unwrap_or(usize::MAX);
-        Ok(match Scanner::new(content_type, peek) {
-            Err(why) => (Found::Missing(why), model::Kind::Json),
-            Ok(mut scanner) => {
-                let found = body
-                    .peek(|data| scanner.feed(data))
-                    .await
-                    .map_err(|e| ProxyError::from(&e))?;
-                (found.unwrap_or_else(|| scanner.finish()), scanner.kind())
+        let mut scanner = match Scanner::new(content_type, peek) {
+            Err(why) => return Ok((Found::Missing(why), model::Kind::Json, None)),
+            Ok(scanner) => scanner,
+        };
+        if let Some(key) = also.key() {
+            scanner.also_read(key);
+        }
+        let found = body
+            .peek(|data| scanner.feed(data))
+            .await
+            .map_err(|e| ProxyError::from(&e))?
+            .unwrap_or_else(|| scanner.finish());
+        let value = scanner.also().cloned();
+        Ok(match (found, value) {
+            (Found::Missing(Missing::NoModel), Some((name, span))) if also == Also::OllamaName => {
+                (Found::Model { name, span }, scanner.kind(), None)
             }
+            (found, value) => (found, scanner.kind(), value.map(|(v, _)| v)),
         })
     }
 }

@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderValue, Request, Uri};
 use tokio::time::Instant;
 
 use super::headers;
+use super::responses::Follow;
 use super::{Peer, Target};
 use crate::clients::Client;
 use crate::config::{quote, AuthPolicy};
@@ -37,6 +38,8 @@ pub(crate) struct Ctx {
     pub who: Option<Arc<Client>>,
     /// The client API it is in: the shape of the proxy's own answers.
     pub api: Api,
+    /// A request of the Responses API that may be answered by more than one server.
+    pub follow: Option<Box<Follow>>,
 }
 
 impl Ctx {
@@ -70,6 +73,7 @@ impl Ctx {
             access: Some(a),
             who: None,
             api,
+            follow: None,
         }
     }
 
@@ -203,9 +207,11 @@ impl Ctx {
 
     /// `server` of `backend` answered, with these response headers.
     pub(super) fn answered(&mut self, backend: &Backend, server: &Server, response: &HeaderMap) {
+        let tap = self.follow.as_ref().and_then(|f| f.tap(backend, server));
         if let Some(a) = self.access() {
             a.answered = true;
             a.usage = UsageScanner::for_response(response);
+            a.id_tap = tap;
             if backend.config.is_pool() {
                 a.server = Some(server.state.url.clone());
             }

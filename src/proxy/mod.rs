@@ -24,6 +24,7 @@ mod context;
 pub(crate) mod headers;
 pub(crate) mod own;
 pub(crate) mod query;
+mod responses;
 mod rewrite;
 mod route;
 mod send;

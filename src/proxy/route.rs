@@ -12,15 +12,17 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::admit::check_client_token;
-use super::by_model::{self, BodyModel};
+use super::by_model::{self, Also, BodyModel};
 use super::context::Ctx;
 use super::own::{models, own_response, page};
+use super::responses::{self, Kind};
 use super::rewrite::server_uri;
 use super::send::{self, Outgoing};
 use super::websocket::session;
 use super::{Proxy, Target};
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::ProxyError;
+use crate::routing::api::Api;
 use crate::routing::routes::normalize_path;
 
 impl Proxy {
@@ -75,8 +77,23 @@ impl Proxy {
 
         let idle = first.route.target.backend.config.idle_timeout;
         let mut body = self.request_body(body, idle, ctx)?;
+        // The Responses API, where more than one server may answer: a request about an
+        // earlier response goes where it was created (see `responses`).
+        let (also, mut earlier) = match responses::kind(&parts.method, &path) {
+            Some(kind) if self.several_answer(&path) => match kind {
+                Kind::Create => (Also::PreviousResponse, None),
+                Kind::Of(id) => {
+                    let (route, follow) = self.follow(&path, Some(id), false);
+                    ctx.follow = Some(Box::new(follow));
+                    (Also::Nothing, route)
+                }
+            },
+            _ if Api::of_path(&path) == Api::Ollama => (Also::OllamaName, None),
+            _ => (Also::Nothing, None),
+        };
         let (m, model_path, model) = match self.by_path_model(&path) {
             Some((m, p)) => (m, p, None),
+            None if earlier.is_some() => (earlier.take().unwrap_or(first), None, None),
             // A WebSocket's model is in its query, if anywhere: its body is the session.
             None if websocket && first.route.models.is_some() => (
                 self.socket_route(&path, parts.uri.query(), ctx)?,
@@ -84,23 +101,38 @@ impl Proxy {
                 None,
             ),
             None if first.route.models.is_none() => {
-                if ctx.models_limited() {
-                    // Not routed by it, but the client may use only some models.
-                    let asked = self.body_model(&path, &parts.headers, &mut body).await?;
+                let mut m = first;
+                if ctx.models_limited() || also == Also::PreviousResponse {
+                    // Not routed by it, but the client may use only some models, or the
+                    // request may follow an earlier response.
+                    let (asked, previous) = self
+                        .body_model(&path, &parts.headers, &mut body, also)
+                        .await?;
                     if let Some(name) = asked {
                         ctx.model(&name);
                         ctx.may_use_model(&name)?;
                     }
+                    if also == Also::PreviousResponse {
+                        m = self
+                            .created_by(&path, previous.as_deref(), ctx)
+                            .unwrap_or(m);
+                    }
                 }
-                (first, None, None)
+                (m, None, None)
             }
             // Boxed: its state stays out of this future, which every request moves.
             None => {
-                let (m, model) =
-                    Box::pin(self.by_body_model(&path, &parts.headers, &mut body)).await?;
+                let (m, model, previous) =
+                    Box::pin(self.by_body_model(&path, &parts.headers, &mut body, also)).await?;
                 if let Some(found) = &model {
                     ctx.model(found.name());
                 }
+                let m = match also {
+                    Also::PreviousResponse => self
+                        .created_by(&path, previous.as_deref(), ctx)
+                        .unwrap_or(m),
+                    _ => m,
+                };
                 (m, None, model)
             }
         };
@@ -233,6 +265,20 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// For a request that creates a response of the Responses API: the route to the backend
+    /// that created the response it follows (`previous`), if known; its id will be
+    /// remembered.
+    fn created_by<'p>(
+        &self,
+        path: &'p str,
+        previous: Option<&str>,
+        ctx: &mut Ctx,
+    ) -> Option<crate::routing::routes::Match<'_, 'p, Target>> {
+        let (route, follow) = self.follow(path, previous, true);
+        ctx.follow = Some(Box::new(follow));
+        route
+    }
+
     /// The route of a WebSocket upgrade on a path routed by model: by the query's
     /// `?model=NAME` (as the Realtime API's clients send it), else the first route on the path
     /// with `websockets_without_model`. Without either, 426: the client (Codex CLI opening a

@@ -146,6 +146,8 @@ struct Leg<'a> {
     tried: u64,
     /// A connection was already closed before an answer once (one more try is free).
     closed_once: bool,
+    /// The server to try first: the one that holds the response a request follows.
+    first_server: Option<usize>,
 }
 
 impl Leg<'_> {
@@ -343,6 +345,7 @@ impl Proxy {
             deadline: Instant::now() + bc.response_timeout,
             tried: 0,
             closed_once: false,
+            first_server: ctx.follow.as_ref().and_then(|f| f.preferred(backend)),
         })
     }
 
@@ -359,7 +362,7 @@ impl Proxy {
         let backend = leg.backend;
         let bc = &backend.config;
         loop {
-            let Some(i) = backend.pick(leg.tried) else {
+            let Some(i) = backend.pick_first(leg.first_server.take(), leg.tried) else {
                 // Nothing tried: every server is out. A pool whose servers all failed: each
                 // of them is named (one server's own error says it all).
                 if leg.tried == 0 || backend.counts_load() {

@@ -1,7 +1,7 @@
 //! What outlives a reload: the health of each backend server (found again by backend name and
 //! URL, so a reload does not send requests to a server it just found down) and, when metrics
 //! are on, their counters; the ledger of what was served; backends' queues and clients'
-//! counters. A reload builds its new proxy (`Proxy`) with the same
+//! counters; where recent responses of the Responses API were created. A reload builds its new proxy (`Proxy`) with the same
 //! `Lasting`.
 
 use std::collections::HashMap;
@@ -12,6 +12,7 @@ use crate::clients::Clients;
 use crate::observe::ledger::Ledger;
 use crate::observe::metrics::Metrics;
 use crate::sync;
+use crate::upstream::affinity::Affinity;
 use crate::upstream::health::ServerState;
 use crate::upstream::queue::Queue;
 use crate::upstream::swap::SwapGroup;
@@ -30,6 +31,8 @@ pub struct Lasting {
     pub metrics: Option<Arc<Metrics>>,
     /// What was served, by whom, with which model.
     pub ledger: Arc<Ledger>,
+    /// Which backend and server created each recent response of the Responses API.
+    pub(crate) affinity: Arc<Affinity>,
 }
 
 impl Lasting {
@@ -43,6 +46,7 @@ impl Lasting {
             stopping: AtomicBool::new(false),
             metrics: metrics.map(|workers| Arc::new(Metrics::new(workers))),
             ledger: Arc::new(Ledger::default()),
+            affinity: Arc::default(),
         })
     }
 

@@ -7,6 +7,7 @@
 //! round robin), among those that are not out ([`health`]); what is out, and why, every worker
 //! sees alike. The active checks of a backend's servers are in [`checks`].
 
+pub(crate) mod affinity;
 pub(crate) mod checks;
 pub(crate) mod control;
 pub(crate) mod failure;
@@ -179,6 +180,22 @@ impl Backend {
             }
         }
         best.map(|(i, _)| i)
+    }
+
+    /// [`Backend::pick`], but server `first` when it is not `tried` yet and not out (a
+    /// follow-up goes to the server that holds what it follows).
+    pub fn pick_first(&self, first: Option<usize>, tried: u64) -> Option<usize> {
+        let usable = |i: usize| {
+            tried & (1 << i) == 0
+                && self
+                    .servers
+                    .get(i)
+                    .is_some_and(|s| !matches!(s.state.avail(&mut LazyNow::default()), Avail::Out))
+        };
+        match first {
+            Some(i) if usable(i) => Some(i),
+            _ => self.pick(tried),
+        }
     }
 
     /// Closes the idle pooled connections to its plain-HTTP servers (swapped out of its swap

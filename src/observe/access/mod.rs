@@ -27,7 +27,7 @@ use crate::body::{BodyError, Progress};
 use crate::clients::Admitted;
 use crate::observe::ledger::{Ledger, Served};
 use crate::observe::metrics::{Done, Tally};
-use crate::observe::usage::{Usage, UsageScanner};
+use crate::observe::usage::{IdTap, Usage, UsageScanner};
 
 /// The `tracing` target access lines had, still their journald `TARGET`.
 pub(crate) const ACCESS_TARGET: &str = "openai_proxy::access";
@@ -83,6 +83,8 @@ pub struct AccessRecord {
     pub answered: bool,
     /// Reads the token usage in the answer as it passes (answers that can carry one).
     pub(crate) usage: Option<UsageScanner>,
+    /// Hands on the answer's id (a response of the Responses API, remembered for follow-ups).
+    pub(crate) id_tap: Option<Box<IdTap>>,
     /// When the answer's first body byte passed.
     first_byte: Option<Instant>,
     /// Where a routed request is added when done.
@@ -111,6 +113,9 @@ impl Progress for AccessRecord {
         self.bytes_out += data.len() as u64;
         if let Some(u) = &mut self.usage {
             u.feed(data);
+        }
+        if let Some(t) = &mut self.id_tap {
+            t.feed(data);
         }
     }
 
@@ -151,6 +156,7 @@ impl AccessRecord {
             stream: false,
             answered: false,
             usage: None,
+            id_tap: None,
             first_byte: None,
             ledger: None,
             admitted: None,

@@ -25,6 +25,8 @@
 mod json;
 mod model;
 
+pub(crate) use model::IdTap;
+
 use http::header::{self, HeaderMap};
 use memchr::memmem;
 

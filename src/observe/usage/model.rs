@@ -2,6 +2,9 @@
 //! (OpenAI's answers and chunks, the Responses API's `response.created`, Anthropic's
 //! `message_start` and Ollama's answers all name it near their start). What the backend ran
 //! after an alias, or the model of a route that does not read the request's model.
+//!
+//! The same search finds a Responses API answer's id, its first `"id"` ([`IdTap`]): the
+//! response object's own, first in a JSON answer and in the `response.created` event.
 
 use memchr::memmem;
 
@@ -17,6 +20,8 @@ const MAX_NAME: usize = 200;
 pub(crate) struct AnswerModel {
     seen: usize,
     name: Option<Box<str>>,
+    /// Looks for `"id"` instead of `"model"`.
+    id: bool,
 }
 
 impl AnswerModel {
@@ -27,9 +32,13 @@ impl AnswerModel {
         }
         let window = &data[..data.len().min(MODEL_WITHIN - self.seen)];
         self.seen += window.len();
-        let finder = finder();
+        let (finder, key) = if self.id {
+            (finder(&ID_FINDER, ID), ID)
+        } else {
+            (finder(&MODEL_FINDER, KEY), KEY)
+        };
         for at in finder.find_iter(window) {
-            if let Some(name) = value_at(&data[at + KEY.len()..]) {
+            if let Some(name) = value_at(&data[at + key.len()..]) {
                 self.name = Some(name.into());
                 return;
             }
@@ -43,10 +52,46 @@ impl AnswerModel {
 }
 
 const KEY: &[u8] = b"\"model\"";
+const ID: &[u8] = b"\"id\"";
 
-fn finder() -> &'static memmem::Finder<'static> {
-    static FINDER: std::sync::OnceLock<memmem::Finder<'static>> = std::sync::OnceLock::new();
-    FINDER.get_or_init(|| memmem::Finder::new(KEY))
+type Finder = std::sync::OnceLock<memmem::Finder<'static>>;
+static MODEL_FINDER: Finder = Finder::new();
+static ID_FINDER: Finder = Finder::new();
+
+fn finder(cell: &'static Finder, key: &'static [u8]) -> &'static memmem::Finder<'static> {
+    cell.get_or_init(|| memmem::Finder::new(key))
+}
+
+/// Finds a Responses API answer's id as the answer passes, and hands it on once.
+pub(crate) struct IdTap {
+    find: AnswerModel,
+    then: Option<Box<dyn FnOnce(&str) + Send + Sync>>,
+}
+
+impl IdTap {
+    /// Calls `then` with the answer's id as soon as it has passed.
+    pub(crate) fn new(then: Box<dyn FnOnce(&str) + Send + Sync>) -> IdTap {
+        IdTap {
+            find: AnswerModel {
+                id: true,
+                ..AnswerModel::default()
+            },
+            then: Some(then),
+        }
+    }
+
+    /// The next piece of the answer.
+    pub(crate) fn feed(&mut self, data: &[u8]) {
+        if self.then.is_none() {
+            return;
+        }
+        self.find.feed(data);
+        if let Some(id) = self.find.take() {
+            if let Some(then) = self.then.take() {
+                then(&id);
+            }
+        }
+    }
 }
 
 /// The string value after a key (`: "NAME"`), when it is a plain one: no escapes, no control
@@ -89,6 +134,17 @@ mod tests {
             found(&[r#"{"model":{"a":1},"x":{"model":"m2"}}"#]),
             Some("m2".into())
         );
+    }
+
+    #[test]
+    fn a_responses_answer_id() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let to = seen.clone();
+        let mut tap = IdTap::new(Box::new(move |id| to.lock().unwrap().push(id.to_string())));
+        tap.feed(b"event: response.created\ndata: {\"type\":\"response.created\",");
+        tap.feed(b"\"response\":{\"id\": \"resp_1\",\"model\":\"m\"}}\n\n");
+        tap.feed(b"data: {\"id\":\"resp_2\"}\n\n");
+        assert_eq!(*seen.lock().unwrap(), ["resp_1"]);
     }
 
     #[test]

@@ -29,6 +29,8 @@ enum J {
     Value,
     /// Inside the model's string.
     InModel,
+    /// Inside the string of the other key read ([`JsonScan::also`]).
+    InAlso,
     /// Inside a value that is not the model.
     Skip,
     /// After a value: `,` or `}`.
@@ -170,6 +172,12 @@ pub(super) struct JsonScan {
     /// The model once its string ended, and its span: the answer unless a second one follows.
     found: Option<(String, Range<usize>)>,
     skip: Skip,
+    /// Another top-level key whose string value is read too (the first one), and that value
+    /// with its span once read: `previous_response_id`, or Ollama's older `name` for the
+    /// model.
+    also_key: Option<&'static [u8]>,
+    is_also: bool,
+    also: Option<(String, Range<usize>)>,
 }
 
 /// Why a body with two top-level `model` keys is refused.
@@ -184,6 +192,16 @@ fn is_ws(b: u8) -> bool {
 }
 
 impl JsonScan {
+    /// Reads the string value of the top-level `key` too (see [`JsonScan::also`]).
+    pub(super) fn also_read(&mut self, key: &'static str) {
+        self.also_key = Some(key.as_bytes());
+    }
+
+    /// The value of the other key, with its span, if the scan saw it.
+    pub(super) fn also(&self) -> Option<&(String, Range<usize>)> {
+        self.also.as_ref()
+    }
+
     /// Whether anything but white space came yet.
     pub(super) fn started(&self) -> bool {
         self.state != J::Start
@@ -223,8 +241,9 @@ impl JsonScan {
                 J::Start if b == b'{' => self.state = J::KeyOrEnd,
                 J::Start => return bad(at, "expected a JSON object"),
                 J::KeyOrEnd | J::Key if b == b'"' => {
-                    // Only "model" matters: longer keys need not be kept.
-                    self.key.start(8);
+                    // Only "model" (and the other key) matter: longer keys need not be kept.
+                    self.key
+                        .start(self.also_key.map_or(8, |k| k.len().max(7) + 1));
                     self.state = J::InKey;
                 }
                 J::KeyOrEnd if b == b'}' => return self.end(),
@@ -234,6 +253,8 @@ impl JsonScan {
                     Ok(true) => {
                         let key = (!self.key.over).then_some(&self.key.out[..]);
                         self.is_model = key == Some(b"model");
+                        self.is_also =
+                            !self.is_model && self.also.is_none() && key == self.also_key;
                         if self.is_model && self.found.is_some() {
                             return Some(Found::Ambiguous(TWICE));
                         }
@@ -254,6 +275,12 @@ impl JsonScan {
                     self.model_at = at;
                     self.state = J::InModel;
                 }
+                J::Value if self.is_also && b == b'"' => {
+                    // Read into the model's buffer, which is free until the model comes.
+                    self.model.start(0);
+                    self.model_at = at;
+                    self.state = J::InAlso;
+                }
                 J::Value => {
                     let s = &mut self.skip;
                     match b {
@@ -265,6 +292,19 @@ impl JsonScan {
                     }
                     self.state = J::Skip;
                 }
+                J::InAlso => match self.model.push(b) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        let Ok(value) = String::from_utf8(std::mem::take(&mut self.model.out))
+                        else {
+                            return bad(at, "a string that is not UTF-8");
+                        };
+                        self.also = Some((value, self.model_at..at + 1));
+                        self.is_also = false;
+                        self.state = J::Next;
+                    }
+                    Err(what) => return bad(at, what),
+                },
                 J::InModel => match self.model.push(b) {
                     Ok(false) => {}
                     Ok(true) => {
@@ -333,7 +373,43 @@ impl JsonScan {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{scan_in, Found, Missing};
+    use super::super::{scan_in, Found, Missing, Scanner};
+
+    #[test]
+    fn another_key_is_read_too() {
+        let body = r#"{"name":"n1","input":[{"previous_response_id":"no"}],"previous_response_id":"resp_1","model":"m","previous_response_id":"resp_2"}"#;
+        for piece in 1..8 {
+            let mut s = Scanner::new(None, 1 << 20).unwrap();
+            s.also_read("previous_response_id");
+            let mut found = None;
+            for chunk in body.as_bytes().chunks(piece) {
+                if let Some(f) = s.feed(chunk) {
+                    found = Some(f);
+                    break;
+                }
+            }
+            let (value, span) = s.also().cloned().expect("read");
+            assert_eq!(value, "resp_1");
+            assert_eq!(&body[span], "\"resp_1\"");
+            assert!(matches!(found, Some(Found::Model { name, .. }) if name == "m"));
+        }
+        // Ollama's older `name` in place of `model`.
+        let mut s = Scanner::new(None, 1 << 20).unwrap();
+        s.also_read("name");
+        assert_eq!(
+            s.feed(br#"{"name":"llama3","verbose":true}"#),
+            Some(Found::Missing(Missing::NoModel))
+        );
+        assert_eq!(s.also().map(|a| a.0.as_str()), Some("llama3"));
+        // Not a string: skipped as any value.
+        let mut s = Scanner::new(None, 1 << 20).unwrap();
+        s.also_read("name");
+        assert!(matches!(
+            s.feed(br#"{"name":null,"model":"x"}"#),
+            Some(Found::Model { .. })
+        ));
+        assert!(s.also().is_none());
+    }
 
     /// Scans `body` whole and in every split into pieces of 1 to 7 bytes: the answer must not
     /// depend on how the body arrives.

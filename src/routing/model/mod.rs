@@ -177,6 +177,22 @@ impl Scanner {
         }
     }
 
+    /// Reads the string value of another top-level key of a JSON body too, the first time it
+    /// comes before the scan ends: [`Scanner::also`].
+    pub fn also_read(&mut self, key: &'static str) {
+        if let Inner::Json(s) = &mut self.inner {
+            s.also_read(key);
+        }
+    }
+
+    /// The value of the key given to [`Scanner::also_read`] and its span, if it was read.
+    pub fn also(&self) -> Option<&(String, Range<usize>)> {
+        match &self.inner {
+            Inner::Json(s) => s.also(),
+            Inner::Multipart(_) => None,
+        }
+    }
+
     /// Reads the next piece of the body; `Some` once the answer is known.
     pub fn feed(&mut self, chunk: &[u8]) -> Option<Found> {
         let take = chunk.len().min(self.limit - self.fed);
