@@ -62,15 +62,18 @@ fn finder(cell: &'static Finder, key: &'static [u8]) -> &'static memmem::Finder<
     cell.get_or_init(|| memmem::Finder::new(key))
 }
 
+/// What is done with an answer's id.
+pub(crate) type Then = Box<dyn FnOnce(&str) + Send + Sync>;
+
 /// Finds a Responses API answer's id as the answer passes, and hands it on once.
 pub(crate) struct IdTap {
     find: AnswerModel,
-    then: Option<Box<dyn FnOnce(&str) + Send + Sync>>,
+    then: Option<Then>,
 }
 
 impl IdTap {
     /// Calls `then` with the answer's id as soon as it has passed.
-    pub(crate) fn new(then: Box<dyn FnOnce(&str) + Send + Sync>) -> IdTap {
+    pub(crate) fn new(then: Then) -> IdTap {
         IdTap {
             find: AnswerModel {
                 id: true,
