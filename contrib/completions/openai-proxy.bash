@@ -304,7 +304,7 @@ _openai__proxy() {
             return 0
             ;;
         openai__proxy__subcmd__check__subcmd__endpoints)
-            opts="-v -H -c -h --url --ca-file --verbose --headers --only --timeout --chat-model --model --config --help"
+            opts="-v -H -c -h --url --ca-file --verbose --headers --only --timeout --chat-model --model --api --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -332,6 +332,10 @@ _openai__proxy() {
                     ;;
                 --model)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api)
+                    COMPREPLY=($(compgen -W "ollama anthropic responses" -- "${cur}"))
                     return 0
                     ;;
                 --config)

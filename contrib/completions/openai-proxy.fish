@@ -64,6 +64,9 @@ transcription\t'POST /v1/audio/transcriptions: JSON with the text'"
 complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-endpoints" -l timeout -d 'How long each check\'s request may take, from connecting to the last byte of the response (e.g. "30s", "2m")' -r
 complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-endpoints" -l chat-model -d 'The model for the chat checks' -r
 complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-endpoints" -l model -d 'Also check that the model NAME reaches the backend the config sends it to (repeat for several)' -r
+complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-endpoints" -l api -d 'Also check a client API beyond Chat Completions (several after one --api, comma-separated, or --api repeated)' -r -f -a "ollama\t'Ollama\'s native API: /api/tags, /api/chat'
+anthropic\t'Anthropic\'s Messages API: /v1/messages'
+responses\t'OpenAI\'s Responses API: /v1/responses'"
 complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-endpoints" -s c -l config -d 'Use this config file instead of looking one up' -r -F
 complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-endpoints" -s v -l verbose -d 'Also print each response body (text cut after 1000 characters; audio as its size)'
 complete -c openai-proxy -n "__fish_openai_proxy_using_subcommand check-endpoints" -s H -l headers -d 'Also print each response\'s headers (credentials redacted)'

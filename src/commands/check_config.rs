@@ -4,6 +4,7 @@
 //! client), so a config it accepts is one `serve` accepts; `-v` shows what the config
 //! resolves to and why that file was chosen.
 
+use crate::routing::api::Api;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -273,7 +274,8 @@ fn describe_routes(c: &Config) -> String {
     s
 }
 
-/// The backends: pools, health checks, on-demand servers, aliases, the model list, TLS trust.
+/// The backends: pools, health checks, on-demand servers, aliases, the APIs beyond OpenAI's,
+/// the model list, TLS trust.
 fn describe_backends(c: &Config) -> String {
     let mut s = String::new();
     for b in &c.backends {
@@ -302,6 +304,9 @@ fn describe_backends(c: &Config) -> String {
         }
         for (from, to) in &b.aliases {
             let _ = writeln!(s, "Backend {}: alias {from} -> {to}", b.name);
+        }
+        if b.api != [Api::OpenAi].into_iter().collect() {
+            let _ = writeln!(s, "Backend {}: client APIs {}", b.name, b.api);
         }
     }
     s.push_str(&model_list(c));

@@ -65,6 +65,7 @@ mod daemon {
 mod cli {
     mod bench_smoke; // the benchmark harness behind bench/run: arguments and a smoke run
     pub mod check; // check-config and check-endpoints through the real binary
+    mod check_apis; // check-endpoints of Ollama's, Anthropic's and the Responses API: a stream each, complete or not
     mod check_models; // check-endpoints and routing by model (--model NAME)
     mod clients_cmd; // client add|list|remove: the token printed once, only its hash stored, files kept byte for byte
     mod closed_stdout; // a closed stdout ends a command quietly (`... | head -1`)

@@ -6,6 +6,7 @@
 //! it is replaced in every response body as it arrives, every line printed goes through
 //! [`report::Output`], which redacts it again, and credential headers are never printed.
 
+mod apis;
 mod audio;
 mod report;
 mod routing;
@@ -21,6 +22,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde_json::{json, Value};
 
+pub use self::apis::ClientApi;
 use self::audio::{audio_format, built_in_clip, multipart, words, Clip, MP3, TRANSCRIPTION_MODEL};
 use self::report::{human_size, snippet, stream_content, Ask, Exchange, Output, Report, Verdict};
 use self::routing::Picked;
@@ -45,6 +47,8 @@ pub struct Options {
     pub chat_model: Option<String>,
     /// Models to check: each must reach the backend the config sends it to.
     pub models: Vec<String>,
+    /// Client APIs to check; empty: each the config routes (none with `--only`).
+    pub apis: Vec<ClientApi>,
     /// CA certificates (PEM) an `https://` proxy's certificate is checked against, besides
     /// the bundled web roots.
     pub ca_file: Option<std::path::PathBuf>,
@@ -69,6 +73,12 @@ pub enum CheckName {
     /// `--model NAME`: that model reaches the backend the config sends it to (not in
     /// [`CheckName::ALL`]: it runs for each `--model`).
     Model,
+    /// Ollama's API (`--api ollama`, or a route of `/api`; not in [`CheckName::ALL`]).
+    Ollama,
+    /// Anthropic's Messages API (`--api anthropic`, or a route of `/v1/messages`).
+    Anthropic,
+    /// OpenAI's Responses API (`--api responses`, or a route of `/v1/responses`).
+    Responses,
 }
 
 impl CheckName {
@@ -92,6 +102,9 @@ impl CheckName {
             CheckName::Speech => "speech",
             CheckName::Transcription => "transcription",
             CheckName::Model => "model",
+            CheckName::Ollama => "ollama",
+            CheckName::Anthropic => "anthropic",
+            CheckName::Responses => "responses",
         }
     }
 }
@@ -101,7 +114,7 @@ const SPEECH_TEXT: &str = "The quick brown fox jumps over the lazy dog.";
 /// Model and voice names OpenAI knows and Kokoro-FastAPI maps to its own.
 const SPEECH_MODEL: &str = "tts-1";
 const SPEECH_VOICE: &str = "alloy";
-const CHAT_PROMPT: &str = "Reply with the single word: pong";
+pub(crate) const CHAT_PROMPT: &str = "Reply with the single word: pong";
 
 /// Audio shorter than this is not speech, whatever its header says.
 const MIN_AUDIO_BYTES: usize = 1024;
@@ -140,8 +153,23 @@ pub fn run(
         "Checking the proxy at {} ({from})",
         checker.client.url()
     ))?;
-    let reports =
-        runtime.block_on(checker.run(&selected, options.chat_model.as_deref(), &options.models))?;
+    let apis = match (&options.apis[..], &checker.routes) {
+        ([], Ok(routes)) if options.only.is_empty() => apis::routed(routes),
+        (chosen, _) => chosen.to_vec(),
+    };
+    let reports = runtime.block_on(async {
+        let mut reports = checker
+            .run(&selected, options.chat_model.as_deref(), &options.models)
+            .await?;
+        for api in apis {
+            let report = checker
+                .api_check(api, options.chat_model.as_deref())
+                .await?;
+            checker.out.report(&report)?;
+            reports.push(report);
+        }
+        anyhow::Ok(reports)
+    })?;
     let count = |f: fn(&Verdict) -> bool| reports.iter().filter(|r| f(&r.verdict)).count();
     let passed = count(|v| matches!(v, Verdict::Pass(_)));
     let failed = count(|v| matches!(v, Verdict::Fail(_)));
@@ -226,7 +254,10 @@ impl Checker {
                     let clip = speech.take().unwrap_or_else(built_in_clip);
                     self.transcription(&clip, TRANSCRIPTION_MODEL).await?
                 }
-                CheckName::Model => continue,
+                CheckName::Model
+                | CheckName::Ollama
+                | CheckName::Anthropic
+                | CheckName::Responses => continue,
             };
             self.out.report(&report)?;
             reports.push(report);
@@ -260,6 +291,9 @@ impl Checker {
         }
         if let Some(auth) = &self.auth {
             req = req.header(header::AUTHORIZATION, auth.clone());
+        }
+        for (name, value) in ask.headers {
+            req = req.header(*name, *value);
         }
         let req = req
             .body(Full::new(ask.body))
@@ -491,6 +525,7 @@ impl Checker {
             accept: "application/json",
             content_type: Some(&content_type),
             body,
+            headers: &[],
         };
         self.check(CheckName::Transcription, ask, |a| {
             let v = a.json()?;

@@ -190,12 +190,20 @@ impl Exchange {
         })
     }
 
-    /// The proxy's own 404 for a path no route covers (it sets no `X-Backend`).
+    /// The proxy's own 404 for a path no route covers (it sets no `X-Backend`), in OpenAI's
+    /// shape (its code) or another API's (its message).
     pub(super) fn is_no_route(&self) -> bool {
         self.status == StatusCode::NOT_FOUND
             && self.backend().is_none()
             && self.json().is_ok_and(|v| {
-                v["error"]["code"] == "no_route" || v["error"]["code"] == "not_found"
+                let message = [&v["error"]["message"], &v["error"]]
+                    .into_iter()
+                    .find_map(Value::as_str)
+                    .unwrap_or_default();
+                v["error"]["code"] == "no_route"
+                    || v["error"]["code"] == "not_found"
+                    || message.starts_with("no route for ")
+                    || message.starts_with("not found: ")
             })
     }
 
@@ -257,6 +265,8 @@ pub(super) struct Ask<'a> {
     pub accept: &'static str,
     pub content_type: Option<&'a str>,
     pub body: Bytes,
+    /// More request headers (`anthropic-version`).
+    pub headers: &'a [(&'a str, &'a str)],
 }
 
 impl<'a> Ask<'a> {
@@ -267,6 +277,7 @@ impl<'a> Ask<'a> {
             accept: "application/json",
             content_type: None,
             body: Bytes::new(),
+            headers: &[],
         }
     }
 
@@ -277,6 +288,7 @@ impl<'a> Ask<'a> {
             accept,
             content_type: Some("application/json"),
             body: Bytes::from(body.to_string()),
+            headers: &[],
         }
     }
 }

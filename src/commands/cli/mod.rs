@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::builder::PossibleValue;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::commands::check_endpoints::{self, CheckName};
+use crate::commands::check_endpoints::{self, CheckName, ClientApi};
 use crate::commands::client::{parse_proxy_url, ProxyUrl};
 use crate::commands::init;
 use crate::commands::on_demand;
@@ -547,6 +547,35 @@ pub struct CheckEndpointsArgs {
     /// checks run after the others, whatever --only says.
     #[arg(long, value_name = "NAME")]
     pub model: Vec<String>,
+
+    /// Also check a client API beyond Chat Completions (several after one --api,
+    /// comma-separated, or --api repeated).
+    ///
+    /// Each sends one streamed request of that API with the --chat-model (default: the first
+    /// model of the API's own list) and passes when the stream is complete: ollama
+    /// (GET /api/tags, then POST /api/chat as NDJSON ending "done": true), anthropic
+    /// (POST /v1/messages with anthropic-version, typed events ending in message_stop; no
+    /// Anthropic key is sent, the proxy puts its own), responses (POST /v1/responses, typed
+    /// events ending in response.completed). Default: each API the config has a route of its
+    /// own for (/api, /v1/messages, /v1/responses); none with --only. They run after the
+    /// other checks.
+    #[arg(long, value_name = "API", num_args = 1.., value_delimiter = ',')]
+    pub api: Vec<ClientApi>,
+}
+
+impl ValueEnum for ClientApi {
+    fn value_variants<'a>() -> &'a [Self] {
+        &ClientApi::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self {
+            ClientApi::Ollama => "Ollama's native API: /api/tags, /api/chat",
+            ClientApi::Anthropic => "Anthropic's Messages API: /v1/messages",
+            ClientApi::Responses => "OpenAI's Responses API: /v1/responses",
+        };
+        Some(PossibleValue::new(self.as_str()).help(help))
+    }
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -573,8 +602,11 @@ impl ValueEnum for CheckName {
             }
             CheckName::Speech => "POST /v1/audio/speech: audio",
             CheckName::Transcription => "POST /v1/audio/transcriptions: JSON with the text",
-            // Not a value of --only: it runs for each --model.
-            CheckName::Model => return None,
+            // Not values of --only: it runs for each --model, they for each --api.
+            CheckName::Model
+            | CheckName::Ollama
+            | CheckName::Anthropic
+            | CheckName::Responses => return None,
         };
         Some(PossibleValue::new(self.as_str()).help(help))
     }
@@ -590,6 +622,7 @@ impl From<&CheckEndpointsArgs> for check_endpoints::Options {
             timeout: a.timeout,
             chat_model: a.chat_model.clone(),
             models: a.model.clone(),
+            apis: a.api.clone(),
             ca_file: a.ca_file.clone(),
         }
     }
