@@ -67,6 +67,8 @@ pub enum ProxyError {
     AmbiguousModel { path: String, why: &'static str },
     #[error("no backend listed its models: {0}")]
     NoModelList(String),
+    #[error("no backend told its version: {0}")]
+    NoVersion(String),
     #[error("no backend named {0} takes part in the model list (its list_models is false, or it does not exist)")]
     UnknownListBackend(String),
     #[error("request body is larger than the limit of {limit} bytes (server.max_body_size)")]
@@ -207,7 +209,8 @@ impl ProxyError {
             | ProxyError::BackendFailed { .. }
             | ProxyError::NoServer { .. }
             | ProxyError::UnitControl { .. }
-            | ProxyError::NoModelList(_) => StatusCode::BAD_GATEWAY,
+            | ProxyError::NoModelList(_)
+            | ProxyError::NoVersion(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. }
             | ProxyError::ResponseTimeout { .. }
             | ProxyError::StartTimeout { .. }
@@ -270,7 +273,9 @@ impl ProxyError {
             ProxyError::StartTimeout { .. } => "backend_start_timeout",
             ProxyError::SwapTimeout { .. } => "backend_swap_timeout",
             ProxyError::Tls { .. } => "backend_tls_error",
-            ProxyError::BackendFailed { .. } | ProxyError::NoModelList(_) => "backend_error",
+            ProxyError::BackendFailed { .. }
+            | ProxyError::NoModelList(_)
+            | ProxyError::NoVersion(_) => "backend_error",
             ProxyError::ModelNotAllowed { .. } => "model_not_allowed",
             ProxyError::RouteNotAllowed { .. } => "route_not_allowed",
             ProxyError::ServerKeyNotAllowed { .. } => "server_key_not_allowed",

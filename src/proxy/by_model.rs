@@ -11,6 +11,7 @@ use super::{Proxy, Target};
 use crate::body::RequestBody;
 use crate::config::{quote, BackendConfig, Config};
 use crate::error::ProxyError;
+use crate::proxy::own::catalog::shapes::Kind;
 use crate::proxy::own::catalog::Member;
 use crate::routing::model::{self, Found, Missing, Scanner};
 use crate::routing::routes::{Match, ModelSet, Router};
@@ -185,10 +186,11 @@ pub(super) fn fix_length(headers: &mut HeaderMap, span: &Range<usize>, with: usi
     }
 }
 
-/// The backends that take part in the model list, in the order their first route comes in
-/// the config: those a route uses, unless `list_models = false` (an on-demand backend takes
-/// part all the same, without being asked: see [`Member::asked`]).
-pub(super) fn members(config: &Config, router: &Router<Target>) -> Vec<Member> {
+/// The backends that take part in the `kind` model list, in the order their first route
+/// comes in the config: those a route uses that speak its API (any, for OpenAI's list),
+/// unless `list_models = false` (an on-demand backend takes part all the same, without being
+/// asked: see [`Member::asked`]).
+pub(super) fn members(config: &Config, router: &Router<Target>, kind: Kind) -> Vec<Member> {
     let mut members: Vec<Member> = Vec::new();
     for r in &config.routes {
         let Some(route) = router
@@ -201,7 +203,8 @@ pub(super) fn members(config: &Config, router: &Router<Target>) -> Vec<Member> {
         let backend = &route.target.backend;
         let bc = &backend.config;
         let silent = !bc.list_models && !bc.on_demand;
-        if silent || members.iter().any(|m| m.backend.config.name == bc.name) {
+        let speaks = kind.api().map_or(true, |api| bc.api.contains(api));
+        if silent || !speaks || members.iter().any(|m| m.backend.config.name == bc.name) {
             continue;
         }
         // Every route to it takes only some models: only those are listed.
@@ -210,17 +213,17 @@ pub(super) fn members(config: &Config, router: &Router<Target>) -> Vec<Member> {
             .map(|t| config.route_models(t))
             .collect::<Option<Vec<Vec<String>>>>()
             .map(|sets| ModelSet::new(sets.concat()));
-        // Where a request for /v1/models would go through a route to it.
+        // Where a request for the list would go through a route to it.
         let path = router
-            .candidates("/v1/models")
+            .candidates(kind.path())
             .find(|m| m.route.target.backend.config.name == bc.name)
             .map_or_else(
-                || format!("{}/v1/models", bc.base_path),
+                || format!("{}{}", bc.base_path, kind.path()),
                 |m| m.forward_path(&bc.base_path).into_owned(),
             );
         members.push(Member {
             backend: backend.clone(),
-            path,
+            path: path + kind.query(),
             filter,
             asked: bc.list_models,
         });

@@ -154,7 +154,7 @@ impl Proxy {
             })
         })?;
         let catalog = Catalog::new(
-            by_model::members(&config, &router),
+            |kind| by_model::members(&config, &router, kind),
             config.routes_by_model(),
             headers::extra_secrets(&config.server.secret_headers),
             &lasting.ledger,

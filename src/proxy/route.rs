@@ -208,8 +208,9 @@ impl Proxy {
 
     /// What the proxy answers itself, before any route: `/health`, `/` (a page for a
     /// browser, with its files: [`page`]), `GET /usage`, the merged `GET /v1/models` (when it
-    /// answers that: see [`super::own::catalog`]) and llama.cpp's `GET /models`
-    /// ([`super::own::models`]).
+    /// answers that: see [`super::own::catalog`]; an Anthropic client's, and Ollama's
+    /// `/api/tags`, `/api/ps` and `/api/version`, when a backend speaks that API) and
+    /// llama.cpp's `GET /models` ([`super::own::models`]).
     async fn answer_own(
         &self,
         path: &str,
@@ -233,7 +234,13 @@ impl Proxy {
                     .read(|book| super::own::usage::usage_json(book, after, &limits));
                 Ok(Some(own_response("application/json", body)))
             }
+            "/v1/models" if parts.method == Method::GET && ctx.api == Api::Anthropic => {
+                self.anthropic_models(parts, ctx).await
+            }
             "/v1/models" if parts.method == Method::GET => self.model_list(parts, ctx, false).await,
+            "/api/tags" | "/api/ps" | "/api/version" if parts.method == Method::GET => {
+                self.ollama_list(path, parts, ctx).await
+            }
             "/models" if parts.method == Method::GET => self.model_list(parts, ctx, true).await,
             _ => Ok(None),
         }

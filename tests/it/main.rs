@@ -12,6 +12,7 @@ mod support;
 /// The request path: what happens to a request and its response on the way through.
 mod proxy {
     mod access_log; // one access line per request with the documented fields, no secrets in logs
+    mod api_lists; // Ollama's /api/tags, /api/ps, /api/version and Anthropic's model list, merged; the Ollama Python library
     mod api_routing; // each client API's error shape, Ollama's `name`, sockets without a model (426), Responses follow-ups on their server
     mod auth; // which credentials each backend sees (forward or injected, never both)
     mod behind_proxy; // streams and WebSockets behind another proxy (the service guide's nginx block)

@@ -155,9 +155,7 @@ impl Proxy {
         }
         let found = self.on_demand.found().await;
         let state = |b: &Backend| state_of(b, &found);
-        let keep = |b: &Backend, id: Option<&str>| {
-            ctx.may_use(b).is_ok() && id.map_or(true, |id| ctx.may_use_model(id).is_ok())
-        };
+        let keep = |b: &Backend, id: Option<&str>| super::client_keeps(ctx, b, id);
         let res = self
             .catalog
             .answer(parts, ctx.peer.ip, &ctx.rid, all, &state, &keep)
