@@ -213,12 +213,14 @@ pub fn rewrite_response(headers: &mut HeaderMap, backend: &HeaderValue, keep_coo
 
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
-/// Whether a response is a stream of server-sent events (`text/event-stream`).
+/// Whether a response is a stream of events: server-sent events (`text/event-stream`:
+/// OpenAI's, Anthropic's) or JSON lines (`application/x-ndjson`: Ollama's).
 pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| {
-        v.as_bytes()
-            .get(..17)
-            .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
+        let v = v.as_bytes();
+        [&b"text/event-stream"[..], b"application/x-ndjson"]
+            .iter()
+            .any(|t| v.get(..t.len()).is_some_and(|p| p.eq_ignore_ascii_case(t)))
     })
 }
 

@@ -313,3 +313,27 @@ async fn a_follow_up_goes_to_the_pool_server_that_made_the_response() {
     proxy.stop().await;
     tokio::time::sleep(Duration::ZERO).await;
 }
+
+#[tokio::test]
+async fn ollamas_json_lines_are_marked_unbuffered_for_a_proxy_in_front() {
+    let ollama = Mock::recording(|_| {
+        mock::reply(
+            "application/x-ndjson",
+            full("{\"done\":false}\n{\"done\":true}\n"),
+        )
+    })
+    .await;
+    let proxy = start_proxy(&format!(
+        "[backends.ollama]\nurl = \"{}\"\n[[route]]\npath = \"/api\"\nbackend = \"ollama\"\n",
+        ollama.url()
+    ))
+    .await;
+    let res = send(post(proxy.url("/api/chat"), r#"{"model":"m"}"#, &[])).await;
+    assert_eq!(res.headers()["x-accel-buffering"], "no");
+    assert_eq!(res.headers()["cache-control"], "no-cache");
+    assert_eq!(
+        &body_bytes(res).await[..],
+        b"{\"done\":false}\n{\"done\":true}\n"
+    );
+    proxy.stop().await;
+}
