@@ -12,6 +12,7 @@ mod support;
 /// The request path: what happens to a request and its response on the way through.
 mod proxy {
     mod access_log; // one access line per request with the documented fields, no secrets in logs
+    mod anthropic_clients; // the Anthropic Python SDK and Claude Code: by model to a local server or Anthropic with the proxy's key
     mod auth; // which credentials each backend sees (forward or injected, never both)
     mod behind_proxy; // streams and WebSockets behind another proxy (the service guide's nginx block)
     mod browsers; // web pages: allowed origins, CORS, DNS rebinding, the Host check
