@@ -20,6 +20,7 @@ mod proxy {
     mod clients_daemon; // a guest's day through the binary: access log, /metrics, /usage; kept across SIGHUP and restart; its token nowhere
     mod clients_limits; // [clients.NAME] limits: 429 with Retry-After and x-ratelimit-* at the right request, recovery, reload
     pub mod clients_scope; // [clients.NAME]: 403 for models, routes and backends keys it may not use; its own model list
+    mod codex; // Codex CLI: its built-in provider's WebSocket gets 426 and goes on over HTTP; a custom provider
     mod credential_edges; // key subprotocols, a token sent twice, odd query keys, guard edges, revoked sessions
     mod errors; // failures become OpenAI-shaped JSON errors or a visibly broken stream
     mod fallback; // a route's fallback backend, before the first byte of an answer only

@@ -1,5 +1,5 @@
 //! Test harness: in-process mock backends (some in the shape of Anthropic's and OpenAI's
-//! APIs), a proxy started with `serve::run` on 127.0.0.1:0, HTTP clients, a test
+//! APIs), a proxy started with `serve::run` on 127.0.0.1:0, a wiretap, HTTP clients, a test
 //! CA, a runner for the real binary, and a headless browser.
 
 pub mod activation;
@@ -18,6 +18,7 @@ pub mod machine;
 pub mod mock;
 pub mod prom;
 pub mod sse;
+pub mod tap;
 pub mod tls;
 pub mod tools;
 pub mod ws;
