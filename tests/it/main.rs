@@ -40,6 +40,7 @@ mod proxy {
     mod pool; // plain-HTTP backends: origin-form requests, keep-alive reuse
     mod pools; // backends with several servers: least in flight, back-off, health checks
     mod queues; // a backend's max_concurrent: clients take turns, a gone client leaves the queue, 503 backend_busy after queue_timeout
+    mod responses; // the OpenAI SDK on the Responses API: typed events as sent; follow-ups to the pool server that made the response
     mod routing; // each route reaches its backend with the request and response intact
     pub mod sdk; // the official OpenAI Python SDK through the proxy
     mod secrets; // cookies, vendor key headers and key query parameters by backend policy
