@@ -169,7 +169,7 @@ pub async fn responses(name: &'static str, gap: Duration) -> Mock {
                 let req = body_json(s);
                 if let Some(prev) = req["previous_response_id"].as_str() {
                     if !made.contains_key(prev) {
-                        return not_found(prev, "previous_response_not_found");
+                        return not_found(prev, Some("previous_response_id"));
                     }
                 }
                 let n = count.fetch_add(1, Ordering::SeqCst) + 1;
@@ -186,17 +186,23 @@ pub async fn responses(name: &'static str, gap: Duration) -> Mock {
                 StatusCode::OK,
                 &json!({"id": id, "object": "response.deleted", "deleted": true}),
             ),
-            _ => not_found(id, "not_found"),
+            _ => not_found(id, None),
         }
     })
     .await
 }
 
-fn not_found(id: &str, code: &str) -> Response<MockBody> {
+/// OpenAI's 404 for a response it does not have: the one a request follows up on (`param`
+/// `previous_response_id`), or the one in the path.
+fn not_found(id: &str, param: Option<&str>) -> Response<MockBody> {
+    let (message, code) = match param {
+        Some(_) => ("Previous response", "previous_response_not_found"),
+        None => ("Response", "not_found"),
+    };
     json_reply(
         StatusCode::NOT_FOUND,
-        &json!({"error": {"message": format!("Response with id '{id}' not found."),
-            "type": "invalid_request_error", "param": null, "code": code}}),
+        &json!({"error": {"message": format!("{message} with id '{id}' not found."),
+            "type": "invalid_request_error", "param": param, "code": code}}),
     )
 }
 
