@@ -12,6 +12,7 @@ mod support;
 /// The request path: what happens to a request and its response on the way through.
 mod proxy {
     mod access_log; // one access line per request with the documented fields, no secrets in logs
+    mod anthropic_clients; // the Anthropic Python SDK and Claude Code: by model to a local server or Anthropic with the proxy's key
     mod api_lists; // Ollama's /api/tags, /api/ps, /api/version and Anthropic's model list, merged; the Ollama Python library
     mod api_routing; // each client API's error shape, Ollama's `name`, sockets without a model (426), Responses follow-ups on their server
     mod auth; // which credentials each backend sees (forward or injected, never both)
@@ -21,6 +22,7 @@ mod proxy {
     mod clients_daemon; // a guest's day through the binary: access log, /metrics, /usage; kept across SIGHUP and restart; its token nowhere
     mod clients_limits; // [clients.NAME] limits: 429 with Retry-After and x-ratelimit-* at the right request, recovery, reload
     pub mod clients_scope; // [clients.NAME]: 403 for models, routes and backends keys it may not use; its own model list
+    mod codex; // Codex CLI: its built-in provider's WebSocket gets 426 and goes on over HTTP; a custom provider
     mod credential_edges; // key subprotocols, a token sent twice, odd query keys, guard edges, revoked sessions
     mod errors; // failures become OpenAI-shaped JSON errors or a visibly broken stream
     mod fallback; // a route's fallback backend, before the first byte of an answer only
@@ -40,6 +42,7 @@ mod proxy {
     mod pool; // plain-HTTP backends: origin-form requests, keep-alive reuse
     mod pools; // backends with several servers: least in flight, back-off, health checks
     mod queues; // a backend's max_concurrent: clients take turns, a gone client leaves the queue, 503 backend_busy after queue_timeout
+    mod responses; // the OpenAI SDK on the Responses API: typed events as sent; follow-ups to the pool server that made the response
     mod routing; // each route reaches its backend with the request and response intact
     pub mod sdk; // the official OpenAI Python SDK through the proxy
     mod secrets; // cookies, vendor key headers and key query parameters by backend policy

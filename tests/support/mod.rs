@@ -1,7 +1,9 @@
-//! Test harness: in-process mock backends, a proxy started with `serve::run` on
-//! 127.0.0.1:0, HTTP clients, a test CA, a runner for the real binary, and a headless browser.
+//! Test harness: in-process mock backends (some in the shape of Anthropic's and OpenAI's
+//! APIs), a proxy started with `serve::run` on 127.0.0.1:0, a wiretap, HTTP clients, a test
+//! CA, a runner for the real binary, and a headless browser.
 
 pub mod activation;
+pub mod api_mocks;
 pub mod bin;
 // Headless Chromium: for the machine binary's page tests (tests/machine/) only.
 #[allow(dead_code)]
@@ -16,6 +18,7 @@ pub mod machine;
 pub mod mock;
 pub mod prom;
 pub mod sse;
+pub mod tap;
 pub mod tls;
 pub mod tools;
 pub mod ws;

@@ -59,14 +59,102 @@ pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("OPENAI_PROXY_TEST_PYTHON") {
         return p.into();
     }
-    let venv = Path::new(super::bin::exe())
-        .parent()
-        .and_then(Path::parent)
-        .map(|target| target.join("venv/bin/python3"));
-    match venv {
+    match target().map(|t| t.join("venv/bin/python3")) {
         Some(p) if p.is_file() => p,
         _ => "python3".into(),
     }
+}
+
+/// Cargo's target directory (the binary under test is in TARGET/debug/).
+fn target() -> Option<PathBuf> {
+    Path::new(super::bin::exe())
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+}
+
+/// The program `name` of an npm package `cargo xtask setup` installs into TARGET/npm
+/// (xtask/src/npm.rs): Claude Code's `claude`, Codex CLI's `codex`. Fails the test when it
+/// is not there.
+pub fn npm_program(name: &str, package: &str) -> PathBuf {
+    let bin = target()
+        .map(|t| t.join("npm/node_modules/.bin").join(name))
+        .filter(|p| p.is_file());
+    bin.unwrap_or_else(|| {
+        panic!(
+            "`{name}` is not installed in TARGET/npm; this test needs it (npm package \
+             {package}, with Node.js). `{SETUP}` installs everything the tests need, then runs \
+             them"
+        )
+    })
+}
+
+/// Runs `cmd` (stdin empty, output captured) to its end, killing it and failing the test if
+/// it takes longer than `limit`.
+pub async fn run_bounded(
+    mut cmd: tokio::process::Command,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    use std::process::Stdio;
+    let what = format!("{:?}", cmd.as_std().get_program());
+    let child = cmd
+        .kill_on_drop(true)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    // On time-out the child is dropped, which kills it.
+    tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// The variables the SDKs and CLIs take their endpoint and credentials from.
+pub const CLIENT_VARS: &[&str] = &[
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "OPENAI_ORG_ID",
+    "OPENAI_PROJECT_ID",
+    "CODEX_API_KEY",
+    "CODEX_HOME",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_MODEL",
+    "CLAUDE_CONFIG_DIR",
+];
+
+/// Runs `tests/SCRIPT ARGS...` with [`python`] and `envs`, and returns the JSON it prints and
+/// what it wrote on stderr; fails the test when the script fails.
+pub async fn run_python<K, V>(
+    script: &str,
+    args: &[&str],
+    envs: impl IntoIterator<Item = (K, V)>,
+) -> (serde_json::Value, String)
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = tokio::process::Command::new(python());
+    cmd.arg(format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR")))
+        .args(args);
+    // Only what the test says reaches the SDKs, whatever the environment of `cargo test`.
+    for var in CLIENT_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.envs(envs);
+    let out = run_bounded(cmd, std::time::Duration::from_secs(120)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{script} failed:\n{stderr}");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{script} printed no JSON ({e}):\n{}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (json, stderr)
 }
 
 /// Fails the test unless [`python`] can import `module` (from tests/requirements.txt).

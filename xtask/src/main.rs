@@ -19,6 +19,7 @@ macro_rules! say {
 }
 
 mod checks;
+mod npm;
 mod packages;
 mod project;
 mod setup;
@@ -47,7 +48,9 @@ setup   Installs what the tests need and is missing:
         - cargo-deb and cargo-generate-rpm (cargo install --locked);
         - rustfmt and clippy (rustup component add), if they are missing;
         - a Python virtual environment in TARGET/venv with the packages of
-          tests/requirements.txt (the OpenAI Python SDK, prometheus_client), which the tests use.
+          tests/requirements.txt (the OpenAI and Anthropic Python SDKs, prometheus_client),
+          which the tests use;
+        - Claude Code and Codex CLI from npm, at pinned versions, in TARGET/npm.
         What is already there is left alone, so a second run takes seconds.
 Run it as root (CI does): several tests install the package, run a systemd user manager or
 mount in a private namespace, and fail as another user, saying so.";

@@ -63,6 +63,10 @@ const NEEDS: &[Need] = &[
     // downloads from crates.io and PyPI.
     package("python3-venv"),
     package("ca-certificates"),
+    // Node.js and npm: Claude Code and Codex CLI, installed from npm (npm.rs); Codex starts
+    // through node.
+    program("nodejs", "node"),
+    program("npm", "npm"),
 ];
 
 /// The needed packages that are not there, in [`NEEDS`]' order.

@@ -1,19 +1,21 @@
 //! The set-up: everything the tests need beyond the Rust toolchain, installed where it is
 //! missing and left alone where it is there. Debian packages (packages.rs), rustfmt and
-//! clippy, the package builders, and the Python virtual environment the tests use.
+//! clippy, the package builders, the Python virtual environment the tests use, and the npm
+//! clients they run (npm.rs).
 
 use std::fs;
 use std::path::Path;
 
-use crate::packages;
 use crate::project::Project;
 use crate::step::{self, succeeds, Steps};
+use crate::{npm, packages};
 use crate::{Error, Result};
 
 /// The package builders the packaging tests run (`packaging/dist`), at the versions CI uses.
 const CARGO_TOOLS: &[(&str, &str)] = &[("cargo-deb", "3.8.0"), ("cargo-generate-rpm", "0.21.1")];
 
-/// The Python packages of the virtual environment (the OpenAI SDK, for tests/it/proxy/sdk.rs).
+/// The Python packages of the virtual environment (the OpenAI and Anthropic SDKs, for
+/// tests/it/proxy/sdk.rs and anthropic_clients.rs).
 const REQUIREMENTS: &str = "tests/requirements.txt";
 
 pub fn run(project: &Project, steps: &mut Steps) -> Result {
@@ -27,6 +29,11 @@ pub fn run(project: &Project, steps: &mut Steps) -> Result {
         shorter(&project.venv(), &project.root)
     );
     steps.run(&title, || python_venv(project))?;
+    let title = format!(
+        "Claude Code and Codex CLI in {}",
+        shorter(&npm::dir(project), &project.root)
+    );
+    steps.run(&title, || npm::install(project))?;
     Ok(())
 }
 
@@ -130,7 +137,7 @@ fn python_venv(project: &Project) -> Result {
     )?;
     step::run(project.command(&python).args([
         "-c",
-        r#"import openai; print("openai", openai.__version__)"#,
+        r#"import anthropic, openai; print("openai", openai.__version__, "anthropic", anthropic.__version__)"#,
     ]))?;
     fs::write(&stamp, wanted)
         .map_err(|e| Error::new(format!("cannot write {}: {e}", stamp.display())))

@@ -2,7 +2,6 @@
 //! the model list through the proxy to the right backends.
 
 use std::io::Write;
-use std::process::Command;
 
 use bytes::Bytes;
 use http::Response;
@@ -66,25 +65,10 @@ pub async fn run_script(
     ca: Option<std::path::PathBuf>,
 ) -> (serde_json::Value, String) {
     crate::support::tools::require_python_module("openai");
-    let script = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
-    let (arg, key) = (arg.to_string(), key.to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(crate::support::tools::python())
-            .arg(script)
-            .arg(arg)
-            .env("OPENAI_BASE_URL", base)
-            .env("OPENAI_API_KEY", key)
-            .envs(ca.map(|ca| ("TEST_PROXY_CA", ca)))
-            .env_remove("OPENAI_ORG_ID")
-            .env_remove("OPENAI_PROJECT_ID")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "SDK script failed:\n{stderr}");
-    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+    let ca = ca.map(|ca| ca.to_string_lossy().into_owned());
+    let mut envs = vec![("OPENAI_BASE_URL", base.as_str()), ("OPENAI_API_KEY", key)];
+    envs.extend(ca.as_deref().map(|ca| ("TEST_PROXY_CA", ca)));
+    crate::support::tools::run_python(script, &[arg], envs).await
 }
 
 pub const MP3: &str = concat!(
