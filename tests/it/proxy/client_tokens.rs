@@ -96,10 +96,10 @@ async fn without_a_valid_token_every_route_is_401_before_routing() {
             assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
         }
     }
-    // A token in another header does not count.
+    // A token in another header than Authorization or (Anthropic's clients) x-api-key does
+    // not count.
     let res = send(
         Request::get(proxy.url("/v1/models"))
-            .header("x-api-key", TOKEN_A)
             .header("api-key", TOKEN_A)
             .body(full(""))
             .unwrap(),
@@ -113,24 +113,26 @@ async fn without_a_valid_token_every_route_is_401_before_routing() {
     assert_eq!(res.status(), 200);
 
     // Valid tokens: served, and the token reaches no backend.
-    for (path, auth) in [
-        ("/v1/chat/completions", format!("Bearer {TOKEN_A}")),
-        ("/v1/audio/transcriptions", format!("bearer {TOKEN_B}")),
-        ("/v1/audio/speech", format!("BEARER   {TOKEN_A} ")),
-        ("/v1/models", format!("Bearer {TOKEN_B}")),
-        ("/", format!("Bearer {TOKEN_A}")),
+    for (path, header, auth) in [
+        ("/v1/chat/completions", "authorization", format!("Bearer {TOKEN_A}")),
+        ("/v1/audio/transcriptions", "authorization", format!("bearer {TOKEN_B}")),
+        ("/v1/audio/speech", "authorization", format!("BEARER   {TOKEN_A} ")),
+        ("/v1/models", "authorization", format!("Bearer {TOKEN_B}")),
+        ("/", "authorization", format!("Bearer {TOKEN_A}")),
+        // Claude Code's ANTHROPIC_API_KEY.
+        ("/v1/chat/completions", "x-api-key", TOKEN_B.to_string()),
     ] {
         let res = send(
             Request::post(proxy.url(path))
-                .header("authorization", auth)
+                .header(header, auth)
                 .body(full("{}"))
                 .unwrap(),
         )
         .await;
-        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(res.status(), 200, "{path} {header}");
         body_bytes(res).await;
     }
-    assert_eq!(total(), 4);
+    assert_eq!(total(), 5);
     for m in &mocks {
         for s in m.requests() {
             for (h, v) in &s.headers {
