@@ -32,7 +32,9 @@ pub(crate) fn check_client_token(
             Some(d)
         }
         None => {
-            let d = headers.get(&X_API_KEY).and_then(|v| tokens.find(v.as_bytes()));
+            let d = headers
+                .get(&X_API_KEY)
+                .and_then(|v| tokens.find(v.as_bytes()));
             if d.is_some() {
                 headers.remove(&X_API_KEY);
             }

@@ -337,3 +337,95 @@ async fn ollamas_json_lines_are_marked_unbuffered_for_a_proxy_in_front() {
     );
     proxy.stop().await;
 }
+
+/// The guide's example (`config/examples/every-api.toml`).
+const EVERY_API: &str = include_str!("../../../config/examples/every-api.toml");
+
+#[test]
+fn the_client_apis_guide_shows_the_example_as_it_is() {
+    crate::support::assert_guide_shows(
+        "client-apis.md",
+        "config/examples/every-api.toml",
+        EVERY_API,
+    );
+}
+
+#[tokio::test]
+async fn the_guides_config_sends_each_api_by_model_with_the_right_keys() {
+    let ollama = Mock::echo("ollama").await;
+    let anthropic = Mock::echo("anthropic").await;
+    let openai = Mock::echo("openai").await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = [
+        ("anthropic", "sk-ant-proxy-0123456789"),
+        ("openai", "sk-proxy-0123456789"),
+    ];
+    let mut cfg = EVERY_API
+        .replace("http://127.0.0.1:11434", &ollama.url())
+        .replace("https://api.anthropic.com", &anthropic.url())
+        .replace("https://api.openai.com", &openai.url());
+    for (name, key) in keys {
+        let file = dir.path().join(format!("{name}.key"));
+        std::fs::write(&file, key).unwrap();
+        cfg = cfg.replace(
+            &format!("\"/etc/openai-proxy/{name}.key\""),
+            &format!("{file:?}"),
+        );
+    }
+    let proxy = start_proxy(&cfg).await;
+    let client_key = [
+        ("x-api-key", "sk-ant-client-0123456789"),
+        ("authorization", "Bearer sk-client-0123456789"),
+    ];
+    for (path, model, to) in [
+        ("/api/chat", "qwen3:8b", "ollama"),
+        ("/api/chat", "anything", "ollama"),
+        ("/v1/messages?beta=true", "qwen3:8b", "ollama"),
+        ("/v1/messages?beta=true", "claude-sonnet-4-5", "anthropic"),
+        (
+            "/v1/messages/count_tokens",
+            "claude-sonnet-4-5",
+            "anthropic",
+        ),
+        ("/v1/responses", "gpt-oss:20b", "ollama"),
+        ("/v1/responses", "gpt-5", "openai"),
+        ("/v1/chat/completions", "llama3.2", "ollama"),
+        ("/v1/chat/completions", "gpt-4o", "openai"),
+    ] {
+        let body = format!(r#"{{"model":"{model}","messages":[]}}"#);
+        let res = send(post(proxy.url(path), &body, &client_key)).await;
+        assert_eq!(res.status(), 200, "{path} {model}");
+        assert_eq!(res.headers()["x-mock"], to, "{path} {model}");
+        body_bytes(res).await;
+    }
+    let last = |m: &Mock| m.requests().pop().unwrap();
+    let seen = last(&anthropic);
+    assert_eq!(seen.uri.to_string(), "/v1/messages/count_tokens");
+    assert_eq!(seen.header("x-api-key"), Some(keys[0].1));
+    assert!(seen.header("authorization").is_none());
+    assert_eq!(
+        last(&openai).header("authorization"),
+        Some("Bearer sk-proxy-0123456789")
+    );
+    for s in ollama.requests() {
+        assert!(s.header("x-api-key").is_none() && s.header("authorization").is_none());
+    }
+    assert!(ollama
+        .requests()
+        .iter()
+        .any(|s| s.uri.to_string() == "/v1/messages?beta=true"));
+    // Codex's socket: 426.
+    let res = send(
+        Request::get(proxy.url("/v1/responses"))
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-version", "13")
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(res.status(), 426);
+    body_bytes(res).await;
+    proxy.stop().await;
+}

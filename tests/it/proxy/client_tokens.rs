@@ -114,9 +114,21 @@ async fn without_a_valid_token_every_route_is_401_before_routing() {
 
     // Valid tokens: served, and the token reaches no backend.
     for (path, header, auth) in [
-        ("/v1/chat/completions", "authorization", format!("Bearer {TOKEN_A}")),
-        ("/v1/audio/transcriptions", "authorization", format!("bearer {TOKEN_B}")),
-        ("/v1/audio/speech", "authorization", format!("BEARER   {TOKEN_A} ")),
+        (
+            "/v1/chat/completions",
+            "authorization",
+            format!("Bearer {TOKEN_A}"),
+        ),
+        (
+            "/v1/audio/transcriptions",
+            "authorization",
+            format!("bearer {TOKEN_B}"),
+        ),
+        (
+            "/v1/audio/speech",
+            "authorization",
+            format!("BEARER   {TOKEN_A} "),
+        ),
         ("/v1/models", "authorization", format!("Bearer {TOKEN_B}")),
         ("/", "authorization", format!("Bearer {TOKEN_A}")),
         // Claude Code's ANTHROPIC_API_KEY.
