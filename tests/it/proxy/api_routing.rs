@@ -413,7 +413,7 @@ async fn the_guides_config_sends_each_api_by_model_with_the_right_keys() {
     assert!(ollama
         .requests()
         .iter()
-        .any(|s| s.uri.to_string() == "/v1/messages?beta=true"));
+        .any(|s| s.uri == "/v1/messages?beta=true"));
     // Codex's socket: 426.
     let res = send(
         Request::get(proxy.url("/v1/responses"))
