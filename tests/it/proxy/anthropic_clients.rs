@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::support::api_mocks::{self, answer, model_of, on_path};
 use crate::support::mock::{Mock, Seen};
 use crate::support::tools::{self, npm_program, run_bounded, run_python};
-use crate::support::{dead_addr, start_proxy};
+use crate::support::{dead_addr, start_proxy, TestProxy};
 
 const INJECTED: &str = "sk-ant-proxy-0123456789";
 const CLIENT_KEY: &str = "sk-ant-client-0123456789";
@@ -55,6 +55,17 @@ fn key_file(dir: &Path) -> std::path::PathBuf {
     key
 }
 
+/// A local server and Anthropic, each answering with deltas `gap` apart, behind a proxy with
+/// [`config`]'s routes (every model not local to Anthropic), and the key file's directory.
+async fn local_and_cloud(gap: Duration) -> (Mock, Mock, tempfile::TempDir, TestProxy) {
+    let local = api_mocks::anthropic("local", gap).await;
+    let cloud = api_mocks::anthropic("anthropic", gap).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&local.url(), &cloud.url(), &key_file(dir.path()), true);
+    let proxy = start_proxy(&cfg).await;
+    (local, cloud, dir, proxy)
+}
+
 fn anthropic_env(base: &str) -> Vec<(&'static str, String)> {
     vec![
         ("ANTHROPIC_BASE_URL", base.to_string()),
@@ -90,16 +101,7 @@ fn assert_no_client_key(s: &Seen) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_sdk_messages_streams_and_token_counts_go_by_model() {
     tools::require_python_module("anthropic");
-    let local = api_mocks::anthropic("local", GAP).await;
-    let cloud = api_mocks::anthropic("anthropic", GAP).await;
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(&config(
-        &local.url(),
-        &cloud.url(),
-        &key_file(dir.path()),
-        true,
-    ))
-    .await;
+    let (local, cloud, _dir, proxy) = local_and_cloud(GAP).await;
 
     let (v, _) = run_python(
         "anthropic_client.py",
@@ -243,16 +245,7 @@ async fn claude(base: &str, model: &str, home: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_answers_from_the_backend_of_its_model() {
-    let local = api_mocks::anthropic("local", Duration::ZERO).await;
-    let cloud = api_mocks::anthropic("anthropic", Duration::ZERO).await;
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(&config(
-        &local.url(),
-        &cloud.url(),
-        &key_file(dir.path()),
-        true,
-    ))
-    .await;
+    let (local, cloud, _dir, proxy) = local_and_cloud(Duration::ZERO).await;
     let home = tempfile::tempdir().unwrap();
 
     for (model, name) in [(LOCAL_MODEL, "local"), (CLOUD_MODEL, "anthropic")] {

@@ -118,19 +118,21 @@ async fn ollamas_older_name_routes_like_model() {
     proxy.stop().await;
 }
 
-/// Sends a WebSocket upgrade to `path` and returns the status.
+/// A WebSocket upgrade to `url`, as Codex CLI sends it.
+fn upgrade_request(url: String) -> Request<mock::MockBody> {
+    Request::get(url)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "13")
+        .header("openai-beta", "responses_websockets=2026-02-06")
+        .body(full(""))
+        .unwrap()
+}
+
+/// Sends a WebSocket upgrade to `url` and returns the status.
 async fn upgrade(url: String) -> http::StatusCode {
-    let res = send(
-        Request::get(url)
-            .header("upgrade", "websocket")
-            .header("connection", "Upgrade")
-            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .header("sec-websocket-version", "13")
-            .header("openai-beta", "responses_websockets=2026-02-06")
-            .body(full(""))
-            .unwrap(),
-    )
-    .await;
+    let res = send(upgrade_request(url)).await;
     let status = res.status();
     body_bytes(res).await;
     status
@@ -161,16 +163,7 @@ async fn a_socket_that_names_no_model_on_a_path_routed_by_model_gets_426() {
     let proxy = start_proxy(&config("")).await;
     // Codex CLI's first try: the model only inside the socket. 426, in OpenAI's shape: it
     // goes on over HTTP.
-    let res = send(
-        Request::get(proxy.url("/v1/responses"))
-            .header("upgrade", "websocket")
-            .header("connection", "Upgrade")
-            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .header("sec-websocket-version", "13")
-            .body(full(""))
-            .unwrap(),
-    )
-    .await;
+    let res = send(upgrade_request(proxy.url("/v1/responses"))).await;
     assert_eq!(res.status(), 426);
     let v = json(res).await;
     assert_eq!(v["error"]["code"], "websocket_model_required", "{v}");
@@ -415,16 +408,7 @@ async fn the_guides_config_sends_each_api_by_model_with_the_right_keys() {
         .iter()
         .any(|s| s.uri == "/v1/messages?beta=true"));
     // Codex's socket: 426.
-    let res = send(
-        Request::get(proxy.url("/v1/responses"))
-            .header("upgrade", "websocket")
-            .header("connection", "Upgrade")
-            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .header("sec-websocket-version", "13")
-            .body(full(""))
-            .unwrap(),
-    )
-    .await;
+    let res = send(upgrade_request(proxy.url("/v1/responses"))).await;
     assert_eq!(res.status(), 426);
     body_bytes(res).await;
     proxy.stop().await;
