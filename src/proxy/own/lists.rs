@@ -15,6 +15,13 @@ use crate::proxy::Proxy;
 use crate::upstream::Backend;
 
 impl Proxy {
+    /// Whether the proxy answers this request with an Ollama list itself (then, as for
+    /// `/v1/models`, a client sees its own models whatever its routes).
+    pub(crate) fn answers_list(&self, method: &http::Method, path: &str) -> bool {
+        method == http::Method::GET
+            && Kind::of_ollama_path(path).is_some_and(|k| self.catalog.speaks(k))
+    }
+
     /// `GET /api/tags`, `GET /api/ps` or `GET /api/version` (`path`) when a backend speaks
     /// Ollama's API; `None`: another path, or no such backend (the request is routed).
     pub(crate) async fn ollama_list(

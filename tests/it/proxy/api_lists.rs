@@ -244,7 +244,10 @@ async fn a_scoped_client_sees_only_its_models_in_api_tags() {
     let (one, _) = ollama("one", &["llama3.2:3b", "qwen2.5:7b"], "0.6.2").await;
     let (two, _) = ollama("two", &["qwen2.5:7b", "gemma3:4b"], "0.5.10").await;
     let tokens = secret_file(&format!("guest {GUEST}\nadmin {ADMIN}\n"));
-    let extra = "[clients.guest]\nmodels = [\"llama*\", \"gemma*\"]\n";
+    // Its routes leave out /api: the proxy's own list is its models all the same, as
+    // /v1/models is, while the rest of Ollama's API is refused.
+    let extra =
+        "[clients.guest]\nmodels = [\"llama*\", \"gemma*\"]\nroutes = [\"/v1/chat/completions\"]\n";
     let config = three_ollamas(&one, &two, extra);
     let proxy = start_proxy(&format!(
         "[server]\nclient_tokens_file = {:?}\n{config}",
@@ -260,6 +263,12 @@ async fn a_scoped_client_sees_only_its_models_in_api_tags() {
         }
     };
     assert_eq!(tags(GUEST).await, ["llama3.2:3b", "gemma3:4b"]);
+    let res = get(
+        proxy.url("/api/show"),
+        &[("authorization", &format!("Bearer {GUEST}"))],
+    )
+    .await;
+    assert_eq!(res.status(), 403);
     assert_eq!(
         tags(ADMIN).await,
         ["llama3.2:3b", "qwen2.5:7b", "fast", "gemma3:4b"]
