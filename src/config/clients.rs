@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::routing::routes::glob_match;
+use crate::routing::routes::{glob_match, under};
 
 /// One client's scope and limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,14 +75,6 @@ impl ClientConfig {
     pub fn scoped(&self) -> bool {
         self.models.is_some() || self.backends_with_server_key.is_some()
     }
-}
-
-/// Whether `path` is `prefix` or below it (`/v1/chat` takes `/v1/chat/completions`, not
-/// `/v1/chatter`).
-pub(crate) fn under(path: &str, prefix: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[cfg(test)]

@@ -69,14 +69,22 @@ impl Proxy {
                 return Ok((m, None, also));
             }
         };
-        let m = self
-            .router
-            .find_for_model(path, Some(&name))
-            .ok_or_else(|| ProxyError::ModelNotFound {
-                model: quote(&name),
-                path: path.to_string(),
-            })?;
+        let m = self.route_for_model(path, &name)?;
         Ok((m, Some(BodyModel { name, span, kind }), also))
+    }
+
+    /// The first route on `path` that takes model `name`; 404 `model_not_found` when none does.
+    pub(super) fn route_for_model<'p>(
+        &self,
+        path: &'p str,
+        name: &str,
+    ) -> Result<Match<'_, 'p, Target>, ProxyError> {
+        self.router
+            .find_for_model(path, Some(name))
+            .ok_or_else(|| ProxyError::ModelNotFound {
+                model: quote(name),
+                path: path.to_string(),
+            })
     }
 }
 

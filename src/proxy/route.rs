@@ -306,12 +306,7 @@ impl Proxy {
         };
         ctx.model(&name);
         ctx.may_use_model(&name)?;
-        self.router
-            .find_for_model(path, Some(&name))
-            .ok_or_else(|| ProxyError::ModelNotFound {
-                model: crate::config::quote(&name),
-                path: path.to_string(),
-            })
+        self.route_for_model(path, &name)
     }
 }
 

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use super::routes::under;
+
 /// One client API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Api {
@@ -58,12 +60,6 @@ impl fmt::Display for Api {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// Whether `path` is `prefix` or under it (whole segments).
-fn under(path: &str, prefix: &str) -> bool {
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// A set of APIs: what a backend speaks.

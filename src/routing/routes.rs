@@ -24,6 +24,14 @@ impl std::fmt::Display for PathError {
     }
 }
 
+/// Whether `path` is `prefix` or below it, on whole segments (`/v1/chat` takes
+/// `/v1/chat/completions`, not `/v1/chatter`).
+pub(crate) fn under(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }

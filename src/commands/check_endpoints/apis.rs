@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 
 use super::report::{snippet, Ask, Exchange, Report, Verdict};
 use super::{CheckName, Checker, CHAT_PROMPT};
-use crate::routing::routes::Router;
+use crate::routing::routes::{under, Router};
+
+/// The API version the Anthropic check says it speaks.
+const ANTHROPIC_VERSION: (&str, &str) = ("anthropic-version", "2023-06-01");
 
 /// A client API `check-endpoints` can check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,7 +77,7 @@ pub(super) fn routed(routes: &Router<String>) -> Vec<ClientApi> {
         .filter(|api| {
             routes
                 .candidates(api.path())
-                .any(|m| m.route.prefix.starts_with(api.own_prefix()))
+                .any(|m| under(&m.route.prefix, api.own_prefix()))
         })
         .collect()
 }
@@ -111,7 +114,7 @@ impl Checker {
                     "stream": true,
                 });
                 let mut ask = Ask::post_json("/v1/messages", "text/event-stream", &body);
-                ask.headers = &[("anthropic-version", "2023-06-01")];
+                ask.headers = &[ANTHROPIC_VERSION];
                 self.check(api.check(), ask, |a| {
                     events(a, "message_stop", |v| {
                         v["delta"]["text"].as_str().map(str::to_string)
@@ -143,11 +146,7 @@ impl Checker {
     async fn first_model(&self, api: ClientApi) -> anyhow::Result<Result<String, String>> {
         let (path, headers, key): (_, &'static [(&str, &str)], _) = match api {
             ClientApi::Ollama => ("/api/tags", &[], ("models", "name")),
-            ClientApi::Anthropic => (
-                "/v1/models",
-                &[("anthropic-version", "2023-06-01")],
-                ("data", "id"),
-            ),
+            ClientApi::Anthropic => ("/v1/models", &[ANTHROPIC_VERSION], ("data", "id")),
             ClientApi::Responses => ("/v1/models", &[], ("data", "id")),
         };
         let mut ask = Ask::get(path);

@@ -18,8 +18,13 @@ impl Proxy {
     /// Whether the proxy answers this request with an Ollama list itself (then, as for
     /// `/v1/models`, a client sees its own models whatever its routes).
     pub(crate) fn answers_list(&self, method: &http::Method, path: &str) -> bool {
-        method == http::Method::GET
-            && Kind::of_ollama_path(path).is_some_and(|k| self.catalog.speaks(k))
+        method == http::Method::GET && self.ollama_kind(path).is_some()
+    }
+
+    /// The Ollama list `path` asks for, when a backend speaks Ollama's API (the proxy answers
+    /// it then).
+    fn ollama_kind(&self, path: &str) -> Option<Kind> {
+        Kind::of_ollama_path(path).filter(|&k| self.catalog.speaks(k))
     }
 
     /// `GET /api/tags`, `GET /api/ps` or `GET /api/version` (`path`) when a backend speaks
@@ -30,7 +35,7 @@ impl Proxy {
         parts: &Parts,
         ctx: &mut Ctx,
     ) -> Result<Option<Response<ResponseBody>>, ProxyError> {
-        let Some(kind) = Kind::of_ollama_path(path).filter(|&k| self.catalog.speaks(k)) else {
+        let Some(kind) = self.ollama_kind(path) else {
             return Ok(None);
         };
         let keep = |b: &Backend, id: Option<&str>| super::client_keeps(ctx, b, id);
