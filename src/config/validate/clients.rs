@@ -238,11 +238,43 @@ mod tests {
                 ":4:8: route[0].path:",
                 "the proxy's own health or readiness check",
             ),
+            (
+                ROUTES.replace("9\"\n", "9\"\napi = []\n"),
+                ":3:7: backends.b.api:",
+                "lists no API",
+            ),
+            (
+                ROUTES.replace("9\"\n", "9\"\napi = [\"openai\", \"Ollama\"]\n"),
+                ":3:18: backends.b.api:",
+                "unknown API \"Ollama\"",
+            ),
+            (
+                ROUTES.replace("9\"\n", "9\"\napi = [\"ollama\", \"ollama\"]\n"),
+                ":3:18: backends.b.api:",
+                "ollama is listed twice",
+            ),
         ];
         for (text, at, says) in cases {
             let e = error(&text);
             assert!(e.contains(at) && e.contains(says), "{at} {says} in:\n{e}");
             assert!(!e.contains(&"t".repeat(24)), "a token in:\n{e}");
         }
+    }
+
+    #[test]
+    fn a_backend_speaks_the_apis_of_its_routes_unless_it_says() {
+        use crate::routing::api::{Api, Apis};
+        let text = "[backends.o]\nurl = \"http://127.0.0.1:9\"\n\
+                    [backends.n]\nurl = \"http://127.0.0.1:8\"\n\
+                    [backends.s]\nurl = \"http://127.0.0.1:7\"\napi = [\"anthropic\"]\n\
+                    [[route]]\npath = \"/api\"\nbackend = \"o\"\n\
+                    [[route]]\npath = \"/v1/messages\"\nbackend = \"o\"\n\
+                    [[route]]\npath = \"/v1\"\nbackend = \"s\"\n";
+        let c = Config::from_toml(text).unwrap();
+        let api = |name: &str| c.backend(name).unwrap().api;
+        let set = |apis: &[Api]| apis.iter().copied().collect::<Apis>();
+        assert_eq!(api("o"), set(&[Api::Ollama, Api::Anthropic]));
+        assert_eq!(api("n"), set(&[Api::OpenAi]), "no route: OpenAI's");
+        assert_eq!(api("s"), set(&[Api::Anthropic]), "written: as written");
     }
 }
